@@ -1,0 +1,64 @@
+# ShiftViT-MPI build. `make` builds build/shiftvit; `make test` runs the suite.
+# Dependencies are Debian 12 packages (scripts/install-deps.sh installs them).
+
+CC      := mpicc
+ARCH    ?= native
+TRIPLET := $(shell gcc -print-multiarch)
+# Debian ships BLIS without pkg-config; the OpenMP flavour lives in its own
+# multiarch subdirectory (libblis-openmp-dev). Override BLIS_INC/BLIS_LIB for
+# another installation.
+BLIS_INC ?= /usr/include/$(TRIPLET)/blis-openmp
+BLIS_LIB ?= /usr/lib/$(TRIPLET)/blis-openmp
+PKGS    := hdf5 inih stb
+
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-sign-compare
+CFLAGS  ?= -O3 -march=$(ARCH)
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) -Iinclude -I$(BLIS_INC) \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
+           $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDFLAGS += -fopenmp
+
+ifeq ($(SANITIZE),1)
+CFLAGS  := $(filter-out -O3,$(CFLAGS)) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+LDFLAGS += -fsanitize=address,undefined
+BUILD   := build-sanitize
+else
+BUILD   := build
+endif
+
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all test deps clean demo train bench test-slurm fuzz
+all: $(BUILD)/shiftvit
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libshiftvit.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/shiftvit: $(BUILD)/obj/main.o $(BUILD)/libshiftvit.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libshiftvit.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libshiftvit.a $(LDFLAGS) $(LDLIBS) \
+	    $(shell pkg-config --libs cmocka 2>/dev/null)
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+# One command on a fresh Debian 12 machine: installs what is missing, builds,
+# runs every test and ends with the summary line.
+test: deps
+	$(MAKE) all $(TEST_BIN)
+	@BUILD=$(BUILD) tests/run_tests.sh
+
+clean:
+	rm -rf build build-sanitize

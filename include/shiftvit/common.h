@@ -1,0 +1,44 @@
+/* Shared helpers: error reporting, aligned allocation, wall-clock time.
+ *
+ * Convention used across the project: functions that can fail on user input
+ * return 0 on success and -1 on error, after writing a one-line message that
+ * names the file, the field and the offending value into an `sv_err` buffer
+ * (see SV_ERR_LEN). Programming errors (impossible shapes) abort via SV_CHECK. */
+#ifndef SHIFTVIT_COMMON_H
+#define SHIFTVIT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define SV_ERR_LEN 512
+
+/* Formats a message into err (size SV_ERR_LEN) and returns -1, so a caller
+ * can write `return sv_fail(err, "...", ...);`. err may be NULL. */
+int sv_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Internal invariant check: prints file:line and the expression, then aborts.
+ * Only for conditions that user input cannot reach. */
+#define SV_CHECK(cond)                                                          \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "shiftvit: internal error at %s:%d: %s\n",          \
+                    __FILE__, __LINE__, #cond);                                 \
+            abort();                                                            \
+        }                                                                       \
+    } while (0)
+
+/* 64-byte aligned allocation of n bytes, zero-filled (so every page is touched
+ * once, at start-up: MACHINE_NOTES.md, first-touch costs ~15 us per page).
+ * Exits the process with a message naming `what` if memory is exhausted. */
+void *sv_alloc(size_t n, const char *what);
+void sv_free(void *p);
+
+/* Monotonic wall-clock time in seconds. */
+double sv_now(void);
+
+/* Peak resident set size of this process in bytes (from getrusage), 0 if unknown. */
+size_t sv_peak_rss(void);
+
+#endif

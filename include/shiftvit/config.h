@@ -1,0 +1,96 @@
+/* Run configuration: INI file sections [data] [model] [optim] [train] [output].
+ *
+ * Defaults are the SPEC section 1 recipe (configs/cifar10_keras.ini spells them
+ * out). Every key is documented in README.md ("Configuration keys"). Parsing is
+ * done with inih (Debian libinih-dev). */
+#ifndef SHIFTVIT_CONFIG_H
+#define SHIFTVIT_CONFIG_H
+
+#include <stdio.h>
+
+#define SV_NUM_STAGES 4
+#define SV_PATH_LEN 1024
+
+typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
+
+typedef struct {
+    /* [data] */
+    char data_dir[SV_PATH_LEN]; /* "" = search (see data.h sv_find_data_dir) */
+    long train_size;            /* first records of data_batch_1..5 used for training (40000) */
+    long val_size;              /* following records used for validation (10000) */
+    long test_size;             /* records of test_batch.bin used for test; 0 = all (0) */
+    int image_size;             /* model input side after crop, pixels (48) */
+    int resize_size;            /* side of the bilinear resize before the crop (52) */
+    int augment;                /* 1 = random crop + flip in training (1) */
+
+    /* [model] */
+    int embed_dim;              /* channels of stage 1 (96) */
+    int depths[SV_NUM_STAGES];  /* shift blocks per stage (2,4,8,2) */
+    int mlp_ratio;              /* hidden width = mlp_ratio * C (2) */
+    int num_div;                /* shift groups: C / num_div channels per direction (12) */
+    int shift_pixel;            /* shift offset in pixels (1) */
+    int patch_size;             /* patch projection kernel = stride (4) */
+    float dropout;              /* MLP dropout rate (0.2) */
+    float drop_path;            /* max stochastic-depth rate per stage (0.2) */
+    float layer_norm_eps;       /* (1e-5) */
+    int num_classes;            /* (10) */
+
+    /* [optim] */
+    double lr_start;            /* (1e-5) */
+    double lr_max;              /* (1e-3) */
+    double warmup_fraction;     /* warmup = int(fraction * total_steps) (0.15) */
+    double weight_decay;        /* (1e-4) */
+    double beta1, beta2, eps;   /* (0.9, 0.999, 1e-7) */
+    sv_decay_mode decay_mode;   /* tfa (w -= wd*w) | torch (w -= lr*wd*w) (tfa) */
+
+    /* [train] */
+    int epochs;                 /* (100) */
+    int batch_size;             /* global batch over all ranks (256) */
+    int patience;               /* early stopping on val top-1; 0 = off (5) */
+    unsigned long long seed;    /* (42) */
+    long max_steps;             /* stop after this many updates; 0 = no limit (0) */
+    int log_every;              /* progress line every N steps when stdout is not a terminal (20) */
+    int eval_batch_size;        /* global batch for evaluation (256) */
+
+    /* [output] */
+    char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */
+    int checkpoint_every;       /* epochs between checkpoints (1) */
+    int keep_last;              /* epoch checkpoints kept besides best.h5 and last.h5 (3) */
+
+    /* Not a key: basename of the config file without .ini, for default out_dir. */
+    char name[256];
+} sv_config;
+
+/* Fills c with the SPEC recipe defaults. */
+void sv_config_defaults(sv_config *c);
+
+/* Reads an INI file onto c (keys not in the file keep their current value).
+ * Errors (-1, message in err[SV_ERR_LEN]): unreadable file, empty file, binary
+ * content, syntax error, unknown section or key, malformed or out-of-range
+ * value; the message names file, line, section.key and the value. Sets c->name. */
+int sv_config_load(sv_config *c, const char *path, char *err);
+
+/* Same as sv_config_load but from a string; `origin` names it in messages
+ * (e.g. "checkpoint.h5:/config"). */
+int sv_config_load_string(sv_config *c, const char *text, const char *origin, char *err);
+
+/* Applies one "section.key=value" override (the --set flag). Same checks and
+ * messages as the file parser, with origin "--set". */
+int sv_config_set(sv_config *c, const char *assignment, char *err);
+
+/* Cross-field checks after all overrides: embed_dim divisible by num_div,
+ * image_size divisible by patch_size, resize_size >= image_size, positive sizes,
+ * lr_max >= lr_start, warmup <= total steps (SPEC section 1), etc. The message
+ * names the keys and values involved. */
+int sv_config_validate(const sv_config *c, char *err);
+
+/* Writes c as an INI file that sv_config_load reads back to the same values. */
+void sv_config_write(const sv_config *c, FILE *f);
+
+/* Total optimiser steps as the recipe counts them: int(train_size / batch * epochs)
+ * with real division (SPEC section 1: 15625 for 100 epochs). */
+long sv_config_total_steps(const sv_config *c);
+/* Warmup steps: int(warmup_fraction * total_steps) (2343 for the recipe). */
+long sv_config_warmup_steps(const sv_config *c);
+
+#endif

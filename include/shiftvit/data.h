@@ -1,0 +1,91 @@
+/* CIFAR-10 binary reader, the train/val/test split, augmentation and the
+ * evaluation transform (SPEC section 1).
+ *
+ * Images are kept in memory as uint8 NHWC (N x 32 x 32 x 3, row-major, RGB),
+ * converted once from the file's planar layout (1 label byte, 1024 R, 1024 G,
+ * 1024 B per 3073-byte record). Model inputs are float32 NHWC in [0, 1]. */
+#ifndef SHIFTVIT_DATA_H
+#define SHIFTVIT_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shiftvit/config.h"
+
+#define SV_CIFAR_SIDE 32
+#define SV_CIFAR_PIXELS (SV_CIFAR_SIDE * SV_CIFAR_SIDE * 3)
+#define SV_CIFAR_RECORD (1 + SV_CIFAR_PIXELS) /* 3073 bytes */
+#define SV_CIFAR_TRAIN_FILES 5
+#define SV_CIFAR_RECORDS_PER_FILE 10000
+
+typedef struct {
+    long count;
+    uint8_t *images; /* count x 32 x 32 x 3, NHWC uint8 */
+    uint8_t *labels; /* count, values 0..9 */
+} sv_dataset;
+
+/* Picks the CIFAR-10 directory, first found wins (issue 3): cli (--data-dir),
+ * cfg_dir (data.dir), $CIFAR10_DIR, data/cifar-10-batches-bin,
+ * ../shared/data/cifar-10-batches-bin. A candidate counts when it holds
+ * data_batch_1.bin. Writes the choice into out (SV_PATH_LEN). On failure
+ * returns -1 with a message listing the places tried and pointing at
+ * scripts/get-cifar10.sh. A non-empty cli or cfg_dir that lacks the files is an
+ * error naming it (no silent fallback). */
+int sv_find_data_dir(const char *cli, const char *cfg_dir, char *out, char *err);
+
+/* Checks one .bin file without loading it: exists, is a regular file, is
+ * readable, non-empty, size a whole number of 3073-byte records, every label
+ * byte 0..9. The error names the file and, for a bad label, the record index
+ * and value; for a bad size, the size and the remainder. Returns the record
+ * count in *records. */
+int sv_cifar_check_file(const char *path, long *records, char *err);
+
+/* Loads `count` records starting at global record `first` of the concatenation
+ * of the given files (each validated with sv_cifar_check_file first). Fails
+ * with a message if the files hold fewer than first + count records. */
+int sv_cifar_load(sv_dataset *ds, const char *const *paths, int npaths,
+                  long first, long count, char *err);
+
+/* The SPEC split: train = first train_size records of data_batch_1..5, val =
+ * the next val_size, test = first test_size (0 = all) of test_batch.bin.
+ * train_size + val_size must not exceed the records present. */
+int sv_cifar_load_splits(const char *dir, long train_size, long val_size,
+                         long test_size, sv_dataset *train, sv_dataset *val,
+                         sv_dataset *test, char *err);
+
+void sv_dataset_free(sv_dataset *ds);
+
+/* Bilinear resize with TensorFlow 2 / PyTorch align_corners=False semantics:
+ * src = (dst + 0.5) * in / out - 0.5, clamped to [0, in - 1], no antialiasing.
+ * in: ih x iw x C float NHWC (one image); out: oh x ow x C. */
+void sv_resize_bilinear(float *out, int oh, int ow, const float *in, int ih,
+                        int iw, int C);
+
+/* Training augmentation of one image (SPEC section 1 steps 1-4): resize 32 ->
+ * resize_size, crop image_size at (oy, ox), flip horizontally if flip != 0,
+ * scale by 1/255. img: 32x32x3 uint8; out: image_size^2 x 3 float. */
+void sv_augment_image(float *out, const uint8_t *img, int resize_size,
+                      int image_size, int oy, int ox, int flip);
+
+/* Evaluation transform: resize 32 -> resize_size, then resize_size ->
+ * image_size, then 1/255. in: ih x iw x 3 uint8 (32x32 for CIFAR; predict
+ * passes its 32x32 resized photo). out: image_size^2 x 3 float. */
+void sv_eval_image(float *out, const uint8_t *img, int resize_size, int image_size);
+
+/* Crop offsets and flip for one sample, keyed by (seed, epoch, sample index):
+ * oy, ox uniform in [0, resize_size - image_size], flip with p = 0.5. */
+void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
+                     int image_size, int *oy, int *ox, int *flip);
+
+/* Fills perm[0..n) with the epoch's permutation of 0..n-1 (Fisher-Yates driven by
+ * the counter-based generator keyed by (seed, epoch)), identical on every rank. */
+void sv_epoch_permutation(long *perm, long n, uint64_t seed, long epoch);
+
+/* Builds a batch: for i in [0, n) takes sample idx[i] of ds, writes its labels
+ * and the transformed image into x (n x image_size x image_size x 3 float).
+ * train != 0: augmentation (when cfg->augment) with draws keyed by (seed, epoch,
+ * idx[i]); train == 0: evaluation transform. OpenMP-parallel over images. */
+void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
+                   int n, const sv_config *cfg, long epoch, int train);
+
+#endif

@@ -1,0 +1,123 @@
+/* Layer kernels: one forward and one backward function per layer.
+ *
+ * Layout: activations are NHWC float32, row-major, i.e. a T x C matrix with
+ * T = N*H*W tokens and C contiguous channels. Weights use Keras' layouts:
+ * Dense kernel [in][out], Conv2D kernel [kh][kw][cin][cout] (flattened it is a
+ * (kh*kw*cin) x cout matrix). GEMMs go through BLIS; element-wise kernels are
+ * OpenMP loops. None of these functions allocates memory or fails: shapes are
+ * checked by the caller (model.c) once, when the model is built.
+ *
+ * Unless noted, a backward function OVERWRITES its input gradient (dx) and its
+ * parameter gradients (dw, db, dgamma, dbeta): every tensor is used exactly
+ * once per step, so no gradient needs accumulation. */
+#ifndef SHIFTVIT_LAYERS_H
+#define SHIFTVIT_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reserves the per-thread scratch used by column reductions (bias and
+ * LayerNorm parameter gradients) for up to max_channels channels. Call once at
+ * start-up, outside parallel regions; the backward kernels never allocate. */
+void sv_layers_reserve(int max_channels);
+
+/* y[M][N] = alpha * op(A) op(B) + beta * y, row-major, through BLIS's typed API.
+ * op(A) is M x K (A stored K x M when ta), op(B) is K x N (B stored N x K when tb).
+ * lda/ldb/ldc are row strides in elements. */
+void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Dense: y[T][out] = x[T][in] w[in][out] + b[out] (b may be NULL). */
+void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
+                      int T, int in, int out);
+/* dx[T][in] = dy w^T (skipped if dx is NULL); dw[in][out] = x^T dy;
+ * db[out] = column sums of dy (skipped if db is NULL). */
+void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
+                       const float *x, const float *w, int T, int in, int out);
+
+/* LayerNorm over the last axis (Ba, Kiros & Hinton 2016; Keras
+ * LayerNormalization): y = (x - mean) * rstd * gamma + beta,
+ * rstd = 1 / sqrt(var + eps), var the biased variance. x, y: [T][C];
+ * mean, rstd: [T] saved for backward. */
+void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, int T, int C,
+                          float eps);
+/* dx[T][C] += LayerNorm input gradient (ACCUMULATES, for residual paths);
+ * dgamma, dbeta [C] overwritten. x is the forward input. */
+void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
+                           const float *dy, const float *x, const float *mean,
+                           const float *rstd, const float *gamma, int T, int C);
+
+/* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016), the
+ * tf.nn.gelu default (approximate=False). */
+float sv_gelu(float x);
+float sv_gelu_grad(float x); /* d gelu / dx = Phi(x) + x phi(x) */
+
+/* Fused GELU + dropout (Srivastava et al. 2014, inverted scaling):
+ * a = gelu(h) * mask / keep with keep = 1 - p; mask drawn per element from the
+ * stream keys[n] (one key per sample, counter = element index inside the
+ * sample). h, a: N samples x per_sample floats. keys == NULL or p == 0: no
+ * dropout, mask untouched. mask: N x per_sample bytes (0/1). */
+void sv_gelu_dropout_forward(float *a, uint8_t *mask, const float *h, int N,
+                             size_t per_sample, const uint64_t *keys, float p);
+/* dh = da * mask / keep * gelu'(h) (overwrites dh; dh may alias da). */
+void sv_gelu_dropout_backward(float *dh, const float *da, const float *h,
+                              const uint8_t *mask, int N, size_t per_sample,
+                              int use_mask, float p);
+
+/* Fused residual with dropout and drop path (Huang et al. 2016, "Deep Networks
+ * with Stochastic Depth"): out = x + dp[n] * mask * z / keep, where dp[n] is 0
+ * or 1/(1-p_path) per sample and mask the element dropout mask (rate p).
+ * keys NULL: out = x + z. dp NULL: no drop path. */
+void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
+                                 const float *z, int N, size_t per_sample,
+                                 const uint64_t *keys, float p, const float *dp);
+/* dz = dout * dp[n] * mask / keep (overwrites dz); the x path is identity. */
+void sv_residual_dropout_backward(float *dz, const float *dout,
+                                  const uint8_t *mask, int N, size_t per_sample,
+                                  int use_mask, float p, const float *dp);
+
+/* Drop-path scale per sample: dp[n] = (u >= p) / (1 - p) with u uniform from
+ * keys[n] (counter 0). keys NULL or p == 0: dp[n] = 1. */
+void sv_drop_path_scales(float *dp, int N, const uint64_t *keys, float p);
+
+/* Shift (SPEC section 2; Wang et al. 2022): x, y [N][H][W][C], g = C / num_div;
+ * channels [0,g) left, [g,2g) right, [2g,3g) up, [3g,4g) down by `pixel`,
+ * vacated positions 0, the rest copied. */
+void sv_shift_forward(float *y, const float *x, int N, int H, int W, int C,
+                      int num_div, int pixel);
+/* dx = opposite shift of dy (overwrites dx). */
+void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
+                       int num_div, int pixel);
+
+/* Non-overlapping k x k windows with stride k and TensorFlow "same" padding
+ * (zeros at the bottom/right only, when H or W is not a multiple of k):
+ * cols[(n*Ho + i)*Wo + j][(kh*k + kw)*C + c] = x[n][i*k+kh][j*k+kw][c] or 0,
+ * Ho = ceil(H / k), Wo = ceil(W / k). This is the im2col of a Conv2D with
+ * kernel = stride = k, so the conv is one GEMM with the Keras kernel. */
+void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
+                      int k);
+/* Inverse: dx[n][y][x][c] = dcols at its window position (padding dropped).
+ * Overwrites dx. Every input position lies in exactly one window. */
+void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
+                       int C, int k);
+
+/* Global average pool: y[N][C] = mean over HW of x[N][HW][C]. */
+void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C);
+/* dx[n][t][c] = dy[n][c] / HW (overwrites dx). */
+void sv_avgpool_backward(float *dx, const float *dy, int N, int HW, int C);
+
+/* Softmax cross-entropy per sample: probs[N][K] = softmax(logits);
+ * losses[n] = -log probs[n][label[n]] (computed as logsumexp - logit). */
+void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
+                             const int *labels, int N, int K);
+/* dlogits[n][k] = (probs[n][k] - [k == label[n]]) * scale; scale is
+ * 1 / global batch so that the all-reduced sum is the mean's gradient. */
+void sv_softmax_xent_backward(float *dlogits, const float *probs,
+                              const int *labels, int N, int K, float scale);
+
+/* 1 if label is among the k largest logits (ties count against: the label's
+ * rank is the number of logits strictly greater than its own), else 0. */
+int sv_topk_correct(const float *logits, int K, int label, int k);
+
+#endif

@@ -1,0 +1,99 @@
+/* The ShiftViT model (SPEC section 1, shift of section 2): parameters in one
+ * flat buffer, gradients in another, activations allocated once for the
+ * largest local batch. Forward and backward never allocate.
+ *
+ * Layout of the flat parameter buffer: tensors in forward order (patch
+ * projection, stage 1 blocks, stage 1 patch merging, ..., classifier), each
+ * contiguous, Keras shapes and names (see sv_param_info). The gradient buffer
+ * has the same layout, so the all-reduce runs over a few large contiguous
+ * buckets, and backward finishes tensors from the end of the buffer towards
+ * its start (which is what lets the all-reduce overlap backward). */
+#ifndef SHIFTVIT_MODEL_H
+#define SHIFTVIT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "shiftvit/config.h"
+
+#define SV_MAX_NAME 96
+
+typedef struct {
+    char name[SV_MAX_NAME]; /* e.g. "stage1/block0/mlp/fc1/kernel" */
+    int ndim;
+    int shape[4];           /* Keras shape: Dense [in,out], Conv2D [kh,kw,cin,cout], others [C] */
+    size_t offset;          /* in floats, into params and grads */
+    size_t size;            /* product of shape */
+    double glorot_limit;    /* > 0: Glorot-uniform kernel; 0: zeros; < 0: ones (LayerNorm gamma) */
+} sv_param_info;
+
+/* Randomness for a training forward pass (SPEC section 4): dropout and drop-path
+ * draws are keyed by (seed, epoch, sample_ids[n], layer). */
+typedef struct {
+    uint64_t seed;
+    long epoch;
+    const long *sample_ids; /* N global sample indices, one per row of the batch */
+} sv_train_rng;
+
+/* Called by backward each time a parameter tensor's gradient is final, with the
+ * lowest flat offset (in floats) whose gradient is now complete; offsets only
+ * decrease during one backward pass. */
+typedef void (*sv_grad_ready_fn)(void *ctx, size_t offset);
+
+struct sv_model_acts; /* activation buffers, private to model.c */
+
+typedef struct sv_model {
+    /* Shape, from the config. */
+    int image_size, patch_size, num_classes, mlp_ratio, num_div, shift_pixel;
+    int depths[SV_NUM_STAGES];
+    int channels[SV_NUM_STAGES]; /* C per stage: embed_dim * 2^s */
+    int sides[SV_NUM_STAGES];    /* H = W per stage: image/patch, then ceil(H/2) */
+    float dropout, drop_path, eps;
+
+    int num_tensors;
+    sv_param_info *tensors;
+    size_t num_params;  /* floats in params/grads (11,690,602 for the recipe) */
+    float *params;
+    float *grads;
+
+    int max_batch;      /* activations are sized for this many samples */
+    double flops_forward; /* per image, multiply-add = 2, GEMMs only */
+    struct sv_model_acts *acts;
+} sv_model;
+
+/* Builds the parameter table and allocates params, grads and activations for
+ * batches of up to max_batch samples (all memory touched once, now). The
+ * config must have passed sv_config_validate. Returns 0, or -1 with a message
+ * in err if memory cannot be had. Weights are zero until sv_model_init_weights. */
+int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+void sv_model_free(sv_model *m);
+
+/* Keras default initialisation (SPEC section 1): Glorot-uniform kernels with
+ * limit sqrt(6 / (fan_in + fan_out)) (conv fans include kh*kw), biases 0,
+ * LayerNorm gamma 1 and beta 0. Element i of tensor t is drawn from the
+ * counter-based generator keyed by (seed, SV_RNG_INIT, t): identical on every
+ * rank and machine. */
+void sv_model_init_weights(sv_model *m, uint64_t seed);
+
+/* Index of the tensor with this name, or -1. */
+int sv_model_find(const sv_model *m, const char *name);
+
+/* Forward pass. x: N x image_size x image_size x 3, NHWC float in [0, 1];
+ * N <= max_batch. rng != NULL: training mode (dropout, drop path, activations
+ * kept for backward); rng == NULL: inference mode. Returns the logits,
+ * N x num_classes, valid until the next forward. */
+const float *sv_model_forward(sv_model *m, const float *x, int N,
+                              const sv_train_rng *rng);
+
+/* Backward pass of the last training forward. dlogits: N x num_classes (e.g.
+ * from sv_softmax_xent_backward). Overwrites m->grads entirely. ready (may be
+ * NULL) is told as each tensor's gradient becomes final. */
+void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready,
+                       void *ready_ctx);
+
+/* Keras-style summary: per layer the output shape and parameter count, then
+ * total parameters and forward MFLOP per image. */
+void sv_model_print_summary(const sv_model *m, FILE *f);
+
+#endif

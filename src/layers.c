@@ -1,0 +1,377 @@
+/* Layer kernels (see include/shiftvit/layers.h for shapes and formulas). */
+#include "shiftvit/layers.h"
+
+#include <blis.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "shiftvit/common.h"
+#include "shiftvit/rng.h"
+
+/* Per-thread partial sums for column reductions: nthreads x 2 x max_channels. */
+static float *g_scratch;
+static int g_scratch_channels;
+static int g_scratch_threads;
+
+void sv_layers_reserve(int max_channels) {
+    int nt = omp_get_max_threads();
+    if (g_scratch && max_channels <= g_scratch_channels && nt <= g_scratch_threads)
+        return;
+    sv_free(g_scratch);
+    g_scratch = sv_alloc((size_t)nt * 2 * (size_t)max_channels * sizeof(float),
+                         "layer scratch");
+    g_scratch_channels = max_channels;
+    g_scratch_threads = nt;
+}
+
+void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    bli_sgemm(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+              tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N, K, &alpha,
+              (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+}
+
+/* out[c] = sum over rows t of a[t][c] (and out2[c] = sum of b[t][c] when b is
+ * given), deterministic for a fixed thread count: per-thread partials over
+ * contiguous row blocks, then summed in thread order. */
+static void column_sums(float *out, const float *a, float *out2, const float *b,
+                        int T, int C) {
+    SV_CHECK(g_scratch && C <= g_scratch_channels);
+    int nt = omp_get_max_threads();
+    SV_CHECK(nt <= g_scratch_threads);
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num();
+        int nth = omp_get_num_threads();
+        float *pa = g_scratch + (size_t)tid * 2 * C;
+        float *pb = pa + C;
+        memset(pa, 0, 2 * (size_t)C * sizeof(float));
+        long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
+        for (long t = lo; t < hi; t++) {
+            const float *ra = a + t * C;
+            for (int c = 0; c < C; c++) pa[c] += ra[c];
+            if (b) {
+                const float *rb = b + t * C;
+                for (int c = 0; c < C; c++) pb[c] += rb[c];
+            }
+        }
+#pragma omp barrier
+#pragma omp for
+        for (int c = 0; c < C; c++) {
+            float s = 0.f, s2 = 0.f;
+            for (int i = 0; i < nth; i++) {
+                s += g_scratch[(size_t)i * 2 * C + c];
+                s2 += g_scratch[(size_t)i * 2 * C + C + c];
+            }
+            out[c] = s;
+            if (b) out2[c] = s2;
+        }
+    }
+}
+
+void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
+                      int T, int in, int out) {
+    if (b) {
+#pragma omp parallel for
+        for (long t = 0; t < T; t++) memcpy(y + t * out, b, (size_t)out * sizeof(float));
+    }
+    sv_gemm(0, 0, T, out, in, 1.f, x, in, w, out, b ? 1.f : 0.f, y, out);
+}
+
+void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
+                       const float *x, const float *w, int T, int in, int out) {
+    if (dx) sv_gemm(0, 1, T, in, out, 1.f, dy, out, w, out, 0.f, dx, in);
+    sv_gemm(1, 0, in, out, T, 1.f, x, in, dy, out, 0.f, dw, out);
+    if (db) column_sums(db, dy, NULL, NULL, T, out);
+}
+
+void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, int T, int C,
+                          float eps) {
+#pragma omp parallel for
+    for (long t = 0; t < T; t++) {
+        const float *xr = x + t * C;
+        float *yr = y + t * C;
+        /* Two passes in double keep the variance exact enough for large means. */
+        double s = 0.0;
+        for (int c = 0; c < C; c++) s += xr[c];
+        float m = (float)(s / C);
+        double v = 0.0;
+        for (int c = 0; c < C; c++) {
+            float d = xr[c] - m;
+            v += (double)d * d;
+        }
+        float r = 1.0f / sqrtf((float)(v / C) + eps);
+        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * gamma[c] + beta[c];
+        mean[t] = m;
+        rstd[t] = r;
+    }
+}
+
+void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
+                           const float *dy, const float *x, const float *mean,
+                           const float *rstd, const float *gamma, int T, int C) {
+    SV_CHECK(g_scratch && C <= g_scratch_channels);
+    int nt = omp_get_max_threads();
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num();
+        int nth = omp_get_num_threads();
+        float *pg = g_scratch + (size_t)tid * 2 * C;
+        float *pb = pg + C;
+        memset(pg, 0, 2 * (size_t)C * sizeof(float));
+        long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
+        for (long t = lo; t < hi; t++) {
+            const float *xr = x + t * C, *dyr = dy + t * C;
+            float *dxr = dx + t * C;
+            float m = mean[t], r = rstd[t];
+            float sum_g = 0.f, sum_gx = 0.f;
+            for (int c = 0; c < C; c++) {
+                float xh = (xr[c] - m) * r;
+                float g = dyr[c] * gamma[c];
+                pg[c] += dyr[c] * xh;
+                pb[c] += dyr[c];
+                sum_g += g;
+                sum_gx += g * xh;
+            }
+            sum_g /= C;
+            sum_gx /= C;
+            for (int c = 0; c < C; c++) {
+                float xh = (xr[c] - m) * r;
+                dxr[c] += r * (dyr[c] * gamma[c] - sum_g - xh * sum_gx);
+            }
+        }
+#pragma omp barrier
+#pragma omp for
+        for (int c = 0; c < C; c++) {
+            float s = 0.f, s2 = 0.f;
+            for (int i = 0; i < nth; i++) {
+                s += g_scratch[(size_t)i * 2 * C + c];
+                s2 += g_scratch[(size_t)i * 2 * C + C + c];
+            }
+            dgamma[c] = s;
+            dbeta[c] = s2;
+        }
+    }
+}
+
+float sv_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+float sv_gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
+void sv_gelu_dropout_forward(float *a, uint8_t *mask, const float *h, int N,
+                             size_t per_sample, const uint64_t *keys, float p) {
+    int drop = keys && p > 0.f;
+    float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < N; n++) {
+        for (size_t i = 0; i < per_sample; i++) {
+            size_t j = (size_t)n * per_sample + i;
+            float v = sv_gelu(h[j]);
+            if (drop) {
+                uint8_t k = sv_rng_uniform(keys[n], i) >= p;
+                mask[j] = k;
+                v = k ? v * inv_keep : 0.f;
+            }
+            a[j] = v;
+        }
+    }
+}
+
+void sv_gelu_dropout_backward(float *dh, const float *da, const float *h,
+                              const uint8_t *mask, int N, size_t per_sample,
+                              int use_mask, float p) {
+    size_t n = (size_t)N * per_sample;
+    float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for
+    for (size_t j = 0; j < n; j++) {
+        float g = da[j] * sv_gelu_grad(h[j]);
+        if (use_mask) g = mask[j] ? g * inv_keep : 0.f;
+        dh[j] = g;
+    }
+}
+
+void sv_drop_path_scales(float *dp, int N, const uint64_t *keys, float p) {
+    for (int n = 0; n < N; n++)
+        dp[n] = (keys && p > 0.f) ? (sv_rng_uniform(keys[n], 0) >= p ? 1.0f / (1.0f - p) : 0.f)
+                                  : 1.0f;
+}
+
+void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
+                                 const float *z, int N, size_t per_sample,
+                                 const uint64_t *keys, float p, const float *dp) {
+    int drop = keys && p > 0.f;
+    float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < N; n++) {
+        for (size_t i = 0; i < per_sample; i++) {
+            size_t j = (size_t)n * per_sample + i;
+            float v = z[j];
+            if (drop) {
+                uint8_t k = sv_rng_uniform(keys[n], i) >= p;
+                mask[j] = k;
+                v = k ? v * inv_keep : 0.f;
+            }
+            if (dp) v *= dp[n];
+            out[j] = x[j] + v;
+        }
+    }
+}
+
+void sv_residual_dropout_backward(float *dz, const float *dout,
+                                  const uint8_t *mask, int N, size_t per_sample,
+                                  int use_mask, float p, const float *dp) {
+    float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < N; n++) {
+        for (size_t i = 0; i < per_sample; i++) {
+            size_t j = (size_t)n * per_sample + i;
+            float g = dout[j];
+            if (use_mask) g = mask[j] ? g * inv_keep : 0.f;
+            if (dp) g *= dp[n];
+            dz[j] = g;
+        }
+    }
+}
+
+/* Direction of channel c: 0 left, 1 right, 2 up, 3 down, -1 none. */
+static inline int shift_dir(int c, int g) { return (g > 0 && c < 4 * g) ? c / g : -1; }
+
+/* Shared by forward (sign = +1) and backward (sign = -1, the opposite shift):
+ * y[n][h][w][c] = x[n][h + sy][w + sx][c] or 0 outside. */
+static void shift_apply(float *y, const float *x, int N, int H, int W, int C,
+                        int num_div, int pixel, int sign) {
+    int g = C / num_div;
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < N; n++) {
+        for (int h = 0; h < H; h++) {
+            for (int w = 0; w < W; w++) {
+                float *yr = y + (((size_t)n * H + h) * W + w) * C;
+                const float *xr = x + (((size_t)n * H + h) * W + w) * C;
+                for (int c = 0; c < C; c++) {
+                    int d = shift_dir(c, g);
+                    int sx = 0, sy = 0;
+                    /* left: out[w] = in[w + 1]; right: out[w] = in[w - 1];
+                     * up: out[h] = in[h + 1]; down: out[h] = in[h - 1]. */
+                    if (d == 0) sx = pixel;
+                    else if (d == 1) sx = -pixel;
+                    else if (d == 2) sy = pixel;
+                    else if (d == 3) sy = -pixel;
+                    sx *= sign;
+                    sy *= sign;
+                    int hh = h + sy, ww = w + sx;
+                    if (hh < 0 || hh >= H || ww < 0 || ww >= W)
+                        yr[c] = 0.f;
+                    else
+                        yr[c] = xr[((ptrdiff_t)sy * W + sx) * C + c];
+                }
+            }
+        }
+    }
+}
+
+void sv_shift_forward(float *y, const float *x, int N, int H, int W, int C,
+                      int num_div, int pixel) {
+    shift_apply(y, x, N, H, W, C, num_div, pixel, 1);
+}
+
+void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
+                       int num_div, int pixel) {
+    shift_apply(dx, dy, N, H, W, C, num_div, pixel, -1);
+}
+
+void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
+                      int k) {
+    int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+#pragma omp parallel for collapse(3)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < Ho; i++)
+            for (int j = 0; j < Wo; j++) {
+                float *dst = cols + (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
+                for (int kh = 0; kh < k; kh++)
+                    for (int kw = 0; kw < k; kw++) {
+                        int y = i * k + kh, xx = j * k + kw;
+                        float *d = dst + (size_t)(kh * k + kw) * C;
+                        if (y < H && xx < W)
+                            memcpy(d, x + (((size_t)n * H + y) * W + xx) * C, (size_t)C * sizeof(float));
+                        else
+                            memset(d, 0, (size_t)C * sizeof(float));
+                    }
+            }
+}
+
+void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
+                       int C, int k) {
+    int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+#pragma omp parallel for collapse(3)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < Ho; i++)
+            for (int j = 0; j < Wo; j++) {
+                const float *src = dcols + (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
+                for (int kh = 0; kh < k; kh++)
+                    for (int kw = 0; kw < k; kw++) {
+                        int y = i * k + kh, xx = j * k + kw;
+                        if (y < H && xx < W)
+                            memcpy(dx + (((size_t)n * H + y) * W + xx) * C,
+                                   src + (size_t)(kh * k + kw) * C, (size_t)C * sizeof(float));
+                    }
+            }
+}
+
+void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float *yr = y + (size_t)n * C;
+        for (int c = 0; c < C; c++) yr[c] = 0.f;
+        for (int t = 0; t < HW; t++) {
+            const float *xr = x + ((size_t)n * HW + t) * C;
+            for (int c = 0; c < C; c++) yr[c] += xr[c];
+        }
+        for (int c = 0; c < C; c++) yr[c] /= (float)HW;
+    }
+}
+
+void sv_avgpool_backward(float *dx, const float *dy, int N, int HW, int C) {
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < HW; t++) {
+            float *dr = dx + ((size_t)n * HW + t) * C;
+            const float *g = dy + (size_t)n * C;
+            for (int c = 0; c < C; c++) dr[c] = g[c] / (float)HW;
+        }
+}
+
+void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
+                             const int *labels, int N, int K) {
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * K;
+        float *p = probs + (size_t)n * K;
+        float mx = l[0];
+        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
+        double lse = mx + log(s);
+        for (int k = 0; k < K; k++) p[k] = (float)exp((double)l[k] - lse);
+        if (losses) losses[n] = (float)(lse - l[labels[n]]);
+    }
+}
+
+void sv_softmax_xent_backward(float *dlogits, const float *probs,
+                              const int *labels, int N, int K, float scale) {
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            dlogits[(size_t)n * K + k] =
+                (probs[(size_t)n * K + k] - (k == labels[n] ? 1.f : 0.f)) * scale;
+}
+
+int sv_topk_correct(const float *logits, int K, int label, int k) {
+    int greater = 0;
+    for (int i = 0; i < K; i++)
+        if (logits[i] > logits[label]) greater++;
+    return greater < k;
+}

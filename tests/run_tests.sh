@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every cmocka test program in $BUILD/tests and ends with one summary line
+# "N passed, M failed". Each program prints its own cmocka report. Exit status 0
+# only if every test passed and every program exited cleanly.
+set -u
+BUILD=${BUILD:-build}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export BLIS_NUM_THREADS=${BLIS_NUM_THREADS:-$OMP_NUM_THREADS}
+passed=0 failed=0 broken=()
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  echo "=== $name"
+  start=$(date +%s)
+  out=$("$t" 2>&1); rc=$?
+  printf '%s\n' "$out"
+  p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]\+\) test(s)\./\1/p' | awk '{s+=$1} END {print s+0}')
+  f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]\+\) test(s), listed below:/\1/p' | awk '{s+=$1} END {print s+0}')
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); broken+=("$name (exit $rc)"); fi
+  echo "=== $name: $p passed, $f failed, exit $rc, $(( $(date +%s) - start )) s"
+done
+[ ${#broken[@]} -gt 0 ] && echo "programs that exited abnormally: ${broken[*]}"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ] && [ $passed -gt 0 ]
