@@ -13,7 +13,7 @@ PKGS    := hdf5 inih stb
 
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-sign-compare
 CFLAGS  ?= -O3 -march=$(ARCH)
-CFLAGS  += -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) -Iinclude -I$(BLIS_INC) \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) -Iinclude -isystem $(BLIS_INC) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
            $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm

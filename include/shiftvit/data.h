@@ -56,7 +56,8 @@ int sv_cifar_load_splits(const char *dir, long train_size, long val_size,
 void sv_dataset_free(sv_dataset *ds);
 
 /* Bilinear resize with TensorFlow 2 / PyTorch align_corners=False semantics:
- * src = (dst + 0.5) * in / out - 0.5, clamped to [0, in - 1], no antialiasing.
+ * src = (dst + 0.5) * in / out - 0.5, clamped below at 0; i0 = floor(src),
+ * i1 = min(i0 + 1, in - 1); no antialiasing.
  * in: ih x iw x C float NHWC (one image); out: oh x ow x C. */
 void sv_resize_bilinear(float *out, int oh, int ow, const float *in, int ih,
                         int iw, int C);
@@ -68,8 +69,8 @@ void sv_augment_image(float *out, const uint8_t *img, int resize_size,
                       int image_size, int oy, int ox, int flip);
 
 /* Evaluation transform: resize 32 -> resize_size, then resize_size ->
- * image_size, then 1/255. in: ih x iw x 3 uint8 (32x32 for CIFAR; predict
- * passes its 32x32 resized photo). out: image_size^2 x 3 float. */
+ * image_size, then 1/255. img: 32 x 32 x 3 uint8 (predict first resizes a
+ * photo to 32x32, as SPEC section 1 says). out: image_size^2 x 3 float. */
 void sv_eval_image(float *out, const uint8_t *img, int resize_size, int image_size);
 
 /* Crop offsets and flip for one sample, keyed by (seed, epoch, sample index):

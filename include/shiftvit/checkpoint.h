@@ -1,0 +1,41 @@
+/* HDF5 checkpoints (issue 4). Layout, readable with h5dump or h5py:
+ *   /model/<tensor name>        one float32 dataset per tensor, Keras shape,
+ *                               e.g. /model/stage1/block0/mlp/fc1/kernel
+ *   /optimizer/m/<tensor name>  AdamW first moments, same shapes
+ *   /optimizer/v/<tensor name>  AdamW second moments
+ *   /optimizer (attribute t)    updates done
+ *   /state                      attributes of sv_train_state
+ *   /config                     the resolved INI config (string)
+ *   / (attribute format_version) SV_CHECKPOINT_VERSION
+ * Written by rank 0 only, atomically (temporary file in the same directory,
+ * flush + fsync, rename, fsync of the directory). */
+#ifndef SHIFTVIT_CHECKPOINT_H
+#define SHIFTVIT_CHECKPOINT_H
+
+#include "shiftvit/config.h"
+#include "shiftvit/model.h"
+#include "shiftvit/optim.h"
+#include "shiftvit/train.h"
+
+#define SV_CHECKPOINT_VERSION 1
+
+/* Writes a checkpoint to `path` atomically. opt and st may be NULL (weights
+ * only). Returns 0, or -1 with a message naming the path and the HDF5 or
+ * system error (e.g. disk full); on failure the previous file at `path`, if
+ * any, is untouched and the temporary file removed. */
+int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
+                       const sv_train_state *st, const sv_config *cfg, char *err);
+
+/* Reads the stored config of a checkpoint (for eval, predict, info and resume)
+ * after checking the file is HDF5 and its format version is supported. */
+int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err);
+
+/* Loads weights (and, when not NULL, optimizer moments and state) into a model
+ * created from a matching config. Every tensor's presence and shape is checked
+ * before reading; the error names the tensor and both shapes. Nothing is
+ * partially applied on error? (The model's buffers may be partially
+ * overwritten on error; callers exit.) */
+int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt,
+                       sv_train_state *st, char *err);
+
+#endif

@@ -1,0 +1,48 @@
+/* AdamW with TensorFlow Addons semantics and the WarmUpCosine schedule
+ * (SPEC section 1). */
+#ifndef SHIFTVIT_OPTIM_H
+#define SHIFTVIT_OPTIM_H
+
+#include <stddef.h>
+
+#include "shiftvit/config.h"
+
+typedef struct {
+    double lr_start, lr_max;
+    long warmup, total;
+} sv_schedule;
+
+/* Checks and stores the schedule. Errors (SPEC): total < warmup, or
+ * lr_max < lr_start when warmup > 0; also negative values. The message names
+ * the values. */
+int sv_schedule_init(sv_schedule *s, double lr_start, double lr_max,
+                     long warmup, long total, char *err);
+
+/* Learning rate after `step` updates (step = 0, 1, 2, ...), the Keras example's
+ * WarmUpCosine: linear lr_start -> lr_max over [0, warmup), then
+ * 0.5 lr_max (1 + cos(pi (step - warmup) / (total - warmup))), 0 past total. */
+double sv_schedule_lr(const sv_schedule *s, long step);
+
+typedef struct {
+    size_t n;        /* number of parameters */
+    float *m, *v;    /* first and second moments, n floats each (zeroed at start) */
+    long t;          /* updates done so far */
+    double beta1, beta2, eps, weight_decay;
+    sv_decay_mode decay_mode;
+} sv_adamw;
+
+/* Allocates and zeroes the moments for n parameters; takes the hyper-parameters
+ * from the config's [optim] section. */
+void sv_adamw_init(sv_adamw *o, size_t n, const sv_config *cfg);
+void sv_adamw_free(sv_adamw *o);
+
+/* One update with learning rate lr, over the flat buffers w and g (n floats):
+ *   tfa mode:   w <- w - wd * w         (tfa.optimizers.AdamW: decay not scaled by lr)
+ *   torch mode: w <- w - lr * wd * w    (torch.optim.AdamW)
+ * then Keras Adam with t = o->t + 1:
+ *   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+ *   lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);  w <- w - lr_t m / (sqrt(v) + eps)
+ * (eps outside the bias correction, as Keras). Increments o->t. */
+void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr);
+
+#endif

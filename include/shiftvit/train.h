@@ -1,0 +1,52 @@
+/* The training loop (SPEC sections 1 and 4) and evaluation. */
+#ifndef SHIFTVIT_TRAIN_H
+#define SHIFTVIT_TRAIN_H
+
+#include <stdint.h>
+
+#include "shiftvit/config.h"
+#include "shiftvit/data.h"
+#include "shiftvit/dist.h"
+#include "shiftvit/model.h"
+
+/* Where a run stands; saved in every checkpoint (/state) so that a resumed
+ * run continues exactly: same learning rate, data order and early stopping. */
+typedef struct {
+    long step;             /* optimiser updates done (drives the schedule) */
+    long epoch;            /* current epoch, 0-based */
+    long step_in_epoch;    /* updates done inside the current epoch */
+    double best_val_top1;  /* best val top-1 so far (-1 before the first eval) */
+    long best_epoch;       /* 1-based epoch of best_val_top1, 0 if none */
+    long bad_epochs;       /* epochs in a row without a new best (early stopping) */
+    double run_loss, run_top1, run_top5, run_count; /* running train sums of the epoch */
+    uint64_t seed;
+    int world_size;        /* at save */
+    double wall_time;      /* seconds of training so far */
+} sv_train_state;
+
+typedef struct {
+    const char *data_dir;  /* --data-dir, or NULL */
+    const char *out_dir;   /* --out, or NULL (config, then the default) */
+    const char *resume;    /* --resume CKPT, or NULL */
+} sv_train_opts;
+
+/* Runs the whole training job on every rank; rank 0 prints and writes files.
+ * Returns the process exit status (0 success, 1 bad input, 2 runtime failure,
+ * 3 stopped on a non-finite loss). */
+int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d);
+
+/* Evaluation results over a whole split (every sample counted exactly once for
+ * any world size: contiguous shards, sums reduced, then divided). */
+typedef struct { double loss, top1, top5; long count; } sv_eval_result;
+
+/* Evaluates `ds` with the evaluation transform, batches of at most
+ * ceil(cfg->eval_batch_size / world) per rank (<= m->max_batch).
+ * x: scratch input buffer of m->max_batch images; labels/idx scratch of
+ * m->max_batch entries. */
+sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
+                           sv_dist *d, float *x, int *labels, long *idx);
+
+/* Per-rank batch sizes for a config: ceil(global / world). */
+int sv_local_batch(int global, int world);
+
+#endif

@@ -1,0 +1,116 @@
+/* build/shiftvit: subcommand dispatch, MPI start-up and shut-down. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shiftvit/cli.h"
+#include "shiftvit/common.h"
+#include "shiftvit/platform.h"
+
+static sv_dist g_dist;
+static char g_blis_desc[256];
+
+sv_dist *sv_cli_dist(void) { return &g_dist; }
+
+int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets) {
+    char err[SV_ERR_LEN];
+    int rc = 0;
+    if (path && sv_config_load(cfg, path, err) != 0) rc = -1;
+    for (int i = 0; rc == 0 && i < nsets; i++)
+        if (sv_config_set(cfg, sets[i], err) != 0) rc = -1;
+    if (rc == 0 && sv_config_validate(cfg, err) != 0) rc = -1;
+    if (rc != 0 && g_dist.rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+    return rc;
+}
+
+void sv_cli_report_placement(void) {
+    sv_dist *d = &g_dist;
+    char cpus[256];
+    int ncpu = sv_affinity(cpus, sizeof cpus);
+    int threads = omp_get_max_threads();
+    char host[64] = "?";
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = '\0';
+    char line[512];
+    snprintf(line, sizeof line, "  rank %d on %s: %d threads, CPUs %s (%d)%s", d->rank, host, threads,
+             cpus, ncpu, ncpu < threads ? "  <-- fewer cores than threads" : "");
+    int confined = ncpu < threads, any = confined;
+    char *all = NULL;
+    if (d->rank == 0) all = malloc((size_t)d->world * sizeof line);
+    MPI_Gather(line, sizeof line, MPI_CHAR, all, sizeof line, MPI_CHAR, 0, d->comm);
+    MPI_Reduce(&confined, &any, 1, MPI_INT, MPI_MAX, 0, d->comm);
+    if (d->rank == 0) {
+        printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
+               d->local_size, threads, g_blis_desc);
+        for (int r = 0; r < d->world; r++) printf("%s\n", all + (size_t)r * sizeof line);
+        if (any)
+            printf("WARNING: a rank's threads share fewer cores than it runs threads (Open MPI binds each rank to one core when it starts 2 ranks or fewer). "
+                   "Fix: mpirun --map-by slot:PE=%d --bind-to core ..., or --bind-to none; under SLURM: srun --cpus-per-task=%d.\n",
+                   threads, threads);
+        fflush(stdout);
+        free(all);
+    }
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: shiftvit COMMAND [options]   (run under mpirun/srun for several ranks)\n\n"
+            "Data-parallel ShiftViT trainer for CIFAR-10 (MPI + OpenMP + BLIS).\n\n"
+            "commands:\n"
+            "  train     train a model (-c CONFIG; --resume CKPT)\n"
+            "  eval      evaluate a checkpoint on the val or test split\n"
+            "  predict   classify your own JPEG/PNG images with a checkpoint\n"
+            "  bench     time training or inference steps (images/s, GFLOP/s, per-layer)\n"
+            "  info      model summary of a config, or the contents of a checkpoint\n\n"
+            "'shiftvit COMMAND --help' describes each command.\n");
+}
+
+/* srun without PMI support starts N singletons that each think they are alone:
+ * detect it before anything is written (issue 5). */
+static int check_launch(const sv_dist *d) {
+    const char *ntasks = getenv("SLURM_STEP_NUM_TASKS");
+    if (!getenv("SLURM_PROCID") || !ntasks) return 0;
+    int n = atoi(ntasks);
+    if (n > 1 && d->world == 1) {
+        fprintf(stderr,
+                "shiftvit: SLURM started %d tasks but MPI reports a world size of 1: the ranks cannot see each other "
+                "(PMI mismatch). Launch with 'srun --mpi=pmix' (Debian's Open MPI) or with mpirun inside the allocation.\n",
+                n);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const char *cmd = argv[1];
+    int (*fn)(int, char **) = NULL;
+    if (!strcmp(cmd, "train")) fn = sv_cmd_train;
+    else if (!strcmp(cmd, "eval")) fn = sv_cmd_eval;
+    else if (!strcmp(cmd, "predict")) fn = sv_cmd_predict;
+    else if (!strcmp(cmd, "bench")) fn = sv_cmd_bench;
+    else if (!strcmp(cmd, "info")) fn = sv_cmd_info;
+    if (!fn) {
+        fprintf(stderr, "shiftvit: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        return 1;
+    }
+    sv_blis_select(argv, g_blis_desc, sizeof g_blis_desc);
+    char err[SV_ERR_LEN];
+    if (sv_dist_init(&argc, &argv, &g_dist, err) != 0) {
+        fprintf(stderr, "shiftvit: %s\n", err);
+        return 2;
+    }
+    int status = 1;
+    if (check_launch(&g_dist) == 0) status = fn(argc - 1, argv + 1);
+    /* A failing rank must not leave the others waiting in a collective. */
+    int worst = status;
+    MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, g_dist.comm);
+    sv_dist_finalize(&g_dist);
+    return status;
+}

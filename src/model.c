@@ -1,0 +1,467 @@
+/* The ShiftViT model: parameter table, initialisation, forward and backward
+ * (SPEC sections 1-2). Shapes are in model.h and layers.h. */
+#include "shiftvit/model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "shiftvit/common.h"
+#include "shiftvit/layers.h"
+#include "shiftvit/rng.h"
+
+/* Tensor indices of one shift block, one patch merging, and the ends. */
+typedef struct { int ln_g, ln_b, fc1_w, fc1_b, fc2_w, fc2_b; } block_params;
+typedef struct { int ln_g, ln_b, red_w; } merge_params;
+
+/* Saved activations of one shift block for a batch of up to max_batch. */
+typedef struct {
+    int stage, index, layer_id;
+    float drop_path_rate;
+    block_params p;
+    float *xs;          /* shifted input = residual base   [T][C] */
+    float *ln;          /* LayerNorm output                [T][C] */
+    float *mean, *rstd; /* LayerNorm statistics            [T] */
+    float *h;           /* fc1 output, before GELU         [T][hid] */
+    float *a;           /* dropout(GELU(h))                [T][hid] */
+    float *out;         /* block output                    [T][C] */
+    uint8_t *mask1;     /* dropout mask after GELU         [T][hid] */
+    uint8_t *mask2;     /* dropout mask after fc2          [T][C] */
+    float *dp;          /* drop-path scale per sample      [N] */
+    uint64_t *keys1, *keys2, *keys_dp; /* per-sample RNG keys [N] */
+} block_acts;
+
+typedef struct {
+    merge_params p;
+    float *ln, *mean, *rstd; /* LayerNorm of the stage output [T][C], [T] */
+    float *cols;             /* 2x2 windows                  [To][4C] */
+    float *out;              /* merged tokens                [To][2C] */
+} merge_acts;
+
+struct sv_model_acts {
+    int num_blocks;
+    block_acts *blocks;
+    merge_acts merges[SV_NUM_STAGES - 1];
+    int patch_w, patch_b, head_w, head_b;
+    float *patch_cols; /* [T0][p*p*3] */
+    float *patch_out;  /* [T0][C0] */
+    float *pooled;     /* [N][C3] */
+    float *logits;     /* [N][K] */
+    /* Backward scratch, sized for the largest stage. */
+    float *z;          /* fc2 output / its gradient   [maxTC] */
+    float *dh;         /* gradient of a and h         [maxTH] */
+    float *dln;        /* gradient of LayerNorm output [maxTC] */
+    float *dx0, *dx1;  /* ping-pong activation gradients [maxTC] */
+    float *dcols;      /* [max To*4C] */
+    float *dpooled;    /* [N][C3] */
+    int last_n, last_training;
+};
+
+static int add_tensor(sv_model *m, int *cap, const char *name, int ndim,
+                      const int *shape, double init) {
+    if (m->num_tensors == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        m->tensors = realloc(m->tensors, (size_t)*cap * sizeof(sv_param_info));
+        SV_CHECK(m->tensors);
+    }
+    sv_param_info *t = &m->tensors[m->num_tensors];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->size = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->size *= (size_t)shape[i];
+    }
+    t->offset = m->num_params;
+    t->glorot_limit = init;
+    m->num_params += t->size;
+    return m->num_tensors++;
+}
+
+/* Glorot-uniform limit for a kernel: fan_in/out include the receptive field. */
+static double glorot(int receptive, int cin, int cout) {
+    return sqrt(6.0 / ((double)receptive * cin + (double)receptive * cout));
+}
+
+#define VEC(...) ((const int[]){__VA_ARGS__})
+#define INIT_ZERO 0.0
+#define INIT_ONE (-1.0)
+
+static void build_table(sv_model *m, struct sv_model_acts *A) {
+    int cap = 0;
+    char nm[SV_MAX_NAME];
+    int p = m->patch_size, C0 = m->channels[0];
+    A->patch_w = add_tensor(m, &cap, "patch_projection/kernel", 4, VEC(p, p, 3, C0), glorot(p * p, 3, C0));
+    A->patch_b = add_tensor(m, &cap, "patch_projection/bias", 1, VEC(C0), INIT_ZERO);
+    int bi = 0;
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        int C = m->channels[s], H = m->mlp_ratio * C;
+        for (int b = 0; b < m->depths[s]; b++, bi++) {
+            block_acts *B = &A->blocks[bi];
+            B->stage = s;
+            B->index = b;
+            B->layer_id = bi;
+            B->drop_path_rate = m->depths[s] > 1 ? m->drop_path * (float)b / (float)(m->depths[s] - 1) : 0.f;
+#define NAME(fmt, ...) (snprintf(nm, sizeof nm, fmt, __VA_ARGS__), nm)
+            B->p.ln_g = add_tensor(m, &cap, NAME("stage%d/block%d/layer_norm/gamma", s + 1, b), 1, VEC(C), INIT_ONE);
+            B->p.ln_b = add_tensor(m, &cap, NAME("stage%d/block%d/layer_norm/beta", s + 1, b), 1, VEC(C), INIT_ZERO);
+            B->p.fc1_w = add_tensor(m, &cap, NAME("stage%d/block%d/mlp/fc1/kernel", s + 1, b), 2, VEC(C, H), glorot(1, C, H));
+            B->p.fc1_b = add_tensor(m, &cap, NAME("stage%d/block%d/mlp/fc1/bias", s + 1, b), 1, VEC(H), INIT_ZERO);
+            B->p.fc2_w = add_tensor(m, &cap, NAME("stage%d/block%d/mlp/fc2/kernel", s + 1, b), 2, VEC(H, C), glorot(1, H, C));
+            B->p.fc2_b = add_tensor(m, &cap, NAME("stage%d/block%d/mlp/fc2/bias", s + 1, b), 1, VEC(C), INIT_ZERO);
+        }
+        if (s < SV_NUM_STAGES - 1) {
+            merge_acts *M = &A->merges[s];
+            M->p.ln_g = add_tensor(m, &cap, NAME("stage%d/patch_merge/layer_norm/gamma", s + 1), 1, VEC(C), INIT_ONE);
+            M->p.ln_b = add_tensor(m, &cap, NAME("stage%d/patch_merge/layer_norm/beta", s + 1), 1, VEC(C), INIT_ZERO);
+            M->p.red_w = add_tensor(m, &cap, NAME("stage%d/patch_merge/reduction/kernel", s + 1), 4, VEC(2, 2, C, 2 * C), glorot(4, C, 2 * C));
+#undef NAME
+        }
+    }
+    int C3 = m->channels[SV_NUM_STAGES - 1], K = m->num_classes;
+    A->head_w = add_tensor(m, &cap, "classifier/kernel", 2, VEC(C3, K), glorot(1, C3, K));
+    A->head_b = add_tensor(m, &cap, "classifier/bias", 1, VEC(K), INIT_ZERO);
+}
+
+static float *fbuf(size_t n, const char *what) { return sv_alloc(n * sizeof(float), what); }
+
+static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
+    int N = m->max_batch;
+    size_t maxTC = 0, maxTH = 0, maxCols = 0;
+    int s0 = m->sides[0];
+    A->patch_cols = fbuf((size_t)N * s0 * s0 * m->patch_size * m->patch_size * 3, "patch columns");
+    A->patch_out = fbuf((size_t)N * s0 * s0 * m->channels[0], "patch projection output");
+    for (int i = 0; i < A->num_blocks; i++) {
+        block_acts *B = &A->blocks[i];
+        int S = m->sides[B->stage], C = m->channels[B->stage];
+        size_t T = (size_t)N * S * S, H = (size_t)m->mlp_ratio * C;
+        B->xs = fbuf(T * C, "block activations");
+        B->ln = fbuf(T * C, "block activations");
+        B->mean = fbuf(T, "block activations");
+        B->rstd = fbuf(T, "block activations");
+        B->h = fbuf(T * H, "block activations");
+        B->a = fbuf(T * H, "block activations");
+        B->out = fbuf(T * C, "block activations");
+        B->mask1 = sv_alloc(T * H, "dropout masks");
+        B->mask2 = sv_alloc(T * C, "dropout masks");
+        B->dp = fbuf((size_t)N, "drop path");
+        B->keys1 = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
+        B->keys2 = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
+        B->keys_dp = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
+        if (T * C > maxTC) maxTC = T * C;
+        if (T * H > maxTH) maxTH = T * H;
+    }
+    for (int s = 0; s < SV_NUM_STAGES - 1; s++) {
+        merge_acts *M = &A->merges[s];
+        int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
+        size_t T = (size_t)N * S * S, To = (size_t)N * So * So;
+        M->ln = fbuf(T * C, "patch merging activations");
+        M->mean = fbuf(T, "patch merging activations");
+        M->rstd = fbuf(T, "patch merging activations");
+        M->cols = fbuf(To * 4 * C, "patch merging activations");
+        M->out = fbuf(To * 2 * C, "patch merging activations");
+        if (To * 4 * C > maxCols) maxCols = To * 4 * C;
+    }
+    if ((size_t)N * s0 * s0 * m->channels[0] > maxTC) maxTC = (size_t)N * s0 * s0 * m->channels[0];
+    int C3 = m->channels[SV_NUM_STAGES - 1];
+    A->pooled = fbuf((size_t)N * C3, "pooled features");
+    A->logits = fbuf((size_t)N * m->num_classes, "logits");
+    A->z = fbuf(maxTC, "backward scratch");
+    A->dh = fbuf(maxTH, "backward scratch");
+    A->dln = fbuf(maxTC, "backward scratch");
+    A->dx0 = fbuf(maxTC, "backward scratch");
+    A->dx1 = fbuf(maxTC, "backward scratch");
+    A->dcols = fbuf(maxCols ? maxCols : 1, "backward scratch");
+    A->dpooled = fbuf((size_t)N * C3, "backward scratch");
+}
+
+static double flops_per_image(const sv_model *m) {
+    double f = 0;
+    int p = m->patch_size;
+    f += 2.0 * m->sides[0] * m->sides[0] * (p * p * 3) * m->channels[0];
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        double S2 = (double)m->sides[s] * m->sides[s], C = m->channels[s];
+        f += m->depths[s] * S2 * 2.0 * 2.0 * C * (m->mlp_ratio * C);
+        if (s < SV_NUM_STAGES - 1) {
+            double So2 = (double)m->sides[s + 1] * m->sides[s + 1];
+            f += So2 * 2.0 * (4 * C) * (2 * C);
+        }
+    }
+    f += 2.0 * m->channels[SV_NUM_STAGES - 1] * m->num_classes;
+    return f;
+}
+
+int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
+    memset(m, 0, sizeof *m);
+    if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);
+    m->image_size = cfg->image_size;
+    m->patch_size = cfg->patch_size;
+    m->num_classes = cfg->num_classes;
+    m->mlp_ratio = cfg->mlp_ratio;
+    m->num_div = cfg->num_div;
+    m->shift_pixel = cfg->shift_pixel;
+    m->dropout = cfg->dropout;
+    m->drop_path = cfg->drop_path;
+    m->eps = cfg->layer_norm_eps;
+    m->max_batch = max_batch;
+    int side = cfg->image_size / cfg->patch_size, nblocks = 0;
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        m->depths[s] = cfg->depths[s];
+        m->channels[s] = cfg->embed_dim << s;
+        m->sides[s] = side;
+        side = (side + 1) / 2; /* TF "same" padding: ceil(H / 2) */
+        nblocks += cfg->depths[s];
+    }
+    struct sv_model_acts *A = sv_alloc(sizeof *A, "model");
+    A->num_blocks = nblocks;
+    A->blocks = sv_alloc((size_t)nblocks * sizeof(block_acts), "model");
+    m->acts = A;
+    build_table(m, A);
+    m->params = fbuf(m->num_params, "parameters");
+    m->grads = fbuf(m->num_params, "gradients");
+    alloc_acts(m, A);
+    m->flops_forward = flops_per_image(m);
+    int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
+    if (m->num_classes > maxc) maxc = m->num_classes;
+    sv_layers_reserve(maxc);
+    return 0;
+}
+
+void sv_model_free(sv_model *m) {
+    struct sv_model_acts *A = m->acts;
+    if (A) {
+        for (int i = 0; i < A->num_blocks; i++) {
+            block_acts *B = &A->blocks[i];
+            sv_free(B->xs); sv_free(B->ln); sv_free(B->mean); sv_free(B->rstd);
+            sv_free(B->h); sv_free(B->a); sv_free(B->out); sv_free(B->mask1);
+            sv_free(B->mask2); sv_free(B->dp); sv_free(B->keys1); sv_free(B->keys2);
+            sv_free(B->keys_dp);
+        }
+        for (int s = 0; s < SV_NUM_STAGES - 1; s++) {
+            merge_acts *M = &A->merges[s];
+            sv_free(M->ln); sv_free(M->mean); sv_free(M->rstd); sv_free(M->cols); sv_free(M->out);
+        }
+        sv_free(A->blocks); sv_free(A->patch_cols); sv_free(A->patch_out);
+        sv_free(A->pooled); sv_free(A->logits); sv_free(A->z); sv_free(A->dh);
+        sv_free(A->dln); sv_free(A->dx0); sv_free(A->dx1); sv_free(A->dcols);
+        sv_free(A->dpooled); sv_free(A);
+    }
+    sv_free(m->params);
+    sv_free(m->grads);
+    free(m->tensors);
+    memset(m, 0, sizeof *m);
+}
+
+void sv_model_init_weights(sv_model *m, uint64_t seed) {
+    for (int t = 0; t < m->num_tensors; t++) {
+        const sv_param_info *T = &m->tensors[t];
+        float *w = m->params + T->offset;
+        if (T->glorot_limit > 0) {
+            uint64_t key = sv_rng_key(seed, SV_RNG_INIT, (uint64_t)t, 0, 0);
+            float lim = (float)T->glorot_limit;
+            for (size_t i = 0; i < T->size; i++)
+                w[i] = (2.0f * sv_rng_uniform(key, i) - 1.0f) * lim;
+        } else {
+            float v = T->glorot_limit < 0 ? 1.0f : 0.0f;
+            for (size_t i = 0; i < T->size; i++) w[i] = v;
+        }
+    }
+}
+
+int sv_model_find(const sv_model *m, const char *name) {
+    for (int t = 0; t < m->num_tensors; t++)
+        if (strcmp(m->tensors[t].name, name) == 0) return t;
+    return -1;
+}
+
+static inline float *P(sv_model *m, int t) { return m->params + m->tensors[t].offset; }
+static inline float *G(sv_model *m, int t) { return m->grads + m->tensors[t].offset; }
+
+static void draw_keys(block_acts *B, int N, const sv_train_rng *rng) {
+    for (int n = 0; n < N; n++) {
+        uint64_t id = (uint64_t)rng->sample_ids[n];
+        B->keys1[n] = sv_rng_key(rng->seed, SV_RNG_DROPOUT, (uint64_t)rng->epoch, id, 2 * (uint64_t)B->layer_id);
+        B->keys2[n] = sv_rng_key(rng->seed, SV_RNG_DROPOUT, (uint64_t)rng->epoch, id, 2 * (uint64_t)B->layer_id + 1);
+        B->keys_dp[n] = sv_rng_key(rng->seed, SV_RNG_DROPPATH, (uint64_t)rng->epoch, id, (uint64_t)B->layer_id);
+    }
+}
+
+/* One shift block: out = shift(x) + DropPath(Dropout(fc2(Dropout(GELU(fc1(LN(shift(x)))))))). */
+static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
+                          const sv_train_rng *rng) {
+    struct sv_model_acts *A = m->acts;
+    int S = m->sides[B->stage], C = m->channels[B->stage], H = m->mlp_ratio * C;
+    int T = N * S * S;
+    int training = rng != NULL;
+    if (training) draw_keys(B, N, rng);
+    sv_shift_forward(B->xs, x, N, S, S, C, m->num_div, m->shift_pixel);
+    sv_layernorm_forward(B->ln, B->mean, B->rstd, B->xs, P(m, B->p.ln_g), P(m, B->p.ln_b), T, C, m->eps);
+    sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), P(m, B->p.fc1_b), T, C, H);
+    sv_gelu_dropout_forward(B->a, B->mask1, B->h, N, (size_t)S * S * H,
+                            training ? B->keys1 : NULL, m->dropout);
+    sv_dense_forward(A->z, B->a, P(m, B->p.fc2_w), P(m, B->p.fc2_b), T, H, C);
+    int use_dp = training && B->drop_path_rate > 0.f;
+    if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
+    sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, N, (size_t)S * S * C,
+                                training ? B->keys2 : NULL, m->dropout, use_dp ? B->dp : NULL);
+}
+
+static void merge_forward(sv_model *m, int s, const float *x, int N) {
+    merge_acts *M = &m->acts->merges[s];
+    int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
+    sv_layernorm_forward(M->ln, M->mean, M->rstd, x, P(m, M->p.ln_g), P(m, M->p.ln_b), N * S * S, C, m->eps);
+    sv_window_gather(M->cols, M->ln, N, S, S, C, 2);
+    sv_dense_forward(M->out, M->cols, P(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
+}
+
+const float *sv_model_forward(sv_model *m, const float *x, int N,
+                              const sv_train_rng *rng) {
+    SV_CHECK(N >= 1 && N <= m->max_batch);
+    struct sv_model_acts *A = m->acts;
+    int p = m->patch_size, S0 = m->sides[0];
+    sv_window_gather(A->patch_cols, x, N, m->image_size, m->image_size, 3, p);
+    sv_dense_forward(A->patch_out, A->patch_cols, P(m, A->patch_w), P(m, A->patch_b),
+                     N * S0 * S0, p * p * 3, m->channels[0]);
+    const float *cur = A->patch_out;
+    int bi = 0;
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        for (int b = 0; b < m->depths[s]; b++, bi++) {
+            block_forward(m, &A->blocks[bi], cur, N, rng);
+            cur = A->blocks[bi].out;
+        }
+        if (s < SV_NUM_STAGES - 1) {
+            merge_forward(m, s, cur, N);
+            cur = A->merges[s].out;
+        }
+    }
+    int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
+    sv_avgpool_forward(A->pooled, cur, N, S3 * S3, C3);
+    sv_dense_forward(A->logits, A->pooled, P(m, A->head_w), P(m, A->head_b), N, C3, m->num_classes);
+    A->last_n = N;
+    A->last_training = rng != NULL;
+    return A->logits;
+}
+
+static void notify(sv_model *m, sv_grad_ready_fn ready, void *ctx, int tensor) {
+    if (ready) ready(ctx, m->tensors[tensor].offset);
+}
+
+/* dy: gradient of the block output; on return dx holds the gradient of its input. */
+static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int N,
+                           sv_grad_ready_fn ready, void *ctx) {
+    struct sv_model_acts *A = m->acts;
+    int S = m->sides[B->stage], C = m->channels[B->stage], H = m->mlp_ratio * C;
+    int T = N * S * S;
+    int use_mask = m->dropout > 0.f;
+    int use_dp = B->drop_path_rate > 0.f;
+    sv_residual_dropout_backward(A->z, dy, B->mask2, N, (size_t)S * S * C, use_mask,
+                                 m->dropout, use_dp ? B->dp : NULL);
+    sv_dense_backward(A->dh, G(m, B->p.fc2_w), G(m, B->p.fc2_b), A->z, B->a, P(m, B->p.fc2_w), T, H, C);
+    notify(m, ready, ctx, B->p.fc2_w);
+    sv_gelu_dropout_backward(A->dh, A->dh, B->h, B->mask1, N, (size_t)S * S * H, use_mask, m->dropout);
+    sv_dense_backward(A->dln, G(m, B->p.fc1_w), G(m, B->p.fc1_b), A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
+    notify(m, ready, ctx, B->p.fc1_w);
+    /* The residual adds the shifted x, so dy is the identity path's gradient of
+     * xs; LayerNorm's input gradient accumulates onto it. */
+    sv_layernorm_backward(dy, G(m, B->p.ln_g), G(m, B->p.ln_b), A->dln, B->xs, B->mean, B->rstd,
+                          P(m, B->p.ln_g), T, C);
+    notify(m, ready, ctx, B->p.ln_g);
+    sv_shift_backward(dx, dy, N, S, S, C, m->num_div, m->shift_pixel);
+}
+
+static void merge_backward(sv_model *m, int s, const float *x, float *dy, float *dx,
+                           int N, sv_grad_ready_fn ready, void *ctx) {
+    struct sv_model_acts *A = m->acts;
+    merge_acts *M = &A->merges[s];
+    int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
+    int T = N * S * S;
+    sv_dense_backward(A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
+    notify(m, ready, ctx, M->p.red_w);
+    sv_window_scatter(A->dln, A->dcols, N, S, S, C, 2);
+    memset(dx, 0, (size_t)T * C * sizeof(float));
+    sv_layernorm_backward(dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dln, x, M->mean, M->rstd,
+                          P(m, M->p.ln_g), T, C);
+    notify(m, ready, ctx, M->p.ln_g);
+}
+
+void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready,
+                       void *ready_ctx) {
+    struct sv_model_acts *A = m->acts;
+    SV_CHECK(A->last_training);
+    int N = A->last_n;
+    int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
+    sv_dense_backward(A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits, A->pooled,
+                      P(m, A->head_w), N, C3, m->num_classes);
+    notify(m, ready, ready_ctx, A->head_w);
+    float *dy = A->dx0, *dx = A->dx1, *tmp;
+    sv_avgpool_backward(dy, A->dpooled, N, S3 * S3, C3);
+    int bi = A->num_blocks - 1;
+    for (int s = SV_NUM_STAGES - 1; s >= 0; s--) {
+        if (s < SV_NUM_STAGES - 1) {
+            const float *x = A->blocks[bi].out; /* last block of stage s */
+            merge_backward(m, s, x, dy, dx, N, ready, ready_ctx);
+            tmp = dy; dy = dx; dx = tmp;
+        }
+        for (int b = m->depths[s] - 1; b >= 0; b--, bi--) {
+            block_backward(m, &A->blocks[bi], dy, dx, N, ready, ready_ctx);
+            tmp = dy; dy = dx; dx = tmp;
+        }
+    }
+    int p = m->patch_size, S0 = m->sides[0];
+    sv_dense_backward(NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols, P(m, A->patch_w),
+                      N * S0 * S0, p * p * 3, m->channels[0]);
+    notify(m, ready, ready_ctx, A->patch_w);
+}
+
+static void fmt_shape(char *buf, size_t n, int h, int w, int c) {
+    if (h > 0) snprintf(buf, n, "(None, %d, %d, %d)", h, w, c);
+    else snprintf(buf, n, "(None, %d)", c);
+}
+
+static size_t tensor_range(const sv_model *m, int first, int last) {
+    size_t s = 0;
+    for (int t = first; t <= last; t++) s += m->tensors[t].size;
+    return s;
+}
+
+void sv_model_print_summary(const sv_model *m, FILE *f) {
+    const struct sv_model_acts *A = m->acts;
+    char shape[64];
+    fprintf(f, "Model: \"shiftvit\"\n");
+    fprintf(f, "%-44s %-24s %12s\n", "Layer", "Output Shape", "Param #");
+    fprintf(f, "==============================================================================\n");
+    fmt_shape(shape, sizeof shape, m->image_size, m->image_size, 3);
+    fprintf(f, "%-44s %-24s %12s\n", "input", shape, "0");
+    fmt_shape(shape, sizeof shape, m->sides[0], m->sides[0], m->channels[0]);
+    fprintf(f, "%-44s %-24s %12zu\n", "patch_projection (Conv2D 4x4/4)", shape,
+            tensor_range(m, A->patch_w, A->patch_b));
+    int bi = 0;
+    char name[96];
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        for (int b = 0; b < m->depths[s]; b++, bi++) {
+            const block_acts *B = &A->blocks[bi];
+            fmt_shape(shape, sizeof shape, m->sides[s], m->sides[s], m->channels[s]);
+            snprintf(name, sizeof name, "stage%d/block%d (shift, drop_path %.3f)", s + 1, b, B->drop_path_rate);
+            fprintf(f, "%-44s %-24s %12zu\n", name, shape, tensor_range(m, B->p.ln_g, B->p.fc2_b));
+        }
+        if (s < SV_NUM_STAGES - 1) {
+            const merge_acts *M = &A->merges[s];
+            fmt_shape(shape, sizeof shape, m->sides[s + 1], m->sides[s + 1], m->channels[s + 1]);
+            snprintf(name, sizeof name, "stage%d/patch_merge (LN + Conv2D 2x2/2)", s + 1);
+            fprintf(f, "%-44s %-24s %12zu\n", name, shape, tensor_range(m, M->p.ln_g, M->p.red_w));
+        }
+    }
+    fmt_shape(shape, sizeof shape, 0, 0, m->channels[SV_NUM_STAGES - 1]);
+    fprintf(f, "%-44s %-24s %12s\n", "global_average_pool", shape, "0");
+    fmt_shape(shape, sizeof shape, 0, 0, m->num_classes);
+    fprintf(f, "%-44s %-24s %12zu\n", "classifier (Dense)", shape, tensor_range(m, A->head_w, A->head_b));
+    fprintf(f, "==============================================================================\n");
+    char big[32];
+    size_t n = m->num_params;
+    if (n >= 1000000) snprintf(big, sizeof big, "%zu,%03zu,%03zu", n / 1000000, n / 1000 % 1000, n % 1000);
+    else if (n >= 1000) snprintf(big, sizeof big, "%zu,%03zu", n / 1000, n % 1000);
+    else snprintf(big, sizeof big, "%zu", n);
+    fprintf(f, "Total params: %s\nTrainable params: %s\nNon-trainable params: 0\n", big, big);
+    fprintf(f, "Forward cost: %.1f MFLOP per image (multiply-add = 2, GEMMs only)\n",
+            m->flops_forward / 1e6);
+}

@@ -1,0 +1,74 @@
+/* AdamW (TensorFlow Addons semantics) and WarmUpCosine (SPEC section 1). */
+#include "shiftvit/optim.h"
+
+#include <math.h>
+
+#include "shiftvit/common.h"
+
+int sv_schedule_init(sv_schedule *s, double lr_start, double lr_max,
+                     long warmup, long total, char *err) {
+    if (warmup < 0 || total < 0)
+        return sv_fail(err, "learning-rate schedule: warmup steps %ld and total steps %ld must not be negative",
+                       warmup, total);
+    if (total < warmup)
+        return sv_fail(err, "learning-rate schedule: total steps %ld must be larger or equal to warmup steps %ld",
+                       total, warmup);
+    if (warmup > 0 && lr_max < lr_start)
+        return sv_fail(err, "learning-rate schedule: lr_start %g must be smaller or equal to lr_max %g",
+                       lr_start, lr_max);
+    s->lr_start = lr_start;
+    s->lr_max = lr_max;
+    s->warmup = warmup;
+    s->total = total;
+    return 0;
+}
+
+double sv_schedule_lr(const sv_schedule *s, long step) {
+    if (step > s->total) return 0.0;
+    if (s->warmup > 0 && step < s->warmup)
+        return s->lr_start + (s->lr_max - s->lr_start) / (double)s->warmup * (double)step;
+    /* total == warmup leaves no decay phase: the Keras formula divides by zero
+     * there; hold lr_max until total, which is the limit of the cosine. */
+    if (s->total == s->warmup) return s->lr_max;
+    double c = cos(M_PI * (double)(step - s->warmup) / (double)(s->total - s->warmup));
+    return 0.5 * s->lr_max * (1.0 + c);
+}
+
+void sv_adamw_init(sv_adamw *o, size_t n, const sv_config *cfg) {
+    o->n = n;
+    o->m = sv_alloc(n * sizeof(float), "AdamW first moment");
+    o->v = sv_alloc(n * sizeof(float), "AdamW second moment");
+    o->t = 0;
+    o->beta1 = cfg->beta1;
+    o->beta2 = cfg->beta2;
+    o->eps = cfg->eps;
+    o->weight_decay = cfg->weight_decay;
+    o->decay_mode = cfg->decay_mode;
+}
+
+void sv_adamw_free(sv_adamw *o) {
+    sv_free(o->m);
+    sv_free(o->v);
+    o->m = o->v = NULL;
+}
+
+void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
+    long t = o->t + 1;
+    double b1 = o->beta1, b2 = o->beta2;
+    float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t)));
+    float decay = (float)(o->decay_mode == SV_DECAY_TORCH ? lr * o->weight_decay : o->weight_decay);
+    float fb1 = (float)b1, fb2 = (float)b2, eps = (float)o->eps;
+    float *m = o->m, *v = o->v;
+    size_t n = o->n;
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) {
+        float wi = w[i] - decay * w[i];
+        float gi = g[i];
+        float mi = fb1 * m[i] + (1.0f - fb1) * gi;
+        float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi - lr_t * mi / (sqrtf(vi) + eps);
+    }
+    o->t = t;
+}

@@ -1,0 +1,481 @@
+/* The training loop: data-parallel steps, evaluation, early stopping,
+ * checkpoints and metrics (SPEC sections 1 and 4; issues 3-5). */
+#include "shiftvit/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shiftvit/checkpoint.h"
+#include "shiftvit/common.h"
+#include "shiftvit/layers.h"
+#include "shiftvit/metrics.h"
+#include "shiftvit/optim.h"
+
+#define BUCKET_BYTES (4u << 20) /* MACHINE_NOTES.md: 4 MiB buckets are the fast size */
+
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static void install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
+
+/* Mean loss, top-1 and top-5 sums of a batch; also fills probs. */
+static void batch_metrics(const float *logits, float *probs, float *losses, const int *labels,
+                          int n, int K, double *loss, double *top1, double *top5) {
+    sv_softmax_xent_forward(losses, probs, logits, labels, n, K);
+    for (int i = 0; i < n; i++) {
+        *loss += losses[i];
+        *top1 += sv_topk_correct(logits + (size_t)i * K, K, labels[i], 1);
+        *top5 += sv_topk_correct(logits + (size_t)i * K, K, labels[i], K < 5 ? K : 5);
+    }
+}
+
+sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
+                           sv_dist *d, float *x, int *labels, long *idx) {
+    long start, count;
+    sv_shard(ds->count, d->rank, d->world, &start, &count);
+    int bs = sv_local_batch(cfg->eval_batch_size, d->world);
+    if (bs > m->max_batch) bs = m->max_batch;
+    int K = m->num_classes;
+    double sums[3] = {0, 0, 0};
+    for (long b = 0; b < count; b += bs) {
+        int n = (int)(count - b < bs ? count - b : bs);
+        for (int i = 0; i < n; i++) idx[i] = start + b + i;
+        sv_make_batch(x, labels, ds, idx, n, cfg, 0, 0);
+        const float *logits = sv_model_forward(m, x, n, NULL);
+        for (int i = 0; i < n; i++) {
+            const float *l = logits + (size_t)i * K;
+            float mx = l[0];
+            for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+            double se = 0;
+            for (int k = 0; k < K; k++) se += exp((double)l[k] - mx);
+            sums[0] += mx + log(se) - l[labels[i]];
+            sums[1] += sv_topk_correct(l, K, labels[i], 1);
+            sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
+        }
+    }
+    double all[4] = {sums[0], sums[1], sums[2], (double)count};
+    sv_allreduce_doubles(d, all, 4);
+    sv_eval_result r = {0, 0, 0, (long)all[3]};
+    if (all[3] > 0) {
+        r.loss = all[0] / all[3];
+        r.top1 = all[1] / all[3];
+        r.top5 = all[2] / all[3];
+    }
+    return r;
+}
+
+/* ---- output directory and checkpoints (rank 0) ---- */
+
+static int mkdir_p(const char *path) {
+    char tmp[SV_PATH_LEN];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0775) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0775) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* Creates the output directory and proves it writable before any training. */
+static int prepare_out_dir(const char *dir, char *err) {
+    if (mkdir_p(dir) != 0)
+        return sv_fail(err, "output directory %s: cannot create it: %s", dir, strerror(errno));
+    char probe[SV_PATH_LEN + 32];
+    snprintf(probe, sizeof probe, "%s/.write_test", dir);
+    FILE *f = fopen(probe, "w");
+    if (!f) return sv_fail(err, "output directory %s is not writable: %s", dir, strerror(errno));
+    int bad = fputs("ok\n", f) < 0;
+    bad |= fclose(f) != 0;
+    unlink(probe);
+    if (bad) return sv_fail(err, "output directory %s: writing failed: %s", dir, strerror(errno));
+    return 0;
+}
+
+static void resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts *o, sv_dist *d) {
+    if (o->out_dir && *o->out_dir) snprintf(out, SV_PATH_LEN, "%s", o->out_dir);
+    else if (cfg->out_dir[0]) snprintf(out, SV_PATH_LEN, "%s", cfg->out_dir);
+    else {
+        /* Rank 0's clock names the run; every rank must agree on it. */
+        long stamp = (long)time(NULL);
+        if (d->world > 1) MPI_Bcast(&stamp, 1, MPI_LONG, 0, d->comm);
+        time_t t = (time_t)stamp;
+        struct tm tm;
+        localtime_r(&t, &tm);
+        char ts[32];
+        strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
+        snprintf(out, SV_PATH_LEN, "results/runs/%s-%s", cfg->name[0] ? cfg->name : "run", ts);
+    }
+}
+
+/* rank 0 decides, everyone learns the outcome: keeps all ranks in step on errors. */
+static int agree(sv_dist *d, int ok) {
+    int all = ok;
+    if (d->world > 1) MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, d->comm);
+    return all;
+}
+
+static int bcast_ok(sv_dist *d, int ok) {
+    if (d->world > 1) MPI_Bcast(&ok, 1, MPI_INT, 0, d->comm);
+    return ok;
+}
+
+typedef struct {
+    sv_model *m;
+    sv_adamw *opt;
+    sv_train_state *st;
+    const sv_config *cfg;
+    const char *dir;
+    sv_dist *d;
+} ckpt_ctx;
+
+/* Rank 0 writes `name`; every rank learns whether it worked. */
+static int save_checkpoint(ckpt_ctx *c, const char *name) {
+    int ok = 1;
+    if (c->d->rank == 0) {
+        char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
+        snprintf(path, sizeof path, "%s/%s", c->dir, name);
+        if (sv_checkpoint_save(path, c->m, c->opt, c->st, c->cfg, err) != 0) {
+            fprintf(stderr, "shiftvit: checkpoint not written: %s\n", err);
+            ok = 0;
+        }
+    }
+    return bcast_ok(c->d, ok);
+}
+
+/* Epoch checkpoints epoch_NNNN.h5: keep the newest keep_last. */
+static void rotate_checkpoints(ckpt_ctx *c, long epoch_done) {
+    if (c->d->rank != 0 || c->cfg->keep_last <= 0) return;
+    long old = epoch_done - (long)c->cfg->keep_last * c->cfg->checkpoint_every;
+    if (old < 1) return;
+    char path[SV_PATH_LEN + 64];
+    snprintf(path, sizeof path, "%s/epoch_%04ld.h5", c->dir, old);
+    unlink(path);
+}
+
+/* ---- progress display (rank 0) ---- */
+
+static void progress(int tty, long done, long total, double elapsed, double ms_step, double loss,
+                     double top1, double top5, int final) {
+    char bar[32];
+    int width = 30, filled = total ? (int)(width * done / total) : width;
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : '.';
+    if (filled < width && filled >= 0) bar[filled] = '>';
+    bar[width] = '\0';
+    printf("%s%4ld/%ld [%s] - %.0fs %.0fms/step - loss: %.4f - top1: %.4f - top5: %.4f%s",
+           tty ? "\r" : "", done, total, bar, elapsed, ms_step, loss, top1, top5,
+           (!tty || final) ? "\n" : "");
+    fflush(stdout);
+}
+
+/* ---- the loop ---- */
+
+typedef struct {
+    sv_dataset train, val, test;
+    float *x, *probs, *losses, *dlogits;
+    int *labels;
+    long *perm, *idx;
+} buffers;
+
+static void free_buffers(buffers *b) {
+    sv_dataset_free(&b->train);
+    sv_dataset_free(&b->val);
+    sv_dataset_free(&b->test);
+    sv_free(b->x); sv_free(b->probs); sv_free(b->losses); sv_free(b->dlogits);
+    sv_free(b->labels); sv_free(b->perm); sv_free(b->idx);
+}
+
+/* First tensor with a non-finite value in buf (params or grads), or -1. */
+static int first_nonfinite(const sv_model *m, const float *buf) {
+    for (int t = 0; t < m->num_tensors; t++) {
+        const float *p = buf + m->tensors[t].offset;
+        for (size_t i = 0; i < m->tensors[t].size; i++)
+            if (!isfinite(p[i])) return t;
+    }
+    return -1;
+}
+
+int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
+    char err[SV_ERR_LEN] = "";
+    int rank0 = d->rank == 0, status = 0;
+    if (cfg->batch_size < d->world) {
+        if (rank0)
+            fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
+                    cfg->batch_size, d->world);
+        return 1;
+    }
+    /* Data: every rank loads and validates the same files. */
+    buffers B;
+    memset(&B, 0, sizeof B);
+    char dir[SV_PATH_LEN];
+    int ok = sv_find_data_dir(opts->data_dir, cfg->data_dir, dir, err) == 0 &&
+             sv_cifar_load_splits(dir, cfg->train_size, cfg->val_size, cfg->test_size, &B.train,
+                                  &B.val, &B.test, err) == 0;
+    if (!agree(d, ok)) {
+        if (rank0) fprintf(stderr, "shiftvit: %s\n", err[0] ? err : "data could not be loaded on some rank");
+        free_buffers(&B);
+        return 1;
+    }
+    /* Output directory, proven writable before the first step. */
+    char out[SV_PATH_LEN];
+    resolve_out_dir(out, cfg, opts, d);
+    ok = 1;
+    if (rank0 && prepare_out_dir(out, err) != 0) ok = 0;
+    if (!bcast_ok(d, ok)) {
+        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        free_buffers(&B);
+        return 1;
+    }
+
+    int lb = sv_local_batch(cfg->batch_size, d->world);
+    int eb = sv_local_batch(cfg->eval_batch_size, d->world);
+    int maxb = lb > eb ? lb : eb;
+    sv_model m;
+    if (sv_model_create(&m, cfg, maxb, err) != 0) {
+        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        free_buffers(&B);
+        return 2;
+    }
+    sv_model_init_weights(&m, cfg->seed);
+    sv_adamw opt;
+    sv_adamw_init(&opt, m.num_params, cfg);
+    sv_schedule sched;
+    long total = sv_config_total_steps(cfg), warmup = sv_config_warmup_steps(cfg);
+    if (sv_schedule_init(&sched, cfg->lr_start, cfg->lr_max, warmup, total, err) != 0) {
+        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        status = 1;
+        goto done_model;
+    }
+    sv_train_state st;
+    memset(&st, 0, sizeof st);
+    st.best_val_top1 = -1;
+    st.seed = cfg->seed;
+    if (opts->resume) {
+        ok = sv_checkpoint_load(opts->resume, &m, &opt, &st, err) == 0;
+        if (!agree(d, ok)) {
+            if (rank0) fprintf(stderr, "shiftvit: cannot resume: %s\n", err[0] ? err : "a rank failed to read the checkpoint");
+            status = 1;
+            goto done_model;
+        }
+        if (rank0)
+            printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), best val top-1 %.4f\n",
+                   opts->resume, st.epoch + 1, st.step, st.step_in_epoch, st.best_val_top1);
+    }
+    /* Identical replicas: the seed gives the same weights everywhere; prove it. */
+    if (d->world > 1) {
+        double h = 0;
+        for (size_t i = 0; i < m.num_params; i += 97) h += m.params[i] * (double)((i % 13) + 1);
+        double lo = h, hi = h;
+        MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_DOUBLE, MPI_MIN, d->comm);
+        MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_DOUBLE, MPI_MAX, d->comm);
+        if (lo != hi) {
+            if (rank0) fprintf(stderr, "shiftvit: ranks hold different initial weights; broadcasting rank 0's\n");
+            MPI_Bcast(m.params, (int)m.num_params, MPI_FLOAT, 0, d->comm);
+        }
+    }
+    int K = m.num_classes, S = cfg->image_size;
+    B.x = sv_alloc((size_t)maxb * S * S * 3 * sizeof(float), "input batch");
+    B.probs = sv_alloc((size_t)maxb * K * sizeof(float), "probabilities");
+    B.losses = sv_alloc((size_t)maxb * sizeof(float), "losses");
+    B.dlogits = sv_alloc((size_t)maxb * K * sizeof(float), "logit gradients");
+    B.labels = sv_alloc((size_t)maxb * sizeof(int), "labels");
+    B.idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
+    B.perm = sv_alloc((size_t)B.train.count * sizeof(long), "permutation");
+    sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
+
+    sv_metrics *mt = NULL;
+    if (rank0) {
+        char cpath[SV_PATH_LEN + 32];
+        snprintf(cpath, sizeof cpath, "%s/config.ini", out);
+        FILE *cf = fopen(cpath, "w");
+        if (cf) {
+            sv_config_write(cfg, cf);
+            fclose(cf);
+        }
+        mt = sv_metrics_open(out, opts->resume != NULL, st.step, st.epoch, err);
+        ok = mt != NULL;
+    }
+    if (!bcast_ok(d, ok)) {
+        if (rank0) fprintf(stderr, "shiftvit: metrics: %s\n", err);
+        status = 1;
+        goto done_all;
+    }
+    long steps_per_epoch = (B.train.count + cfg->batch_size - 1) / cfg->batch_size;
+    if (rank0) {
+        printf("Training %s: %zu parameters, %ld train / %ld val / %ld test images from %s\n",
+               cfg->name[0] ? cfg->name : "model", m.num_params, B.train.count, B.val.count,
+               B.test.count, dir);
+        printf("World size %d, global batch %d (%d per rank), %ld steps per epoch, %ld total (warmup %ld); output in %s\n",
+               d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup, out);
+        fflush(stdout);
+    }
+    install_signal_handlers();
+    int tty = rank0 && isatty(STDOUT_FILENO);
+    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d};
+    int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
+    double t_run0 = sv_now() - st.wall_time;
+
+    for (; st.epoch < cfg->epochs && !stop; st.epoch++) {
+        long epoch = st.epoch;
+        double t_epoch = sv_now(), imgs_epoch = 0, t_steps = 0;
+        sv_epoch_permutation(B.perm, B.train.count, cfg->seed, epoch);
+        if (rank0) printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
+        for (; st.step_in_epoch < steps_per_epoch; st.step_in_epoch++) {
+            if (cfg->max_steps > 0 && st.step >= cfg->max_steps) { stop = 1; break; }
+            double t0 = sv_now();
+            long g0 = st.step_in_epoch * cfg->batch_size;
+            long gcount = B.train.count - g0 < cfg->batch_size ? B.train.count - g0 : cfg->batch_size;
+            long s0, n;
+            sv_shard(gcount, d->rank, d->world, &s0, &n);
+            for (long i = 0; i < n; i++) B.idx[i] = B.perm[g0 + s0 + i];
+            double sums[5] = {0, 0, 0, 0, g_stop_signal ? 1.0 : 0.0};
+            float lr = (float)sv_schedule_lr(&sched, st.step);
+            if (n > 0) {
+                sv_make_batch(B.x, B.labels, &B.train, B.idx, (int)n, cfg, epoch, 1);
+                sv_train_rng rng = {cfg->seed, epoch, B.idx};
+                const float *logits = sv_model_forward(&m, B.x, (int)n, &rng);
+                batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, &sums[0], &sums[1], &sums[2]);
+                sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount);
+                sv_allreduce_begin(d);
+                sv_model_backward(&m, B.dlogits, sv_allreduce_ready, d);
+            } else {
+                /* More ranks than samples in this (last) batch: contribute zeros. */
+                memset(m.grads, 0, m.num_params * sizeof(float));
+                sv_allreduce_begin(d);
+            }
+            sv_allreduce_finish(d);
+            sums[3] = (double)n;
+            sv_allreduce_doubles(d, sums, 5);
+            if (!isfinite(sums[0])) {
+                int t = first_nonfinite(&m, m.grads);
+                if (rank0)
+                    fprintf(stderr, "shiftvit: non-finite loss at step %ld (epoch %ld)%s%s; stopping. The newest checkpoint in %s is from before this step.\n",
+                            st.step + 1, epoch + 1, t >= 0 ? ": first non-finite gradient in " : "",
+                            t >= 0 ? m.tensors[t].name : "", out);
+                stop = 4;
+                status = 3;
+                break;
+            }
+            sv_adamw_step(&opt, m.params, m.grads, lr);
+            st.step++;
+            st.run_loss += sums[0];
+            st.run_top1 += sums[1];
+            st.run_top5 += sums[2];
+            st.run_count += sums[3];
+            double dt = sv_now() - t0;
+            t_steps += dt;
+            imgs_epoch += sums[3];
+            if (rank0) {
+                double rl = st.run_loss / st.run_count, r1 = st.run_top1 / st.run_count,
+                       r5 = st.run_top5 / st.run_count;
+                sv_step_row row = {st.step, epoch + 1, lr, sums[0] / sums[3], sums[1] / sums[3],
+                                   sums[2] / sums[3], sums[3] / dt};
+                sv_metrics_step(mt, &row);
+                long done = st.step_in_epoch + 1;
+                int last = done == steps_per_epoch;
+                if (tty || last || done % cfg->log_every == 0)
+                    progress(tty, done, steps_per_epoch, sv_now() - t_epoch, 1e3 * dt, rl, r1, r5, last);
+            }
+            if (sums[4] > 0) {
+                st.step_in_epoch++;
+                stop = 2;
+                break;
+            }
+        }
+        if (stop == 4) break;
+        if (stop == 1 || stop == 2) {
+            if (st.step_in_epoch < steps_per_epoch) {
+                /* Mid-epoch: checkpoint to resume exactly here. */
+                st.wall_time = sv_now() - t_run0;
+                if (save_checkpoint(&cc, "last.h5") && rank0) {
+                    if (stop == 2)
+                        printf("\nStopped by signal at step %ld (epoch %ld). Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",
+                               st.step, epoch + 1, out, out, out);
+                    else
+                        printf("Reached train.max_steps = %ld; checkpoint %s/last.h5\n", cfg->max_steps, out);
+                }
+                break;
+            }
+        }
+        /* End of epoch: validation, early stopping, checkpoints, metrics. */
+        sv_eval_result v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
+        double secs = sv_now() - t_epoch;
+        double lr_now = sv_schedule_lr(&sched, st.step);
+        double tl = st.run_count ? st.run_loss / st.run_count : 0, t1 = st.run_count ? st.run_top1 / st.run_count : 0,
+               t5 = st.run_count ? st.run_top5 / st.run_count : 0;
+        int improved = v.top1 > st.best_val_top1;
+        if (improved) {
+            st.best_val_top1 = v.top1;
+            st.best_epoch = epoch + 1;
+            st.bad_epochs = 0;
+        } else {
+            st.bad_epochs++;
+        }
+        if (rank0) {
+            printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | val loss %.4f top1 %.4f top5 %.4f | %.1f images/s | lr %.3g | %.1f s%s\n",
+                   epoch + 1, cfg->epochs, tl, t1, t5, v.loss, v.top1, v.top5,
+                   t_steps > 0 ? imgs_epoch / t_steps : 0.0, lr_now, secs, improved ? " | new best" : "");
+            fflush(stdout);
+            sv_epoch_row row = {epoch + 1, tl, t1, t5, v.loss, v.top1, v.top5, lr_now, secs};
+            sv_metrics_epoch(mt, &row);
+        }
+        long finished = epoch + 1;
+        int early = cfg->patience > 0 && st.bad_epochs >= cfg->patience;
+        if (early) stop = 3;
+        /* The state saved describes the start of the next epoch. */
+        st.epoch = finished;
+        st.step_in_epoch = 0;
+        st.run_loss = st.run_top1 = st.run_top5 = st.run_count = 0;
+        st.wall_time = sv_now() - t_run0;
+        st.world_size = d->world;
+        if (improved) save_checkpoint(&cc, "best.h5");
+        if (finished % cfg->checkpoint_every == 0 || early || finished == cfg->epochs || stop == 1) {
+            char name[64];
+            snprintf(name, sizeof name, "epoch_%04ld.h5", finished);
+            if (save_checkpoint(&cc, name)) rotate_checkpoints(&cc, finished);
+        }
+        save_checkpoint(&cc, "last.h5");
+        if (early && rank0)
+            printf("Early stopping: val top-1 has not improved for %d epochs (best %.4f at epoch %ld)\n",
+                   cfg->patience, st.best_val_top1, st.best_epoch);
+        st.epoch = finished - 1; /* the for-loop increments it */
+        if (stop == 2 && rank0)
+            printf("Stopped by signal at the end of epoch %ld. Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",
+                   finished, out, out, out);
+        if (stop) { st.epoch++; break; }
+    }
+    if (rank0) sv_metrics_flush(mt);
+    if (stop == 0 || stop == 1 || stop == 3) {
+        sv_eval_result t = sv_evaluate(&m, &B.test, cfg, d, B.x, B.labels, B.idx);
+        if (rank0) {
+            printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
+            printf("Run directory: %s (%.1f min)\n", out, (sv_now() - t_run0) / 60.0);
+        }
+    }
+done_all:
+    if (rank0) sv_metrics_close(mt);
+done_model:
+    sv_adamw_free(&opt);
+    sv_model_free(&m);
+    free_buffers(&B);
+    return status;
+}
