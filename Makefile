@@ -60,5 +60,28 @@ test: deps
 	$(MAKE) all $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_tests.sh
 
+# README quick start, first command: installs what is missing, builds, trains the
+# recipe on the real data for one epoch with one rank per core, predicts on the
+# sample photos and plots the curves.
+demo: deps
+	$(MAKE) all
+	scripts/demo.sh
+
+# The full recipe (100 epochs with early stopping), one rank per core.
+train: deps
+	$(MAKE) all
+	scripts/train.sh
+
+# Our bench and the PyTorch model side by side (results/bench/).
+bench: deps
+	$(MAKE) all
+	scripts/bench.sh
+
+# A real single-node SLURM cluster on this machine runs jobs/train.sbatch.
+test-slurm: deps
+	$(MAKE) all
+	WITH_SLURM=1 scripts/install-deps.sh
+	tests/slurm/run.sh
+
 clean:
 	rm -rf build build-sanitize

@@ -3,6 +3,7 @@
 #include "shiftvit/train.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -214,6 +215,19 @@ static int first_nonfinite(const sv_model *m, const float *buf) {
     return -1;
 }
 
+/* Debug aid for the data-parallel tests (SHIFTVIT_CHECK_REPLICAS=1): the
+ * replicas must hold bitwise identical weights after every update. Compares
+ * an order-dependent checksum of all parameters across ranks. */
+static int replicas_identical(const sv_model *m, sv_dist *d) {
+    uint64_t h = 1469598103934665603ull;
+    const uint32_t *w = (const uint32_t *)m->params;
+    for (size_t i = 0; i < m->num_params; i++) h = (h ^ w[i]) * 1099511628211ull;
+    uint64_t lo = h, hi = h;
+    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, d->comm);
+    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, d->comm);
+    return lo == hi;
+}
+
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     char err[SV_ERR_LEN] = "";
     int rank0 = d->rank == 0, status = 0;
@@ -329,6 +343,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         fflush(stdout);
     }
     install_signal_handlers();
+    const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
+    int check_replicas = chk && *chk && strcmp(chk, "0") != 0 && d->world > 1;
+    long replica_checks = 0;
     int tty = rank0 && isatty(STDOUT_FILENO);
     ckpt_ctx cc = {&m, &opt, &st, cfg, out, d};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
@@ -377,6 +394,15 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             }
             sv_adamw_step(&opt, m.params, m.grads, lr);
             st.step++;
+            if (check_replicas) {
+                if (!replicas_identical(&m, d)) {
+                    if (rank0) fprintf(stderr, "shiftvit: replicas differ after step %ld\n", st.step);
+                    stop = 4;
+                    status = 2;
+                    break;
+                }
+                replica_checks++;
+            }
             st.run_loss += sums[0];
             st.run_top1 += sums[1];
             st.run_top5 += sums[2];
@@ -464,9 +490,13 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         if (stop) { st.epoch++; break; }
     }
     if (rank0) sv_metrics_flush(mt);
+    if (check_replicas && rank0 && status == 0)
+        printf("Replica check: weights bitwise identical on all %d ranks after each of %ld updates\n",
+               d->world, replica_checks);
     if (stop == 0 || stop == 1 || stop == 3) {
         sv_eval_result t = sv_evaluate(&m, &B.test, cfg, d, B.x, B.labels, B.idx);
         if (rank0) {
+            printf("Evaluated %ld test images on %d rank(s)\n", t.count, d->world);
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
             printf("Run directory: %s (%.1f min)\n", out, (sv_now() - t_run0) / 60.0);
         }
