@@ -156,29 +156,81 @@ void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
     }
 }
 
-float sv_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+/* erf(x) for float as a rational function x P(x^2) / Q(x^2) on [-4, 4]
+ * (erf is +-1 to float precision beyond), the minimax approximation used by
+ * Eigen and XLA for float erf; max error ~1e-7, no branches, so the GELU
+ * loops vectorise (libm's erff does not). */
+static inline float erf_fast(float x) {
+    x = x < -4.f ? -4.f : (x > 4.f ? 4.f : x);
+    float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 - 2.10102402082508e-06f;
+    p = p * x2 - 5.69250639462346e-05f;
+    p = p * x2 - 7.34990630326855e-04f;
+    p = p * x2 - 2.95459980854025e-03f;
+    p = p * x2 - 1.60960333262415e-02f;
+    p = p * x;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 - 2.13374055278905e-04f;
+    q = q * x2 - 1.68282697438203e-03f;
+    q = q * x2 - 7.37332916720468e-03f;
+    q = q * x2 - 1.42647390514189e-02f;
+    return p / q;
+}
 
-float sv_gelu_grad(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+/* exp(x) for x <= 0 (the Gaussian density's argument): x = n ln2 + r with
+ * |r| <= ln2/2, exp(r) by its degree-6 Taylor polynomial (relative error
+ * < 2e-7), 2^n assembled in the exponent bits; underflows to 0 below -87. */
+static inline float exp_neg_fast(float x) {
+    x = x < -87.f ? -87.f : x;
+    /* round to nearest by the 1.5 * 2^23 trick: vectorises, unlike roundf */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
+    float p = 1.f / 720.f;
+    p = p * r + 1.f / 120.f;
+    p = p * r + 1.f / 24.f;
+    p = p * r + 1.f / 6.f;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
+static inline float gelu_inline(float x) {
+    return 0.5f * x * (1.0f + erf_fast(x * 0.70710678118654752f));
+}
+
+static inline float gelu_grad_inline(float x) {
+    float cdf = 0.5f * (1.0f + erf_fast(x * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * exp_neg_fast(-0.5f * x * x);
     return cdf + x * pdf;
 }
+
+float sv_gelu(float x) { return gelu_inline(x); }
+float sv_gelu_grad(float x) { return gelu_grad_inline(x); }
 
 void sv_gelu_dropout_forward(float *a, uint8_t *mask, const float *h, int N,
                              size_t per_sample, const uint64_t *keys, float p) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        for (size_t i = 0; i < per_sample; i++) {
-            size_t j = (size_t)n * per_sample + i;
-            float v = sv_gelu(h[j]);
-            if (drop) {
-                uint8_t k = sv_rng_uniform(keys[n], i) >= p;
-                mask[j] = k;
-                v = k ? v * inv_keep : 0.f;
+        const float *hn = h + (size_t)n * per_sample;
+        float *an = a + (size_t)n * per_sample;
+        if (drop) {
+            uint8_t *mn = mask + (size_t)n * per_sample;
+            uint64_t key = keys[n];
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) {
+                uint8_t k = sv_rng_uniform(key, i) >= p;
+                mn[i] = k;
+                an[i] = k ? gelu_inline(hn[i]) * inv_keep : 0.f;
             }
-            a[j] = v;
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) an[i] = gelu_inline(hn[i]);
         }
     }
 }
@@ -188,11 +240,13 @@ void sv_gelu_dropout_backward(float *dh, const float *da, const float *h,
                               int use_mask, float p) {
     size_t n = (size_t)N * per_sample;
     float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for
-    for (size_t j = 0; j < n; j++) {
-        float g = da[j] * sv_gelu_grad(h[j]);
-        if (use_mask) g = mask[j] ? g * inv_keep : 0.f;
-        dh[j] = g;
+    if (use_mask) {
+#pragma omp parallel for simd schedule(static)
+        for (size_t j = 0; j < n; j++)
+            dh[j] = mask[j] ? da[j] * inv_keep * gelu_grad_inline(h[j]) : 0.f;
+    } else {
+#pragma omp parallel for simd schedule(static)
+        for (size_t j = 0; j < n; j++) dh[j] = da[j] * gelu_grad_inline(h[j]);
     }
 }
 
@@ -207,18 +261,22 @@ void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
                                  const uint64_t *keys, float p, const float *dp) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        for (size_t i = 0; i < per_sample; i++) {
-            size_t j = (size_t)n * per_sample + i;
-            float v = z[j];
-            if (drop) {
-                uint8_t k = sv_rng_uniform(keys[n], i) >= p;
-                mask[j] = k;
-                v = k ? v * inv_keep : 0.f;
+        size_t o = (size_t)n * per_sample;
+        float scale = dp ? dp[n] : 1.0f;
+        if (drop) {
+            uint64_t key = keys[n];
+            float s = scale * inv_keep;
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) {
+                uint8_t k = sv_rng_uniform(key, i) >= p;
+                mask[o + i] = k;
+                out[o + i] = x[o + i] + (k ? z[o + i] * s : 0.f);
             }
-            if (dp) v *= dp[n];
-            out[j] = x[j] + v;
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) out[o + i] = x[o + i] + z[o + i] * scale;
         }
     }
 }
@@ -227,14 +285,16 @@ void sv_residual_dropout_backward(float *dz, const float *dout,
                                   const uint8_t *mask, int N, size_t per_sample,
                                   int use_mask, float p, const float *dp) {
     float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        for (size_t i = 0; i < per_sample; i++) {
-            size_t j = (size_t)n * per_sample + i;
-            float g = dout[j];
-            if (use_mask) g = mask[j] ? g * inv_keep : 0.f;
-            if (dp) g *= dp[n];
-            dz[j] = g;
+        size_t o = (size_t)n * per_sample;
+        float s = (dp ? dp[n] : 1.0f) * inv_keep;
+        if (use_mask) {
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) dz[o + i] = mask[o + i] ? dout[o + i] * s : 0.f;
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < per_sample; i++) dz[o + i] = dout[o + i] * s;
         }
     }
 }

@@ -206,6 +206,9 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     m->max_batch = max_batch;
     int side = cfg->image_size / cfg->patch_size, nblocks = 0;
     for (int s = 0; s < SV_NUM_STAGES; s++) {
+        /* backward reads each merge's input from the stage's last block */
+        if (cfg->depths[s] < 1)
+            return sv_fail(err, "model: [model] depths entry %d = %d must be at least 1", s + 1, cfg->depths[s]);
         m->depths[s] = cfg->depths[s];
         m->channels[s] = cfg->embed_dim << s;
         m->sides[s] = side;

@@ -13,7 +13,7 @@ int sv_schedule_init(sv_schedule *s, double lr_start, double lr_max,
     if (total < warmup)
         return sv_fail(err, "learning-rate schedule: total steps %ld must be larger or equal to warmup steps %ld",
                        total, warmup);
-    if (warmup > 0 && lr_max < lr_start)
+    if (lr_max < lr_start)
         return sv_fail(err, "learning-rate schedule: lr_start %g must be smaller or equal to lr_max %g",
                        lr_start, lr_max);
     s->lr_start = lr_start;
@@ -58,14 +58,16 @@ void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
     float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t)));
     float decay = (float)(o->decay_mode == SV_DECAY_TORCH ? lr * o->weight_decay : o->weight_decay);
     float fb1 = (float)b1, fb2 = (float)b2, eps = (float)o->eps;
+    /* 1 - b2 in double: (1 - (float)0.999) is 1.3e-5 relative off */
+    float one_b1 = (float)(1.0 - b1), one_b2 = (float)(1.0 - b2);
     float *m = o->m, *v = o->v;
     size_t n = o->n;
 #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         float wi = w[i] - decay * w[i];
         float gi = g[i];
-        float mi = fb1 * m[i] + (1.0f - fb1) * gi;
-        float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+        float mi = fb1 * m[i] + one_b1 * gi;
+        float vi = fb2 * v[i] + one_b2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         w[i] = wi - lr_t * mi / (sqrtf(vi) + eps);

@@ -175,6 +175,18 @@ static void rotate_checkpoints(ckpt_ctx *c, long epoch_done) {
 
 /* ---- progress display (rank 0) ---- */
 
+/* Redraw the progress line in place only on a terminal. Open MPI hands its
+ * ranks a pseudo-terminal even when mpirun's own output goes to a file (a
+ * SLURM log), so under mpirun lines are the default; SHIFTVIT_PROGRESS=tty or
+ * =lines forces either. */
+static int progress_on_terminal(void) {
+    const char *force = getenv("SHIFTVIT_PROGRESS");
+    if (force && !strcmp(force, "tty")) return 1;
+    if (force && !strcmp(force, "lines")) return 0;
+    if (getenv("OMPI_COMM_WORLD_SIZE")) return 0;
+    return isatty(STDOUT_FILENO);
+}
+
 static void progress(int tty, long done, long total, double elapsed, double ms_step, double loss,
                      double top1, double top5, int final) {
     char bar[32];
@@ -346,7 +358,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
     int check_replicas = chk && *chk && strcmp(chk, "0") != 0 && d->world > 1;
     long replica_checks = 0;
-    int tty = rank0 && isatty(STDOUT_FILENO);
+    int tty = rank0 && progress_on_terminal();
     ckpt_ctx cc = {&m, &opt, &st, cfg, out, d};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;

@@ -116,8 +116,9 @@ void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
 void sv_softmax_xent_backward(float *dlogits, const float *probs,
                               const int *labels, int N, int K, float scale);
 
-/* 1 if label is among the k largest logits (ties count against: the label's
- * rank is the number of logits strictly greater than its own), else 0. */
+/* 1 if label is among the k largest logits, else 0. The label's rank is the
+ * number of logits strictly greater than its own, so ties count in the
+ * label's favour (as tf.math.in_top_k for finite values). */
 int sv_topk_correct(const float *logits, int K, int label, int k);
 
 #endif

@@ -12,9 +12,8 @@ typedef struct {
     long warmup, total;
 } sv_schedule;
 
-/* Checks and stores the schedule. Errors (SPEC): total < warmup, or
- * lr_max < lr_start when warmup > 0; also negative values. The message names
- * the values. */
+/* Checks and stores the schedule. Errors (SPEC section 1): total < warmup,
+ * lr_max < lr_start, negative step counts. The message names the values. */
 int sv_schedule_init(sv_schedule *s, double lr_start, double lr_max,
                      long warmup, long total, char *err);
 
