@@ -77,6 +77,38 @@ static void quiet_end(const h5_quiet *q) {
     H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
 }
 
+/* File access properties: HDF5's file locks, but not failing on file systems
+ * that do not support them (some cluster file systems). */
+static hid_t make_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 7)
+    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
+#endif
+    return fapl;
+}
+
+static hid_t open_file(const char *path, unsigned flags) {
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fopen(path, flags, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) { /* keep the error stack of a failure for the message */
+        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
+        H5Pclose(fapl);
+        if (es >= 0) H5Eset_current_stack(es);
+    }
+    return f;
+}
+
+static hid_t create_file(const char *path) {
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) { /* keep the error stack of a failure for the message */
+        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
+        H5Pclose(fapl);
+        if (es >= 0) H5Eset_current_stack(es);
+    }
+    return f;
+}
+
 static int create_group(hid_t f, const char *group, const char *const *cols, int ncols,
                         hsize_t chunk) {
     hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -98,7 +130,7 @@ static int create_group(hid_t f, const char *group, const char *const *cols, int
 
 /* Creates (truncating) the metrics file with empty columns. */
 static int h5_create(const char *path) {
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = create_file(path);
     if (f < 0) return -1;
     int rc = create_group(f, "/steps", step_cols, NSTEP, 1024);
     if (!rc) rc = create_group(f, "/epochs", epoch_cols, NEPOCH, 64);
@@ -308,7 +340,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     const char *path = mt->h5path;
     int ok = 0;
     if (access(path, F_OK) == 0 && H5Fis_hdf5(path) > 0) {
-        hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+        hid_t f = open_file(path, H5F_ACC_RDWR);
         if (f >= 0) {
             ok = h5_keys_match(f, "/steps", "step", srows) &&
                  h5_keys_match(f, "/epochs", "epoch", erows) &&
@@ -323,7 +355,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     }
     if (ok) return 0;
     hid_t f = -1;
-    if (h5_create(path) == 0) f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (h5_create(path) == 0) f = open_file(path, H5F_ACC_RDWR);
     int rc = f < 0 ? -1 : 0;
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
@@ -413,7 +445,7 @@ void sv_metrics_flush(sv_metrics *mt) {
     if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0)) return;
     h5_quiet q;
     quiet_begin(&q);
-    hid_t f = H5Fopen(mt->h5path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = open_file(mt->h5path, H5F_ACC_RDWR);
     int rc = f < 0 ? -1 : 0;
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, mt->sbuf.v, mt->sbuf.rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, mt->ebuf.v, mt->ebuf.rows);

@@ -217,6 +217,14 @@ static void free_buffers(buffers *b) {
     sv_free(b->labels); sv_free(b->perm); sv_free(b->idx);
 }
 
+/* 1 if every value is finite: one parallel pass (a NaN or Inf poisons the sum). */
+static int all_finite(const float *p, size_t n) {
+    float s = 0.f;
+#pragma omp parallel for simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += p[i] * 0.f;
+    return s == 0.f;
+}
+
 /* First tensor with a non-finite value in buf (params or grads), or -1. */
 static int first_nonfinite(const sv_model *m, const float *buf) {
     for (int t = 0; t < m->num_tensors; t++) {
@@ -358,6 +366,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
     int check_replicas = chk && *chk && strcmp(chk, "0") != 0 && d->world > 1;
     long replica_checks = 0;
+    /* Fault-injection for the robustness tests: SHIFTVIT_INJECT_NAN_STEP=N puts a
+     * NaN into the classifier-kernel gradient on rank 0 at update N. */
+    const char *inj = getenv("SHIFTVIT_INJECT_NAN_STEP");
+    long inject_nan_step = inj ? atol(inj) : 0;
     int tty = rank0 && progress_on_terminal();
     ckpt_ctx cc = {&m, &opt, &st, cfg, out, d};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
@@ -391,15 +403,19 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 memset(m.grads, 0, m.num_params * sizeof(float));
                 sv_allreduce_begin(d);
             }
+            if (inject_nan_step == st.step + 1 && rank0) m.grads[m.tensors[m.num_tensors - 2].offset] = NAN;
             sv_allreduce_finish(d);
             sums[3] = (double)n;
             sv_allreduce_doubles(d, sums, 5);
-            if (!isfinite(sums[0])) {
+            /* The reduced gradient is the same on every rank, so every rank
+             * takes the same decision, before the update touches the weights. */
+            if (!isfinite(sums[0]) || !all_finite(m.grads, m.num_params)) {
                 int t = first_nonfinite(&m, m.grads);
                 if (rank0)
-                    fprintf(stderr, "shiftvit: non-finite loss at step %ld (epoch %ld)%s%s; stopping. The newest checkpoint in %s is from before this step.\n",
-                            st.step + 1, epoch + 1, t >= 0 ? ": first non-finite gradient in " : "",
-                            t >= 0 ? m.tensors[t].name : "", out);
+                    fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update. "
+                            "The newest checkpoint in %s is from before this step; lower optim.lr_max or resume from it.\n",
+                            isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,
+                            t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? m.tensors[t].name : "", out);
                 stop = 4;
                 status = 3;
                 break;

@@ -1,0 +1,739 @@
+/* HDF5 checkpoints (see checkpoint.h): atomic writes, fully checked reads.
+ *
+ * Every HDF5 call here runs with the library's automatic error printing
+ * switched off; failures are turned into one-line messages naming the path,
+ * the object and, when the library reports one, the system error. */
+#include "shiftvit/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <hdf5.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shiftvit/common.h"
+
+/* ------------------------------------------------------------------------ */
+/* HDF5 error handling                                                      */
+
+typedef struct {
+    H5E_auto2_t func;
+    void *data;
+} h5_quiet;
+
+static void quiet_begin(h5_quiet *q) {
+    q->func = NULL;
+    q->data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+static void quiet_end(const h5_quiet *q) {
+    H5Eclear2(H5E_DEFAULT);
+    H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
+}
+
+/* File access properties: HDF5's file locks, but not failing on file systems
+ * that do not support them (some cluster file systems). */
+static hid_t make_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 7)
+    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
+#endif
+    return fapl;
+}
+
+static hid_t open_file(const char *path, unsigned flags) {
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fopen(path, flags, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) { /* keep the error stack of a failure for the message */
+        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
+        H5Pclose(fapl);
+        if (es >= 0) H5Eset_current_stack(es);
+    }
+    return f;
+}
+
+static hid_t create_file(const char *path) {
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) { /* keep the error stack of a failure for the message */
+        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
+        H5Pclose(fapl);
+        if (es >= 0) H5Eset_current_stack(es);
+    }
+    return f;
+}
+
+typedef struct {
+    char msg[256];
+    int found;
+} walk_ctx;
+
+/* Keeps the innermost error description (the first one walking upward). */
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
+    walk_ctx *w = data;
+    (void)n;
+    if (!w->found && e->desc && e->desc[0]) {
+        const char *d = e->desc;
+        /* System errors read "... error message = 'No space left on device' ...". */
+        const char *em = strstr(d, "error message = '");
+        if (em) {
+            em += strlen("error message = '");
+            const char *end = strchr(em, '\'');
+            size_t len = end ? (size_t)(end - em) : strlen(em);
+            if (len >= sizeof w->msg) len = sizeof w->msg - 1;
+            memcpy(w->msg, em, len);
+            w->msg[len] = '\0';
+        } else {
+            snprintf(w->msg, sizeof w->msg, "%s", d);
+        }
+        w->found = 1;
+    }
+    return 0;
+}
+
+/* The innermost HDF5 error message of the current stack (then cleared). */
+static const char *h5_reason(char *buf, size_t n) {
+    walk_ctx w = {{0}, 0};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
+    H5Eclear2(H5E_DEFAULT);
+    snprintf(buf, n, "%s", w.found ? w.msg : "HDF5 error");
+    return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                  */
+
+typedef struct {
+    hid_t file, lcpl;
+    const char *path; /* target path, for messages */
+    char *err;
+    int failed;
+} writer;
+
+static int wfail(writer *w, const char *what) {
+    char reason[256];
+    h5_reason(reason, sizeof reason);
+    w->failed = 1;
+    return sv_fail(w->err, "cannot write checkpoint %s: %s: %s", w->path, what, reason);
+}
+
+static int write_floats(writer *w, const char *name, int ndim, const int *shape,
+                        const float *data) {
+    hsize_t dims[4];
+    for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    if (space < 0) return wfail(w, name);
+    hid_t ds = H5Dcreate2(w->file, name, H5T_IEEE_F32LE, space, w->lcpl, H5P_DEFAULT,
+                          H5P_DEFAULT);
+    H5Sclose(space);
+    if (ds < 0) return wfail(w, name);
+    herr_t rc = H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (H5Dclose(ds) < 0 || rc < 0) return wfail(w, name);
+    return 0;
+}
+
+static int write_attr(writer *w, hid_t obj, const char *objname, const char *name,
+                      hid_t file_type, hid_t mem_type, const void *value) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (space < 0) return wfail(w, name);
+    hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(space);
+    char what[160];
+    snprintf(what, sizeof what, "attribute %s of %s", name, objname);
+    if (a < 0) return wfail(w, what);
+    herr_t rc = H5Awrite(a, mem_type, value);
+    if (H5Aclose(a) < 0 || rc < 0) return wfail(w, what);
+    return 0;
+}
+
+static int write_tensor_set(writer *w, const char *prefix, const sv_model *m,
+                            const float *buf) {
+    char name[SV_MAX_NAME + 64];
+    for (int t = 0; t < m->num_tensors; t++) {
+        const sv_param_info *T = &m->tensors[t];
+        snprintf(name, sizeof name, "%s/%s", prefix, T->name);
+        if (write_floats(w, name, T->ndim, T->shape, buf + T->offset)) return -1;
+    }
+    return 0;
+}
+
+static int write_string(writer *w, const char *name, const char *text) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    if (type < 0) return wfail(w, name);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t ds = H5Dcreate2(w->file, name, type, space, w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(space);
+    if (ds < 0) {
+        H5Tclose(type);
+        return wfail(w, name);
+    }
+    herr_t rc = H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text);
+    H5Tclose(type);
+    if (H5Dclose(ds) < 0 || rc < 0) return wfail(w, name);
+    return 0;
+}
+
+static int write_state(writer *w, const sv_train_state *st) {
+    hid_t g = H5Gcreate2(w->file, "/state", w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return wfail(w, "/state");
+    const char *o = "/state";
+    int rc = 0;
+#define WL(field) if (!rc) rc = write_attr(w, g, o, #field, H5T_STD_I64LE, H5T_NATIVE_LONG, &st->field)
+#define WD(field) if (!rc) rc = write_attr(w, g, o, #field, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st->field)
+    WL(step);
+    WL(epoch);
+    WL(step_in_epoch);
+    WD(best_val_top1);
+    WL(best_epoch);
+    WL(bad_epochs);
+    WD(run_loss);
+    WD(run_top1);
+    WD(run_top5);
+    WD(run_count);
+    WD(wall_time);
+#undef WL
+#undef WD
+    if (!rc) rc = write_attr(w, g, o, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st->seed);
+    if (!rc) rc = write_attr(w, g, o, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT, &st->world_size);
+    if (H5Gclose(g) < 0 && !rc) rc = wfail(w, "/state");
+    return rc;
+}
+
+static int write_contents(writer *w, const sv_model *m, const sv_adamw *opt,
+                          const sv_train_state *st, const sv_config *cfg) {
+    int version = SV_CHECKPOINT_VERSION;
+    if (write_attr(w, w->file, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version))
+        return -1;
+    if (write_tensor_set(w, "/model", m, m->params)) return -1;
+    if (opt) {
+        hid_t g = H5Gcreate2(w->file, "/optimizer", w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) return wfail(w, "/optimizer");
+        int rc = write_attr(w, g, "/optimizer", "t", H5T_STD_I64LE, H5T_NATIVE_LONG, &opt->t);
+        if (H5Gclose(g) < 0 && !rc) rc = wfail(w, "/optimizer");
+        if (rc) return -1;
+        if (write_tensor_set(w, "/optimizer/m", m, opt->m)) return -1;
+        if (write_tensor_set(w, "/optimizer/v", m, opt->v)) return -1;
+    }
+    if (st && write_state(w, st)) return -1;
+    if (cfg) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f) return sv_fail(w->err, "cannot write checkpoint %s: out of memory", w->path);
+        sv_config_write(cfg, f);
+        if (fclose(f) != 0 || !text) {
+            free(text);
+            return sv_fail(w->err, "cannot write checkpoint %s: out of memory", w->path);
+        }
+        int rc = write_string(w, "/config", text);
+        free(text);
+        if (rc) return -1;
+    }
+    if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) return wfail(w, "flush");
+    return 0;
+}
+
+static int fsync_path(const char *path, int dir, char *why, size_t n) {
+    int fd = open(path, dir ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+    if (fd < 0) {
+        snprintf(why, n, "open: %s", strerror(errno));
+        return -1;
+    }
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc != 0 && !(dir && (e == EINVAL || e == EROFS))) {
+        snprintf(why, n, "fsync: %s", strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes temporary files ".<base>.tmp.<pid>" left in dir by writers that
+ * were killed: the process is gone and the file untouched for a minute. */
+static void remove_stale_temps(const char *dir, const char *base) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char prefix[SV_PATH_LEN + 16];
+    snprintf(prefix, sizeof prefix, ".%s.tmp.", base);
+    size_t pl = strlen(prefix);
+    struct dirent *e;
+    time_t now = time(NULL);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, pl) != 0) continue;
+        char *end;
+        long pid = strtol(e->d_name + pl, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[2 * SV_PATH_LEN + 64];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && now - sb.st_mtime > 60) unlink(p);
+    }
+    closedir(d);
+}
+
+int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
+                       const sv_train_state *st, const sv_config *cfg, char *err) {
+    if (!path || !path[0]) return sv_fail(err, "checkpoint: empty path");
+    if (opt && opt->n != m->num_params)
+        return sv_fail(err, "cannot write checkpoint %s: optimizer holds %zu moments, model has %zu parameters",
+                       path, opt->n, m->num_params);
+
+    /* Temporary file ".<name>.tmp.<pid>" beside the target. */
+    const char *slash = strrchr(path, '/');
+    char dir[SV_PATH_LEN + 8], tmp[SV_PATH_LEN + 96];
+    const char *base = slash ? slash + 1 : path;
+    if (slash) {
+        size_t dl = (size_t)(slash - path);
+        if (dl == 0) dl = 1; /* "/name" */
+        if (dl >= sizeof dir) return sv_fail(err, "checkpoint path too long: %s", path);
+        memcpy(dir, path, dl);
+        dir[dl] = '\0';
+    } else {
+        strcpy(dir, ".");
+    }
+    if (!base[0]) return sv_fail(err, "checkpoint path %s names a directory, not a file", path);
+    int n = snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, base, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp) return sv_fail(err, "checkpoint path too long: %s", path);
+
+    /* Create it ourselves first, for a plain system error message. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0)
+        return sv_fail(err, "cannot write checkpoint %s: cannot create temporary file %s: %s", path,
+                       tmp, strerror(errno));
+    close(fd);
+
+    h5_quiet q;
+    quiet_begin(&q);
+    writer w = {-1, -1, path, err, 0};
+    int rc = 0;
+    w.lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (w.lcpl < 0 || H5Pset_create_intermediate_group(w.lcpl, 1) < 0) rc = wfail(&w, "property list");
+    if (!rc) {
+        w.file = create_file(tmp);
+        if (w.file < 0) rc = wfail(&w, "cannot create temporary file");
+    }
+    if (!rc) rc = write_contents(&w, m, opt, st, cfg);
+    if (w.file >= 0 && H5Fclose(w.file) < 0 && !rc) rc = wfail(&w, "close");
+    if (w.lcpl >= 0) H5Pclose(w.lcpl);
+    quiet_end(&q);
+
+    char why[256];
+    if (!rc && fsync_path(tmp, 0, why, sizeof why)) {
+        rc = sv_fail(err, "cannot write checkpoint %s: %s of %s", path, why, tmp);
+    }
+    if (!rc && rename(tmp, path) != 0) {
+        rc = sv_fail(err, "cannot write checkpoint %s: rename from %s: %s", path, tmp, strerror(errno));
+    }
+    if (rc) {
+        unlink(tmp);
+        return -1;
+    }
+    if (fsync_path(dir, 1, why, sizeof why))
+        return sv_fail(err, "checkpoint %s written, but %s of directory %s", path, why, dir);
+    remove_stale_temps(dir, base);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                  */
+
+typedef struct {
+    hid_t file;
+    const char *path;
+    char *err;
+} reader;
+
+static int rfail_h5(reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rfail_h5(reader *r, const char *fmt, ...) {
+    char what[SV_ERR_LEN], reason[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    h5_reason(reason, sizeof reason);
+    return sv_fail(r->err, "checkpoint %s: %s (%s)", r->path, what, reason);
+}
+
+/* Opens the file after checking it is a readable HDF5 file with a supported
+ * format version. Call inside quiet_begin/quiet_end. */
+static int open_checked(reader *r) {
+    const char *path = r->path;
+    r->file = -1;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return sv_fail(r->err, "cannot open checkpoint %s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return sv_fail(r->err, "checkpoint %s is a directory, not a file", path);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return sv_fail(r->err, "cannot open checkpoint %s: %s", path, strerror(errno));
+    close(fd);
+    if (sb.st_size == 0)
+        return sv_fail(r->err, "checkpoint %s is an empty file (0 bytes), not an HDF5 checkpoint", path);
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return sv_fail(r->err, "checkpoint %s is not an HDF5 file (%lld bytes, no HDF5 signature)",
+                       path, (long long)sb.st_size);
+    }
+    r->file = open_file(path, H5F_ACC_RDONLY);
+    if (r->file < 0) {
+        char reason[256];
+        h5_reason(reason, sizeof reason);
+        if (strstr(reason, "truncated"))
+            return sv_fail(r->err, "checkpoint %s is truncated or damaged (%lld bytes): cannot open it as HDF5",
+                           path, (long long)sb.st_size);
+        return sv_fail(r->err, "checkpoint %s is damaged: cannot open it as HDF5 (%s)", path, reason);
+    }
+    htri_t has = H5Aexists(r->file, "format_version");
+    if (has <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return sv_fail(r->err, "checkpoint %s has no format_version attribute on / (not a shiftvit checkpoint)",
+                       path);
+    }
+    int version = -1;
+    hid_t a = H5Aopen(r->file, "format_version", H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_INT, &version);
+    if (a >= 0) H5Aclose(a);
+    if (rc < 0) return rfail_h5(r, "cannot read attribute /format_version");
+    if (version > SV_CHECKPOINT_VERSION)
+        return sv_fail(r->err,
+                       "checkpoint %s was written by a newer shiftvit (format %d, this build reads up to %d)",
+                       path, version, SV_CHECKPOINT_VERSION);
+    if (version < 1)
+        return sv_fail(r->err, "checkpoint %s: invalid format_version %d", path, version);
+    return 0;
+}
+
+static void close_reader(reader *r) {
+    if (r->file >= 0) H5Fclose(r->file);
+    r->file = -1;
+}
+
+/* 1 if every component of the absolute path `name` exists as a link. */
+static int path_exists(hid_t file, const char *name) {
+    char buf[SV_MAX_NAME + 64];
+    snprintf(buf, sizeof buf, "%s", name);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            htri_t e = H5Lexists(file, buf, H5P_DEFAULT);
+            if (e <= 0) {
+                H5Eclear2(H5E_DEFAULT);
+                return 0;
+            }
+            *p = c;
+            if (!c) return 1;
+        }
+    }
+}
+
+static void fmt_shape(char *out, size_t n, int ndim, const hsize_t *dims) {
+    size_t k = 0;
+    k += (size_t)snprintf(out + k, n - k, "[");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(out + k, n - k, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+    if (k < n) snprintf(out + k, n - k, "]");
+}
+
+/* Checks presence, type and shape of prefix/<tensor> for every tensor. */
+static int check_tensors(reader *r, const char *prefix, const sv_model *m) {
+    char name[SV_MAX_NAME + 64];
+    for (int t = 0; t < m->num_tensors; t++) {
+        const sv_param_info *T = &m->tensors[t];
+        snprintf(name, sizeof name, "%s/%s", prefix, T->name);
+        hsize_t want[4];
+        for (int i = 0; i < T->ndim; i++) want[i] = (hsize_t)T->shape[i];
+        char ws[96], hs[96];
+        fmt_shape(ws, sizeof ws, T->ndim, want);
+        if (!path_exists(r->file, name))
+            return sv_fail(r->err,
+                           "checkpoint %s: tensor %s (shape %s) is missing (another architecture or a damaged file?)",
+                           r->path, name, ws);
+        hid_t ds = H5Dopen2(r->file, name, H5P_DEFAULT);
+        if (ds < 0) return rfail_h5(r, "%s is not a readable dataset", name);
+        hid_t type = H5Dget_type(ds);
+        H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+        if (type >= 0) H5Tclose(type);
+        hid_t space = H5Dget_space(ds);
+        int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+        hsize_t dims[H5S_MAX_RANK];
+        if (nd > 0 && nd <= H5S_MAX_RANK) H5Sget_simple_extent_dims(space, dims, NULL);
+        if (space >= 0) H5Sclose(space);
+        H5Dclose(ds);
+        if (cls != H5T_FLOAT)
+            return sv_fail(r->err, "checkpoint %s: tensor %s is not a floating-point dataset", r->path, name);
+        if (nd < 0) return rfail_h5(r, "cannot read the shape of %s", name);
+        int same = nd == T->ndim;
+        for (int i = 0; same && i < nd; i++) same = dims[i] == want[i];
+        if (!same) {
+            if (nd > H5S_MAX_RANK) nd = 0;
+            fmt_shape(hs, sizeof hs, nd, dims);
+            return sv_fail(r->err,
+                           "checkpoint %s: tensor %s has shape %s in the file, the model expects %s (another architecture?)",
+                           r->path, name, hs, ws);
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    const sv_model *m;
+    char extra[SV_MAX_NAME + 64];
+    int found;
+} visit_ctx;
+
+static herr_t visit_cb(hid_t obj, const char *name, const H5O_info_t *info, void *data) {
+    visit_ctx *v = data;
+    (void)obj;
+    if (info->type == H5O_TYPE_DATASET && sv_model_find(v->m, name) < 0) {
+        snprintf(v->extra, sizeof v->extra, "%s", name);
+        v->found = 1;
+        return 1; /* stop */
+    }
+    return 0;
+}
+
+/* Datasets under /model that the model does not have (deeper architecture). */
+static int check_no_extra(reader *r, const sv_model *m) {
+    hid_t g = H5Gopen2(r->file, "/model", H5P_DEFAULT);
+    if (g < 0) return rfail_h5(r, "cannot open group /model");
+    visit_ctx v = {m, {0}, 0};
+    herr_t rc = H5Ovisit(g, H5_INDEX_NAME, H5_ITER_INC, visit_cb, &v);
+    H5Gclose(g);
+    if (v.found)
+        return sv_fail(r->err,
+                       "checkpoint %s: tensor /model/%s is not part of this model (another architecture?)",
+                       r->path, v.extra);
+    if (rc < 0) return rfail_h5(r, "cannot list group /model");
+    return 0;
+}
+
+static int read_tensors(reader *r, const char *prefix, const sv_model *m, float *buf) {
+    char name[SV_MAX_NAME + 64];
+    for (int t = 0; t < m->num_tensors; t++) {
+        const sv_param_info *T = &m->tensors[t];
+        snprintf(name, sizeof name, "%s/%s", prefix, T->name);
+        hid_t ds = H5Dopen2(r->file, name, H5P_DEFAULT);
+        if (ds < 0) return rfail_h5(r, "cannot open %s", name);
+        herr_t rc = H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf + T->offset);
+        H5Dclose(ds);
+        if (rc < 0) return rfail_h5(r, "cannot read %s (damaged file?)", name);
+    }
+    return 0;
+}
+
+static int read_attr(reader *r, hid_t obj, const char *objname, const char *name,
+                     hid_t mem_type, void *value) {
+    htri_t e = H5Aexists(obj, name);
+    if (e <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return sv_fail(r->err, "checkpoint %s: attribute %s of %s is missing", r->path, name, objname);
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return rfail_h5(r, "cannot open attribute %s of %s", name, objname);
+    hid_t space = H5Aget_space(a);
+    hssize_t npts = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    if (space >= 0) H5Sclose(space);
+    if (npts != 1) {
+        H5Aclose(a);
+        return sv_fail(r->err, "checkpoint %s: attribute %s of %s is not a single value", r->path,
+                       name, objname);
+    }
+    herr_t rc = H5Aread(a, mem_type, value);
+    H5Aclose(a);
+    if (rc < 0) return rfail_h5(r, "cannot read attribute %s of %s", name, objname);
+    return 0;
+}
+
+static int read_state(reader *r, sv_train_state *st) {
+    if (!path_exists(r->file, "/state"))
+        return sv_fail(r->err, "checkpoint %s has no /state group (weights-only checkpoint, cannot resume)",
+                       r->path);
+    hid_t g = H5Gopen2(r->file, "/state", H5P_DEFAULT);
+    if (g < 0) return rfail_h5(r, "cannot open group /state");
+    sv_train_state s;
+    memset(&s, 0, sizeof s);
+    const char *o = "/state";
+    int rc = 0;
+#define RL(field) if (!rc) rc = read_attr(r, g, o, #field, H5T_NATIVE_LONG, &s.field)
+#define RD(field) if (!rc) rc = read_attr(r, g, o, #field, H5T_NATIVE_DOUBLE, &s.field)
+    RL(step);
+    RL(epoch);
+    RL(step_in_epoch);
+    RD(best_val_top1);
+    RL(best_epoch);
+    RL(bad_epochs);
+    RD(run_loss);
+    RD(run_top1);
+    RD(run_top5);
+    RD(run_count);
+    RD(wall_time);
+#undef RL
+#undef RD
+    if (!rc) rc = read_attr(r, g, o, "seed", H5T_NATIVE_UINT64, &s.seed);
+    if (!rc) rc = read_attr(r, g, o, "world_size", H5T_NATIVE_INT, &s.world_size);
+    H5Gclose(g);
+    if (rc) return -1;
+    if (s.step < 0 || s.epoch < 0 || s.step_in_epoch < 0 || s.bad_epochs < 0 || s.world_size < 1)
+        return sv_fail(r->err,
+                       "checkpoint %s: /state holds invalid values (step %ld, epoch %ld, step_in_epoch %ld, world_size %d)",
+                       r->path, s.step, s.epoch, s.step_in_epoch, s.world_size);
+    *st = s;
+    return 0;
+}
+
+/* Reads /config as a newly allocated string. */
+static char *read_config_text(reader *r) {
+    if (!path_exists(r->file, "/config")) {
+        sv_fail(r->err, "checkpoint %s has no /config dataset (not a shiftvit checkpoint?)", r->path);
+        return NULL;
+    }
+    hid_t ds = H5Dopen2(r->file, "/config", H5P_DEFAULT);
+    if (ds < 0) {
+        rfail_h5(r, "cannot open /config");
+        return NULL;
+    }
+    char *out = NULL;
+    hid_t ftype = H5Dget_type(ds);
+    hid_t space = H5Dget_space(ds);
+    hssize_t npts = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    if (ftype < 0 || H5Tget_class(ftype) != H5T_STRING || npts != 1) {
+        sv_fail(r->err, "checkpoint %s: /config is not a single string", r->path);
+    } else if (H5Tis_variable_str(ftype) > 0) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ftype));
+        char *s = NULL;
+        if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) < 0 || !s) {
+            rfail_h5(r, "cannot read /config");
+        } else {
+            out = strdup(s);
+            hsize_t one = 1;
+            hid_t ms = H5Screate_simple(1, &one, NULL);
+            H5Dvlen_reclaim(mt, ms, H5P_DEFAULT, &s);
+            H5Sclose(ms);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t sz = H5Tget_size(ftype);
+        if (sz == 0 || sz > (1u << 24)) {
+            sv_fail(r->err, "checkpoint %s: /config has an implausible size (%zu bytes)", r->path, sz);
+        } else {
+            hid_t mt = H5Tcopy(ftype);
+            H5Tset_size(mt, sz + 1);
+            H5Tset_strpad(mt, H5T_STR_NULLTERM);
+            out = calloc(1, sz + 2);
+            if (out && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
+                rfail_h5(r, "cannot read /config");
+                free(out);
+                out = NULL;
+            }
+            H5Tclose(mt);
+        }
+    }
+    if (space >= 0) H5Sclose(space);
+    if (ftype >= 0) H5Tclose(ftype);
+    H5Dclose(ds);
+    return out;
+}
+
+int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
+    h5_quiet q;
+    quiet_begin(&q);
+    reader r = {-1, path, err};
+    int rc = open_checked(&r);
+    char *text = NULL;
+    if (!rc) {
+        text = read_config_text(&r);
+        if (!text) rc = -1;
+    }
+    close_reader(&r);
+    quiet_end(&q);
+    if (rc) return -1;
+
+    char origin[SV_PATH_LEN + 16];
+    snprintf(origin, sizeof origin, "%s:/config", path);
+    sv_config c;
+    sv_config_defaults(&c);
+    rc = sv_config_load_string(&c, text, origin, err);
+    if (!rc) {
+        /* sv_config_write puts the name in its first line. */
+        const char *tag = "; shiftvit configuration: ";
+        if (strncmp(text, tag, strlen(tag)) == 0) {
+            const char *s = text + strlen(tag);
+            size_t n = strcspn(s, "\r\n");
+            if (n >= sizeof c.name) n = sizeof c.name - 1;
+            memcpy(c.name, s, n);
+            c.name[n] = '\0';
+        }
+        rc = sv_config_validate(&c, err);
+        if (rc) {
+            char inner[SV_ERR_LEN];
+            snprintf(inner, sizeof inner, "%s", err);
+            sv_fail(err, "checkpoint %s: stored config is invalid: %s", path, inner);
+        }
+    }
+    free(text);
+    if (rc) return -1;
+    *cfg = c;
+    return 0;
+}
+
+int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st,
+                       char *err) {
+    h5_quiet q;
+    quiet_begin(&q);
+    reader r = {-1, path, err};
+    int rc = open_checked(&r);
+    /* Everything is checked before any data is read. */
+    if (!rc && !path_exists(r.file, "/model"))
+        rc = sv_fail(err, "checkpoint %s has no /model group (not a shiftvit checkpoint?)", path);
+    if (!rc) rc = check_tensors(&r, "/model", m);
+    if (!rc) rc = check_no_extra(&r, m);
+    long t = 0;
+    if (!rc && opt) {
+        if (opt->n != m->num_params)
+            rc = sv_fail(err, "checkpoint %s: optimizer holds %zu moments, model has %zu parameters",
+                         path, opt->n, m->num_params);
+        else if (!path_exists(r.file, "/optimizer"))
+            rc = sv_fail(err, "checkpoint %s has no /optimizer group (weights-only checkpoint, cannot resume)",
+                         path);
+        if (!rc) rc = check_tensors(&r, "/optimizer/m", m);
+        if (!rc) rc = check_tensors(&r, "/optimizer/v", m);
+        if (!rc) {
+            hid_t g = H5Gopen2(r.file, "/optimizer", H5P_DEFAULT);
+            if (g < 0) rc = rfail_h5(&r, "cannot open group /optimizer");
+            else {
+                rc = read_attr(&r, g, "/optimizer", "t", H5T_NATIVE_LONG, &t);
+                H5Gclose(g);
+            }
+            if (!rc && t < 0) rc = sv_fail(err, "checkpoint %s: /optimizer t = %ld is negative", path, t);
+        }
+    }
+    sv_train_state s;
+    if (!rc && st) rc = read_state(&r, &s);
+    if (!rc) rc = read_tensors(&r, "/model", m, m->params);
+    if (!rc && opt) {
+        rc = read_tensors(&r, "/optimizer/m", m, opt->m);
+        if (!rc) rc = read_tensors(&r, "/optimizer/v", m, opt->v);
+        if (!rc) opt->t = t;
+    }
+    if (!rc && st) *st = s;
+    close_reader(&r);
+    quiet_end(&q);
+    return rc;
+}
