@@ -147,6 +147,7 @@ typedef struct {
     const sv_config *cfg;
     const char *dir;
     sv_dist *d;
+    long saved_step; /* step of the newest checkpoint written, -1 if none */
 } ckpt_ctx;
 
 /* Rank 0 writes `name`; every rank learns whether it worked. */
@@ -160,7 +161,9 @@ static int save_checkpoint(ckpt_ctx *c, const char *name) {
             ok = 0;
         }
     }
-    return bcast_ok(c->d, ok);
+    ok = bcast_ok(c->d, ok);
+    if (ok) c->saved_step = c->st->step;
+    return ok;
 }
 
 /* Epoch checkpoints epoch_NNNN.h5: keep the newest keep_last. */
@@ -371,7 +374,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     const char *inj = getenv("SHIFTVIT_INJECT_NAN_STEP");
     long inject_nan_step = inj ? atol(inj) : 0;
     int tty = rank0 && progress_on_terminal();
-    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d};
+    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume ? st.step : -1};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;
 
@@ -411,11 +414,16 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
              * takes the same decision, before the update touches the weights. */
             if (!isfinite(sums[0]) || !all_finite(m.grads, m.num_params)) {
                 int t = first_nonfinite(&m, m.grads);
-                if (rank0)
-                    fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update. "
-                            "The newest checkpoint in %s is from before this step; lower optim.lr_max or resume from it.\n",
+                if (rank0) {
+                    fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
                             isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,
-                            t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? m.tensors[t].name : "", out);
+                            t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? m.tensors[t].name : "");
+                    if (cc.saved_step >= 0)
+                        fprintf(stderr, "shiftvit: the newest checkpoint, %s/last.h5 (step %ld), is intact; lower optim.lr_max and resume from it.\n",
+                                out, cc.saved_step);
+                    else
+                        fprintf(stderr, "shiftvit: no checkpoint was written yet; lower optim.lr_max and start again.\n");
+                }
                 stop = 4;
                 status = 3;
                 break;
