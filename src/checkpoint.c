@@ -19,58 +19,11 @@
 #include <unistd.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/h5util.h"
 
 /* ------------------------------------------------------------------------ */
 /* HDF5 error handling                                                      */
 
-typedef struct {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static void quiet_begin(h5_quiet *q) {
-    q->func = NULL;
-    q->data = NULL;
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const h5_quiet *q) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
-}
-
-/* File access properties: HDF5's file locks, but not failing on file systems
- * that do not support them (some cluster file systems). */
-static hid_t make_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-#if H5_VERSION_GE(1, 10, 7)
-    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
-#endif
-    return fapl;
-}
-
-static hid_t open_file(const char *path, unsigned flags) {
-    hid_t fapl = make_fapl();
-    hid_t f = H5Fopen(path, flags, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) { /* keep the error stack of a failure for the message */
-        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
-        H5Pclose(fapl);
-        if (es >= 0) H5Eset_current_stack(es);
-    }
-    return f;
-}
-
-static hid_t create_file(const char *path) {
-    hid_t fapl = make_fapl();
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) { /* keep the error stack of a failure for the message */
-        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
-        H5Pclose(fapl);
-        if (es >= 0) H5Eset_current_stack(es);
-    }
-    return f;
-}
 
 typedef struct {
     char msg[256];
@@ -315,20 +268,20 @@ int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
                        tmp, strerror(errno));
     close(fd);
 
-    h5_quiet q;
-    quiet_begin(&q);
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
     writer w = {-1, -1, path, err, 0};
     int rc = 0;
     w.lcpl = H5Pcreate(H5P_LINK_CREATE);
     if (w.lcpl < 0 || H5Pset_create_intermediate_group(w.lcpl, 1) < 0) rc = wfail(&w, "property list");
     if (!rc) {
-        w.file = create_file(tmp);
+        w.file = sv_h5_create(tmp);
         if (w.file < 0) rc = wfail(&w, "cannot create temporary file");
     }
     if (!rc) rc = write_contents(&w, m, opt, st, cfg);
     if (w.file >= 0 && H5Fclose(w.file) < 0 && !rc) rc = wfail(&w, "close");
     if (w.lcpl >= 0) H5Pclose(w.lcpl);
-    quiet_end(&q);
+    sv_h5_quiet_end(&q);
 
     char why[256];
     if (!rc && fsync_path(tmp, 0, why, sizeof why)) {
@@ -388,7 +341,7 @@ static int open_checked(reader *r) {
         return sv_fail(r->err, "checkpoint %s is not an HDF5 file (%lld bytes, no HDF5 signature)",
                        path, (long long)sb.st_size);
     }
-    r->file = open_file(path, H5F_ACC_RDONLY);
+    r->file = sv_h5_open(path, H5F_ACC_RDONLY);
     if (r->file < 0) {
         char reason[256];
         h5_reason(reason, sizeof reason);
@@ -652,8 +605,8 @@ static char *read_config_text(reader *r) {
 }
 
 int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
-    h5_quiet q;
-    quiet_begin(&q);
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
     reader r = {-1, path, err};
     int rc = open_checked(&r);
     char *text = NULL;
@@ -662,7 +615,7 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
         if (!text) rc = -1;
     }
     close_reader(&r);
-    quiet_end(&q);
+    sv_h5_quiet_end(&q);
     if (rc) return -1;
 
     char origin[SV_PATH_LEN + 16];
@@ -695,8 +648,8 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
 
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st,
                        char *err) {
-    h5_quiet q;
-    quiet_begin(&q);
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
     reader r = {-1, path, err};
     int rc = open_checked(&r);
     /* Everything is checked before any data is read. */
@@ -734,6 +687,6 @@ int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_st
     }
     if (!rc && st) *st = s;
     close_reader(&r);
-    quiet_end(&q);
+    sv_h5_quiet_end(&q);
     return rc;
 }

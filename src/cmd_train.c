@@ -72,6 +72,9 @@ int sv_cmd_train(int argc, char **argv) {
             if (d->rank == 0) fprintf(stderr, "shiftvit: cannot resume: %s\n", err);
             return 1;
         }
+        /* A stored max_steps is where the first part stopped: resuming means
+         * going on (a --set train.max_steps=N below still applies). */
+        cfg.max_steps = 0;
     } else if (!config) {
         config = "configs/cifar10_keras.ini";
     }

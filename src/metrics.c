@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/h5util.h"
 #include "shiftvit/config.h"
 
 #define NSTEP 7
@@ -60,54 +61,6 @@ static int rowbuf_push(rowbuf *b, const double *row) {
 
 /* ------------------------------------------------------------ HDF5 */
 
-typedef struct {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static void quiet_begin(h5_quiet *q) {
-    q->func = NULL;
-    q->data = NULL;
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const h5_quiet *q) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
-}
-
-/* File access properties: HDF5's file locks, but not failing on file systems
- * that do not support them (some cluster file systems). */
-static hid_t make_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-#if H5_VERSION_GE(1, 10, 7)
-    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
-#endif
-    return fapl;
-}
-
-static hid_t open_file(const char *path, unsigned flags) {
-    hid_t fapl = make_fapl();
-    hid_t f = H5Fopen(path, flags, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) { /* keep the error stack of a failure for the message */
-        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
-        H5Pclose(fapl);
-        if (es >= 0) H5Eset_current_stack(es);
-    }
-    return f;
-}
-
-static hid_t create_file(const char *path) {
-    hid_t fapl = make_fapl();
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) { /* keep the error stack of a failure for the message */
-        hid_t es = f < 0 ? H5Eget_current_stack() : -1;
-        H5Pclose(fapl);
-        if (es >= 0) H5Eset_current_stack(es);
-    }
-    return f;
-}
 
 static int create_group(hid_t f, const char *group, const char *const *cols, int ncols,
                         hsize_t chunk) {
@@ -130,7 +83,7 @@ static int create_group(hid_t f, const char *group, const char *const *cols, int
 
 /* Creates (truncating) the metrics file with empty columns. */
 static int h5_create(const char *path) {
-    hid_t f = create_file(path);
+    hid_t f = sv_h5_create(path);
     if (f < 0) return -1;
     int rc = create_group(f, "/steps", step_cols, NSTEP, 1024);
     if (!rc) rc = create_group(f, "/epochs", epoch_cols, NEPOCH, 64);
@@ -340,7 +293,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     const char *path = mt->h5path;
     int ok = 0;
     if (access(path, F_OK) == 0 && H5Fis_hdf5(path) > 0) {
-        hid_t f = open_file(path, H5F_ACC_RDWR);
+        hid_t f = sv_h5_open(path, H5F_ACC_RDWR);
         if (f >= 0) {
             ok = h5_keys_match(f, "/steps", "step", srows) &&
                  h5_keys_match(f, "/epochs", "epoch", erows) &&
@@ -355,7 +308,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     }
     if (ok) return 0;
     hid_t f = -1;
-    if (h5_create(path) == 0) f = open_file(path, H5F_ACC_RDWR);
+    if (h5_create(path) == 0) f = sv_h5_open(path, H5F_ACC_RDWR);
     int rc = f < 0 ? -1 : 0;
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
@@ -383,8 +336,8 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     }
     snprintf(mt->h5path, sizeof mt->h5path, "%s/metrics.h5", dir);
 
-    h5_quiet q;
-    quiet_begin(&q);
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
     int rc = 0;
     if (append) {
         char path[SV_PATH_LEN + 64];
@@ -399,7 +352,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     } else if (h5_create(mt->h5path) != 0) {
         rc = sv_fail(err, "%s: cannot create the HDF5 metrics log", mt->h5path);
     }
-    quiet_end(&q);
+    sv_h5_quiet_end(&q);
     if (rc) {
         free(mt);
         return NULL;
@@ -443,15 +396,15 @@ void sv_metrics_flush(sv_metrics *mt) {
     if (mt->steps) fflush(mt->steps);
     if (mt->epochs) fflush(mt->epochs);
     if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0)) return;
-    h5_quiet q;
-    quiet_begin(&q);
-    hid_t f = open_file(mt->h5path, H5F_ACC_RDWR);
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
+    hid_t f = sv_h5_open(mt->h5path, H5F_ACC_RDWR);
     int rc = f < 0 ? -1 : 0;
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, mt->sbuf.v, mt->sbuf.rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, mt->ebuf.v, mt->ebuf.rows);
     if (f >= 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
-    quiet_end(&q);
+    sv_h5_quiet_end(&q);
     if (rc) h5_warn(mt);
     mt->sbuf.rows = 0;
     mt->ebuf.rows = 0;

@@ -382,7 +382,8 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         long epoch = st.epoch;
         double t_epoch = sv_now(), imgs_epoch = 0, t_steps = 0;
         sv_epoch_permutation(B.perm, B.train.count, cfg->seed, epoch);
-        if (rank0) printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
+        if (rank0 && !(cfg->max_steps > 0 && st.step >= cfg->max_steps))
+            printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
         for (; st.step_in_epoch < steps_per_epoch; st.step_in_epoch++) {
             if (cfg->max_steps > 0 && st.step >= cfg->max_steps) { stop = 1; break; }
             double t0 = sv_now();
