@@ -83,5 +83,11 @@ test-slurm: deps
 	WITH_SLURM=1 scripts/install-deps.sh
 	tests/slurm/run.sh
 
+# libFuzzer targets (CIFAR reader, config parser, predict's image decoding),
+# each for FUZZ_SECONDS (default 60); crashes are kept as regression inputs.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
 	rm -rf build build-sanitize

@@ -254,6 +254,9 @@ static int replicas_identical(const sv_model *m, sv_dist *d) {
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     char err[SV_ERR_LEN] = "";
     int rank0 = d->rank == 0, status = 0;
+    /* Early, so that a preemption warning during start-up is not fatal: it is
+     * acted upon at the first step boundary. */
+    install_signal_handlers();
     if (cfg->batch_size < d->world) {
         if (rank0)
             fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
@@ -306,6 +309,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     memset(&st, 0, sizeof st);
     st.best_val_top1 = -1;
     st.seed = cfg->seed;
+    st.world_size = d->world;
     if (opts->resume) {
         ok = sv_checkpoint_load(opts->resume, &m, &opt, &st, err) == 0;
         if (!agree(d, ok)) {
@@ -365,7 +369,6 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup, out);
         fflush(stdout);
     }
-    install_signal_handlers();
     const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
     int check_replicas = chk && *chk && strcmp(chk, "0") != 0 && d->world > 1;
     long replica_checks = 0;
@@ -469,6 +472,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             if (st.step_in_epoch < steps_per_epoch) {
                 /* Mid-epoch: checkpoint to resume exactly here. */
                 st.wall_time = sv_now() - t_run0;
+                st.world_size = d->world;
                 if (save_checkpoint(&cc, "last.h5") && rank0) {
                     if (stop == 2)
                         printf("\nStopped by signal at step %ld (epoch %ld). Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",

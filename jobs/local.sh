@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# shiftvit on one workstation with Open MPI: RANKS ranks x THREADS threads, each rank
+# bound to its own THREADS cores. Everything after the options goes to shiftvit.
+#
+#   jobs/local.sh [-n RANKS] [-t THREADS] [--dry-run] [SHIFTVIT ARGS...]
+#   jobs/local.sh train -c configs/cifar10_keras.ini          # one rank per core
+#   jobs/local.sh -n 2 -t 4 train -c configs/cifar10_keras.ini
+#   jobs/local.sh -n 1 -t 2 bench --steps 5
+#
+# Defaults: THREADS=1, RANKS = physical cores / THREADS (environment RANKS/THREADS
+# work too). SHIFTVIT overrides the binary (default build/shiftvit); the default
+# command is `train -c configs/cifar10_keras.ini`.
+#
+# The line it runs (printed first):
+#   mpirun -np R --map-by slot:PE=T --bind-to core -x OMP_NUM_THREADS=T \
+#          -x BLIS_NUM_THREADS=T build/shiftvit ...
+# Why PE=T: Open MPI binds each rank to ONE core when it starts 2 ranks or fewer, so
+# `mpirun -np 1` with OMP_NUM_THREADS=2 runs both threads on one core (shiftvit prints
+# a WARNING with the affinity it got). `--map-by slot:PE=T --bind-to core` gives each
+# rank T cores of its own. When R x T exceeds the cores it falls back to
+# `--bind-to none --oversubscribe` (slower; says so).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SHIFTVIT=${SHIFTVIT:-build/shiftvit}
+RANKS=${RANKS:-}
+THREADS=${THREADS:-1}
+DRY=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    -n) RANKS=$2; shift 2 ;;
+    -t) THREADS=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || set -- train -c configs/cifar10_keras.ini
+
+# Physical cores (not hardware threads): distinct (core, socket) pairs.
+CORES=$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+[ "$CORES" -gt 0 ] || CORES=$(nproc)
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -t wants a positive integer" >&2; exit 2; }
+[ -n "$RANKS" ] || RANKS=$(( CORES / THREADS > 0 ? CORES / THREADS : 1 ))
+[[ $RANKS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -n wants a positive integer" >&2; exit 2; }
+[ -x "$SHIFTVIT" ] || [ "$DRY" = 1 ] || { echo "local.sh: $SHIFTVIT not found; run make" >&2; exit 1; }
+
+OPTS=(-np "$RANKS")
+if [ $((RANKS * THREADS)) -le "$CORES" ]; then
+  OPTS+=(--map-by "slot:PE=$THREADS" --bind-to core)
+else
+  echo "local.sh: $RANKS ranks x $THREADS threads > $CORES cores: oversubscribing, no binding" >&2
+  OPTS+=(--bind-to none --oversubscribe)
+fi
+[ "$(id -u)" -eq 0 ] && OPTS+=(--allow-run-as-root)
+OPTS+=(-x "OMP_NUM_THREADS=$THREADS" -x "BLIS_NUM_THREADS=$THREADS")
+
+echo "+ mpirun ${OPTS[*]} $SHIFTVIT $*"
+[ "$DRY" = 1 ] && exit 0
+exec mpirun "${OPTS[@]}" "$SHIFTVIT" "$@"
