@@ -12,6 +12,8 @@ PKGS=(
   libcmocka-dev                         # C test framework
   libinih-dev                           # INI config parser
   libstb-dev                            # stb_image / stb_image_write (predict, grid)
+  clang                                 # libFuzzer targets (make fuzz)
+  valgrind                              # tests/valgrind.sh
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
 )
 [ "${WITH_SLURM:-0}" = 1 ] && PKGS+=(slurm-wlm munge)

@@ -274,14 +274,49 @@ int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
     int rc = 0;
     w.lcpl = H5Pcreate(H5P_LINK_CREATE);
     if (w.lcpl < 0 || H5Pset_create_intermediate_group(w.lcpl, 1) < 0) rc = wfail(&w, "property list");
+    /* The file is built in memory (HDF5's core driver, no backing store) and
+     * written out with write(2): a full disk or a file size limit is then a
+     * plain write error with its errno, and HDF5 never holds a file it cannot
+     * close (with the default driver a failed write leaves the file id open
+     * and HDF5 crashes on it at exit). */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0) rc = wfail(&w, "property list");
     if (!rc) {
-        w.file = sv_h5_create(tmp);
-        if (w.file < 0) rc = wfail(&w, "cannot create temporary file");
+        w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        if (w.file < 0) rc = wfail(&w, "cannot create the file in memory");
     }
+    if (fapl >= 0) H5Pclose(fapl);
     if (!rc) rc = write_contents(&w, m, opt, st, cfg);
+    char *image = NULL;
+    ssize_t image_len = 0;
+    if (!rc) {
+        image_len = H5Fget_file_image(w.file, NULL, 0);
+        image = image_len > 0 ? malloc((size_t)image_len) : NULL;
+        if (!image) rc = sv_fail(err, "cannot write checkpoint %s: out of memory for %lld bytes", path, (long long)image_len);
+        else if (H5Fget_file_image(w.file, image, (size_t)image_len) != image_len) rc = wfail(&w, "file image");
+    }
     if (w.file >= 0 && H5Fclose(w.file) < 0 && !rc) rc = wfail(&w, "close");
     if (w.lcpl >= 0) H5Pclose(w.lcpl);
     sv_h5_quiet_end(&q);
+    if (!rc) {
+        int wfd = open(tmp, O_WRONLY | O_TRUNC);
+        int e = wfd < 0 ? errno : 0;
+        ssize_t done = 0;
+        while (wfd >= 0 && done < image_len) {
+            ssize_t k = write(wfd, image + done, (size_t)(image_len - done));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                e = k < 0 ? errno : ENOSPC;
+                break;
+            }
+            done += k;
+        }
+        if (wfd >= 0 && close(wfd) != 0 && !e) e = errno;
+        if (e)
+            rc = sv_fail(err, "cannot write checkpoint %s: %s (writing %s: %lld of %lld bytes written)", path,
+                         strerror(e), tmp, (long long)done, (long long)image_len);
+    }
+    free(image);
 
     char why[256];
     if (!rc && fsync_path(tmp, 0, why, sizeof why)) {

@@ -227,6 +227,106 @@ static int header_size(FILE *f, unsigned long *w, unsigned long *h) {
     return found;
 }
 
+/* Debian 12's stb_image (2.27) trusts a JPEG's Huffman tables: a DHT
+ * segment declaring more than 256 codes makes it write past its tables, and
+ * a scan that uses a table the file never defined makes it index its tables
+ * with garbage (both fixed upstream in 2.28). Check what stb_image would
+ * read before handing it the file: walk every marker segment (entropy-coded
+ * data skipped; stb only takes a marker at the bytes FF xx, which this walk
+ * visits too), record the tables each DHT defines and check each scan's
+ * table references. Returns 0 and a reason in why for a bad file; the file
+ * position is restored. */
+static int jpeg_tables_ok(FILE *f, char *why, size_t whylen) {
+    long pos = ftell(f);
+    int ok = 1, progressive = 0;
+    unsigned defined = 0; /* bit 4 * class + id */
+    uint8_t b[64];
+    /* stb_image takes a file for a JPEG when it starts with one or more 0xFF
+     * and then 0xD8 (SOI); anything else is none of this check's business. */
+    int first = fgetc(f), c = first;
+    while (c == 0xFF) c = fgetc(f);
+    if (first != 0xFF || c != 0xD8) {
+        clearerr(f);
+        fseek(f, pos, SEEK_SET);
+        return 1;
+    }
+    while (ok) {
+        c = fgetc(f);
+        if (c == EOF) break;
+        if (c != 0xFF) continue; /* entropy-coded data, or bytes stb skips */
+        int m;
+        while ((m = fgetc(f)) == 0xFF) {}
+        if (m == EOF || m == 0xD9) break;                              /* EOI */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue; /* stuffing, TEM, RSTn */
+        if (fread(b, 1, 2, f) != 2) break;
+        long len = (long)be16(b) - 2, end = ftell(f) + len;
+        if (len < 0) break;
+        if (m == 0xC0 || m == 0xC1 || m == 0xC2) progressive = m == 0xC2;
+        if (m == 0xC4) { /* DHT: read as stb does, table after table */
+            for (long left = len; left > 0;) {
+                size_t got = fread(b, 1, 17, f);
+                int n = 0;
+                for (size_t i = 1; i < got; i++) n += b[i];
+                if (got > 0 && ((b[0] >> 4) > 1 || (b[0] & 15) > 3 || n > 256)) {
+                    snprintf(why, whylen,
+                             "corrupt JPEG: bad Huffman table (DHT class %d, id %d, %d codes; at most 1, 3 "
+                             "and 256); refusing to decode it", b[0] >> 4, b[0] & 15, n);
+                    ok = 0;
+                    break;
+                }
+                if (got < 17) break;
+                defined |= 1u << (4 * (b[0] >> 4) + (b[0] & 15));
+                left -= 17 + n;
+                if (fseek(f, n, SEEK_CUR) != 0) break;
+            }
+        } else if (m == 0xDA && len >= 1) { /* SOS: the tables its components use */
+            size_t got = fread(b, 1, len < (long)sizeof b ? (size_t)len : sizeof b, f);
+            int ns = b[0];
+            if (got >= (size_t)(1 + 2 * ns + 3)) {
+                int ss = b[1 + 2 * ns], ah = b[3 + 2 * ns] >> 4;
+                int need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss != 0;
+                for (int k = 0; k < ns && ok; k++) {
+                    int td = b[2 + 2 * k] >> 4, ta = b[2 + 2 * k] & 15;
+                    int bad = (need_dc && td <= 3 && !(defined >> td & 1)) ? 0
+                              : (need_ac && ta <= 3 && !(defined >> (4 + ta) & 1)) ? 1 : -1;
+                    if (bad >= 0) {
+                        snprintf(why, whylen,
+                                 "corrupt JPEG: a scan uses Huffman table %s %d, which the file does not define "
+                                 "before it; refusing to decode it", bad ? "AC" : "DC", bad ? ta : td);
+                        ok = 0;
+                    }
+                }
+            }
+        }
+        if (ok && fseek(f, end, SEEK_SET) != 0) break;
+    }
+    clearerr(f);
+    fseek(f, pos, SEEK_SET);
+    return ok;
+}
+
+/* 1 if the file starts as stb_image recognises a PNG (its 8-byte signature)
+ * or a JPEG (0xFF, any more 0xFF, then SOI 0xD8). Everything else stb_image
+ * would also decode (GIF, BMP, PSD, TGA, HDR, PIC, PNM) is refused: this
+ * command promises JPEG and PNG, and Debian's stb_image 2.27 has known
+ * faults in those other readers. The file position is restored. */
+static int png_or_jpeg(FILE *f) {
+    long pos = ftell(f);
+    uint8_t b[8];
+    size_t n = fread(b, 1, 8, f);
+    int yes = n == 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8);
+    if (!yes && n >= 2 && b[0] == 0xFF) {
+        size_t i = 1;
+        while (i < n && b[i] == 0xFF) i++;
+        int c = i < n ? b[i] : fgetc(f);
+        while (i >= n && c == 0xFF) c = fgetc(f);
+        yes = c == 0xD8;
+    }
+    clearerr(f);
+    fseek(f, pos, SEEK_SET);
+    return yes;
+}
+
 static int too_big(unsigned long w, unsigned long h) {
     return w > MAX_SIDE || h > MAX_SIDE || w * h > (unsigned long)MAX_PIXELS;
 }
@@ -251,6 +351,15 @@ static uint8_t *decode(const char *path, int *w, int *h, char *why, size_t whyle
                  "the image declares %lux%lu pixels, more than this command accepts (at most %d per side "
                  "and %ld pixels); refusing to decode it",
                  hw, hh, MAX_SIDE, MAX_PIXELS);
+        fclose(f);
+        return NULL;
+    }
+    if (!png_or_jpeg(f)) {
+        snprintf(why, whylen, "not a JPEG or PNG image (unknown file format)");
+        fclose(f);
+        return NULL;
+    }
+    if (!jpeg_tables_ok(f, why, whylen)) {
         fclose(f);
         return NULL;
     }

@@ -148,6 +148,7 @@ typedef struct {
     const char *dir;
     sv_dist *d;
     long saved_step; /* step of the newest checkpoint written, -1 if none */
+    int failures;    /* checkpoints that could not be written */
 } ckpt_ctx;
 
 /* Rank 0 writes `name`; every rank learns whether it worked. */
@@ -163,6 +164,7 @@ static int save_checkpoint(ckpt_ctx *c, const char *name) {
     }
     ok = bcast_ok(c->d, ok);
     if (ok) c->saved_step = c->st->step;
+    else c->failures++;
     return ok;
 }
 
@@ -249,6 +251,25 @@ static int replicas_identical(const sv_model *m, sv_dist *d) {
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, d->comm);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, d->comm);
     return lo == hi;
+}
+
+/* SHIFTVIT_INJECT_NAN_STEP: the NaN has to be in the gradient before its
+ * bucket's in-place MPI_Iallreduce starts (from then on MPI owns the buffer
+ * and overwrites it with the sum), so it is planted from the gradient-ready
+ * callback as soon as the classifier kernel's gradient is complete. */
+typedef struct {
+    sv_dist *d;
+    float *poison; /* gradient element to set to NaN, NULL once done */
+    size_t offset; /* its tensor's offset */
+} inject_ctx;
+
+static void ready_inject(void *ctx, size_t offset) {
+    inject_ctx *c = ctx;
+    if (c->poison && offset <= c->offset) {
+        *c->poison = NAN;
+        c->poison = NULL;
+    }
+    sv_allreduce_ready(c->d, offset);
 }
 
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
@@ -377,7 +398,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     const char *inj = getenv("SHIFTVIT_INJECT_NAN_STEP");
     long inject_nan_step = inj ? atol(inj) : 0;
     int tty = rank0 && progress_on_terminal();
-    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume ? st.step : -1};
+    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume ? st.step : -1, 0};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;
 
@@ -397,6 +418,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             for (long i = 0; i < n; i++) B.idx[i] = B.perm[g0 + s0 + i];
             double sums[5] = {0, 0, 0, 0, g_stop_signal ? 1.0 : 0.0};
             float lr = (float)sv_schedule_lr(&sched, st.step);
+            inject_ctx ic = {d, NULL, 0};
+            if (inject_nan_step == st.step + 1 && rank0) {
+                ic.offset = m.tensors[m.num_tensors - 2].offset; /* classifier kernel */
+                ic.poison = m.grads + ic.offset;
+            }
             if (n > 0) {
                 sv_make_batch(B.x, B.labels, &B.train, B.idx, (int)n, cfg, epoch, 1);
                 sv_train_rng rng = {cfg->seed, epoch, B.idx};
@@ -404,13 +430,14 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, &sums[0], &sums[1], &sums[2]);
                 sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount);
                 sv_allreduce_begin(d);
-                sv_model_backward(&m, B.dlogits, sv_allreduce_ready, d);
+                if (ic.poison) sv_model_backward(&m, B.dlogits, ready_inject, &ic);
+                else sv_model_backward(&m, B.dlogits, sv_allreduce_ready, d);
             } else {
                 /* More ranks than samples in this (last) batch: contribute zeros. */
                 memset(m.grads, 0, m.num_params * sizeof(float));
                 sv_allreduce_begin(d);
+                if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
             }
-            if (inject_nan_step == st.step + 1 && rank0) m.grads[m.tensors[m.num_tensors - 2].offset] = NAN;
             sv_allreduce_finish(d);
             sums[3] = (double)n;
             sv_allreduce_doubles(d, sums, 5);
@@ -541,6 +568,15 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
             printf("Run directory: %s (%.1f min)\n", out, (sv_now() - t_run0) / 60.0);
         }
+    }
+    /* Training goes on when a checkpoint cannot be written (the weights in
+     * memory are fine and the previous files stay intact), but the run must
+     * not look clean: exit status 4. */
+    if (cc.failures > 0 && status == 0) {
+        if (rank0)
+            fprintf(stderr, "shiftvit: %d checkpoint(s) could not be written (see above); the newest one on disk is from step %ld\n",
+                    cc.failures, cc.saved_step);
+        status = 4;
     }
 done_all:
     if (rank0) sv_metrics_close(mt);

@@ -6,6 +6,9 @@ set -u
 BUILD=${BUILD:-build}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export BLIS_NUM_THREADS=${BLIS_NUM_THREADS:-$OMP_NUM_THREADS}
+# Sanitizer builds: Open MPI keeps some allocations until exit.
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-fast_unwind_on_malloc=0}
 passed=0 failed=0 broken=()
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue

@@ -32,7 +32,8 @@ typedef struct {
 
 /* Runs the whole training job on every rank; rank 0 prints and writes files.
  * Returns the process exit status (0 success, 1 bad input, 2 runtime failure,
- * 3 stopped on a non-finite loss). */
+ * 3 stopped on a non-finite loss or gradient, 4 finished but some checkpoint
+ * could not be written, e.g. disk full). */
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d);
 
 /* Evaluation results over a whole split (every sample counted exactly once for
