@@ -327,6 +327,39 @@ static int png_or_jpeg(FILE *f) {
     return yes;
 }
 
+/* For a PNG: every chunk's declared length must fit in the bytes that follow
+ * it. stb_image grows its buffer to a chunk's declared length before reading
+ * it, so a PNG that claims gigabytes of IDAT in a small file would make it
+ * allocate them (found by tests/fuzz/fuzz_image). With this check memory stays
+ * bounded by the file size (and the declared pixel count, checked apart).
+ * Not a PNG: nothing to check. The file position is restored. */
+static int png_chunks_ok(FILE *f, long size, char *why, size_t whylen) {
+    long pos = ftell(f);
+    uint8_t b[8];
+    int ok = 1;
+    if (fread(b, 1, 8, f) == 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) {
+        long off = 8;
+        while (off + 8 <= size) {
+            if (fread(b, 1, 8, f) != 8) break;
+            unsigned long len = (unsigned long)b[0] << 24 | (unsigned long)b[1] << 16 |
+                                (unsigned long)b[2] << 8 | b[3];
+            if (len > 0x7fffffffUL || (unsigned long)(size - off - 12) < len) {
+                snprintf(why, whylen,
+                         "truncated or corrupt PNG: chunk \"%.4s\" at byte %ld declares %lu bytes, the file has %ld left",
+                         (const char *)b + 4, off, len, size - off - 12 > 0 ? size - off - 12 : 0);
+                ok = 0;
+                break;
+            }
+            if (!memcmp(b + 4, "IEND", 4)) break;
+            off += 12 + (long)len;
+            if (fseek(f, off, SEEK_SET) != 0) break;
+        }
+    }
+    clearerr(f);
+    fseek(f, pos, SEEK_SET);
+    return ok;
+}
+
 static int too_big(unsigned long w, unsigned long h) {
     return w > MAX_SIDE || h > MAX_SIDE || w * h > (unsigned long)MAX_PIXELS;
 }
@@ -339,7 +372,7 @@ static uint8_t *decode(const char *path, int *w, int *h, char *why, size_t whyle
         snprintf(why, whylen, "cannot open: %s", strerror(errno));
         return NULL;
     }
-    struct stat sb;
+    struct stat sb = {0};
     if (fstat(fileno(f), &sb) == 0 && sb.st_size == 0) {
         fclose(f);
         snprintf(why, whylen, "empty file (0 bytes), not an image");
@@ -359,7 +392,7 @@ static uint8_t *decode(const char *path, int *w, int *h, char *why, size_t whyle
         fclose(f);
         return NULL;
     }
-    if (!jpeg_tables_ok(f, why, whylen)) {
+    if (!jpeg_tables_ok(f, why, whylen) || !png_chunks_ok(f, (long)sb.st_size, why, whylen)) {
         fclose(f);
         return NULL;
     }

@@ -100,12 +100,13 @@ for t in "${TARGETS[@]}"; do
     esac
     echo "fuzz: running $t for $SECONDS_EACH s (seeds: $seeds, $(ls "$seeds" | wc -l) files)"
     log=$OUT/$t.log
-    # libFuzzer: -max_total_time bounds the run; a crash, leak, timeout (10 s
-    # per input) or an allocation over 2 GB ends it with a non-zero status.
+    # libFuzzer: -max_total_time bounds the run; a crash, leak, timeout (60 s: an image of the largest accepted size,
+    # 64 Mpixels, takes ~15 s to resize under ASan) or an allocation over 2 GB
+    # ends it with a non-zero status.
     OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 \
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$OUT/ubsan.supp} \
-        "$OUT/$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2560 \
+        "$OUT/$t" -max_total_time="$SECONDS_EACH" -timeout=60 -rss_limit_mb=2560 \
         -malloc_limit_mb=2048 -max_len=$max_len -print_final_stats=1 \
         -artifact_prefix="$OUT/artifacts/$t-" \
         "$work" "$seeds" >"$log" 2>&1
