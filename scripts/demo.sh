@@ -9,7 +9,7 @@ DATA=$(scripts/find-data.sh)
 OUT=${OUT:-results/runs/demo-$(date +%Y%m%d-%H%M%S)}
 PHOTOS=${PHOTOS:-../shared/data/inference_set}
 echo "== training 1 epoch of the recipe on $DATA with $(nproc) rank(s); output in $OUT"
-scripts/mpirun.sh build/shiftvit train -c configs/cifar10_keras.ini --set train.epochs=1 \
+scripts/mpirun.sh build/shiftvit train -c "${CONFIG:-configs/cifar10_keras.ini}" --set train.epochs=1 \
   --data-dir "$DATA" --out "$OUT"
 if [ -d "$PHOTOS" ]; then
   echo "== classifying the photos in $PHOTOS"
