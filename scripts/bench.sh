@@ -354,7 +354,10 @@ L.append("- `bench/pytorch_shiftvit.py`: the recipe of SPEC section 1 written fo
 L.append("- Layout NHWC (tokens [N, H, W, C], channels last; input [N, 48, 48, 3]): every Linear and "
          "LayerNorm works on contiguous [tokens, C] rows, and the Linear layers get 2-D operands so "
          "the bias is fused into `addmm`. Patch projection and patch merging are a patch reshape + "
-         "`nn.Linear` (the oneDNN conv2d variants, `--patch conv --merge conv`, were not faster here).")
+         "`nn.Linear`; the oneDNN conv2d variants (`--patch conv --merge conv`) were the same within "
+         "the noise in trials here (training 65-84 vs 67-70 images/s, inference 276-366 vs 334-357 "
+         "at 2 threads), and `BLIS_ARCH_TYPE=0` (skx) beat BLIS's own choice (haswell) by "
+         "1.1-2.3x in (noisy) trials.")
 L.append("- The shift is a `torch.autograd.Function` whose backward is the opposite shift: one pass "
          "each way, instead of autograd's zero-filled full-size tensor per slice.")
 L.append("- Dropout 0.2 (`nn.Dropout`) and per-sample drop path are on in training, as in our trainer; "
