@@ -32,9 +32,9 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err);
 
 /* Loads weights (and, when not NULL, optimizer moments and state) into a model
  * created from a matching config. Every tensor's presence and shape is checked
- * before reading; the error names the tensor and both shapes. Nothing is
- * partially applied on error? (The model's buffers may be partially
- * overwritten on error; callers exit.) */
+ * before reading; the error names the tensor and both shapes. On error (-1,
+ * message in err) the model's buffers may be partly overwritten: callers
+ * treat it as fatal and exit. */
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt,
                        sv_train_state *st, char *err);
 

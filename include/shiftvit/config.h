@@ -1,8 +1,10 @@
 /* Run configuration: INI file sections [data] [model] [optim] [train] [output].
  *
  * Defaults are the SPEC section 1 recipe (configs/cifar10_keras.ini spells them
- * out). Every key is documented in README.md ("Configuration keys"). Parsing is
- * done with inih (Debian libinih-dev). */
+ * out). Every key is documented in configs/README.md. Parsing is done with
+ * inih (Debian libinih-dev). A failed load or --set leaves the struct as it
+ * was. sv_config_write's first line, "; shiftvit configuration: <name>",
+ * carries the name (checkpoints rely on it). */
 #ifndef SHIFTVIT_CONFIG_H
 #define SHIFTVIT_CONFIG_H
 
