@@ -32,41 +32,50 @@ void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
               (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
 }
 
-/* out[c] = sum over rows t of a[t][c] (and out2[c] = sum of b[t][c] when b is
- * given), deterministic for a fixed thread count: per-thread partials over
- * contiguous row blocks, then summed in thread order. */
-static void column_sums(float *out, const float *a, float *out2, const float *b,
-                        int T, int C) {
-    SV_CHECK(g_scratch && C <= g_scratch_channels);
+/* Per-thread partial sums of column reductions. Inside a parallel region each
+ * thread accumulates into its own zeroed slab of 2 x C floats (two sums per
+ * column), then partials_combine adds the slabs in thread order, so results
+ * are deterministic for a fixed thread count. */
+static int partials_threads(int C) {
     int nt = omp_get_max_threads();
-    SV_CHECK(nt <= g_scratch_threads);
-#pragma omp parallel num_threads(nt)
+    SV_CHECK(g_scratch && C <= g_scratch_channels && nt <= g_scratch_threads);
+    return nt;
+}
+
+static float *partials_slab(int C) {
+    float *p = g_scratch + (size_t)omp_get_thread_num() * 2 * C;
+    memset(p, 0, 2 * (size_t)C * sizeof(float));
+    return p;
+}
+
+/* Called by every thread of the region after its accumulation; out2 may be NULL. */
+static void partials_combine(float *out, float *out2, int C) {
+    int nth = omp_get_num_threads();
+#pragma omp barrier
+#pragma omp for
+    for (int c = 0; c < C; c++) {
+        float s = 0.f, s2 = 0.f;
+        for (int i = 0; i < nth; i++) {
+            s += g_scratch[(size_t)i * 2 * C + c];
+            s2 += g_scratch[(size_t)i * 2 * C + C + c];
+        }
+        out[c] = s;
+        if (out2) out2[c] = s2;
+    }
+}
+
+/* out[c] = sum over rows t of a[t][c], over contiguous row blocks per thread. */
+static void column_sums(float *out, const float *a, int T, int C) {
+#pragma omp parallel num_threads(partials_threads(C))
     {
-        int tid = omp_get_thread_num();
-        int nth = omp_get_num_threads();
-        float *pa = g_scratch + (size_t)tid * 2 * C;
-        float *pb = pa + C;
-        memset(pa, 0, 2 * (size_t)C * sizeof(float));
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *pa = partials_slab(C);
         long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
         for (long t = lo; t < hi; t++) {
             const float *ra = a + t * C;
             for (int c = 0; c < C; c++) pa[c] += ra[c];
-            if (b) {
-                const float *rb = b + t * C;
-                for (int c = 0; c < C; c++) pb[c] += rb[c];
-            }
         }
-#pragma omp barrier
-#pragma omp for
-        for (int c = 0; c < C; c++) {
-            float s = 0.f, s2 = 0.f;
-            for (int i = 0; i < nth; i++) {
-                s += g_scratch[(size_t)i * 2 * C + c];
-                s2 += g_scratch[(size_t)i * 2 * C + C + c];
-            }
-            out[c] = s;
-            if (b) out2[c] = s2;
-        }
+        partials_combine(out, NULL, C);
     }
 }
 
@@ -89,7 +98,7 @@ void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out) {
     if (dx) sv_gemm(0, 1, T, in, out, 1.f, dy, out, w, out, 0.f, dx, in);
     sv_gemm(1, 0, in, out, T, 1.f, x, in, dy, out, 0.f, dw, out);
-    if (db) column_sums(db, dy, NULL, NULL, T, out);
+    if (db) column_sums(db, dy, T, out);
 }
 
 void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
@@ -122,15 +131,11 @@ void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
 void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
                            const float *dy, const float *x, const float *mean,
                            const float *rstd, const float *gamma, int T, int C) {
-    SV_CHECK(g_scratch && C <= g_scratch_channels);
-    int nt = omp_get_max_threads();
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(partials_threads(C))
     {
-        int tid = omp_get_thread_num();
-        int nth = omp_get_num_threads();
-        float *pg = g_scratch + (size_t)tid * 2 * C;
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *pg = partials_slab(C);
         float *pb = pg + C;
-        memset(pg, 0, 2 * (size_t)C * sizeof(float));
         long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
         for (long t = lo; t < hi; t++) {
             const float *xr = x + t * C, *dyr = dy + t * C;
@@ -154,17 +159,7 @@ void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
                 dxr[c] += r * (dyr[c] * gamma[c] - sum_g - xh * sum_gx);
             }
         }
-#pragma omp barrier
-#pragma omp for
-        for (int c = 0; c < C; c++) {
-            float s = 0.f, s2 = 0.f;
-            for (int i = 0; i < nth; i++) {
-                s += g_scratch[(size_t)i * 2 * C + c];
-                s2 += g_scratch[(size_t)i * 2 * C + C + c];
-            }
-            dgamma[c] = s;
-            dbeta[c] = s2;
-        }
+        partials_combine(dgamma, dbeta, C);
     }
 }
 
