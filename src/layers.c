@@ -25,11 +25,27 @@ void sv_layers_reserve(int max_channels) {
     g_scratch_threads = nt;
 }
 
+/* BLIS's own split of 2 threads over its loops left 7-9% of the GEMM time on
+ * the table on this model's shapes (T x C times C x 2C and the weight
+ * gradients, measured on 2 cores); splitting the micro-panel loop (jr) was
+ * the best or within noise of the best on every shape. With more threads the
+ * jr share is capped so that each thread still gets >= 4 micro-panels of N
+ * (NR = 12 in the skx sgemm kernel); the rest of the threads split the MC
+ * loop (ic). */
+static void gemm_ways(rntm_t *rntm, int N) {
+    int nt = omp_get_max_threads(), jr = 1;
+    for (int d = 1; d <= nt; d++)
+        if (nt % d == 0 && N >= 48 * d) jr = d;
+    bli_rntm_set_ways(1, 1, nt / jr, jr, 1, rntm);
+}
+
 void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    bli_sgemm(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-              tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N, K, &alpha,
-              (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    gemm_ways(&rntm, N);
+    bli_sgemm_ex(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N, K, &alpha,
+                 (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1, NULL, &rntm);
 }
 
 /* Per-thread partial sums of column reductions. Inside a parallel region each
@@ -218,42 +234,74 @@ static inline float gelu_grad_inline(float x) {
 float sv_gelu(float x) { return gelu_inline(x); }
 float sv_gelu_grad(float x) { return gelu_grad_inline(x); }
 
-void sv_gelu_dropout_forward(float *a, uint8_t *mask, const float *h, int N,
-                             size_t per_sample, const uint64_t *keys, float p) {
+/* Rows [lo, hi) of a thread's even share of T rows. */
+static void thread_rows(long T, long *lo, long *hi) {
+    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    *lo = T * tid / nth;
+    *hi = T * (tid + 1) / nth;
+}
+
+void sv_gelu_dropout_forward(float *a, uint8_t *mask, float *h, const float *bias,
+                             int N, int L, int H, const uint64_t *keys, float p) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for schedule(static)
+    uint32_t thr = drop ? sv_rng_threshold24(p) : 0;
+#pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *hn = h + (size_t)n * per_sample;
-        float *an = a + (size_t)n * per_sample;
-        if (drop) {
-            uint8_t *mn = mask + (size_t)n * per_sample;
-            uint64_t key = keys[n];
+        for (int l = 0; l < L; l++) {
+            size_t row = ((size_t)n * L + l) * H;
+            float *hr = h + row, *ar = a + row;
+            if (bias) {
 #pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) {
-                uint8_t k = sv_rng_uniform(key, i) >= p;
-                mn[i] = k;
-                an[i] = k ? gelu_inline(hn[i]) * inv_keep : 0.f;
+                for (int c = 0; c < H; c++) hr[c] += bias[c];
             }
-        } else {
+            if (drop) {
+                uint8_t *mr = mask + row;
+                uint64_t key = keys[n];
+                uint32_t base = (uint32_t)l * (uint32_t)H;
 #pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) an[i] = gelu_inline(hn[i]);
+                for (int c = 0; c < H; c++) {
+                    uint8_t k = sv_rng_bits24(key, base + (uint32_t)c) >= thr;
+                    float g = gelu_inline(hr[c]) * inv_keep;
+                    mr[c] = k;
+                    ar[c] = k ? g : 0.f;
+                }
+            } else {
+#pragma omp simd
+                for (int c = 0; c < H; c++) ar[c] = gelu_inline(hr[c]);
+            }
         }
     }
 }
 
-void sv_gelu_dropout_backward(float *dh, const float *da, const float *h,
-                              const uint8_t *mask, int N, size_t per_sample,
-                              int use_mask, float p) {
-    size_t n = (size_t)N * per_sample;
+void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
+                              const float *h, const uint8_t *mask, int N, int L,
+                              int H, int use_mask, float p) {
+    long T = (long)N * L;
     float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
-    if (use_mask) {
-#pragma omp parallel for simd schedule(static)
-        for (size_t j = 0; j < n; j++)
-            dh[j] = mask[j] ? da[j] * inv_keep * gelu_grad_inline(h[j]) : 0.f;
-    } else {
-#pragma omp parallel for simd schedule(static)
-        for (size_t j = 0; j < n; j++) dh[j] = da[j] * gelu_grad_inline(h[j]);
+#pragma omp parallel num_threads(dbias ? partials_threads(H) : omp_get_max_threads())
+    {
+        float *pb = dbias ? partials_slab(H) : NULL;
+        long lo, hi;
+        thread_rows(T, &lo, &hi);
+        for (long t = lo; t < hi; t++) {
+            const float *dar = da + t * H, *hr = h + t * H;
+            float *dhr = dh + t * H;
+            if (use_mask) {
+                const uint8_t *mr = mask + t * H;
+#pragma omp simd
+                for (int c = 0; c < H; c++)
+                    dhr[c] = mr[c] ? dar[c] * inv_keep * gelu_grad_inline(hr[c]) : 0.f;
+            } else {
+#pragma omp simd
+                for (int c = 0; c < H; c++) dhr[c] = dar[c] * gelu_grad_inline(hr[c]);
+            }
+            if (pb) {
+#pragma omp simd
+                for (int c = 0; c < H; c++) pb[c] += dhr[c];
+            }
+        }
+        if (dbias) partials_combine(dbias, NULL, H);
     }
 }
 
@@ -264,79 +312,102 @@ void sv_drop_path_scales(float *dp, int N, const uint64_t *keys, float p) {
 }
 
 void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
-                                 const float *z, int N, size_t per_sample,
-                                 const uint64_t *keys, float p, const float *dp) {
+                                 const float *z, const float *bias, int N, int L,
+                                 int C, const uint64_t *keys, float p,
+                                 const float *dp) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for schedule(static)
+    uint32_t thr = drop ? sv_rng_threshold24(p) : 0;
+#pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * per_sample;
-        float scale = dp ? dp[n] : 1.0f;
-        if (drop) {
-            uint64_t key = keys[n];
-            float s = scale * inv_keep;
+        for (int l = 0; l < L; l++) {
+            size_t row = ((size_t)n * L + l) * C;
+            const float *xr = x + row, *zr = z + row;
+            float *yr = out + row;
+            float s = (dp ? dp[n] : 1.0f) * inv_keep;
+            if (drop) {
+                uint8_t *mr = mask + row;
+                uint64_t key = keys[n];
+                uint32_t base = (uint32_t)l * (uint32_t)C;
 #pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) {
-                uint8_t k = sv_rng_uniform(key, i) >= p;
-                mask[o + i] = k;
-                out[o + i] = x[o + i] + (k ? z[o + i] * s : 0.f);
+                for (int c = 0; c < C; c++) {
+                    uint8_t k = sv_rng_bits24(key, base + (uint32_t)c) >= thr;
+                    float v = (zr[c] + (bias ? bias[c] : 0.f)) * s;
+                    mr[c] = k;
+                    yr[c] = xr[c] + (k ? v : 0.f);
+                }
+            } else {
+#pragma omp simd
+                for (int c = 0; c < C; c++) yr[c] = xr[c] + (zr[c] + (bias ? bias[c] : 0.f)) * s;
             }
-        } else {
-#pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) out[o + i] = x[o + i] + z[o + i] * scale;
         }
     }
 }
 
-void sv_residual_dropout_backward(float *dz, const float *dout,
-                                  const uint8_t *mask, int N, size_t per_sample,
+void sv_residual_dropout_backward(float *dz, float *dbias, const float *dout,
+                                  const uint8_t *mask, int N, int L, int C,
                                   int use_mask, float p, const float *dp) {
+    long T = (long)N * L;
     float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * per_sample;
-        float s = (dp ? dp[n] : 1.0f) * inv_keep;
-        if (use_mask) {
+#pragma omp parallel num_threads(dbias ? partials_threads(C) : omp_get_max_threads())
+    {
+        float *pb = dbias ? partials_slab(C) : NULL;
+        long lo, hi;
+        thread_rows(T, &lo, &hi);
+        for (long t = lo; t < hi; t++) {
+            const float *gr = dout + t * C;
+            float *dzr = dz + t * C;
+            float s = (dp ? dp[t / L] : 1.0f) * inv_keep;
+            if (use_mask) {
+                const uint8_t *mr = mask + t * C;
 #pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) dz[o + i] = mask[o + i] ? dout[o + i] * s : 0.f;
-        } else {
+                for (int c = 0; c < C; c++) dzr[c] = mr[c] ? gr[c] * s : 0.f;
+            } else {
 #pragma omp simd
-            for (size_t i = 0; i < per_sample; i++) dz[o + i] = dout[o + i] * s;
+                for (int c = 0; c < C; c++) dzr[c] = gr[c] * s;
+            }
+            if (pb) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) pb[c] += dzr[c];
+            }
         }
+        if (dbias) partials_combine(dbias, NULL, C);
     }
 }
 
-/* Direction of channel c: 0 left, 1 right, 2 up, 3 down, -1 none. */
-static inline int shift_dir(int c, int g) { return (g > 0 && c < 4 * g) ? c / g : -1; }
+/* Copies n floats from src, or writes zeros when src is NULL (the vacated
+ * border of a shifted channel group). */
+static inline void copy_or_zero(float *restrict dst, const float *restrict src, int n) {
+    if (src) {
+#pragma omp simd
+        for (int c = 0; c < n; c++) dst[c] = src[c];
+    } else {
+#pragma omp simd
+        for (int c = 0; c < n; c++) dst[c] = 0.f;
+    }
+}
 
 /* Shared by forward (sign = +1) and backward (sign = -1, the opposite shift):
- * y[n][h][w][c] = x[n][h + sy][w + sx][c] or 0 outside. */
+ * y[n][h][w][c] = x[n][h + sy][w + sx][c] or 0 outside, where the group of c
+ * sets (sx, sy): left out[w] = in[w + 1], right out[w] = in[w - 1], up
+ * out[h] = in[h + 1], down out[h] = in[h - 1] (times `pixel`). Each token is
+ * five contiguous copies: one per shifted group and the unshifted rest. */
 static void shift_apply(float *y, const float *x, int N, int H, int W, int C,
                         int num_div, int pixel, int sign) {
-    int g = C / num_div;
-#pragma omp parallel for collapse(2)
+    int g = C / num_div, d = pixel * sign;
+#pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++) {
         for (int h = 0; h < H; h++) {
             for (int w = 0; w < W; w++) {
-                float *yr = y + (((size_t)n * H + h) * W + w) * C;
-                const float *xr = x + (((size_t)n * H + h) * W + w) * C;
-                for (int c = 0; c < C; c++) {
-                    int d = shift_dir(c, g);
-                    int sx = 0, sy = 0;
-                    /* left: out[w] = in[w + 1]; right: out[w] = in[w - 1];
-                     * up: out[h] = in[h + 1]; down: out[h] = in[h - 1]. */
-                    if (d == 0) sx = pixel;
-                    else if (d == 1) sx = -pixel;
-                    else if (d == 2) sy = pixel;
-                    else if (d == 3) sy = -pixel;
-                    sx *= sign;
-                    sy *= sign;
-                    int hh = h + sy, ww = w + sx;
-                    if (hh < 0 || hh >= H || ww < 0 || ww >= W)
-                        yr[c] = 0.f;
-                    else
-                        yr[c] = xr[((ptrdiff_t)sy * W + sx) * C + c];
-                }
+                size_t tok = ((size_t)n * H + h) * W + w;
+                float *yr = y + tok * C;
+                const float *xr = x + tok * C;
+                int wl = w + d, wr = w - d, hu = h + d, hd = h - d;
+                copy_or_zero(yr, (wl >= 0 && wl < W) ? xr + (ptrdiff_t)d * C : NULL, g);
+                copy_or_zero(yr + g, (wr >= 0 && wr < W) ? xr + g - (ptrdiff_t)d * C : NULL, g);
+                copy_or_zero(yr + 2 * g, (hu >= 0 && hu < H) ? xr + 2 * g + (ptrdiff_t)d * W * C : NULL, g);
+                copy_or_zero(yr + 3 * g, (hd >= 0 && hd < H) ? xr + 3 * g - (ptrdiff_t)d * W * C : NULL, g);
+                copy_or_zero(yr + 4 * g, xr + 4 * g, C - 4 * g);
             }
         }
     }

@@ -299,13 +299,15 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
     if (training) draw_keys(B, N, rng);
     sv_shift_forward(B->xs, x, N, S, S, C, m->num_div, m->shift_pixel);
     sv_layernorm_forward(B->ln, B->mean, B->rstd, B->xs, P(m, B->p.ln_g), P(m, B->p.ln_b), T, C, m->eps);
-    sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), P(m, B->p.fc1_b), T, C, H);
-    sv_gelu_dropout_forward(B->a, B->mask1, B->h, N, (size_t)S * S * H,
+    /* The biases are added inside the GELU and residual kernels, which sweep
+     * over those tensors anyway. */
+    sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
+    sv_gelu_dropout_forward(B->a, B->mask1, B->h, P(m, B->p.fc1_b), N, S * S, H,
                             training ? B->keys1 : NULL, m->dropout);
-    sv_dense_forward(A->z, B->a, P(m, B->p.fc2_w), P(m, B->p.fc2_b), T, H, C);
+    sv_dense_forward(A->z, B->a, P(m, B->p.fc2_w), NULL, T, H, C);
     int use_dp = training && B->drop_path_rate > 0.f;
     if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
-    sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, N, (size_t)S * S * C,
+    sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, P(m, B->p.fc2_b), N, S * S, C,
                                 training ? B->keys2 : NULL, m->dropout, use_dp ? B->dp : NULL);
 }
 
@@ -357,12 +359,13 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
     int T = N * S * S;
     int use_mask = m->dropout > 0.f;
     int use_dp = B->drop_path_rate > 0.f;
-    sv_residual_dropout_backward(A->z, dy, B->mask2, N, (size_t)S * S * C, use_mask,
+    sv_residual_dropout_backward(A->z, G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C, use_mask,
                                  m->dropout, use_dp ? B->dp : NULL);
-    sv_dense_backward(A->dh, G(m, B->p.fc2_w), G(m, B->p.fc2_b), A->z, B->a, P(m, B->p.fc2_w), T, H, C);
+    sv_dense_backward(A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
     notify(m, ready, ctx, B->p.fc2_w);
-    sv_gelu_dropout_backward(A->dh, A->dh, B->h, B->mask1, N, (size_t)S * S * H, use_mask, m->dropout);
-    sv_dense_backward(A->dln, G(m, B->p.fc1_w), G(m, B->p.fc1_b), A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
+    sv_gelu_dropout_backward(A->dh, G(m, B->p.fc1_b), A->dh, B->h, B->mask1, N, S * S, H,
+                             use_mask, m->dropout);
+    sv_dense_backward(A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of
      * xs; LayerNorm's input gradient accumulates onto it. */

@@ -331,8 +331,8 @@ static void test_gelu_grid(void **state) {
         x[i] = (float)((i - HALF) * 1e-4);
         one[i] = 1.f;
     }
-    sv_gelu_dropout_forward(a, NULL, x, 1, NG, NULL, 0.f);
-    sv_gelu_dropout_backward(dh, one, x, NULL, 1, NG, 0, 0.f);
+    sv_gelu_dropout_forward(a, NULL, x, NULL, 1, 1, NG, NULL, 0.f);
+    sv_gelu_dropout_backward(dh, NULL, one, x, NULL, 1, 1, NG, 0, 0.f);
     double worst = 0, worst_g = 0;
     for (int i = 0; i < NG; i++) {
         double xd = x[i], cdf = 0.5 * (1.0 + erf(xd / sqrt(2.0)));
@@ -362,38 +362,46 @@ static void test_gelu_grid(void **state) {
     sv_free(x); sv_free(a); sv_free(one); sv_free(dh);
 }
 
+/* N samples of L tokens x H channels; h is the pre-bias input, hb the
+ * kernel's in-place h + bias. */
 typedef struct {
-    int N;
-    size_t per;
+    int N, L, H;
     const uint64_t *keys;
     float p;
-    float *h, *a, *R;
+    float *h, *b, *hb, *a, *R;
     uint8_t *mask;
 } gd_ctx;
 
 static double gd_loss(void *c) {
     gd_ctx *d = c;
-    sv_gelu_dropout_forward(d->a, d->mask, d->h, d->N, d->per, d->keys, d->p);
-    return dot(d->a, d->R, (size_t)d->N * d->per);
+    size_t n = (size_t)d->N * d->L * d->H;
+    memcpy(d->hb, d->h, n * sizeof(float));
+    sv_gelu_dropout_forward(d->a, d->mask, d->hb, d->b, d->N, d->L, d->H, d->keys, d->p);
+    return dot(d->a, d->R, n);
 }
 
 static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
-    gd_ctx d = {.N = 3, .per = 20, .keys = keys, .p = p};
-    size_t n = (size_t)d.N * d.per;
-    d.h = falloc(n); d.a = falloc(n); d.R = falloc(n);
+    gd_ctx d = {.N = 3, .L = 4, .H = 5, .keys = keys, .p = p};
+    size_t n = (size_t)d.N * d.L * d.H;
+    d.h = falloc(n); d.hb = falloc(n); d.a = falloc(n); d.R = falloc(n); d.b = falloc(d.H);
     d.mask = sv_alloc(n, "mask");
     fill_uniform(d.h, n, 20, 3.f);
+    fill_uniform(d.b, d.H, 23, 1.f);
     fill_uniform(d.R, n, 21, 1.f);
     gd_loss(&d);
     int use_mask = keys && p > 0;
-    float *dh = falloc(n);
-    sv_gelu_dropout_backward(dh, d.R, d.h, d.mask, d.N, d.per, use_mask, p);
+    float *dh = falloc(n), *db = falloc(d.H);
+    sv_gelu_dropout_backward(dh, db, d.R, d.hb, d.mask, d.N, d.L, d.H, use_mask, p);
     check_fd("gelu/dropout dh", d.h, dh, n, gd_loss, &d);
-    /* Forward values and the in-place (dh aliases da) backward. */
+    check_fd("gelu/dropout dbias", d.b, db, d.H, gd_loss, &d);
+    /* Forward values (h + bias is left in hb) and the in-place (dh aliases
+     * da) backward. */
     gd_loss(&d);
     size_t dropped = 0;
     for (size_t j = 0; j < n; j++) {
-        double e = 0.5 * d.h[j] * (1.0 + erf(d.h[j] / sqrt(2.0)));
+        double hj = (double)d.h[j] + d.b[j % d.H];
+        assert_close(d.hb[j], hj, 1e-7, 1e-7);
+        double e = 0.5 * hj * (1.0 + erf(hj / sqrt(2.0)));
         if (use_mask) {
             assert_true(d.mask[j] == 0 || d.mask[j] == 1);
             e = d.mask[j] ? e / (1.0 - p) : 0.0;
@@ -404,10 +412,10 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     if (use_mask) assert_true(dropped > 0 && dropped < n);
     float *inplace = falloc(n);
     memcpy(inplace, d.R, n * sizeof(float));
-    sv_gelu_dropout_backward(inplace, inplace, d.h, d.mask, d.N, d.per, use_mask, p);
+    sv_gelu_dropout_backward(inplace, NULL, inplace, d.hb, d.mask, d.N, d.L, d.H, use_mask, p);
     assert_arrays_close("gelu/dropout in-place backward", inplace, dh, n, 0, 0);
-    sv_free(inplace); sv_free(dh);
-    sv_free(d.h); sv_free(d.a); sv_free(d.R); sv_free(d.mask);
+    sv_free(inplace); sv_free(dh); sv_free(db);
+    sv_free(d.h); sv_free(d.hb); sv_free(d.b); sv_free(d.a); sv_free(d.R); sv_free(d.mask);
 }
 
 static void test_gelu_dropout_fd_no_mask(void **state) {
@@ -431,7 +439,7 @@ static void test_gelu_dropout_mask_untouched(void **state) {
     uint8_t mask[8];
     fill_uniform(h, 8, 22, 1.f);
     memset(mask, 0xAB, sizeof mask);
-    sv_gelu_dropout_forward(a, mask, h, 2, 4, NULL, 0.5f);
+    sv_gelu_dropout_forward(a, mask, h, NULL, 2, 2, 2, NULL, 0.5f);
     for (int i = 0; i < 8; i++) {
         assert_int_equal(mask[i], 0xAB);
         assert_close(a[i], sv_gelu(h[i]), 0, 0);
@@ -441,49 +449,57 @@ static void test_gelu_dropout_mask_untouched(void **state) {
 /* ------------------------------------------------------------------------ */
 /* Residual + dropout + drop path                                            */
 
+/* N samples of L tokens x C channels. */
 typedef struct {
-    int N;
-    size_t per;
+    int N, L, C;
     const uint64_t *keys;
     float p;
     const float *dp;
-    float *x, *z, *out, *R;
+    float *x, *z, *b, *out, *R;
     uint8_t *mask;
 } rd_ctx;
 
 static double rd_loss(void *c) {
     rd_ctx *d = c;
-    sv_residual_dropout_forward(d->out, d->mask, d->x, d->z, d->N, d->per, d->keys, d->p, d->dp);
-    return dot(d->out, d->R, (size_t)d->N * d->per);
+    sv_residual_dropout_forward(d->out, d->mask, d->x, d->z, d->b, d->N, d->L, d->C, d->keys,
+                                d->p, d->dp);
+    return dot(d->out, d->R, (size_t)d->N * d->L * d->C);
 }
 
 static void run_residual_fd(const uint64_t *keys, float p, const float *dp) {
-    rd_ctx d = {.N = 4, .per = 15, .keys = keys, .p = p, .dp = dp};
-    size_t n = (size_t)d.N * d.per;
-    d.x = falloc(n); d.z = falloc(n); d.out = falloc(n); d.R = falloc(n);
+    rd_ctx d = {.N = 4, .L = 3, .C = 5, .keys = keys, .p = p, .dp = dp};
+    size_t per = (size_t)d.L * d.C, n = (size_t)d.N * per;
+    d.x = falloc(n); d.z = falloc(n); d.out = falloc(n); d.R = falloc(n); d.b = falloc(d.C);
     d.mask = sv_alloc(n, "mask");
     fill_uniform(d.x, n, 30, 1.f);
     fill_uniform(d.z, n, 31, 1.f);
+    fill_uniform(d.b, d.C, 33, 1.f);
     fill_uniform(d.R, n, 32, 1.f);
     rd_loss(&d);
     int use_mask = keys && p > 0;
-    float *dz = falloc(n);
+    float *dz = falloc(n), *db = falloc(d.C);
     for (size_t i = 0; i < n; i++) dz[i] = 99.f;
-    sv_residual_dropout_backward(dz, d.R, d.mask, d.N, d.per, use_mask, p, dp);
+    sv_residual_dropout_backward(dz, db, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
     check_fd("residual dz", d.z, dz, n, rd_loss, &d);
+    check_fd("residual dbias", d.b, db, d.C, rd_loss, &d);
     check_fd("residual dx (identity)", d.x, d.R, n, rd_loss, &d);
+    /* Without a bias gradient requested, dz is the same. */
+    float *dz2 = falloc(n);
+    sv_residual_dropout_backward(dz2, NULL, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
+    assert_arrays_close("residual dz without dbias", dz2, dz, n, 0, 0);
+    sv_free(dz2);
     /* Forward values. */
     rd_loss(&d);
     for (int s = 0; s < d.N; s++)
-        for (size_t i = 0; i < d.per; i++) {
-            size_t j = (size_t)s * d.per + i;
-            double v = d.z[j];
+        for (size_t i = 0; i < per; i++) {
+            size_t j = (size_t)s * per + i;
+            double v = (double)d.z[j] + d.b[i % d.C];
             if (use_mask) v = d.mask[j] ? v / (1.0 - p) : 0.0;
             if (dp) v *= dp[s];
             assert_close(d.out[j], (double)d.x[j] + v, 1e-6, 1e-6);
         }
-    sv_free(dz);
-    sv_free(d.x); sv_free(d.z); sv_free(d.out); sv_free(d.R); sv_free(d.mask);
+    sv_free(dz); sv_free(db);
+    sv_free(d.x); sv_free(d.z); sv_free(d.b); sv_free(d.out); sv_free(d.R); sv_free(d.mask);
 }
 
 static void test_residual_dropout_drop_path_fd(void **state) {
@@ -548,13 +564,20 @@ static void test_dropout_masks(void **state) {
         k2[s] = sv_rng_key(42, SV_RNG_DROPOUT, 7, (uint64_t)s, 1); /* another layer */
     }
     fill_uniform(h, n, 40, 1.f);
+    /* Keep iff bits >= ceil(p * 2^24): hand values. */
+    assert_int_equal(sv_rng_threshold24(0.f), 0);
+    assert_int_equal(sv_rng_threshold24(0.5f), 8388608);
+    assert_int_equal(sv_rng_threshold24(0.2f), 3355444); /* 0.2f * 2^24 = 3355443.25 */
+    assert_int_equal(sv_rng_threshold24(0x1p-24f), 1);
     const float rates[3] = {0.1f, 0.2f, 0.5f};
     for (int r = 0; r < 3; r++) {
         float p = rates[r];
-        sv_gelu_dropout_forward(a, m1, h, N, per, k1, p);
-        sv_gelu_dropout_forward(a, m2, h, N, per, k1, p);
+        /* 125 tokens x 200 channels: the counter is the element index inside
+         * the sample, so any factorisation of per gives the same mask. */
+        sv_gelu_dropout_forward(a, m1, h, NULL, N, 125, 200, k1, p);
+        sv_gelu_dropout_forward(a, m2, h, NULL, N, 1, (int)per, k1, p);
         assert_memory_equal(m1, m2, n);
-        sv_gelu_dropout_forward(a, m3, h, N, per, k2, p);
+        sv_gelu_dropout_forward(a, m3, h, NULL, N, 125, 200, k2, p);
         size_t dropped = 0, differ = 0;
         for (size_t j = 0; j < n; j++) {
             dropped += m1[j] == 0;
@@ -572,8 +595,8 @@ static void test_dropout_masks(void **state) {
         /* Samples with different keys get different masks. */
         assert_true(memcmp(m1, m1 + per, per) != 0);
         /* The residual dropout is deterministic too, with the same rate. */
-        sv_residual_dropout_forward(out, m2, h, h, N, per, k2, p, NULL);
-        sv_residual_dropout_forward(out, m3, h, h, N, per, k2, p, NULL);
+        sv_residual_dropout_forward(out, m2, h, h, NULL, N, 125, 200, k2, p, NULL);
+        sv_residual_dropout_forward(out, m3, h, h, NULL, N, 1, (int)per, k2, p, NULL);
         assert_memory_equal(m2, m3, n);
         dropped = 0;
         for (size_t j = 0; j < n; j++) dropped += m2[j] == 0;
@@ -582,8 +605,8 @@ static void test_dropout_masks(void **state) {
     /* The mask depends on the key only, not on the batch position: the same
      * key at another row gives the same row mask. */
     uint64_t swapped[N] = {k1[1], k1[0], k1[2], k1[3]};
-    sv_gelu_dropout_forward(a, m1, h, N, per, k1, 0.2f);
-    sv_gelu_dropout_forward(a, m2, h, N, per, swapped, 0.2f);
+    sv_gelu_dropout_forward(a, m1, h, NULL, N, 125, 200, k1, 0.2f);
+    sv_gelu_dropout_forward(a, m2, h, NULL, N, 125, 200, swapped, 0.2f);
     assert_memory_equal(m1, m2 + per, per);
     assert_memory_equal(m1 + per, m2, per);
     sv_free(h); sv_free(a); sv_free(out); sv_free(m1); sv_free(m2); sv_free(m3);

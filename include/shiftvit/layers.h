@@ -53,28 +53,38 @@ void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
 float sv_gelu(float x);
 float sv_gelu_grad(float x); /* d gelu / dx = Phi(x) + x phi(x) */
 
-/* Fused GELU + dropout (Srivastava et al. 2014, inverted scaling):
- * a = gelu(h) * mask / keep with keep = 1 - p; mask drawn per element from the
- * stream keys[n] (one key per sample, counter = element index inside the
- * sample). h, a: N samples x per_sample floats. keys == NULL or p == 0: no
- * dropout, mask untouched. mask: N x per_sample bytes (0/1). */
-void sv_gelu_dropout_forward(float *a, uint8_t *mask, const float *h, int N,
-                             size_t per_sample, const uint64_t *keys, float p);
-/* dh = da * mask / keep * gelu'(h) (overwrites dh; dh may alias da). */
-void sv_gelu_dropout_backward(float *dh, const float *da, const float *h,
-                              const uint8_t *mask, int N, size_t per_sample,
-                              int use_mask, float p);
+/* Fused fc1 bias + GELU + dropout (Srivastava et al. 2014, inverted scaling).
+ * h: [N][L][H] (N samples, L tokens each, H channels), the fc1 GEMM output
+ * WITHOUT bias; on return h holds h + bias (bias[H], may be NULL), the
+ * pre-activation that backward needs. a[N][L][H] = gelu(h) * mask / keep with
+ * keep = 1 - p; the mask [N][L][H] (bytes 0/1) is drawn per element from
+ * stream keys[n] (one key per sample) with counter l*H + c, kept iff
+ * sv_rng_bits24 >= sv_rng_threshold24(p) (rng.h). keys == NULL or p == 0: no
+ * dropout, mask untouched. */
+void sv_gelu_dropout_forward(float *a, uint8_t *mask, float *h, const float *bias,
+                             int N, int L, int H, const uint64_t *keys, float p);
+/* dh = da * mask / keep * gelu'(h) (overwrites dh; dh may alias da);
+ * dbias[H] = column sums of dh over the N*L rows (overwritten; skipped when
+ * NULL) -- the fc1 bias gradient, fused here to save a sweep over dh. */
+void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
+                              const float *h, const uint8_t *mask, int N, int L,
+                              int H, int use_mask, float p);
 
-/* Fused residual with dropout and drop path (Huang et al. 2016, "Deep Networks
- * with Stochastic Depth"): out = x + dp[n] * mask * z / keep, where dp[n] is 0
- * or 1/(1-p_path) per sample and mask the element dropout mask (rate p).
- * keys NULL: out = x + z. dp NULL: no drop path. */
+/* Fused fc2 bias + dropout + drop path + residual (drop path: Huang et al.
+ * 2016, "Deep Networks with Stochastic Depth"):
+ * out = x + dp[n] * mask * (z + bias) / keep over [N][L][C], where dp[n] is 0
+ * or 1/(1-p_path) per sample and mask the element dropout mask (rate p,
+ * drawn as in sv_gelu_dropout_forward). keys NULL: no dropout. dp NULL: no
+ * drop path. bias[C] may be NULL. */
 void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
-                                 const float *z, int N, size_t per_sample,
-                                 const uint64_t *keys, float p, const float *dp);
-/* dz = dout * dp[n] * mask / keep (overwrites dz); the x path is identity. */
-void sv_residual_dropout_backward(float *dz, const float *dout,
-                                  const uint8_t *mask, int N, size_t per_sample,
+                                 const float *z, const float *bias, int N, int L,
+                                 int C, const uint64_t *keys, float p,
+                                 const float *dp);
+/* dz = dout * dp[n] * mask / keep (overwrites dz), the gradient of z + bias;
+ * dbias[C] = column sums of dz (overwritten; skipped when NULL). The x path
+ * is identity. */
+void sv_residual_dropout_backward(float *dz, float *dbias, const float *dout,
+                                  const uint8_t *mask, int N, int L, int C,
                                   int use_mask, float p, const float *dp);
 
 /* Drop-path scale per sample: dp[n] = (u >= p) / (1 - p) with u uniform from

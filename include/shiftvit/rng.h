@@ -46,6 +46,35 @@ static inline float sv_rng_uniform(uint64_t key, uint64_t counter) {
     return (float)(sv_rng_bits(key, counter) >> 40) * (1.0f / 16777216.0f);
 }
 
+/* 32-bit integer mixer "lowbias32" (C. Wellons, hash-prospector, 2018):
+ * full avalanche, two 32-bit multiplies. */
+static inline uint32_t sv_mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    return x ^ (x >> 16);
+}
+
+/* 24 random bits for element `counter` of stream `key`, for the per-element
+ * dropout masks (tens of millions of draws per step). Two rounds of sv_mix32
+ * keyed by the two halves of the 64-bit key: a vector unit holds 16 of these
+ * 32-bit lanes against 8 of SplitMix64's 64-bit ones, whose three 64-bit
+ * multiplies per draw made the RNG most of the GELU kernel's time. */
+static inline uint32_t sv_rng_bits24(uint64_t key, uint32_t counter) {
+    uint32_t x = sv_mix32((uint32_t)(key >> 32) + counter * 0x9E3779B9u);
+    return sv_mix32(x ^ (uint32_t)key) >> 8;
+}
+
+/* Keep threshold of a dropout rate p in [0, 1): an element is kept iff
+ * sv_rng_bits24(...) >= sv_rng_threshold24(p), i.e. iff the uniform
+ * bits / 2^24 >= p, exactly (p * 2^24 is exact in float). */
+static inline uint32_t sv_rng_threshold24(float p) {
+    float v = p * 16777216.0f;
+    uint32_t t = (uint32_t)v;
+    return t + ((float)t < v);
+}
+
 /* Uniform integer in [0, n) (n > 0), by 64x64->128 multiply (Lemire). */
 static inline uint64_t sv_rng_below(uint64_t key, uint64_t counter, uint64_t n) {
     return (uint64_t)(((unsigned __int128)sv_rng_bits(key, counter) * n) >> 64);
