@@ -234,15 +234,17 @@ static inline float gelu_grad_inline(float x) {
 float sv_gelu(float x) { return gelu_inline(x); }
 float sv_gelu_grad(float x) { return gelu_grad_inline(x); }
 
-/* Rows [lo, hi) of a thread's even share of T rows. */
-static void thread_rows(long T, long *lo, long *hi) {
-    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    *lo = T * tid / nth;
-    *hi = T * (tid + 1) / nth;
+/* GELU and its derivative from one erf: gelu = x Phi(x),
+ * gelu' = Phi(x) + x phi(x). */
+static inline float gelu_and_grad(float x, float *grad) {
+    float cdf = 0.5f * (1.0f + erf_fast(x * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * exp_neg_fast(-0.5f * x * x);
+    *grad = cdf + x * pdf;
+    return x * cdf;
 }
 
-void sv_gelu_dropout_forward(float *a, uint8_t *mask, float *h, const float *bias,
-                             int N, int L, int H, const uint64_t *keys, float p) {
+void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L,
+                             int H, const uint64_t *keys, float p, int save_grad) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
     uint32_t thr = drop ? sv_rng_threshold24(p) : 0;
@@ -251,51 +253,50 @@ void sv_gelu_dropout_forward(float *a, uint8_t *mask, float *h, const float *bia
         for (int l = 0; l < L; l++) {
             size_t row = ((size_t)n * L + l) * H;
             float *hr = h + row, *ar = a + row;
-            if (bias) {
-#pragma omp simd
-                for (int c = 0; c < H; c++) hr[c] += bias[c];
-            }
-            if (drop) {
-                uint8_t *mr = mask + row;
-                uint64_t key = keys[n];
-                uint32_t base = (uint32_t)l * (uint32_t)H;
+            uint64_t key = drop ? keys[n] : 0;
+            uint32_t base = (uint32_t)l * (uint32_t)H;
+            if (save_grad) {
+                /* h is overwritten by da/dh, all that backward needs: no
+                 * mask is stored and no erf is evaluated twice. */
 #pragma omp simd
                 for (int c = 0; c < H; c++) {
-                    uint8_t k = sv_rng_bits24(key, base + (uint32_t)c) >= thr;
-                    float g = gelu_inline(hr[c]) * inv_keep;
-                    mr[c] = k;
-                    ar[c] = k ? g : 0.f;
+                    float x = hr[c] + (bias ? bias[c] : 0.f), d;
+                    float g = gelu_and_grad(x, &d);
+                    float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
+                    ar[c] = g * s;
+                    hr[c] = d * s;
                 }
             } else {
 #pragma omp simd
-                for (int c = 0; c < H; c++) ar[c] = gelu_inline(hr[c]);
+                for (int c = 0; c < H; c++) {
+                    float g = gelu_inline(hr[c] + (bias ? bias[c] : 0.f));
+                    float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
+                    ar[c] = g * s;
+                }
             }
         }
     }
 }
 
+/* Rows [lo, hi) of the calling thread's even share of T rows. */
+static void thread_rows(long T, long *lo, long *hi) {
+    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    *lo = T * tid / nth;
+    *hi = T * (tid + 1) / nth;
+}
+
 void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
-                              const float *h, const uint8_t *mask, int N, int L,
-                              int H, int use_mask, float p) {
-    long T = (long)N * L;
-    float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
+                              const float *grad, int T, int H) {
 #pragma omp parallel num_threads(dbias ? partials_threads(H) : omp_get_max_threads())
     {
         float *pb = dbias ? partials_slab(H) : NULL;
         long lo, hi;
         thread_rows(T, &lo, &hi);
         for (long t = lo; t < hi; t++) {
-            const float *dar = da + t * H, *hr = h + t * H;
+            const float *dar = da + t * H, *gr = grad + t * H;
             float *dhr = dh + t * H;
-            if (use_mask) {
-                const uint8_t *mr = mask + t * H;
 #pragma omp simd
-                for (int c = 0; c < H; c++)
-                    dhr[c] = mr[c] ? dar[c] * inv_keep * gelu_grad_inline(hr[c]) : 0.f;
-            } else {
-#pragma omp simd
-                for (int c = 0; c < H; c++) dhr[c] = dar[c] * gelu_grad_inline(hr[c]);
-            }
+            for (int c = 0; c < H; c++) dhr[c] = dar[c] * gr[c];
             if (pb) {
 #pragma omp simd
                 for (int c = 0; c < H; c++) pb[c] += dhr[c];

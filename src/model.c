@@ -21,10 +21,10 @@ typedef struct {
     float *xs;          /* shifted input = residual base   [T][C] */
     float *ln;          /* LayerNorm output                [T][C] */
     float *mean, *rstd; /* LayerNorm statistics            [T] */
-    float *h;           /* fc1 output, before GELU         [T][hid] */
+    float *h;           /* fc1 output; in training, overwritten by
+                           d GELU-dropout / dh             [T][hid] */
     float *a;           /* dropout(GELU(h))                [T][hid] */
     float *out;         /* block output                    [T][C] */
-    uint8_t *mask1;     /* dropout mask after GELU         [T][hid] */
     uint8_t *mask2;     /* dropout mask after fc2          [T][C] */
     float *dp;          /* drop-path scale per sample      [N] */
     uint64_t *keys1, *keys2, *keys_dp; /* per-sample RNG keys [N] */
@@ -142,7 +142,6 @@ static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
         B->h = fbuf(T * H, "block activations");
         B->a = fbuf(T * H, "block activations");
         B->out = fbuf(T * C, "block activations");
-        B->mask1 = sv_alloc(T * H, "dropout masks");
         B->mask2 = sv_alloc(T * C, "dropout masks");
         B->dp = fbuf((size_t)N, "drop path");
         B->keys1 = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
@@ -236,7 +235,7 @@ void sv_model_free(sv_model *m) {
         for (int i = 0; i < A->num_blocks; i++) {
             block_acts *B = &A->blocks[i];
             sv_free(B->xs); sv_free(B->ln); sv_free(B->mean); sv_free(B->rstd);
-            sv_free(B->h); sv_free(B->a); sv_free(B->out); sv_free(B->mask1);
+            sv_free(B->h); sv_free(B->a); sv_free(B->out);
             sv_free(B->mask2); sv_free(B->dp); sv_free(B->keys1); sv_free(B->keys2);
             sv_free(B->keys_dp);
         }
@@ -302,8 +301,8 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
     /* The biases are added inside the GELU and residual kernels, which sweep
      * over those tensors anyway. */
     sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
-    sv_gelu_dropout_forward(B->a, B->mask1, B->h, P(m, B->p.fc1_b), N, S * S, H,
-                            training ? B->keys1 : NULL, m->dropout);
+    sv_gelu_dropout_forward(B->a, B->h, P(m, B->p.fc1_b), N, S * S, H,
+                            training ? B->keys1 : NULL, m->dropout, training);
     sv_dense_forward(A->z, B->a, P(m, B->p.fc2_w), NULL, T, H, C);
     int use_dp = training && B->drop_path_rate > 0.f;
     if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
@@ -363,8 +362,7 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
                                  m->dropout, use_dp ? B->dp : NULL);
     sv_dense_backward(A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
     notify(m, ready, ctx, B->p.fc2_w);
-    sv_gelu_dropout_backward(A->dh, G(m, B->p.fc1_b), A->dh, B->h, B->mask1, N, S * S, H,
-                             use_mask, m->dropout);
+    sv_gelu_dropout_backward(A->dh, G(m, B->p.fc1_b), A->dh, B->h, T, H);
     sv_dense_backward(A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of

@@ -326,32 +326,37 @@ static void test_gelu_hand(void **state) {
 static void test_gelu_grid(void **state) {
     (void)state;
     enum { HALF = 120000, NG = 2 * HALF + 1 };
-    float *x = falloc(NG), *a = falloc(NG), *one = falloc(NG), *dh = falloc(NG);
+    float *x = falloc(NG), *a = falloc(NG), *a2 = falloc(NG), *one = falloc(NG),
+          *dh = falloc(NG), *g = falloc(NG);
     for (int i = 0; i < NG; i++) {
         x[i] = (float)((i - HALF) * 1e-4);
         one[i] = 1.f;
     }
-    sv_gelu_dropout_forward(a, NULL, x, NULL, 1, 1, NG, NULL, 0.f);
-    sv_gelu_dropout_backward(dh, NULL, one, x, NULL, 1, 1, NG, 0, 0.f);
+    /* Both forward paths (training: gelu and gelu' from one erf, h replaced
+     * by gelu'; inference: gelu only) and the backward kernel. */
+    memcpy(g, x, NG * sizeof(float));
+    sv_gelu_dropout_forward(a, g, NULL, 1, 1, NG, NULL, 0.f, 1);
+    sv_gelu_dropout_forward(a2, x, NULL, 1, 1, NG, NULL, 0.f, 0);
+    sv_gelu_dropout_backward(dh, NULL, one, g, 1, NG);
     double worst = 0, worst_g = 0;
     for (int i = 0; i < NG; i++) {
         double xd = x[i], cdf = 0.5 * (1.0 + erf(xd / sqrt(2.0)));
         double y = xd * cdf, dy = cdf + xd * exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);
         double tol = xd >= 0 ? 1e-6 * fabs(y) + 1e-12 : 2e-6;
-        const float got[3] = {sv_gelu(x[i]), a[i], sv_gelu_grad(x[i])};
-        for (int k = 0; k < 2; k++) {
+        const float got[4] = {sv_gelu(x[i]), a[i], a2[i], sv_gelu_grad(x[i])};
+        static const char *const src[3] = {"sv_gelu", "training kernel", "inference kernel"};
+        for (int k = 0; k < 3; k++) {
             double e = fabs(got[k] - y);
             if (e > worst) worst = e;
             if (!(e <= tol))
-                fail_msg("gelu(%.9g) = %.9g (%s), expected %.9g", xd, (double)got[k],
-                         k ? "vector kernel" : "sv_gelu", y);
+                fail_msg("gelu(%.9g) = %.9g (%s), expected %.9g", xd, (double)got[k], src[k], y);
         }
-        double eg = fabs(got[2] - dy), eg2 = fabs(dh[i] - dy);
+        double eg = fabs(got[3] - dy), eg2 = fabs(dh[i] - dy);
         if (eg2 > eg) eg = eg2;
         if (eg > worst_g) worst_g = eg;
         if (!(eg <= 1e-6))
             fail_msg("gelu'(%.9g) = %.9g (sv_gelu_grad) / %.9g (backward kernel), expected %.9g",
-                     xd, (double)got[2], (double)dh[i], dy);
+                     xd, (double)got[3], (double)dh[i], dy);
     }
     print_message("gelu on [-12, 12]: max |error| %.2g, derivative %.2g\n", worst, worst_g);
     /* Far tails: exactly x and 0 to float precision; derivative 1 and 0. */
@@ -359,63 +364,72 @@ static void test_gelu_grid(void **state) {
     assert_close(sv_gelu(-30.f), 0.0, 0, 1e-30);
     assert_close(sv_gelu_grad(30.f), 1.0, 0, 1e-7);
     assert_close(sv_gelu_grad(-30.f), 0.0, 0, 1e-30);
-    sv_free(x); sv_free(a); sv_free(one); sv_free(dh);
+    sv_free(x); sv_free(a); sv_free(a2); sv_free(one); sv_free(dh); sv_free(g);
 }
 
-/* N samples of L tokens x H channels; h is the pre-bias input, hb the
- * kernel's in-place h + bias. */
+/* N samples of L tokens x H channels; h is the pre-bias input, hb the copy
+ * that the training forward overwrites with da/dh. */
 typedef struct {
     int N, L, H;
     const uint64_t *keys;
     float p;
     float *h, *b, *hb, *a, *R;
-    uint8_t *mask;
 } gd_ctx;
 
 static double gd_loss(void *c) {
     gd_ctx *d = c;
     size_t n = (size_t)d->N * d->L * d->H;
     memcpy(d->hb, d->h, n * sizeof(float));
-    sv_gelu_dropout_forward(d->a, d->mask, d->hb, d->b, d->N, d->L, d->H, d->keys, d->p);
+    sv_gelu_dropout_forward(d->a, d->hb, d->b, d->N, d->L, d->H, d->keys, d->p, 1);
     return dot(d->a, d->R, n);
+}
+
+/* The documented mask rule, computed independently of the kernels. */
+static int kept(const uint64_t *keys, float p, size_t per, size_t j) {
+    if (!keys || p <= 0.f) return 1;
+    return sv_rng_bits24(keys[j / per], (uint32_t)(j % per)) >= sv_rng_threshold24(p);
 }
 
 static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     gd_ctx d = {.N = 3, .L = 4, .H = 5, .keys = keys, .p = p};
     size_t n = (size_t)d.N * d.L * d.H;
     d.h = falloc(n); d.hb = falloc(n); d.a = falloc(n); d.R = falloc(n); d.b = falloc(d.H);
-    d.mask = sv_alloc(n, "mask");
     fill_uniform(d.h, n, 20, 3.f);
     fill_uniform(d.b, d.H, 23, 1.f);
     fill_uniform(d.R, n, 21, 1.f);
     gd_loss(&d);
     int use_mask = keys && p > 0;
     float *dh = falloc(n), *db = falloc(d.H);
-    sv_gelu_dropout_backward(dh, db, d.R, d.hb, d.mask, d.N, d.L, d.H, use_mask, p);
+    sv_gelu_dropout_backward(dh, db, d.R, d.hb, d.N * d.L, d.H);
     check_fd("gelu/dropout dh", d.h, dh, n, gd_loss, &d);
     check_fd("gelu/dropout dbias", d.b, db, d.H, gd_loss, &d);
-    /* Forward values (h + bias is left in hb) and the in-place (dh aliases
-     * da) backward. */
+    /* Forward values, the saved derivative, the inference path and the
+     * in-place (dh aliases da) backward. */
     gd_loss(&d);
-    size_t dropped = 0;
+    float *a_inf = falloc(n), *h_copy = falloc(n);
+    memcpy(h_copy, d.h, n * sizeof(float));
+    sv_gelu_dropout_forward(a_inf, d.h, d.b, d.N, d.L, d.H, d.keys, d.p, 0);
+    assert_memory_equal(h_copy, d.h, n * sizeof(float)); /* read only */
+    size_t dropped = 0, per = (size_t)d.L * d.H;
     for (size_t j = 0; j < n; j++) {
         double hj = (double)d.h[j] + d.b[j % d.H];
-        assert_close(d.hb[j], hj, 1e-7, 1e-7);
-        double e = 0.5 * hj * (1.0 + erf(hj / sqrt(2.0)));
-        if (use_mask) {
-            assert_true(d.mask[j] == 0 || d.mask[j] == 1);
-            e = d.mask[j] ? e / (1.0 - p) : 0.0;
-            dropped += !d.mask[j];
-        }
-        assert_close(d.a[j], e, 1e-5, 1e-6);
+        double cdf = 0.5 * (1.0 + erf(hj / sqrt(2.0)));
+        double e = hj * cdf, de = cdf + hj * exp(-0.5 * hj * hj) / sqrt(2.0 * M_PI);
+        int k = kept(keys, p, per, j);
+        dropped += !k;
+        double s = k ? 1.0 / (1.0 - (use_mask ? p : 0.0)) : 0.0;
+        assert_close(d.a[j], e * s, 1e-5, 1e-6);
+        assert_close(a_inf[j], e * s, 1e-5, 1e-6);
+        assert_close(d.hb[j], de * s, 1e-5, 1e-6);
     }
     if (use_mask) assert_true(dropped > 0 && dropped < n);
+    sv_free(a_inf); sv_free(h_copy);
     float *inplace = falloc(n);
     memcpy(inplace, d.R, n * sizeof(float));
-    sv_gelu_dropout_backward(inplace, NULL, inplace, d.hb, d.mask, d.N, d.L, d.H, use_mask, p);
+    sv_gelu_dropout_backward(inplace, NULL, inplace, d.hb, d.N * d.L, d.H);
     assert_arrays_close("gelu/dropout in-place backward", inplace, dh, n, 0, 0);
     sv_free(inplace); sv_free(dh); sv_free(db);
-    sv_free(d.h); sv_free(d.hb); sv_free(d.b); sv_free(d.a); sv_free(d.R); sv_free(d.mask);
+    sv_free(d.h); sv_free(d.hb); sv_free(d.b); sv_free(d.a); sv_free(d.R);
 }
 
 static void test_gelu_dropout_fd_no_mask(void **state) {
@@ -430,20 +444,6 @@ static void test_gelu_dropout_fd_mask(void **state) {
     uint64_t keys[3];
     for (int n = 0; n < 3; n++) keys[n] = sv_rng_key(5, SV_RNG_DROPOUT, 0, (uint64_t)n, 0);
     run_gelu_dropout_fd(keys, 0.3f);
-}
-
-/* keys == NULL: the mask buffer is left untouched. */
-static void test_gelu_dropout_mask_untouched(void **state) {
-    (void)state;
-    float h[8], a[8];
-    uint8_t mask[8];
-    fill_uniform(h, 8, 22, 1.f);
-    memset(mask, 0xAB, sizeof mask);
-    sv_gelu_dropout_forward(a, mask, h, NULL, 2, 2, 2, NULL, 0.5f);
-    for (int i = 0; i < 8; i++) {
-        assert_int_equal(mask[i], 0xAB);
-        assert_close(a[i], sv_gelu(h[i]), 0, 0);
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -551,6 +551,14 @@ static void test_drop_path_scales(void **state) {
 /* ------------------------------------------------------------------------ */
 /* Dropout masks: determinism and rate                                       */
 
+/* The GELU kernel's mask, read off its output: with h in [0.5, 1.5],
+ * gelu(h) > 0.3, so a == 0 exactly where an element was dropped. */
+static void gelu_mask(uint8_t *m, float *a, float *h, int N, int L, int H,
+                      const uint64_t *keys, float p) {
+    sv_gelu_dropout_forward(a, h, NULL, N, L, H, keys, p, 0);
+    for (size_t j = 0; j < (size_t)N * L * H; j++) m[j] = a[j] != 0.f;
+}
+
 static void test_dropout_masks(void **state) {
     (void)state;
     enum { N = 4 };
@@ -563,7 +571,8 @@ static void test_dropout_masks(void **state) {
         k1[s] = sv_rng_key(42, SV_RNG_DROPOUT, 7, (uint64_t)s, 0);
         k2[s] = sv_rng_key(42, SV_RNG_DROPOUT, 7, (uint64_t)s, 1); /* another layer */
     }
-    fill_uniform(h, n, 40, 1.f);
+    fill_uniform(h, n, 40, 0.5f);
+    for (size_t j = 0; j < n; j++) h[j] += 1.f;
     /* Keep iff bits >= ceil(p * 2^24): hand values. */
     assert_int_equal(sv_rng_threshold24(0.f), 0);
     assert_int_equal(sv_rng_threshold24(0.5f), 8388608);
@@ -574,10 +583,10 @@ static void test_dropout_masks(void **state) {
         float p = rates[r];
         /* 125 tokens x 200 channels: the counter is the element index inside
          * the sample, so any factorisation of per gives the same mask. */
-        sv_gelu_dropout_forward(a, m1, h, NULL, N, 125, 200, k1, p);
-        sv_gelu_dropout_forward(a, m2, h, NULL, N, 1, (int)per, k1, p);
+        gelu_mask(m1, a, h, N, 125, 200, k1, p);
+        gelu_mask(m2, a, h, N, 1, (int)per, k1, p);
         assert_memory_equal(m1, m2, n);
-        sv_gelu_dropout_forward(a, m3, h, NULL, N, 125, 200, k2, p);
+        gelu_mask(m3, a, h, N, 125, 200, k2, p);
         size_t dropped = 0, differ = 0;
         for (size_t j = 0; j < n; j++) {
             dropped += m1[j] == 0;
@@ -594,10 +603,11 @@ static void test_dropout_masks(void **state) {
         }
         /* Samples with different keys get different masks. */
         assert_true(memcmp(m1, m1 + per, per) != 0);
-        /* The residual dropout is deterministic too, with the same rate. */
-        sv_residual_dropout_forward(out, m2, h, h, NULL, N, 125, 200, k2, p, NULL);
-        sv_residual_dropout_forward(out, m3, h, h, NULL, N, 1, (int)per, k2, p, NULL);
+        /* The residual dropout draws by the same rule: same key, same mask. */
+        sv_residual_dropout_forward(out, m2, h, h, NULL, N, 125, 200, k1, p, NULL);
+        sv_residual_dropout_forward(out, m3, h, h, NULL, N, 1, (int)per, k1, p, NULL);
         assert_memory_equal(m2, m3, n);
+        assert_memory_equal(m2, m1, n);
         dropped = 0;
         for (size_t j = 0; j < n; j++) dropped += m2[j] == 0;
         assert_close((double)dropped / n, p, 0, 0.01);
@@ -605,8 +615,8 @@ static void test_dropout_masks(void **state) {
     /* The mask depends on the key only, not on the batch position: the same
      * key at another row gives the same row mask. */
     uint64_t swapped[N] = {k1[1], k1[0], k1[2], k1[3]};
-    sv_gelu_dropout_forward(a, m1, h, NULL, N, 125, 200, k1, 0.2f);
-    sv_gelu_dropout_forward(a, m2, h, NULL, N, 125, 200, swapped, 0.2f);
+    gelu_mask(m1, a, h, N, 125, 200, k1, 0.2f);
+    gelu_mask(m2, a, h, N, 125, 200, swapped, 0.2f);
     assert_memory_equal(m1, m2 + per, per);
     assert_memory_equal(m1 + per, m2, per);
     sv_free(h); sv_free(a); sv_free(out); sv_free(m1); sv_free(m2); sv_free(m3);
@@ -1202,7 +1212,6 @@ int main(void) {
         cmocka_unit_test(test_gelu_grid),
         cmocka_unit_test(test_gelu_dropout_fd_no_mask),
         cmocka_unit_test(test_gelu_dropout_fd_mask),
-        cmocka_unit_test(test_gelu_dropout_mask_untouched),
         cmocka_unit_test(test_residual_dropout_drop_path_fd),
         cmocka_unit_test(test_drop_path_scales),
         cmocka_unit_test(test_dropout_masks),

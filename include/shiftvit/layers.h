@@ -55,20 +55,22 @@ float sv_gelu_grad(float x); /* d gelu / dx = Phi(x) + x phi(x) */
 
 /* Fused fc1 bias + GELU + dropout (Srivastava et al. 2014, inverted scaling).
  * h: [N][L][H] (N samples, L tokens each, H channels), the fc1 GEMM output
- * WITHOUT bias; on return h holds h + bias (bias[H], may be NULL), the
- * pre-activation that backward needs. a[N][L][H] = gelu(h) * mask / keep with
- * keep = 1 - p; the mask [N][L][H] (bytes 0/1) is drawn per element from
- * stream keys[n] (one key per sample) with counter l*H + c, kept iff
+ * WITHOUT bias; x = h + bias (bias[H], may be NULL).
+ * a[N][L][H] = gelu(x) * m / keep with keep = 1 - p and m in {0, 1} drawn per
+ * element from stream keys[n] (one key per sample), counter l*H + c: kept iff
  * sv_rng_bits24 >= sv_rng_threshold24(p) (rng.h). keys == NULL or p == 0: no
- * dropout, mask untouched. */
-void sv_gelu_dropout_forward(float *a, uint8_t *mask, float *h, const float *bias,
-                             int N, int L, int H, const uint64_t *keys, float p);
-/* dh = da * mask / keep * gelu'(h) (overwrites dh; dh may alias da);
- * dbias[H] = column sums of dh over the N*L rows (overwritten; skipped when
+ * dropout (m = 1, keep = 1).
+ * save_grad != 0 (training): on return h holds da/dx = m / keep * gelu'(x),
+ * everything sv_gelu_dropout_backward needs (no mask, no second erf).
+ * save_grad == 0: h is only read. */
+void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L,
+                             int H, const uint64_t *keys, float p, int save_grad);
+/* dh[T][H] = da * grad, with grad the h that sv_gelu_dropout_forward left
+ * (save_grad != 0), T = N*L; overwrites dh, which may alias da.
+ * dbias[H] = column sums of dh over the T rows (overwritten; skipped when
  * NULL) -- the fc1 bias gradient, fused here to save a sweep over dh. */
 void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
-                              const float *h, const uint8_t *mask, int N, int L,
-                              int H, int use_mask, float p);
+                              const float *grad, int T, int H);
 
 /* Fused fc2 bias + dropout + drop path + residual (drop path: Huang et al.
  * 2016, "Deep Networks with Stochastic Depth"):
