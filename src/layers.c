@@ -9,8 +9,9 @@
 #include "shiftvit/common.h"
 #include "shiftvit/rng.h"
 
-/* Per-thread partial sums for column reductions: nthreads x 2 x max_channels. */
-static float *g_scratch;
+/* Per-thread partial sums for column reductions (nthreads x 2 x
+ * max_channels) and one row of max_channels per thread (g_rows). */
+static float *g_scratch, *g_rows;
 static int g_scratch_channels;
 static int g_scratch_threads;
 
@@ -19,8 +20,10 @@ void sv_layers_reserve(int max_channels) {
     if (g_scratch && max_channels <= g_scratch_channels && nt <= g_scratch_threads)
         return;
     sv_free(g_scratch);
+    sv_free(g_rows);
     g_scratch = sv_alloc((size_t)nt * 2 * (size_t)max_channels * sizeof(float),
                          "layer scratch");
+    g_rows = sv_alloc((size_t)nt * (size_t)max_channels * sizeof(float), "layer scratch");
     g_scratch_channels = max_channels;
     g_scratch_threads = nt;
 }
@@ -117,31 +120,74 @@ void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
     if (db) column_sums(db, dy, T, out);
 }
 
+/* One row of LayerNorm. Two passes (mean, then squared deviations) keep the
+ * variance accurate for large means, and each pass vectorises. */
+static inline void ln_row_forward(float *restrict y, float *mean, float *rstd,
+                                  const float *restrict x, const float *gamma,
+                                  const float *beta, int C, float eps) {
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < C; c++) s += x[c];
+    float m = s / (float)C;
+    float v = 0.f;
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) {
+        float d = x[c] - m;
+        v += d * d;
+    }
+    float r = 1.0f / sqrtf(v / (float)C + eps);
+#pragma omp simd
+    for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * gamma[c] + beta[c];
+    *mean = m;
+    *rstd = r;
+}
+
+/* One row of the LayerNorm backward: out = base + input gradient (base may
+ * alias out; NULL: out = the input gradient), parameter gradients
+ * accumulated into pg, pb. */
+static inline void ln_row_backward(float *out, const float *base, float *pg, float *pb,
+                                   const float *dy, const float *x, float m, float r,
+                                   const float *gamma, int C) {
+    float sum_g = 0.f, sum_gx = 0.f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int c = 0; c < C; c++) {
+        float xh = (x[c] - m) * r;
+        float g = dy[c] * gamma[c];
+        pg[c] += dy[c] * xh;
+        pb[c] += dy[c];
+        sum_g += g;
+        sum_gx += g * xh;
+    }
+    sum_g /= C;
+    sum_gx /= C;
+    if (base) {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r;
+            out[c] = base[c] + r * (dy[c] * gamma[c] - sum_g - xh * sum_gx);
+        }
+    } else {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r;
+            out[c] = r * (dy[c] * gamma[c] - sum_g - xh * sum_gx);
+        }
+    }
+}
+
 void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int T, int C,
                           float eps) {
 #pragma omp parallel for
-    for (long t = 0; t < T; t++) {
-        const float *xr = x + t * C;
-        float *yr = y + t * C;
-        /* Two passes (mean, then squared deviations) keep the variance
-         * accurate for large means, and each pass vectorises. */
-        float s = 0.f;
-#pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += xr[c];
-        float m = s / (float)C;
-        float v = 0.f;
-#pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) {
-            float d = xr[c] - m;
-            v += d * d;
-        }
-        float r = 1.0f / sqrtf(v / (float)C + eps);
-#pragma omp simd
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * gamma[c] + beta[c];
-        mean[t] = m;
-        rstd[t] = r;
-    }
+    for (long t = 0; t < T; t++)
+        ln_row_forward(y + t * C, mean + t, rstd + t, x + t * C, gamma, beta, C, eps);
+}
+
+/* Rows [lo, hi) of the calling thread's even share of T rows. */
+static void thread_rows(long T, long *lo, long *hi) {
+    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    *lo = T * tid / nth;
+    *hi = T * (tid + 1) / nth;
 }
 
 void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
@@ -149,32 +195,13 @@ void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
                            const float *rstd, const float *gamma, int T, int C) {
 #pragma omp parallel num_threads(partials_threads(C))
     {
-        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         float *pg = partials_slab(C);
         float *pb = pg + C;
-        long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
-        for (long t = lo; t < hi; t++) {
-            const float *xr = x + t * C, *dyr = dy + t * C;
-            float *dxr = dx + t * C;
-            float m = mean[t], r = rstd[t];
-            float sum_g = 0.f, sum_gx = 0.f;
-#pragma omp simd reduction(+ : sum_g, sum_gx)
-            for (int c = 0; c < C; c++) {
-                float xh = (xr[c] - m) * r;
-                float g = dyr[c] * gamma[c];
-                pg[c] += dyr[c] * xh;
-                pb[c] += dyr[c];
-                sum_g += g;
-                sum_gx += g * xh;
-            }
-            sum_g /= C;
-            sum_gx /= C;
-#pragma omp simd
-            for (int c = 0; c < C; c++) {
-                float xh = (xr[c] - m) * r;
-                dxr[c] += r * (dyr[c] * gamma[c] - sum_g - xh * sum_gx);
-            }
-        }
+        long lo, hi;
+        thread_rows(T, &lo, &hi);
+        for (long t = lo; t < hi; t++)
+            ln_row_backward(dx + t * C, dx + t * C, pg, pb, dy + t * C, x + t * C, mean[t],
+                            rstd[t], gamma, C);
         partials_combine(dgamma, dbeta, C);
     }
 }
@@ -276,13 +303,6 @@ void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L
             }
         }
     }
-}
-
-/* Rows [lo, hi) of the calling thread's even share of T rows. */
-static void thread_rows(long T, long *lo, long *hi) {
-    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    *lo = T * tid / nth;
-    *hi = T * (tid + 1) / nth;
 }
 
 void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
@@ -388,30 +408,32 @@ static inline void copy_or_zero(float *restrict dst, const float *restrict src, 
     }
 }
 
-/* Shared by forward (sign = +1) and backward (sign = -1, the opposite shift):
- * y[n][h][w][c] = x[n][h + sy][w + sx][c] or 0 outside, where the group of c
- * sets (sx, sy): left out[w] = in[w + 1], right out[w] = in[w - 1], up
- * out[h] = in[h + 1], down out[h] = in[h - 1] (times `pixel`). Each token is
- * five contiguous copies: one per shifted group and the unshifted rest. */
+/* One output token of the shift: y[n][h][w][c] = x[n][h + sy][w + sx][c] or
+ * 0 outside, where the group of c sets (sx, sy) (times d = pixel for the
+ * forward shift, -pixel for its adjoint): left out[w] = in[w + 1], right
+ * out[w] = in[w - 1], up out[h] = in[h + 1], down out[h] = in[h - 1]. Five
+ * contiguous copies: one per shifted group and the unshifted rest. xr points
+ * at x's token (n, h, w). */
+static inline void shift_token(float *yr, const float *xr, int h, int w, int H, int W,
+                               int C, int g, int d) {
+    int wl = w + d, wr = w - d, hu = h + d, hd = h - d;
+    copy_or_zero(yr, (wl >= 0 && wl < W) ? xr + (ptrdiff_t)d * C : NULL, g);
+    copy_or_zero(yr + g, (wr >= 0 && wr < W) ? xr + g - (ptrdiff_t)d * C : NULL, g);
+    copy_or_zero(yr + 2 * g, (hu >= 0 && hu < H) ? xr + 2 * g + (ptrdiff_t)d * W * C : NULL, g);
+    copy_or_zero(yr + 3 * g, (hd >= 0 && hd < H) ? xr + 3 * g - (ptrdiff_t)d * W * C : NULL, g);
+    copy_or_zero(yr + 4 * g, xr + 4 * g, C - 4 * g);
+}
+
 static void shift_apply(float *y, const float *x, int N, int H, int W, int C,
                         int num_div, int pixel, int sign) {
     int g = C / num_div, d = pixel * sign;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < H; h++) {
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++)
             for (int w = 0; w < W; w++) {
                 size_t tok = ((size_t)n * H + h) * W + w;
-                float *yr = y + tok * C;
-                const float *xr = x + tok * C;
-                int wl = w + d, wr = w - d, hu = h + d, hd = h - d;
-                copy_or_zero(yr, (wl >= 0 && wl < W) ? xr + (ptrdiff_t)d * C : NULL, g);
-                copy_or_zero(yr + g, (wr >= 0 && wr < W) ? xr + g - (ptrdiff_t)d * C : NULL, g);
-                copy_or_zero(yr + 2 * g, (hu >= 0 && hu < H) ? xr + 2 * g + (ptrdiff_t)d * W * C : NULL, g);
-                copy_or_zero(yr + 3 * g, (hd >= 0 && hd < H) ? xr + 3 * g - (ptrdiff_t)d * W * C : NULL, g);
-                copy_or_zero(yr + 4 * g, xr + 4 * g, C - 4 * g);
+                shift_token(y + tok * C, x + tok * C, h, w, H, W, C, g, d);
             }
-        }
-    }
 }
 
 void sv_shift_forward(float *y, const float *x, int N, int H, int W, int C,
@@ -422,6 +444,67 @@ void sv_shift_forward(float *y, const float *x, int N, int H, int W, int C,
 void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
                        int num_div, int pixel) {
     shift_apply(dx, dy, N, H, W, C, num_div, pixel, -1);
+}
+
+void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
+                                const float *x, const float *gamma, const float *beta,
+                                int N, int H, int W, int C, int num_div, int pixel,
+                                float eps) {
+    int g = C / num_div;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++) {
+                size_t tok = ((size_t)n * H + h) * W + w;
+                shift_token(xs + tok * C, x + tok * C, h, w, H, W, C, g, pixel);
+                ln_row_forward(y + tok * C, mean + tok, rstd + tok, xs + tok * C, gamma, beta,
+                               C, eps);
+            }
+}
+
+/* The adjoint of the shift, written from the source side: token (h, w)'s
+ * gradient row v goes to the tokens its channel groups were shifted to, and
+ * the groups of dx that no token reaches (a border `pixel` wide) are zeroed
+ * by their own token. Every element of dx is written exactly once. */
+static inline void unshift_token(float *dx_tok, const float *v, int h, int w, int H,
+                                 int W, int C, int g, int d) {
+    ptrdiff_t row = (ptrdiff_t)W * C;
+    /* left: xs[w] = x[w + d], so x[w + d] receives v[w]; x[w < d] nothing. */
+    if (w + d < W) copy_or_zero(dx_tok + (ptrdiff_t)d * C, v, g);
+    if (w < d) copy_or_zero(dx_tok, NULL, g);
+    /* right: x[w - d] receives v[w]; x[w >= W - d] nothing. */
+    if (w - d >= 0) copy_or_zero(dx_tok - (ptrdiff_t)d * C + g, v + g, g);
+    if (w >= W - d) copy_or_zero(dx_tok + g, NULL, g);
+    /* up: x[h + d] receives v[h]; down: x[h - d] receives v[h]. */
+    if (h + d < H) copy_or_zero(dx_tok + d * row + 2 * g, v + 2 * g, g);
+    if (h < d) copy_or_zero(dx_tok + 2 * g, NULL, g);
+    if (h - d >= 0) copy_or_zero(dx_tok - d * row + 3 * g, v + 3 * g, g);
+    if (h >= H - d) copy_or_zero(dx_tok + 3 * g, NULL, g);
+    copy_or_zero(dx_tok + 4 * g, v + 4 * g, C - 4 * g);
+}
+
+void sv_layernorm_shift_backward(float *dx, float *dgamma, float *dbeta,
+                                 const float *dres, const float *dy, const float *xs,
+                                 const float *mean, const float *rstd,
+                                 const float *gamma, int N, int H, int W, int C,
+                                 int num_div, int pixel) {
+    int g = C / num_div;
+    long T = (long)N * H * W;
+#pragma omp parallel num_threads(partials_threads(C))
+    {
+        float *pg = partials_slab(C);
+        float *pb = pg + C;
+        float *v = g_rows + (size_t)omp_get_thread_num() * g_scratch_channels;
+        long lo, hi;
+        thread_rows(T, &lo, &hi);
+        for (long t = lo; t < hi; t++) {
+            int w = (int)(t % W), h = (int)(t / W % H);
+            ln_row_backward(v, dres + t * C, pg, pb, dy + t * C, xs + t * C, mean[t], rstd[t],
+                            gamma, C);
+            unshift_token(dx + t * C, v, h, w, H, W, C, g, pixel);
+        }
+        partials_combine(dgamma, dbeta, C);
+    }
 }
 
 void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
@@ -460,6 +543,57 @@ void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
                                    src + (size_t)(kh * k + kw) * C, (size_t)C * sizeof(float));
                     }
             }
+}
+
+void sv_layernorm_window_forward(float *cols, float *mean, float *rstd, const float *x,
+                                 const float *gamma, const float *beta, int N, int H, int W,
+                                 int C, int k, float eps) {
+    int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+#pragma omp parallel for collapse(3) schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < Ho; i++)
+            for (int j = 0; j < Wo; j++) {
+                float *dst = cols + (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
+                for (int kh = 0; kh < k; kh++)
+                    for (int kw = 0; kw < k; kw++) {
+                        int yy = i * k + kh, xx = j * k + kw;
+                        float *d = dst + (size_t)(kh * k + kw) * C;
+                        if (yy < H && xx < W) {
+                            size_t t = ((size_t)n * H + yy) * W + xx;
+                            ln_row_forward(d, mean + t, rstd + t, x + t * C, gamma, beta, C, eps);
+                        } else {
+                            copy_or_zero(d, NULL, C);
+                        }
+                    }
+            }
+}
+
+void sv_layernorm_window_backward(float *dx, float *dgamma, float *dbeta,
+                                  const float *dcols, const float *x, const float *mean,
+                                  const float *rstd, const float *gamma, int N, int H,
+                                  int W, int C, int k) {
+    int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+    long windows = (long)N * Ho * Wo;
+#pragma omp parallel num_threads(partials_threads(C))
+    {
+        float *pg = partials_slab(C);
+        float *pb = pg + C;
+        long lo, hi;
+        thread_rows(windows, &lo, &hi);
+        for (long o = lo; o < hi; o++) {
+            int j = (int)(o % Wo), i = (int)(o / Wo % Ho), n = (int)(o / ((long)Wo * Ho));
+            const float *src = dcols + (size_t)o * (size_t)(k * k * C);
+            for (int kh = 0; kh < k; kh++)
+                for (int kw = 0; kw < k; kw++) {
+                    int yy = i * k + kh, xx = j * k + kw;
+                    if (yy >= H || xx >= W) continue; /* padding: no input */
+                    size_t t = ((size_t)n * H + yy) * W + xx;
+                    ln_row_backward(dx + t * C, NULL, pg, pb, src + (size_t)(kh * k + kw) * C,
+                                    x + t * C, mean[t], rstd[t], gamma, C);
+                }
+        }
+        partials_combine(dgamma, dbeta, C);
+    }
 }
 
 void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C) {

@@ -32,8 +32,8 @@ typedef struct {
 
 typedef struct {
     merge_params p;
-    float *ln, *mean, *rstd; /* LayerNorm of the stage output [T][C], [T] */
-    float *cols;             /* 2x2 windows                  [To][4C] */
+    float *mean, *rstd;      /* LayerNorm statistics of the stage output [T] */
+    float *cols;             /* LayerNorm output in 2x2 windows [To][4C] */
     float *out;              /* merged tokens                [To][2C] */
 } merge_acts;
 
@@ -154,7 +154,6 @@ static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
         merge_acts *M = &A->merges[s];
         int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
         size_t T = (size_t)N * S * S, To = (size_t)N * So * So;
-        M->ln = fbuf(T * C, "patch merging activations");
         M->mean = fbuf(T, "patch merging activations");
         M->rstd = fbuf(T, "patch merging activations");
         M->cols = fbuf(To * 4 * C, "patch merging activations");
@@ -241,7 +240,7 @@ void sv_model_free(sv_model *m) {
         }
         for (int s = 0; s < SV_NUM_STAGES - 1; s++) {
             merge_acts *M = &A->merges[s];
-            sv_free(M->ln); sv_free(M->mean); sv_free(M->rstd); sv_free(M->cols); sv_free(M->out);
+            sv_free(M->mean); sv_free(M->rstd); sv_free(M->cols); sv_free(M->out);
         }
         sv_free(A->blocks); sv_free(A->patch_cols); sv_free(A->patch_out);
         sv_free(A->pooled); sv_free(A->logits); sv_free(A->z); sv_free(A->dh);
@@ -296,8 +295,8 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
     int T = N * S * S;
     int training = rng != NULL;
     if (training) draw_keys(B, N, rng);
-    sv_shift_forward(B->xs, x, N, S, S, C, m->num_div, m->shift_pixel);
-    sv_layernorm_forward(B->ln, B->mean, B->rstd, B->xs, P(m, B->p.ln_g), P(m, B->p.ln_b), T, C, m->eps);
+    sv_shift_layernorm_forward(B->xs, B->ln, B->mean, B->rstd, x, P(m, B->p.ln_g),
+                               P(m, B->p.ln_b), N, S, S, C, m->num_div, m->shift_pixel, m->eps);
     /* The biases are added inside the GELU and residual kernels, which sweep
      * over those tensors anyway. */
     sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
@@ -313,8 +312,8 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
 static void merge_forward(sv_model *m, int s, const float *x, int N) {
     merge_acts *M = &m->acts->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_layernorm_forward(M->ln, M->mean, M->rstd, x, P(m, M->p.ln_g), P(m, M->p.ln_b), N * S * S, C, m->eps);
-    sv_window_gather(M->cols, M->ln, N, S, S, C, 2);
+    sv_layernorm_window_forward(M->cols, M->mean, M->rstd, x, P(m, M->p.ln_g), P(m, M->p.ln_b),
+                                N, S, S, C, 2, m->eps);
     sv_dense_forward(M->out, M->cols, P(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
 }
 
@@ -366,11 +365,11 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
     sv_dense_backward(A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of
-     * xs; LayerNorm's input gradient accumulates onto it. */
-    sv_layernorm_backward(dy, G(m, B->p.ln_g), G(m, B->p.ln_b), A->dln, B->xs, B->mean, B->rstd,
-                          P(m, B->p.ln_g), T, C);
+     * xs; LayerNorm's input gradient adds to it before the shift's adjoint. */
+    sv_layernorm_shift_backward(dx, G(m, B->p.ln_g), G(m, B->p.ln_b), dy, A->dln, B->xs,
+                                B->mean, B->rstd, P(m, B->p.ln_g), N, S, S, C, m->num_div,
+                                m->shift_pixel);
     notify(m, ready, ctx, B->p.ln_g);
-    sv_shift_backward(dx, dy, N, S, S, C, m->num_div, m->shift_pixel);
 }
 
 static void merge_backward(sv_model *m, int s, const float *x, float *dy, float *dx,
@@ -378,13 +377,10 @@ static void merge_backward(sv_model *m, int s, const float *x, float *dy, float 
     struct sv_model_acts *A = m->acts;
     merge_acts *M = &A->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    int T = N * S * S;
     sv_dense_backward(A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
     notify(m, ready, ctx, M->p.red_w);
-    sv_window_scatter(A->dln, A->dcols, N, S, S, C, 2);
-    memset(dx, 0, (size_t)T * C * sizeof(float));
-    sv_layernorm_backward(dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dln, x, M->mean, M->rstd,
-                          P(m, M->p.ln_g), T, C);
+    sv_layernorm_window_backward(dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dcols, x, M->mean,
+                                 M->rstd, P(m, M->p.ln_g), N, S, S, C, 2);
     notify(m, ready, ctx, M->p.ln_g);
 }
 

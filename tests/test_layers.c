@@ -744,6 +744,90 @@ static void test_shift_hand(void **state) {
     check_shift_hand(2, maps2);
 }
 
+/* The fused shift + LayerNorm kernels against the separate kernels that the
+ * FD tests above verify: same values, every output element written, for
+ * pixel 0, 1, 2 and one larger than the width (everything shifted out), on a
+ * non-square map. */
+static void test_shift_layernorm_fused(void **state) {
+    (void)state;
+    enum { N = 2, H = 3, W = 4, C = 12, DIV = 4, T = N * H * W };
+    const size_t n = (size_t)T * C;
+    float *x = falloc(n), *gamma = falloc(C), *beta = falloc(C), *dres = falloc(n),
+          *dy = falloc(n);
+    fill_uniform(x, n, 50, 2.f);
+    fill_uniform(gamma, C, 51, 1.f);
+    fill_uniform(beta, C, 52, 1.f);
+    fill_uniform(dres, n, 53, 1.f);
+    fill_uniform(dy, n, 54, 1.f);
+    float *xs = falloc(n), *y = falloc(n), *mean = falloc(T), *rstd = falloc(T);
+    float *xs2 = falloc(n), *y2 = falloc(n), *mean2 = falloc(T), *rstd2 = falloc(T);
+    float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
+    float *acc = falloc(n), *dx2 = falloc(n), *dg2 = falloc(C), *db2 = falloc(C);
+    const int pixels[4] = {0, 1, 2, 5};
+    for (int k = 0; k < 4; k++) {
+        int pix = pixels[k];
+        for (size_t i = 0; i < n; i++) xs[i] = y[i] = dx[i] = NAN;
+        sv_shift_layernorm_forward(xs, y, mean, rstd, x, gamma, beta, N, H, W, C, DIV, pix, 1e-5f);
+        sv_shift_forward(xs2, x, N, H, W, C, DIV, pix);
+        sv_layernorm_forward(y2, mean2, rstd2, xs2, gamma, beta, T, C, 1e-5f);
+        assert_arrays_close("fused shift", xs, xs2, n, 0, 0);
+        assert_arrays_close("fused layernorm", y, y2, n, 1e-6, 1e-6);
+        assert_arrays_close("fused mean", mean, mean2, T, 1e-6, 1e-6);
+        assert_arrays_close("fused rstd", rstd, rstd2, T, 1e-6, 1e-6);
+        sv_layernorm_shift_backward(dx, dg, db, dres, dy, xs, mean, rstd, gamma, N, H, W, C, DIV,
+                                    pix);
+        memcpy(acc, dres, n * sizeof(float));
+        sv_layernorm_backward(acc, dg2, db2, dy, xs2, mean2, rstd2, gamma, T, C);
+        sv_shift_backward(dx2, acc, N, H, W, C, DIV, pix);
+        assert_arrays_close("fused backward dx", dx, dx2, n, 1e-5, 1e-6);
+        assert_arrays_close("fused backward dgamma", dg, dg2, C, 1e-5, 1e-6);
+        assert_arrays_close("fused backward dbeta", db, db2, C, 1e-5, 1e-6);
+    }
+    sv_free(x); sv_free(gamma); sv_free(beta); sv_free(dres); sv_free(dy);
+    sv_free(xs); sv_free(y); sv_free(mean); sv_free(rstd);
+    sv_free(xs2); sv_free(y2); sv_free(mean2); sv_free(rstd2);
+    sv_free(dx); sv_free(dg); sv_free(db); sv_free(acc); sv_free(dx2); sv_free(dg2); sv_free(db2);
+}
+
+/* The fused LayerNorm + window kernels of patch merging against LayerNorm
+ * then sv_window_gather / sv_window_scatter then LayerNorm backward: even
+ * map (4x6) and an odd one that pads (3x3 -> 2x2, as the recipe's last merge). */
+static void test_layernorm_window_fused(void **state) {
+    (void)state;
+    enum { N = 2, C = 8, K = 2 };
+    const int sizes[2][2] = {{4, 6}, {3, 3}};
+    for (int z = 0; z < 2; z++) {
+        int H = sizes[z][0], W = sizes[z][1], Ho = (H + 1) / 2, Wo = (W + 1) / 2;
+        size_t T = (size_t)N * H * W, n = T * C, nc = (size_t)N * Ho * Wo * K * K * C;
+        float *x = falloc(n), *gamma = falloc(C), *beta = falloc(C), *dcols = falloc(nc);
+        fill_uniform(x, n, 60, 2.f);
+        fill_uniform(gamma, C, 61, 1.f);
+        fill_uniform(beta, C, 62, 1.f);
+        fill_uniform(dcols, nc, 63, 1.f);
+        float *cols = falloc(nc), *mean = falloc(T), *rstd = falloc(T);
+        float *ln = falloc(n), *cols2 = falloc(nc), *mean2 = falloc(T), *rstd2 = falloc(T);
+        for (size_t i = 0; i < nc; i++) cols[i] = NAN;
+        sv_layernorm_window_forward(cols, mean, rstd, x, gamma, beta, N, H, W, C, K, 1e-5f);
+        sv_layernorm_forward(ln, mean2, rstd2, x, gamma, beta, (int)T, C, 1e-5f);
+        sv_window_gather(cols2, ln, N, H, W, C, K);
+        assert_arrays_close("fused window layernorm", cols, cols2, nc, 1e-6, 1e-6);
+        assert_arrays_close("fused window mean", mean, mean2, T, 1e-6, 1e-6);
+        float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
+        float *dln = falloc(n), *dx2 = falloc(n), *dg2 = falloc(C), *db2 = falloc(C);
+        for (size_t i = 0; i < n; i++) dx[i] = NAN;
+        sv_layernorm_window_backward(dx, dg, db, dcols, x, mean, rstd, gamma, N, H, W, C, K);
+        sv_window_scatter(dln, dcols, N, H, W, C, K);
+        memset(dx2, 0, n * sizeof(float));
+        sv_layernorm_backward(dx2, dg2, db2, dln, x, mean2, rstd2, gamma, (int)T, C);
+        assert_arrays_close("fused window backward dx", dx, dx2, n, 1e-5, 1e-6);
+        assert_arrays_close("fused window backward dgamma", dg, dg2, C, 1e-5, 1e-6);
+        assert_arrays_close("fused window backward dbeta", db, db2, C, 1e-5, 1e-6);
+        sv_free(x); sv_free(gamma); sv_free(beta); sv_free(dcols); sv_free(cols); sv_free(mean);
+        sv_free(rstd); sv_free(ln); sv_free(cols2); sv_free(mean2); sv_free(rstd2); sv_free(dx);
+        sv_free(dg); sv_free(db); sv_free(dln); sv_free(dx2); sv_free(dg2); sv_free(db2);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Window gather / scatter                                                   */
 
@@ -1217,6 +1301,8 @@ int main(void) {
         cmocka_unit_test(test_dropout_masks),
         cmocka_unit_test(test_shift_fd),
         cmocka_unit_test(test_shift_hand),
+        cmocka_unit_test_setup(test_shift_layernorm_fused, setup_reserve),
+        cmocka_unit_test_setup(test_layernorm_window_fused, setup_reserve),
         cmocka_unit_test(test_window_fd),
         cmocka_unit_test(test_window_hand),
         cmocka_unit_test(test_avgpool_fd),

@@ -102,6 +102,26 @@ void sv_shift_forward(float *y, const float *x, int N, int H, int W, int C,
 void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
                        int num_div, int pixel);
 
+/* Fused shift + LayerNorm (the first two steps of a shift block, SPEC
+ * section 1): xs = shift(x) as sv_shift_forward (saved: it is the residual
+ * base and LayerNorm's input), y = LayerNorm(xs) as sv_layernorm_forward.
+ * x, xs, y: [N][H][W][C]; mean, rstd: [N*H*W]. One sweep over x instead of
+ * two kernels. */
+void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
+                                const float *x, const float *gamma, const float *beta,
+                                int N, int H, int W, int C, int num_div, int pixel,
+                                float eps);
+/* Its backward, with the residual: dx = shift^T(dres + LayerNorm input
+ * gradient of dy at xs), where dres is the gradient reaching xs through the
+ * residual (the block output's gradient). dx: [N][H][W][C], OVERWRITTEN (the
+ * border groups that the shift drops get 0); dgamma, dbeta [C] overwritten.
+ * dres, dy and xs are read only. dx must not alias dres or dy. */
+void sv_layernorm_shift_backward(float *dx, float *dgamma, float *dbeta,
+                                 const float *dres, const float *dy, const float *xs,
+                                 const float *mean, const float *rstd,
+                                 const float *gamma, int N, int H, int W, int C,
+                                 int num_div, int pixel);
+
 /* Non-overlapping k x k windows with stride k and TensorFlow "same" padding
  * (zeros at the bottom/right only, when H or W is not a multiple of k):
  * cols[(n*Ho + i)*Wo + j][(kh*k + kw)*C + c] = x[n][i*k+kh][j*k+kw][c] or 0,
@@ -113,6 +133,21 @@ void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
  * Overwrites dx. Every input position lies in exactly one window. */
 void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
                        int C, int k);
+
+/* Fused LayerNorm + window gather (patch merging, SPEC section 1):
+ * cols = sv_window_gather(LayerNorm(x), k) with the same padding, without
+ * the intermediate [N][H][W][C] tensor. mean, rstd: [N*H*W] per input token;
+ * padded window positions are written as 0. */
+void sv_layernorm_window_forward(float *cols, float *mean, float *rstd, const float *x,
+                                 const float *gamma, const float *beta, int N, int H, int W,
+                                 int C, int k, float eps);
+/* Its backward: dx[N][H][W][C] = LayerNorm input gradient of the scattered
+ * dcols (OVERWRITES dx: every input token lies in exactly one window);
+ * dgamma, dbeta [C] overwritten. */
+void sv_layernorm_window_backward(float *dx, float *dgamma, float *dbeta,
+                                  const float *dcols, const float *x, const float *mean,
+                                  const float *rstd, const float *gamma, int N, int H,
+                                  int W, int C, int k);
 
 /* Global average pool: y[N][C] = mean over HW of x[N][HW][C]. */
 void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C);
