@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
-    sv_blis_select(argv, g_blis_desc, sizeof g_blis_desc);
+    sv_blis_select(g_blis_desc, sizeof g_blis_desc);
     char err[SV_ERR_LEN];
     if (sv_dist_init(&argc, &argv, &g_dist, err) != 0) {
         fprintf(stderr, "shiftvit: %s\n", err);

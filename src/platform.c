@@ -2,9 +2,11 @@
 #include "shiftvit/platform.h"
 
 #include <blis.h>
+#include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int cpu_has_avx512(void) {
@@ -18,47 +20,86 @@ static int cpu_has_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-int sv_blis_select(char **argv, char *desc, size_t len) {
+/* BLIS's own choice, asked in a child process: BLIS fixes its choice the
+ * first time it is asked, for the life of the process, so the parent must
+ * not ask before it has set BLIS_ARCH_TYPE. -1 if the probe failed. */
+static int blis_own_choice(void) {
+    int fd[2];
+    if (pipe(fd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        int id = (int)bli_arch_query_id();
+        ssize_t w = write(fd[1], &id, sizeof id);
+        _exit(w == (ssize_t)sizeof id ? 0 : 1);
+    }
+    close(fd[1]);
+    int id = -1;
+    if (read(fd[0], &id, sizeof id) != (ssize_t)sizeof id) id = -1;
+    close(fd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    return id;
+}
+
+int sv_blis_select(char *desc, size_t len) {
     const char *user = getenv("BLIS_ARCH_TYPE");
-    const char *picked = getenv("SHIFTVIT_BLIS_PICKED");
     char why[160] = "BLIS's own detection";
-    if (picked && *picked) {
-        snprintf(why, sizeof why, "selected by shiftvit: %s", picked);
-    } else if (user && *user) {
+    int overridden = 0;
+    if (user && *user) {
         snprintf(why, sizeof why, "BLIS_ARCH_TYPE=%s set by the user", user);
     } else {
         /* BLIS 0.9.0 knows no CPU newer than its tables: on Zen 5 it falls back
-         * to generic (or to AVX2 kernels on some VMs) although AVX-512 is there.
-         * It fixes its choice once per process and does not export its
-         * detector, so the program restarts itself with BLIS_ARCH_TYPE set,
-         * before MPI or anything else has started. */
-        arch_t have = bli_arch_query_id(), pick = have;
-        const char *what = NULL;
-        int have_avx512 = have == BLIS_ARCH_SKX || have == BLIS_ARCH_KNL;
-        if (cpu_has_avx512() && !have_avx512) { pick = BLIS_ARCH_SKX; what = "AVX-512"; }
-        else if (have == BLIS_ARCH_GENERIC && cpu_has_avx2()) { pick = BLIS_ARCH_HASWELL; what = "AVX2+FMA"; }
-        if (pick != have && argv) {
-            char num[16], note[96];
-            snprintf(num, sizeof num, "%d", (int)pick);
-            snprintf(note, sizeof note, "BLIS detected %s on a CPU with %s", bli_arch_string(have), what);
-            setenv("BLIS_ARCH_TYPE", num, 1);
-            setenv("SHIFTVIT_BLIS_PICKED", note, 1);
-            execv("/proc/self/exe", argv);
-            /* exec failed: carry on with BLIS's choice, and say so */
-            snprintf(why, sizeof why, "restarting with BLIS_ARCH_TYPE=%s failed", num);
+         * to generic (or to AVX2 kernels on some VMs) although AVX-512 is there. */
+        int have = blis_own_choice();
+        if (have < 0) {
+            snprintf(why, sizeof why, "BLIS's own detection; probing it in a child process failed");
+        } else {
+            int pick = have;
+            const char *what = NULL;
+            int have_avx512 = have == BLIS_ARCH_SKX || have == BLIS_ARCH_KNL;
+            if (cpu_has_avx512() && !have_avx512) { pick = BLIS_ARCH_SKX; what = "AVX-512"; }
+            else if (have == BLIS_ARCH_GENERIC && cpu_has_avx2()) { pick = BLIS_ARCH_HASWELL; what = "AVX2+FMA"; }
+            if (pick != have) {
+                char num[16];
+                snprintf(num, sizeof num, "%d", pick);
+                setenv("BLIS_ARCH_TYPE", num, 1);
+                snprintf(why, sizeof why, "selected by shiftvit: BLIS detected %s on a CPU with %s",
+                         bli_arch_string((arch_t)have), what);
+                overridden = 1;
+            }
         }
     }
     bli_init();
     if (desc)
         snprintf(desc, len, "BLIS %s sub-configuration %s (%s)", bli_info_get_version_str(),
                  bli_arch_string(bli_arch_query_id()), why);
-    return picked && *picked;
+    return overridden;
 }
 
 int sv_affinity(char *list, size_t len) {
+    /* The union over the OpenMP threads: with OMP_PROC_BIND each thread is
+     * pinned to its own place, so the calling thread alone would show one. */
     cpu_set_t set;
     CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+    int failed = 0;
+#pragma omp parallel
+    {
+        cpu_set_t mine;
+        CPU_ZERO(&mine);
+        int rc = sched_getaffinity(0, sizeof mine, &mine);
+#pragma omp critical(sv_affinity)
+        {
+            if (rc != 0) failed = 1;
+            else CPU_OR(&set, &set, &mine);
+        }
+    }
+    if (failed) {
         snprintf(list, len, "?");
         return 0;
     }

@@ -19,7 +19,7 @@ static const char *bin(void) {
 static void blis_line(const char *env, char *line, size_t n) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "env -u BLIS_ARCH_TYPE -u SHIFTVIT_BLIS_PICKED %s OMP_NUM_THREADS=1 %s bench -c configs/tiny.ini "
+             "env -u BLIS_ARCH_TYPE -u OMP_PROC_BIND -u OMP_PLACES %s OMP_NUM_THREADS=1 %s bench -c configs/tiny.ini "
              "--steps 1 --warmup 0 2>&1",
              env, bin());
     FILE *p = popen(cmd, "r");
@@ -56,10 +56,40 @@ static void test_user_choice_respected(void **state) {
     assert_non_null(strstr(line, "set by the user"));
 }
 
+/* OMP_PROC_BIND=true, common in HPC job scripts, must leave a rank its
+ * cores: libgomp pins the initial thread at start-up, and a program that
+ * re-executes itself (as this one once did to choose BLIS's kernels) inherits
+ * that one-CPU mask and runs all its threads on one core. The placement
+ * line of a 2-thread run must list as many CPUs as a run without binding. */
+static void test_proc_bind_keeps_cpus(void **state) {
+    (void)state;
+    char cmd[1024], buf[1024];
+    int cpus[2] = {-1, -1};
+    const char *envs[2] = {"", "OMP_PROC_BIND=true"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "env -u OMP_PROC_BIND -u OMP_PLACES %s OMP_NUM_THREADS=2 %s bench -c configs/tiny.ini "
+                 "--steps 1 --warmup 0 2>&1", envs[k], bin());
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        while (fgets(buf, sizeof buf, p)) {
+            const char *c = strstr(buf, " threads, CPUs ");
+            const char *open = c ? strchr(c, '(') : NULL;
+            if (open && cpus[k] < 0) cpus[k] = atoi(open + 1);
+        }
+        int st = pclose(p);
+        if (st != 0) fail_msg("%s exited with status %d", cmd, st);
+        if (cpus[k] < 1) fail_msg("%s printed no placement line", cmd);
+        print_message("      %s: %d CPU(s)\n", envs[k][0] ? envs[k] : "(no binding)", cpus[k]);
+    }
+    assert_int_equal(cpus[1], cpus[0]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_avx512_cpu_gets_skx),
         cmocka_unit_test(test_user_choice_respected),
+        cmocka_unit_test(test_proc_bind_keeps_cpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,16 +12,21 @@
  * some VMs), this selects `skx`; when BLIS picked generic on a CPU with
  * AVX2 + FMA, `haswell`.
  * BLIS fixes its choice once per process and does not export its CPU
- * detector, so the selection re-executes the program (execv of
- * /proc/self/exe with argv and BLIS_ARCH_TYPE set); call it first in main(),
- * before MPI_Init. Then initialises BLIS. Writes a one-line description of the choice into
- * desc (len bytes), e.g. "BLIS 0.9.0 sub-configuration skx (selected: BLIS
- * detected generic on a CPU with AVX-512)". Returns 1 if this process runs
- * with the overridden choice, 0 otherwise. */
-int sv_blis_select(char **argv, char *desc, size_t len);
+ * detector, so BLIS's own choice is asked in a forked child; the parent then
+ * sets BLIS_ARCH_TYPE before its first BLIS call. (An earlier version
+ * re-executed the program instead; under OMP_PROC_BIND=true libgomp had
+ * already pinned the process to one CPU, the new image inherited that mask
+ * and ran both threads on one core, 40x slower.) Call it first in main(),
+ * before MPI_Init and before any OpenMP region. Then initialises BLIS.
+ * Writes a one-line description of the choice into desc (len bytes), e.g.
+ * "BLIS 0.9.0 sub-configuration skx (selected by shiftvit: BLIS detected
+ * haswell on a CPU with AVX-512)". Returns 1 if the choice was overridden. */
+int sv_blis_select(char *desc, size_t len);
 
-/* Number of CPUs this process may run on (sched_getaffinity) and their list
- * as text ("0-1", "3"), for the placement report of issue 5. */
+/* Number of CPUs this process's OpenMP threads may run on (the union of
+ * each thread's sched_getaffinity mask: under OMP_PROC_BIND every thread is
+ * pinned to its own place) and their list as text ("0-1", "3"), for the
+ * placement report of issue 5. Runs one OpenMP parallel region. */
 int sv_affinity(char *list, size_t len);
 
 #endif
