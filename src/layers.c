@@ -83,13 +83,20 @@ static void partials_combine(float *out, float *out2, int C) {
     }
 }
 
+/* Rows [lo, hi) of the calling thread's even share of T rows. */
+static void thread_rows(long T, long *lo, long *hi) {
+    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    *lo = T * tid / nth;
+    *hi = T * (tid + 1) / nth;
+}
+
 /* out[c] = sum over rows t of a[t][c], over contiguous row blocks per thread. */
 static void column_sums(float *out, const float *a, int T, int C) {
 #pragma omp parallel num_threads(partials_threads(C))
     {
-        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         float *pa = partials_slab(C);
-        long lo = (long)T * tid / nth, hi = (long)T * (tid + 1) / nth;
+        long lo, hi;
+        thread_rows(T, &lo, &hi);
         for (long t = lo; t < hi; t++) {
             const float *ra = a + t * C;
             for (int c = 0; c < C; c++) pa[c] += ra[c];
@@ -181,13 +188,6 @@ void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
 #pragma omp parallel for
     for (long t = 0; t < T; t++)
         ln_row_forward(y + t * C, mean + t, rstd + t, x + t * C, gamma, beta, C, eps);
-}
-
-/* Rows [lo, hi) of the calling thread's even share of T rows. */
-static void thread_rows(long T, long *lo, long *hi) {
-    int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    *lo = T * tid / nth;
-    *hi = T * (tid + 1) / nth;
 }
 
 void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
