@@ -179,8 +179,8 @@ int sv_cmd_bench(int argc, char **argv) {
         } else {
             sv_train_rng rng = {cfg.seed, s + warmup, ids};
             const float *lg = sv_model_forward(&m, x, (int)n, &rng);
-            sv_softmax_xent_forward(NULL, probs, lg, labels, (int)n, K);
-            sv_softmax_xent_backward(dl, probs, labels, (int)n, K, 1.0f / cfg.batch_size);
+            sv_softmax_xent_forward(NULL, probs, lg, labels, (int)n, K, cfg.label_smoothing);
+            sv_softmax_xent_backward(dl, probs, labels, (int)n, K, 1.0f / cfg.batch_size, cfg.label_smoothing);
             t1 = sv_now();
             sv_allreduce_begin(d);
             sv_model_backward(&m, dl, sv_allreduce_ready, d);

@@ -85,6 +85,8 @@ static const key_def keys[] = {
     KL("train", "max_steps", max_steps, 0, LONG_MAX),
     KI("train", "log_every", log_every, 1, INT_MAX, NULL),
     KI("train", "eval_batch_size", eval_batch_size, 1, 1 << 24, NULL),
+    KI("train", "val_every", val_every, 1, 1000000, NULL),
+    KR("train", "label_smoothing", K_FLOAT, label_smoothing, 0, 0, 1, 1),
 
     KX("output", "dir", K_STR, out_dir),
     KI("output", "checkpoint_every", checkpoint_every, 1, 1000000, NULL),
@@ -135,6 +137,8 @@ void sv_config_defaults(sv_config *c) {
     c->max_steps = 0;
     c->log_every = 20;
     c->eval_batch_size = 256;
+    c->val_every = 1;
+    c->label_smoothing = 0.f;
 
     c->checkpoint_every = 1;
     c->keep_last = 3;

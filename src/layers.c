@@ -620,26 +620,37 @@ void sv_avgpool_backward(float *dx, const float *dy, int N, int HW, int C) {
 }
 
 void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
-                             const int *labels, int N, int K) {
+                             const int *labels, int N, int K, float smoothing) {
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * K;
         float *p = probs + (size_t)n * K;
         float mx = l[0];
+        double sum_l = 0.0;
         for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
         double s = 0.0;
-        for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
+        for (int k = 0; k < K; k++) {
+            s += exp((double)l[k] - mx);
+            sum_l += l[k];
+        }
         double lse = mx + log(s);
         for (int k = 0; k < K; k++) p[k] = (float)exp((double)l[k] - lse);
-        if (losses) losses[n] = (float)(lse - l[labels[n]]);
+        if (!losses) continue;
+        /* -sum_k t_k log p_k = lse - sum_k t_k l_k, since sum_k t_k = 1.
+         * Without smoothing exactly the plain loss (bitwise, as before). */
+        double target_logit = smoothing == 0.f
+                                  ? (double)l[labels[n]]
+                                  : (1.0 - smoothing) * l[labels[n]] + smoothing * sum_l / K;
+        losses[n] = (float)(lse - target_logit);
     }
 }
 
 void sv_softmax_xent_backward(float *dlogits, const float *probs,
-                              const int *labels, int N, int K, float scale) {
+                              const int *labels, int N, int K, float scale, float smoothing) {
+    float off = smoothing / (float)K, on = 1.f - smoothing + off;
     for (int n = 0; n < N; n++)
         for (int k = 0; k < K; k++)
             dlogits[(size_t)n * K + k] =
-                (probs[(size_t)n * K + k] - (k == labels[n] ? 1.f : 0.f)) * scale;
+                (probs[(size_t)n * K + k] - (k == labels[n] ? on : off)) * scale;
 }
 
 int sv_topk_correct(const float *logits, int K, int label, int k) {

@@ -36,10 +36,11 @@ static void install_signal_handlers(void) {
 
 int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
 
-/* Mean loss, top-1 and top-5 sums of a batch; also fills probs. */
+/* Loss (the training objective, smoothed when label_smoothing > 0), top-1 and
+ * top-5 sums of a batch; also fills probs. */
 static void batch_metrics(const float *logits, float *probs, float *losses, const int *labels,
-                          int n, int K, double *loss, double *top1, double *top5) {
-    sv_softmax_xent_forward(losses, probs, logits, labels, n, K);
+                          int n, int K, float smoothing, double *loss, double *top1, double *top5) {
+    sv_softmax_xent_forward(losses, probs, logits, labels, n, K, smoothing);
     for (int i = 0; i < n; i++) {
         *loss += losses[i];
         *top1 += sv_topk_correct(logits + (size_t)i * K, K, labels[i], 1);
@@ -427,8 +428,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 sv_make_batch(B.x, B.labels, &B.train, B.idx, (int)n, cfg, epoch, 1);
                 sv_train_rng rng = {cfg->seed, epoch, B.idx};
                 const float *logits = sv_model_forward(&m, B.x, (int)n, &rng);
-                batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, &sums[0], &sums[1], &sums[2]);
-                sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount);
+                batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, cfg->label_smoothing,
+                              &sums[0], &sums[1], &sums[2]);
+                sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount,
+                                         cfg->label_smoothing);
                 sv_allreduce_begin(d);
                 if (ic.poison) sv_model_backward(&m, B.dlogits, ready_inject, &ic);
                 else sv_model_backward(&m, B.dlogits, sv_allreduce_ready, d);
@@ -510,29 +513,36 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 break;
             }
         }
-        /* End of epoch: validation, early stopping, checkpoints, metrics. */
-        sv_eval_result v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
+        /* End of epoch: validation (every val_every-th epoch and the last),
+         * early stopping, checkpoints, metrics. */
+        long finished = epoch + 1;
+        int validate = finished % cfg->val_every == 0 || finished == cfg->epochs ||
+                       (cfg->max_steps > 0 && st.step >= cfg->max_steps);
+        sv_eval_result v = {NAN, NAN, NAN, 0};
+        if (validate) v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
         double secs = sv_now() - t_epoch;
         double lr_now = sv_schedule_lr(&sched, st.step);
         double tl = st.run_count ? st.run_loss / st.run_count : 0, t1 = st.run_count ? st.run_top1 / st.run_count : 0,
                t5 = st.run_count ? st.run_top5 / st.run_count : 0;
-        int improved = v.top1 > st.best_val_top1;
+        int improved = validate && v.top1 > st.best_val_top1;
         if (improved) {
             st.best_val_top1 = v.top1;
             st.best_epoch = epoch + 1;
             st.bad_epochs = 0;
-        } else {
-            st.bad_epochs++;
+        } else if (validate) {
+            st.bad_epochs++; /* counts validations without improvement */
         }
         if (rank0) {
-            printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | val loss %.4f top1 %.4f top5 %.4f | %.1f images/s | lr %.3g | %.1f s%s\n",
-                   epoch + 1, cfg->epochs, tl, t1, t5, v.loss, v.top1, v.top5,
+            char val_text[96] = "val not run (train.val_every)";
+            if (validate)
+                snprintf(val_text, sizeof val_text, "val loss %.4f top1 %.4f top5 %.4f", v.loss, v.top1, v.top5);
+            printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s\n",
+                   epoch + 1, cfg->epochs, tl, t1, t5, val_text,
                    t_steps > 0 ? imgs_epoch / t_steps : 0.0, lr_now, secs, improved ? " | new best" : "");
             fflush(stdout);
             sv_epoch_row row = {epoch + 1, tl, t1, t5, v.loss, v.top1, v.top5, lr_now, secs};
             sv_metrics_epoch(mt, &row);
         }
-        long finished = epoch + 1;
         int early = cfg->patience > 0 && st.bad_epochs >= cfg->patience;
         if (early) stop = 3;
         /* The state saved describes the start of the next epoch. */
@@ -549,8 +559,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         }
         save_checkpoint(&cc, "last.h5");
         if (early && rank0)
-            printf("Early stopping: val top-1 has not improved for %d epochs (best %.4f at epoch %ld)\n",
-                   cfg->patience, st.best_val_top1, st.best_epoch);
+            printf("Early stopping: val top-1 has not improved for %d %s (best %.4f at epoch %ld)\n",
+                   cfg->patience, cfg->val_every > 1 ? "validations" : "epochs", st.best_val_top1,
+                   st.best_epoch);
         st.epoch = finished - 1; /* the for-loop increments it */
         if (stop == 2 && rank0)
             printf("Stopped by signal at the end of epoch %ld. Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",

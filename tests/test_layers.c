@@ -948,11 +948,12 @@ typedef struct {
     int N, K;
     const int *labels;
     float *logits, *probs, *losses;
+    float smoothing;
 } xent_ctx;
 
 static double xent_mean(void *c) {
     xent_ctx *d = c;
-    sv_softmax_xent_forward(d->losses, d->probs, d->logits, d->labels, d->N, d->K);
+    sv_softmax_xent_forward(d->losses, d->probs, d->logits, d->labels, d->N, d->K, d->smoothing);
     double s = 0;
     for (int n = 0; n < d->N; n++) s += d->losses[n];
     return s / d->N;
@@ -964,7 +965,7 @@ static void test_softmax_xent_fd(void **state) {
     const int labels[N] = {4, 0, 2};
     float logits[N * K], probs[N * K], losses[N], dl[N * K];
     fill_uniform(logits, N * K, 80, 3.f);
-    xent_ctx d = {N, K, labels, logits, probs, losses};
+    xent_ctx d = {N, K, labels, logits, probs, losses, 0.f};
     xent_mean(&d);
     for (int n = 0; n < N; n++) {
         double s = 0, mx = -INFINITY;
@@ -975,8 +976,48 @@ static void test_softmax_xent_fd(void **state) {
         for (int k = 0; k < K; k++) ps += probs[n * K + k];
         assert_close(ps, 1.0, 1e-6, 0);
     }
-    sv_softmax_xent_backward(dl, probs, labels, N, K, 1.0f / N);
+    sv_softmax_xent_backward(dl, probs, labels, N, K, 1.0f / N, 0.f);
     check_fd("softmax xent dlogits", logits, dl, N * K, xent_mean, &d);
+}
+
+/* Label smoothing: the gradient of the smoothed mean loss against finite
+ * differences, and the loss against the definition -sum_k t_k log p_k with
+ * t = (1 - s) onehot + s / K computed here from the probabilities. */
+static void test_softmax_xent_smoothing_fd(void **state) {
+    (void)state;
+    enum { N = 3, K = 5 };
+    const int labels[N] = {1, 3, 0};
+    const float s = 0.2f;
+    float logits[N * K], probs[N * K], losses[N], dl[N * K];
+    fill_uniform(logits, N * K, 81, 3.f);
+    xent_ctx d = {N, K, labels, logits, probs, losses, s};
+    xent_mean(&d);
+    for (int n = 0; n < N; n++) {
+        double want = 0;
+        for (int k = 0; k < K; k++)
+            want -= ((k == labels[n] ? 1.0 - s : 0.0) + s / K) * log((double)probs[n * K + k]);
+        assert_close(losses[n], want, 1e-5, 1e-6);
+    }
+    sv_softmax_xent_backward(dl, probs, labels, N, K, 1.0f / N, s);
+    check_fd("smoothed softmax xent dlogits", logits, dl, N * K, xent_mean, &d);
+}
+
+/* logits [1, 2, 3], label 2, smoothing 0.3: targets [0.1, 0.1, 0.8]; from
+ * Python's math module:
+ *   math.log(math.e + math.e**2 + math.e**3) - (0.1*1 + 0.1*2 + 0.8*3)
+ *     = 0.70760596444438
+ * dlogits = scale * (probs - targets). */
+static void test_softmax_xent_smoothing_hand(void **state) {
+    (void)state;
+    const float logits[3] = {1, 2, 3};
+    const int label = 2;
+    const double probs_e[3] = {0.09003057317038046, 0.24472847105479767, 0.6652409557748219};
+    const double t[3] = {0.1, 0.1, 0.8};
+    float probs[3], loss, dl[3];
+    sv_softmax_xent_forward(&loss, probs, logits, &label, 1, 3, 0.3f);
+    assert_close(loss, 0.70760596444438, 1e-6, 0);
+    sv_softmax_xent_backward(dl, probs, &label, 1, 3, 0.5f, 0.3f);
+    for (int k = 0; k < 3; k++) assert_close(dl[k], 0.5 * (probs_e[k] - t[k]), 1e-6, 1e-8);
 }
 
 /* logits [1, 2, 3], label 2: loss = log(e + e^2 + e^3) - 3, probabilities
@@ -990,18 +1031,18 @@ static void test_softmax_xent_hand(void **state) {
     const int labels[2] = {2, 2};
     const double probs_e[3] = {0.09003057317038046, 0.24472847105479767, 0.6652409557748219};
     float probs[6], losses[2], dl[6];
-    sv_softmax_xent_forward(losses, probs, logits, labels, 2, 3);
+    sv_softmax_xent_forward(losses, probs, logits, labels, 2, 3, 0.f);
     for (int n = 0; n < 2; n++) {
         assert_close(losses[n], 0.40760596444438013, 1e-6, 0);
         for (int k = 0; k < 3; k++) assert_close(probs[n * 3 + k], probs_e[k], 1e-6, 0);
     }
-    sv_softmax_xent_backward(dl, probs, labels, 2, 3, 0.5f);
+    sv_softmax_xent_backward(dl, probs, labels, 2, 3, 0.5f, 0.f);
     for (int n = 0; n < 2; n++)
         for (int k = 0; k < 3; k++)
             assert_close(dl[n * 3 + k], 0.5 * (probs_e[k] - (k == 2)), 1e-6, 1e-8);
     /* losses may be NULL (evaluation without a loss). */
     float probs2[6];
-    sv_softmax_xent_forward(NULL, probs2, logits, labels, 2, 3);
+    sv_softmax_xent_forward(NULL, probs2, logits, labels, 2, 3, 0.f);
     assert_memory_equal(probs2, probs, sizeof probs);
 }
 
@@ -1050,7 +1091,7 @@ typedef struct {
 static double model_loss(void *c) {
     model_ctx *d = c;
     const float *logits = sv_model_forward(&d->m, d->x, MODEL_N, &d->rng);
-    sv_softmax_xent_forward(d->losses, d->probs, logits, d->labels, MODEL_N, d->m.num_classes);
+    sv_softmax_xent_forward(d->losses, d->probs, logits, d->labels, MODEL_N, d->m.num_classes, 0.f);
     double s = 0;
     for (int n = 0; n < MODEL_N; n++) s += d->losses[n];
     return s / MODEL_N;
@@ -1100,7 +1141,7 @@ static void model_analytic(model_ctx *d) {
     float dlogits[MODEL_N * 16];
     model_loss(d);
     sv_softmax_xent_backward(dlogits, d->probs, d->labels, MODEL_N, d->m.num_classes,
-                             1.0f / MODEL_N);
+                             1.0f / MODEL_N, 0.f);
     for (size_t i = 0; i < d->m.num_params; i++) d->m.grads[i] = NAN; /* must be overwritten */
     sv_model_backward(&d->m, dlogits, NULL, NULL);
     for (size_t i = 0; i < d->m.num_params; i++)
@@ -1225,7 +1266,7 @@ static void test_model_modes_and_ready(void **state) {
     /* Again, with garbage in grads and the callback watching. */
     float dlogits[MODEL_N * 16];
     model_loss(&d);
-    sv_softmax_xent_backward(dlogits, d.probs, d.labels, MODEL_N, K, 1.0f / MODEL_N);
+    sv_softmax_xent_backward(dlogits, d.probs, d.labels, MODEL_N, K, 1.0f / MODEL_N, 0.f);
     for (size_t i = 0; i < d.m.num_params; i++) d.m.grads[i] = 1e30f;
     ready_ctx r = {&d.m, final, (size_t)-1, 0, 0};
     sv_model_backward(&d.m, dlogits, on_ready, &r);
@@ -1258,8 +1299,8 @@ static void test_model_batch_consistency(void **state) {
     float *g2 = falloc(P), *gs = falloc(P);
     /* Batch of two. */
     memcpy(both, sv_model_forward(m, d.x, MODEL_N, &d.rng), sizeof(float) * MODEL_N * K);
-    sv_softmax_xent_forward(d.losses, d.probs, both, d.labels, MODEL_N, K);
-    sv_softmax_xent_backward(dl, d.probs, d.labels, MODEL_N, K, 1.0f / MODEL_N);
+    sv_softmax_xent_forward(d.losses, d.probs, both, d.labels, MODEL_N, K, 0.f);
+    sv_softmax_xent_backward(dl, d.probs, d.labels, MODEL_N, K, 1.0f / MODEL_N, 0.f);
     sv_model_backward(m, dl, NULL, NULL);
     memcpy(g2, m->grads, P * sizeof(float));
     /* Each sample alone, in reverse order (row 0 of the batch is now sample 1). */
@@ -1267,8 +1308,8 @@ static void test_model_batch_consistency(void **state) {
         sv_train_rng one = {d.rng.seed, d.rng.epoch, &d.ids[s]};
         const float *l = sv_model_forward(m, d.x + (size_t)s * img, 1, &one);
         for (int k = 0; k < K; k++) assert_close(l[k], both[s * K + k], 1e-5, 1e-6);
-        sv_softmax_xent_forward(&loss, probs, l, &d.labels[s], 1, K);
-        sv_softmax_xent_backward(dl, probs, &d.labels[s], 1, K, 1.0f / MODEL_N);
+        sv_softmax_xent_forward(&loss, probs, l, &d.labels[s], 1, K, 0.f);
+        sv_softmax_xent_backward(dl, probs, &d.labels[s], 1, K, 1.0f / MODEL_N, 0.f);
         sv_model_backward(m, dl, NULL, NULL);
         for (size_t i = 0; i < P; i++) gs[i] += m->grads[i];
     }
@@ -1307,6 +1348,8 @@ int main(void) {
         cmocka_unit_test(test_window_hand),
         cmocka_unit_test(test_avgpool_fd),
         cmocka_unit_test(test_softmax_xent_fd),
+        cmocka_unit_test(test_softmax_xent_smoothing_fd),
+        cmocka_unit_test(test_softmax_xent_smoothing_hand),
         cmocka_unit_test(test_softmax_xent_hand),
         cmocka_unit_test(test_topk_ties),
         cmocka_unit_test(test_model_fd),

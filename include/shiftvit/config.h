@@ -48,11 +48,13 @@ typedef struct {
     /* [train] */
     int epochs;                 /* (100) */
     int batch_size;             /* global batch over all ranks (256) */
-    int patience;               /* early stopping on val top-1; 0 = off (5) */
+    int patience;               /* early stopping after N validations without a better val top-1; 0 = off (5) */
     unsigned long long seed;    /* (42) */
     long max_steps;             /* stop after this many updates; 0 = no limit (0) */
     int log_every;              /* progress line every N steps when stdout is not a terminal (20) */
     int eval_batch_size;        /* global batch for evaluation (256) */
+    int val_every;              /* validate after every N-th epoch and the last one (1) */
+    float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */

@@ -154,14 +154,18 @@ void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C);
 /* dx[n][t][c] = dy[n][c] / HW (overwrites dx). */
 void sv_avgpool_backward(float *dx, const float *dy, int N, int HW, int C);
 
-/* Softmax cross-entropy per sample: probs[N][K] = softmax(logits);
- * losses[n] = -log probs[n][label[n]] (computed as logsumexp - logit). */
+/* Softmax cross-entropy per sample, with optional label smoothing (Szegedy et
+ * al. 2016; Keras CategoricalCrossentropy(label_smoothing)): the target is
+ * t[k] = (1 - smoothing) [k == label] + smoothing / K. probs[N][K] =
+ * softmax(logits[N][K]) (row-major); losses[n] = -sum_k t[k] log probs[n][k],
+ * computed as logsumexp - sum_k t[k] logits[n][k] in double (nats). smoothing
+ * in [0, 1); 0 is the plain loss, bitwise. losses may be NULL. */
 void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
-                             const int *labels, int N, int K);
-/* dlogits[n][k] = (probs[n][k] - [k == label[n]]) * scale; scale is
+                             const int *labels, int N, int K, float smoothing);
+/* dlogits[n][k] = (probs[n][k] - t[k]) * scale, t as above; scale is
  * 1 / global batch so that the all-reduced sum is the mean's gradient. */
 void sv_softmax_xent_backward(float *dlogits, const float *probs,
-                              const int *labels, int N, int K, float scale);
+                              const int *labels, int N, int K, float scale, float smoothing);
 
 /* 1 if label is among the k largest logits, else 0. The label's rank is the
  * number of logits strictly greater than its own, so ties count in the

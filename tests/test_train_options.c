@@ -1,0 +1,211 @@
+/* Training-loop options of the fast recipe (issue 15), through the real
+ * program on configs/tiny.ini and the real data:
+ *   - train.val_every = 2: validation only after epochs 2, 4, ... and the
+ *     last; the other rows of metrics_epochs.csv hold nan in the val columns,
+ *     their summary lines say so, best.h5 comes from a validated epoch;
+ *   - early stopping counts validations: with frozen weights (learning rate
+ *     1e-12, no weight decay) val top-1 never improves after the first
+ *     validation, so patience 1 stops after epoch 4 with val_every = 2 and
+ *     after epoch 2 with val_every = 1;
+ *   - train.label_smoothing = 0 given explicitly is bitwise the default run.
+ * The loss formula itself is checked in test_layers.c (finite differences and
+ * hand-computed values). Runs build/shiftvit (or $BUILD/shiftvit) from the
+ * repository root; each run's folder is a mkdtemp folder, removed at the end. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+#define TINY "configs/tiny.ini"
+
+static char g_tmp[64];
+static char g_bin[256] = "build/shiftvit";
+
+/* Runs `shiftvit train ARGS --out TMP/NAME` (one process, 120 s limit) and
+ * returns its stdout+stderr (caller frees); fails the test on a non-zero exit. */
+static char *train(const char *name, const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 120 %s train -c " TINY " %s --out %s/%s 2>&1",
+             g_bin, args, g_tmp, name);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    size_t got;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (cap - len < 4096) {
+            cap *= 2;
+            out = realloc(out, cap);
+            assert_non_null(out);
+        }
+    }
+    out[len] = '\0';
+    int st = pclose(p);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fail_msg("command failed (status %d): %s\n%s", st, cmd, out);
+    return out;
+}
+
+typedef struct {
+    int rows;
+    double val_top1[64];
+} epochs_csv;
+
+/* Reads RUN/metrics_epochs.csv: val_top1 (column 6) of each row, in order. */
+static void read_epochs(const char *name, epochs_csv *e) {
+    char path[256], line[1024];
+    snprintf(path, sizeof path, "%s/%s/metrics_epochs.csv", g_tmp, name);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("%s: %s", path, strerror(errno));
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds\n");
+    e->rows = 0;
+    while (fgets(line, sizeof line, f) && e->rows < 64) {
+        char *fld = line;
+        for (int c = 0; c < 5; c++) {
+            fld = strchr(fld, ',');
+            assert_non_null(fld);
+            fld++;
+        }
+        int epoch = atoi(line);
+        assert_int_equal(epoch, e->rows + 1);
+        e->val_top1[e->rows++] = strtod(fld, NULL);
+    }
+    fclose(f);
+}
+
+static int count_lines_with(const char *out, const char *needle) {
+    int n = 0;
+    for (const char *p = out; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+static void test_val_every(void **state) {
+    (void)state;
+    char *out = train("every2", "--set train.epochs=5 --set train.val_every=2 --set train.patience=0");
+    epochs_csv e;
+    read_epochs("every2", &e);
+    assert_int_equal(e.rows, 5);
+    for (int i = 0; i < 5; i++) {
+        int validated = (i + 1) % 2 == 0 || i + 1 == 5;
+        if (validated != !isnan(e.val_top1[i]))
+            fail_msg("epoch %d: val_top1 = %g, expected %s", i + 1, e.val_top1[i],
+                     validated ? "a value" : "nan");
+        if (validated) assert_true(e.val_top1[i] >= 0 && e.val_top1[i] <= 1);
+    }
+    assert_int_equal(count_lines_with(out, "val not run (train.val_every)"), 2); /* epochs 1, 3 */
+    assert_int_equal(count_lines_with(out, "| val loss "), 3);                  /* 2, 4, 5 */
+    assert_non_null(strstr(out, "TEST loss="));
+    char path[256];
+    snprintf(path, sizeof path, "%s/every2/best.h5", g_tmp);
+    assert_int_equal(access(path, R_OK), 0);
+    free(out);
+}
+
+/* Frozen weights: every validation gives the same top-1, never "better". */
+#define FROZEN "--set optim.lr_start=0 --set optim.lr_max=1e-12 --set optim.weight_decay=0 " \
+               "--set train.epochs=10 --set train.patience=1"
+
+static void test_patience_counts_validations(void **state) {
+    (void)state;
+    char *out = train("frozen2", FROZEN " --set train.val_every=2");
+    epochs_csv e;
+    read_epochs("frozen2", &e);
+    assert_int_equal(e.rows, 4);
+    assert_true(!isnan(e.val_top1[1]) && !isnan(e.val_top1[3]));
+    assert_true(e.val_top1[1] == e.val_top1[3]);
+    assert_non_null(strstr(out, "Early stopping: val top-1 has not improved for 1 validations (best"));
+    assert_non_null(strstr(out, "at epoch 2)"));
+    free(out);
+
+    out = train("frozen1", FROZEN);
+    read_epochs("frozen1", &e);
+    assert_int_equal(e.rows, 2);
+    assert_non_null(strstr(out, "Early stopping: val top-1 has not improved for 1 epochs (best"));
+    free(out);
+}
+
+static char *slurp(const char *name, const char *file) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/%s", g_tmp, name, file);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    assert_non_null(s);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+/* Same losses, to the last printed digit, with smoothing 0 and by default;
+ * different ones with smoothing 0.1 (the objective changed). */
+static void test_label_smoothing_zero_is_default(void **state) {
+    (void)state;
+    const char *common = "--set train.epochs=1 --set train.max_steps=4";
+    char args[512];
+    free(train("ls_default", common));
+    snprintf(args, sizeof args, "%s --set train.label_smoothing=0", common);
+    free(train("ls_zero", args));
+    snprintf(args, sizeof args, "%s --set train.label_smoothing=0.1", common);
+    free(train("ls_01", args));
+    char *a = slurp("ls_default", "metrics_steps.csv"), *b = slurp("ls_zero", "metrics_steps.csv"),
+         *c = slurp("ls_01", "metrics_steps.csv");
+    /* Column images_per_s differs run to run: compare up to the loss column. */
+    char *la = a, *lb = b, *lc = c;
+    int rows = 0, differ = 0;
+    for (;;) {
+        char *ea = strchr(la, '\n'), *eb = strchr(lb, '\n'), *ec = strchr(lc, '\n');
+        if (!ea || !eb || !ec) break;
+        if (rows > 0) {
+            /* step,epoch,lr,loss,... : the loss is the 4th field */
+            char fa[128], fb[128], fc[128];
+            sscanf(la, "%*[^,],%*[^,],%*[^,],%127[^,]", fa);
+            sscanf(lb, "%*[^,],%*[^,],%*[^,],%127[^,]", fb);
+            sscanf(lc, "%*[^,],%*[^,],%*[^,],%127[^,]", fc);
+            assert_string_equal(fa, fb);
+            differ += strcmp(fa, fc) != 0;
+        }
+        la = ea + 1; lb = eb + 1; lc = ec + 1;
+        rows++;
+    }
+    assert_int_equal(rows, 5); /* header + 4 steps */
+    assert_int_equal(differ, 4);
+    free(a); free(b); free(c);
+}
+
+static void rm_rf(const char *dir) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void) {
+    const char *b = getenv("BUILD");
+    if (b && *b) snprintf(g_bin, sizeof g_bin, "%s/shiftvit", b);
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_trainopt_XXXXXX");
+    if (!mkdtemp(g_tmp)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_val_every),
+        cmocka_unit_test(test_patience_counts_validations),
+        cmocka_unit_test(test_label_smoothing_zero_is_default),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (!getenv("SV_TEST_KEEP")) rm_rf(g_tmp);
+    return failed;
+}
