@@ -155,6 +155,7 @@ static int write_state(writer *w, const sv_train_state *st) {
     WD(run_top5);
     WD(run_count);
     WD(wall_time);
+    WD(epoch_time);
 #undef WL
 #undef WD
     if (!rc) rc = write_attr(w, g, o, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st->seed);
@@ -570,6 +571,8 @@ static int read_state(reader *r, sv_train_state *st) {
     RD(run_top5);
     RD(run_count);
     RD(wall_time);
+    /* Optional: checkpoints written before it existed resume with 0. */
+    if (!rc && H5Aexists(g, "epoch_time") > 0) RD(epoch_time);
 #undef RL
 #undef RD
     if (!rc) rc = read_attr(r, g, o, "seed", H5T_NATIVE_UINT64, &s.seed);

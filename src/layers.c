@@ -654,8 +654,14 @@ void sv_softmax_xent_backward(float *dlogits, const float *probs,
 }
 
 int sv_topk_correct(const float *logits, int K, int label, int k) {
-    int greater = 0;
-    for (int i = 0; i < K; i++)
-        if (logits[i] > logits[label]) greater++;
-    return greater < k;
+    float own = logits[label];
+    int greater = 0, tied_before = 0;
+    for (int i = 0; i < K; i++) {
+        if (!isfinite(logits[i])) return 0; /* a broken row is never right */
+        greater += logits[i] > own;
+        tied_before += i < label && logits[i] == own;
+    }
+    /* top-1 is the argmax, ties going to the lowest index; top-k (k > 1)
+     * counts ties at the boundary in the label's favour (tf.math.in_top_k). */
+    return k == 1 ? greater == 0 && tied_before == 0 : greater < k;
 }

@@ -402,10 +402,24 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume ? st.step : -1, 0};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;
+    /* A resumed run that already ended (all epochs, or early stopping) has
+     * nothing more to train: a requeued job (jobs/train.sbatch resumes
+     * whenever last.h5 exists) must not train on past its end. */
+    if (opts->resume && st.step_in_epoch == 0 &&
+        (st.epoch >= cfg->epochs || (cfg->patience > 0 && st.bad_epochs >= cfg->patience))) {
+        if (rank0)
+            printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
+                   opts->resume, st.epoch,
+                   st.epoch >= cfg->epochs ? "all train.epochs done" : "early stopping",
+                   st.best_val_top1, st.best_epoch);
+        stop = 3;
+    }
 
     for (; st.epoch < cfg->epochs && !stop; st.epoch++) {
         long epoch = st.epoch;
-        double t_epoch = sv_now(), imgs_epoch = 0, t_steps = 0;
+        /* A resumed epoch counts the time spent in it before the checkpoint. */
+        double t_epoch = sv_now() - st.epoch_time, imgs_epoch = 0, t_steps = 0;
+        st.epoch_time = 0;
         sv_epoch_permutation(B.perm, B.train.count, cfg->seed, epoch);
         if (rank0 && !(cfg->max_steps > 0 && st.step >= cfg->max_steps))
             printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
@@ -502,6 +516,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             if (st.step_in_epoch < steps_per_epoch) {
                 /* Mid-epoch: checkpoint to resume exactly here. */
                 st.wall_time = sv_now() - t_run0;
+                st.epoch_time = sv_now() - t_epoch;
                 st.world_size = d->world;
                 if (save_checkpoint(&cc, "last.h5") && rank0) {
                     if (stop == 2)

@@ -85,6 +85,7 @@ static void fixture_make(fixture *f, int embed_dim, uint64_t seed) {
     f->st.seed = 0xfedcba9876543210ull;
     f->st.world_size = 3;
     f->st.wall_time = 98.7654321;
+    f->st.epoch_time = 12.375;
 }
 
 static void fixture_free(fixture *f) {
@@ -198,6 +199,7 @@ static void test_round_trip(void **state) {
     assert_true(b.st.seed == a.st.seed);
     assert_int_equal(b.st.world_size, a.st.world_size);
     assert_true(b.st.wall_time == a.st.wall_time);
+    assert_true(b.st.epoch_time == a.st.epoch_time);
 
     /* Weights only: no optimizer or state requested. */
     fixture c;
@@ -333,6 +335,23 @@ static void test_bad_files(void **state) {
     H5Gclose(g);
     H5Fclose(f);
     expect_load_error(p, "epoch", "/state", "missing");
+
+    /* epoch_time is optional: a checkpoint from before it resumes with 0. */
+    path_in(p, sizeof p, "no_epoch_time.h5");
+    f = open_copy(good, p);
+    g = H5Gopen2(f, "/state", H5P_DEFAULT);
+    assert_true(H5Adelete(g, "epoch_time") >= 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    {
+        fixture o;
+        fixture_make(&o, 24, 5);
+        o.st.epoch_time = 99;
+        if (sv_checkpoint_load(p, &o.m, &o.opt, &o.st, err) != 0) fail_msg("load without epoch_time: %s", err);
+        assert_true(o.st.epoch_time == 0);
+        assert_int_equal(o.st.step, 1234);
+        fixture_free(&o);
+    }
 
     /* Another architecture: wider (shape mismatch) and deeper (extra tensors). */
     fixture w;

@@ -1046,25 +1046,41 @@ static void test_softmax_xent_hand(void **state) {
     assert_memory_equal(probs2, probs, sizeof probs);
 }
 
-/* layers.h: the label's rank is the number of logits strictly greater than
- * its own; correct iff rank < k. So a tie with the label does not push it out. */
+/* layers.h: Keras's definitions (issue 14): argmax with ties to the lowest
+ * index for top-1, in_top_k for top-k, non-finite rows always wrong. */
 static void test_topk_ties(void **state) {
     (void)state;
     const float l[5] = {1.f, 2.f, 2.f, 0.f, 2.f};
-    /* label 1 and 2 and 4 (tied at the max): rank 0 */
+    /* top-1 is the argmax, ties to the lowest index: 1 wins over 2 and 4 */
     assert_int_equal(sv_topk_correct(l, 5, 1, 1), 1);
-    assert_int_equal(sv_topk_correct(l, 5, 2, 1), 1);
-    assert_int_equal(sv_topk_correct(l, 5, 4, 1), 1);
-    /* label 0: three strictly greater -> rank 3 */
+    assert_int_equal(sv_topk_correct(l, 5, 2, 1), 0);
+    assert_int_equal(sv_topk_correct(l, 5, 4, 1), 0);
+    /* top-2: nothing strictly greater than 2, 4 -> hits (in_top_k ties) */
+    assert_int_equal(sv_topk_correct(l, 5, 2, 2), 1);
+    assert_int_equal(sv_topk_correct(l, 5, 4, 2), 1);
+    /* label 0: three strictly greater */
     assert_int_equal(sv_topk_correct(l, 5, 0, 1), 0);
     assert_int_equal(sv_topk_correct(l, 5, 0, 3), 0);
     assert_int_equal(sv_topk_correct(l, 5, 0, 4), 1);
-    /* label 3: rank 4 */
+    /* label 3: four strictly greater */
     assert_int_equal(sv_topk_correct(l, 5, 3, 4), 0);
     assert_int_equal(sv_topk_correct(l, 5, 3, 5), 1);
-    /* all equal: every label has rank 0 */
-    const float e[4] = {0.5f, 0.5f, 0.5f, 0.5f};
-    for (int lab = 0; lab < 4; lab++) assert_int_equal(sv_topk_correct(e, 4, lab, 1), 1);
+    /* all equal (a zero classifier): top-1 only for class 0, top-k for all */
+    const float e[10] = {0};
+    for (int lab = 0; lab < 10; lab++) {
+        assert_int_equal(sv_topk_correct(e, 10, lab, 1), lab == 0);
+        assert_int_equal(sv_topk_correct(e, 10, lab, 5), 1);
+    }
+    /* any non-finite logit: wrong for every k, even the label's own */
+    float n[4] = {3.f, 1.f, 0.f, 0.f};
+    assert_int_equal(sv_topk_correct(n, 4, 0, 1), 1);
+    n[2] = NAN;
+    for (int k = 1; k <= 4; k++) assert_int_equal(sv_topk_correct(n, 4, 0, k), 0);
+    n[2] = INFINITY;
+    assert_int_equal(sv_topk_correct(n, 4, 2, 1), 0);
+    n[2] = 0.f;
+    n[0] = NAN;
+    assert_int_equal(sv_topk_correct(n, 4, 0, 4), 0);
     /* plain case */
     const float p[10] = {0, 9, 1, 8, 2, 7, 3, 6, 4, 5};
     assert_int_equal(sv_topk_correct(p, 10, 1, 1), 1);

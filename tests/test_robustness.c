@@ -860,6 +860,8 @@ static void test_disk_full(void **state) {
              "exec %s train -c " TINY " --set train.epochs=4 --set train.patience=0 --out %s", g_bin, out);
     run_result r = run(cmd, LIMIT_S);
     check_sane(&r);
+    /* README: 4 = finished, but a checkpoint could not be written. */
+    CHECK(r.status == 4, "exit status %d, documented: 4 (a checkpoint could not be written)", r.status);
     char line[1024] = "";
     if (!line_with(r.out, "checkpoint", line, sizeof line) || !strstr(r.out, "not written"))
         problem("no message about a checkpoint that could not be written");

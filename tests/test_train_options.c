@@ -7,7 +7,13 @@
  *     1e-12, no weight decay) val top-1 never improves after the first
  *     validation, so patience 1 stops after epoch 4 with val_every = 2 and
  *     after epoch 2 with val_every = 1;
- *   - train.label_smoothing = 0 given explicitly is bitwise the default run.
+ *   - train.label_smoothing = 0 given explicitly is bitwise the default run;
+ *   - resuming a run that already ended (all epochs done, or early stopped)
+ *     trains nothing, says so, reprints the same TEST line and exits 0;
+ *   - accuracy with ties and non-finite logits (issue 14), through `eval` on
+ *     a checkpoint whose classifier was zeroed (all logits equal: top-1 is the
+ *     share of class 0 among the test images, counted here from the file;
+ *     top-5 is 1) or given a NaN bias (every row wrong).
  * The loss formula itself is checked in test_layers.c (finite differences and
  * hand-computed values). Runs build/shiftvit (or $BUILD/shiftvit) from the
  * repository root; each run's folder is a mkdtemp folder, removed at the end. */
@@ -18,6 +24,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <hdf5.h>
 
 #include "test_util.h"
 
@@ -186,6 +194,102 @@ static void test_label_smoothing_zero_is_default(void **state) {
     free(a); free(b); free(c);
 }
 
+static void test_line(const char *out, char *line, size_t n) {
+    const char *t = strstr(out, "TEST loss=");
+    if (!t) fail_msg("no TEST line in:\n%s", out);
+    snprintf(line, n, "%.*s", (int)strcspn(t, "\n"), t);
+}
+
+static void resume_ended(const char *name, const char *args) {
+    char first[256], again[256], resume[512];
+    char *out = train(name, args);
+    test_line(out, first, sizeof first);
+    free(out);
+    epochs_csv before, after;
+    read_epochs(name, &before);
+    snprintf(resume, sizeof resume, "%s --resume %s/%s/last.h5", args, g_tmp, name);
+    out = train(name, resume);
+    assert_non_null(strstr(out, "Nothing more to train"));
+    if (strstr(out, "Epoch ")) fail_msg("the resumed run trained again:\n%s", out);
+    test_line(out, again, sizeof again);
+    assert_string_equal(again, first);
+    read_epochs(name, &after);
+    assert_int_equal(after.rows, before.rows);
+    free(out);
+}
+
+static void test_resume_ended_run(void **state) {
+    (void)state;
+    resume_ended("done", "--set train.epochs=2");
+    resume_ended("stopped", FROZEN);
+}
+
+/* Sets every element of dataset `name` in checkpoint `path` to `value`. */
+static void fill_dataset(const char *path, const char *name, float value) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) fail_msg("%s: no dataset %s", path, name);
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    assert_true(n > 0);
+    float *v = malloc((size_t)n * sizeof *v);
+    assert_non_null(v);
+    for (hssize_t i = 0; i < n; i++) v[i] = value;
+    assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    free(v);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+/* `eval --split test` of a checkpoint: its TEST line's top1 and top5 as
+ * printed (4 decimals) and the loss text. */
+static void eval_test(const char *ckpt, char *loss, double *top1, double *top5) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 60 %s eval --checkpoint %s --split test 2>&1", g_bin, ckpt);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[512];
+    int found = 0;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, "TEST loss=%31s top1=%lf top5=%lf", loss, top1, top5) == 3) found = 1;
+    int st = pclose(p);
+    if (!found || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("%s: no TEST line or exit status %d", cmd, st);
+}
+
+static void test_accuracy_ties_and_nan(void **state) {
+    (void)state;
+    free(train("ties", "--set train.epochs=1 --set train.max_steps=2"));
+    /* Share of class 0 among the first 128 test records (configs/tiny.ini
+     * test_size), read from the file itself. */
+    FILE *f = fopen(SV_TEST_CIFAR "/test_batch.bin", "rb");
+    assert_non_null(f);
+    int zeros = 0;
+    for (int i = 0; i < 128; i++) {
+        assert_int_equal(fseek(f, (long)i * 3073, SEEK_SET), 0);
+        zeros += fgetc(f) == 0;
+    }
+    fclose(f);
+    char ckpt[256], loss[32];
+    double top1, top5;
+    snprintf(ckpt, sizeof ckpt, "%s/ties/last.h5", g_tmp);
+    fill_dataset(ckpt, "/model/classifier/kernel", 0.f);
+    fill_dataset(ckpt, "/model/classifier/bias", 0.f);
+    eval_test(ckpt, loss, &top1, &top5);
+    print_message("      zero classifier: %d of 128 test images are class 0; top1=%.4f top5=%.4f loss=%s\n", zeros,
+                  top1, top5, loss);
+    assert_close(top1, zeros / 128.0, 0, 5.1e-5);
+    assert_close(top5, 1.0, 0, 0);
+    assert_close(strtod(loss, NULL), log(10.0), 0, 1e-4); /* uniform softmax */
+    fill_dataset(ckpt, "/model/classifier/bias", NAN);
+    eval_test(ckpt, loss, &top1, &top5);
+    if (!strstr(loss, "nan")) fail_msg("loss=%s, expected nan", loss);
+    assert_close(top1, 0.0, 0, 0);
+    assert_close(top5, 0.0, 0, 0);
+}
+
 static void rm_rf(const char *dir) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -204,6 +308,8 @@ int main(void) {
         cmocka_unit_test(test_val_every),
         cmocka_unit_test(test_patience_counts_validations),
         cmocka_unit_test(test_label_smoothing_zero_is_default),
+        cmocka_unit_test(test_accuracy_ties_and_nan),
+        cmocka_unit_test(test_resume_ended_run),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (!getenv("SV_TEST_KEEP")) rm_rf(g_tmp);

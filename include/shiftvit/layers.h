@@ -167,9 +167,12 @@ void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
 void sv_softmax_xent_backward(float *dlogits, const float *probs,
                               const int *labels, int N, int K, float scale, float smoothing);
 
-/* 1 if label is among the k largest logits, else 0. The label's rank is the
- * number of logits strictly greater than its own, so ties count in the
- * label's favour (as tf.math.in_top_k for finite values). */
+/* 1 if the label counts as a top-k hit for one row of K logits, else 0, with
+ * Keras's definitions: top-1 (k = 1) is the argmax with ties going to the
+ * lowest class index (categorical_accuracy); for k > 1 the label is a hit
+ * when fewer than k logits are strictly greater than its own, so ties at the
+ * boundary count (top_k_categorical_accuracy, tf.math.in_top_k). A row with
+ * any non-finite logit is wrong for every k. */
 int sv_topk_correct(const float *logits, int K, int label, int k);
 
 #endif

@@ -22,6 +22,10 @@ typedef struct {
     uint64_t seed;
     int world_size;        /* at save */
     double wall_time;      /* seconds of training so far */
+    double epoch_time;     /* seconds already spent in the current epoch (a mid-epoch
+                            * checkpoint; 0 at epoch boundaries and in checkpoints
+                            * older than this field): the resumed epoch's `seconds`
+                            * in metrics_epochs.csv then covers the whole epoch */
 } sv_train_state;
 
 typedef struct {
