@@ -7,11 +7,22 @@
  * extended and closed there, so between flushes it is closed and consistent
  * (a crash loses at most the rows since the last flush, and other programs
  * can read it while a run goes on). The step hot path only formats one CSV
- * line and copies seven doubles. */
+ * line and copies seven doubles.
+ *
+ * A reader that holds the file open (h5py, a notebook, h5dump) holds HDF5's
+ * file lock, and the writer cannot open it then. HDF5's locking stays on (a
+ * reader must never see a half-written file), so a flush that cannot write
+ * keeps its rows and tries again at the next flush, first cutting the columns
+ * back to the rows known to be complete (a failed append can leave some
+ * columns longer than others); close retries for a few seconds. Messages
+ * name the lock when it is the cause. */
 #include "shiftvit/metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#include <sys/file.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +51,10 @@ typedef struct {
 struct sv_metrics {
     FILE *steps, *epochs;
     char h5path[SV_PATH_LEN + 32];
-    rowbuf sbuf, ebuf;
-    int h5_failed; /* after a write error: warn once, then keep the CSVs only */
+    rowbuf sbuf, ebuf;  /* rows not yet in metrics.h5 */
+    size_t h5_srows, h5_erows; /* rows known to be complete in metrics.h5 */
+    int h5_failed;      /* out of memory for the buffers: CSVs only from then on */
+    int h5_pending;     /* a flush failed and its rows wait (warned once) */
 };
 
 /* ------------------------------------------------------------ row buffers */
@@ -60,6 +73,20 @@ static int rowbuf_push(rowbuf *b, const double *row) {
 }
 
 /* ------------------------------------------------------------ HDF5 */
+
+/* 1 if another process holds HDF5's file lock on path (HDF5 locks with
+ * flock(2): shared for readers, exclusive for writers). */
+static int h5_locked_by_other(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    int locked = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (!locked) flock(fd, LOCK_UN);
+    close(fd);
+    return locked;
+}
+
+static const char lock_hint[] =
+    "another program has it open (an HDF5 reader such as h5py, a notebook or h5dump holds its file lock)";
 
 
 static int create_group(hid_t f, const char *group, const char *const *cols, int ncols,
@@ -313,6 +340,8 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
+    if (rc && h5_locked_by_other(path))
+        return sv_fail(err, "%s is locked: %s; close it and start again", path, lock_hint);
     if (rc) return sv_fail(err, "%s: cannot create the HDF5 metrics log", path);
     return 0;
 }
@@ -339,7 +368,10 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     sv_h5_quiet q;
     sv_h5_quiet_begin(&q);
     int rc = 0;
-    if (append) {
+    if (append && h5_locked_by_other(mt->h5path)) {
+        /* Before the CSV files are cut back: a refused resume changes nothing. */
+        rc = sv_fail(err, "%s is locked: %s; close it and resume again", mt->h5path, lock_hint);
+    } else if (append) {
         char path[SV_PATH_LEN + 64];
         rowbuf srows = {NULL, 0, 0, NSTEP}, erows = {NULL, 0, 0, NEPOCH};
         snprintf(path, sizeof path, "%s/metrics_steps.csv", dir);
@@ -347,10 +379,15 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
         snprintf(path, sizeof path, "%s/metrics_epochs.csv", dir);
         if (!rc) rc = csv_truncate(path, epoch_header, NEPOCH, keep_epoch, &erows, err);
         if (!rc) rc = h5_resume(mt, &srows, &erows, err);
+        mt->h5_srows = srows.rows;
+        mt->h5_erows = erows.rows;
         free(srows.v);
         free(erows.v);
     } else if (h5_create(mt->h5path) != 0) {
-        rc = sv_fail(err, "%s: cannot create the HDF5 metrics log", mt->h5path);
+        if (h5_locked_by_other(mt->h5path))
+            rc = sv_fail(err, "%s is locked: %s; close it and start again", mt->h5path, lock_hint);
+        else
+            rc = sv_fail(err, "%s: cannot create the HDF5 metrics log", mt->h5path);
     }
     sv_h5_quiet_end(&q);
     if (rc) {
@@ -368,7 +405,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
 
 static void h5_warn(sv_metrics *mt) {
     if (!mt->h5_failed)
-        fprintf(stderr, "shiftvit: warning: cannot append to %s; metrics continue in the CSV files only\n",
+        fprintf(stderr, "shiftvit: warning: out of memory for the rows of %s; metrics continue in the CSV files only\n",
                 mt->h5path);
     mt->h5_failed = 1;
 }
@@ -391,28 +428,71 @@ void sv_metrics_epoch(sv_metrics *mt, const sv_epoch_row *r) {
     sv_metrics_flush(mt);
 }
 
-void sv_metrics_flush(sv_metrics *mt) {
-    if (!mt) return;
-    if (mt->steps) fflush(mt->steps);
-    if (mt->epochs) fflush(mt->epochs);
-    if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0)) return;
+/* One try at appending the buffered rows; 0 when they are in the file. */
+static int h5_try_append(sv_metrics *mt) {
     sv_h5_quiet q;
     sv_h5_quiet_begin(&q);
     hid_t f = sv_h5_open(mt->h5path, H5F_ACC_RDWR);
     int rc = f < 0 ? -1 : 0;
+    /* Undo what an earlier failed append may have left half done. */
+    if (!rc && mt->h5_pending)
+        rc = h5_truncate_group(f, "/steps", step_cols, NSTEP, mt->h5_srows) ||
+             h5_truncate_group(f, "/epochs", epoch_cols, NEPOCH, mt->h5_erows);
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, mt->sbuf.v, mt->sbuf.rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, mt->ebuf.v, mt->ebuf.rows);
     if (f >= 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
     sv_h5_quiet_end(&q);
-    if (rc) h5_warn(mt);
+    return rc;
+}
+
+/* Appends the buffered rows; on failure keeps them for the next flush. */
+static int h5_flush_rows(sv_metrics *mt) {
+    if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0)) return 0;
+    if (h5_try_append(mt) != 0) {
+        if (!mt->h5_pending) {
+            if (h5_locked_by_other(mt->h5path))
+                fprintf(stderr, "shiftvit: warning: cannot append to %s: it is locked: %s; its rows are kept and written once it is closed (the CSV files have every row)\n",
+                        mt->h5path, lock_hint);
+            else
+                fprintf(stderr, "shiftvit: warning: cannot append to %s; its rows are kept and tried again at the next epoch (the CSV files have every row)\n",
+                        mt->h5path);
+        }
+        mt->h5_pending = 1;
+        return -1;
+    }
+    if (mt->h5_pending)
+        fprintf(stderr, "shiftvit: %s is writable again: %zu step and %zu epoch rows kept meanwhile are in it\n",
+                mt->h5path, mt->sbuf.rows, mt->ebuf.rows);
+    mt->h5_pending = 0;
+    mt->h5_srows += mt->sbuf.rows;
+    mt->h5_erows += mt->ebuf.rows;
     mt->sbuf.rows = 0;
     mt->ebuf.rows = 0;
+    return 0;
 }
+
+void sv_metrics_flush(sv_metrics *mt) {
+    if (!mt) return;
+    if (mt->steps) fflush(mt->steps);
+    if (mt->epochs) fflush(mt->epochs);
+    h5_flush_rows(mt);
+}
+
+#define CLOSE_RETRY_S 10 /* how long close waits for a reader to let go */
 
 void sv_metrics_close(sv_metrics *mt) {
     if (!mt) return;
     sv_metrics_flush(mt);
+    for (int i = 0; mt->h5_pending && i < 4 * CLOSE_RETRY_S; i++) {
+        struct timespec ts = {0, 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        h5_flush_rows(mt);
+    }
+    if (mt->h5_pending)
+        fprintf(stderr, "shiftvit: warning: %s: %zu step and %zu epoch rows could not be written in %d s (%s); the CSV files have them, and `train --resume` rebuilds metrics.h5 from the CSV files\n",
+                mt->h5path, mt->sbuf.rows, mt->ebuf.rows, CLOSE_RETRY_S,
+                h5_locked_by_other(mt->h5path) ? lock_hint : "the file cannot be written");
     if (mt->steps) fclose(mt->steps);
     if (mt->epochs) fclose(mt->epochs);
     free(mt->sbuf.v);

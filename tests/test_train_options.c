@@ -10,6 +10,8 @@
  *   - train.label_smoothing = 0 given explicitly is bitwise the default run;
  *   - resuming a run that already ended (all epochs done, or early stopped)
  *     trains nothing, says so, reprints the same TEST line and exits 0;
+ *   - a reader holding metrics.h5 open costs no rows, and a resume that
+ *     meets its lock refuses and names it (issue 14);
  *   - accuracy with ties and non-finite logits (issue 14), through `eval` on
  *     a checkpoint whose classifier was zeroed (all logits equal: top-1 is the
  *     share of class 0 among the test images, counted here from the file;
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -36,14 +39,20 @@
 static char g_tmp[64];
 static char g_bin[256] = "build/shiftvit";
 
-/* Runs `shiftvit train ARGS --out TMP/NAME` (one process, 120 s limit) and
- * returns its stdout+stderr (caller frees); fails the test on a non-zero exit. */
-static char *train(const char *name, const char *args) {
+/* Starts `shiftvit train ARGS --out TMP/NAME` (one process, 120 s limit),
+ * stdout and stderr on the returned pipe. */
+static FILE *start_train(const char *name, const char *args) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 120 %s train -c " TINY " %s --out %s/%s 2>&1",
              g_bin, args, g_tmp, name);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
+    return p;
+}
+
+/* Reads the pipe to its end and closes it: the output (caller frees) and
+ * the exit status (-1 if not a normal exit). */
+static char *finish_train(FILE *p, int *status) {
     size_t cap = 1 << 16, len = 0;
     char *out = malloc(cap);
     assert_non_null(out);
@@ -58,8 +67,15 @@ static char *train(const char *name, const char *args) {
     }
     out[len] = '\0';
     int st = pclose(p);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-        fail_msg("command failed (status %d): %s\n%s", st, cmd, out);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+/* Runs training to its end; fails the test unless it exits 0. */
+static char *train(const char *name, const char *args) {
+    int status;
+    char *out = finish_train(start_train(name, args), &status);
+    if (status != 0) fail_msg("train %s --out %s/%s: exit status %d\n%s", args, g_tmp, name, status, out);
     return out;
 }
 
@@ -290,6 +306,85 @@ static void test_accuracy_ties_and_nan(void **state) {
     assert_close(top5, 0.0, 0, 0);
 }
 
+static hssize_t h5_rows(const char *path, const char *dataset) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) fail_msg("cannot open %s", path);
+    hid_t d = H5Dopen2(f, dataset, H5P_DEFAULT);
+    assert_true(d >= 0);
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    return n;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Issue 14, case 1: a reader holds metrics.h5 open (HDF5's shared file lock)
+ * for 3 s after the first epoch row appears. Every row still reaches both
+ * formats (8 epochs x 128 steps), the warning names the lock, and a resume
+ * started while the lock is held refuses, says so, and changes no file. */
+static void test_reader_does_not_cost_rows(void **state) {
+    (void)state;
+    const char *args = "--set data.train_size=4096 --set train.epochs=8 --set train.patience=0 "
+                       "--set train.log_every=1000";
+    FILE *p = start_train("locked", args);
+    char csv[256], h5[256];
+    snprintf(csv, sizeof csv, "%s/locked/metrics_epochs.csv", g_tmp);
+    snprintf(h5, sizeof h5, "%s/locked/metrics.h5", g_tmp);
+    int lines = 0; /* header + complete rows written so far */
+    for (int i = 0; i < 2400 && lines < 2; i++) {
+        sleep_ms(25);
+        FILE *c = fopen(csv, "r");
+        if (!c) continue;
+        int ch;
+        for (lines = 0; (ch = fgetc(c)) != EOF;) lines += ch == '\n';
+        fclose(c);
+    }
+    assert_true(lines >= 2);
+    epochs_csv e;
+    hid_t reader = H5Fopen(h5, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(reader >= 0);
+    sleep_ms(3000);
+    H5Fclose(reader);
+    int status;
+    char *out = finish_train(p, &status);
+    if (status != 0) fail_msg("exit status %d:\n%s", status, out);
+    read_epochs("locked", &e);
+    assert_int_equal(e.rows, 8);
+    assert_int_equal(h5_rows(h5, "/epochs/epoch"), 8);
+    assert_int_equal(h5_rows(h5, "/steps/step"), 1024);
+    assert_int_equal(h5_rows(h5, "/steps/loss"), 1024);
+    if (!strstr(out, "it is locked") || !strstr(out, "writable again"))
+        fail_msg("no message naming the lock and its release:\n%s", out);
+    free(out);
+
+    /* Resume while a reader holds the file: a clear refusal, files untouched. */
+    char before[4096], after[4096], resume[512];
+    FILE *f = fopen(csv, "r");
+    size_t nb = fread(before, 1, sizeof before - 1, f);
+    before[nb] = '\0';
+    fclose(f);
+    reader = H5Fopen(h5, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(reader >= 0);
+    snprintf(resume, sizeof resume, "%s --resume %s/locked/epoch_0007.h5", args, g_tmp);
+    out = finish_train(start_train("locked", resume), &status);
+    H5Fclose(reader);
+    assert_int_not_equal(status, 0);
+    if (!strstr(out, "is locked") || !strstr(out, "another program has it open"))
+        fail_msg("the refusal does not name the lock:\n%s", out);
+    f = fopen(csv, "r");
+    size_t na = fread(after, 1, sizeof after - 1, f);
+    after[na] = '\0';
+    fclose(f);
+    assert_string_equal(after, before);
+    free(out);
+}
+
 static void rm_rf(const char *dir) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -310,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_label_smoothing_zero_is_default),
         cmocka_unit_test(test_accuracy_ties_and_nan),
         cmocka_unit_test(test_resume_ended_run),
+        cmocka_unit_test(test_reader_does_not_cost_rows),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (!getenv("SV_TEST_KEEP")) rm_rf(g_tmp);
