@@ -1,5 +1,6 @@
 /* build/shiftvit: subcommand dispatch, MPI start-up and shut-down. */
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,35 @@ int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets)
     return rc;
 }
 
+/* Threads of all ranks on this node against the CPUs they may use together
+ * (the union of their masks); 1 if they oversubscribe them. Collective. */
+static int node_oversubscribed(sv_dist *d, int threads, int *node_threads, int *node_cpus) {
+    cpu_set_t set;
+    sv_affinity_set(&set);
+    MPI_Comm node;
+    MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    MPI_Allreduce(MPI_IN_PLACE, &set, (int)(sizeof set / sizeof(unsigned long)), MPI_UNSIGNED_LONG,
+                  MPI_BOR, node);
+    MPI_Allreduce(&threads, node_threads, 1, MPI_INT, MPI_SUM, node);
+    MPI_Comm_free(&node);
+    *node_cpus = CPU_COUNT(&set);
+    return *node_cpus > 0 && *node_threads > *node_cpus;
+}
+
 void sv_cli_report_placement(void) {
     sv_dist *d = &g_dist;
     char cpus[256];
     int ncpu = sv_affinity(cpus, sizeof cpus);
     int threads = omp_get_max_threads();
+    /* The worst node's numbers reach rank 0: {oversubscribed, threads, cpus}. */
+    int nt, nc, over = node_oversubscribed(d, threads, &nt, &nc);
+    struct { int ratio_x100, rank; } mine = {over ? 100 * nt / nc : 0, d->rank}, worst;
+    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, d->comm);
+    int worst_info[2] = {nt, nc};
+    if (worst.rank != 0) {
+        if (d->rank == worst.rank) MPI_Send(worst_info, 2, MPI_INT, 0, 0, d->comm);
+        if (d->rank == 0) MPI_Recv(worst_info, 2, MPI_INT, worst.rank, 0, d->comm, MPI_STATUS_IGNORE);
+    }
     char host[64] = "?";
     gethostname(host, sizeof host);
     host[sizeof host - 1] = '\0';
@@ -45,7 +70,11 @@ void sv_cli_report_placement(void) {
         printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
                d->local_size, threads, g_blis_desc);
         for (int r = 0; r < d->world; r++) printf("%s\n", all + (size_t)r * sizeof line);
-        if (any)
+        if (worst.ratio_x100 > 0)
+            printf("WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s) on one node: they oversubscribe it, and every step waits for the slowest thread. "
+                   "Fix: OMP_NUM_THREADS = CPUs per node / ranks per node (mpirun -x OMP_NUM_THREADS=N, srun --cpus-per-task=N), or fewer ranks per node.\n",
+                   worst_info[0], worst_info[1]);
+        else if (any)
             printf("WARNING: a rank's threads share fewer cores than it runs threads (Open MPI binds each rank to one core when it starts 2 ranks or fewer). "
                    "Fix: mpirun --map-by slot:PE=%d --bind-to core ..., or --bind-to none; under SLURM: srun --cpus-per-task=%d.\n",
                    threads, threads);

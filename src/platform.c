@@ -82,11 +82,10 @@ int sv_blis_select(char *desc, size_t len) {
     return overridden;
 }
 
-int sv_affinity(char *list, size_t len) {
+int sv_affinity_set(cpu_set_t *set) {
     /* The union over the OpenMP threads: with OMP_PROC_BIND each thread is
      * pinned to its own place, so the calling thread alone would show one. */
-    cpu_set_t set;
-    CPU_ZERO(&set);
+    CPU_ZERO(set);
     int failed = 0;
 #pragma omp parallel
     {
@@ -96,10 +95,16 @@ int sv_affinity(char *list, size_t len) {
 #pragma omp critical(sv_affinity)
         {
             if (rc != 0) failed = 1;
-            else CPU_OR(&set, &set, &mine);
+            else CPU_OR(set, set, &mine);
         }
     }
-    if (failed) {
+    if (failed) CPU_ZERO(set);
+    return failed ? 0 : CPU_COUNT(set);
+}
+
+int sv_affinity(char *list, size_t len) {
+    cpu_set_t set;
+    if (sv_affinity_set(&set) == 0) {
         snprintf(list, len, "?");
         return 0;
     }

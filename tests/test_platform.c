@@ -2,9 +2,11 @@
  * must run BLIS's AVX-512 kernels (skx) even though BLIS 0.9.0 itself picks
  * generic or haswell there, and a user's BLIS_ARCH_TYPE must be respected.
  * Runs the real program (bench prints the choice in its placement report). */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -85,8 +87,46 @@ static void test_proc_bind_keeps_cpus(void **state) {
     assert_int_equal(cpus[1], cpus[0]);
 }
 
+/* Output of a one-step tiny bench with 2 ranks, no binding, T threads each. */
+static char *two_ranks(int T) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "env -u OMP_PROC_BIND -u OMP_PLACES OMP_NUM_THREADS=%d timeout -k 5 120 mpirun %s--oversubscribe "
+             "--bind-to none -np 2 -x OMP_NUM_THREADS %s bench -c configs/tiny.ini --steps 1 --warmup 0 2>&1",
+             T, geteuid() == 0 ? "--allow-run-as-root " : "", bin());
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    static char out[16384];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    if (st != 0) fail_msg("%s exited with status %d:\n%s", cmd, st, out);
+    return out;
+}
+
+/* Issue 14: 2 ranks x C threads on C CPUs oversubscribe the node; the
+ * report says so with the numbers, once. 2 ranks x 1 thread do not (C >= 2). */
+static void test_oversubscription_warned(void **state) {
+    (void)state;
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int C = CPU_COUNT(&set);
+    char want[128];
+    snprintf(want, sizeof want, "WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s)",
+             2 * C, C);
+    const char *out = two_ranks(C);
+    const char *w = strstr(out, want);
+    if (!w) fail_msg("no \"%s\" in:\n%s", want, out);
+    if (strstr(w + 1, "WARNING: ")) fail_msg("warned more than once:\n%s", out);
+    if (C >= 2) {
+        out = two_ranks(1);
+        if (strstr(out, "oversubscribe")) fail_msg("2 ranks x 1 thread on %d CPUs warned:\n%s", C, out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_oversubscription_warned),
         cmocka_unit_test(test_avx512_cpu_gets_skx),
         cmocka_unit_test(test_user_choice_respected),
         cmocka_unit_test(test_proc_bind_keeps_cpus),

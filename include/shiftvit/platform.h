@@ -2,6 +2,7 @@
 #ifndef SHIFTVIT_PLATFORM_H
 #define SHIFTVIT_PLATFORM_H
 
+#include <sched.h>
 #include <stddef.h>
 
 /* Chooses the BLIS sub-configuration before BLIS initialises (issue 6).
@@ -28,5 +29,9 @@ int sv_blis_select(char *desc, size_t len);
  * pinned to its own place) and their list as text ("0-1", "3"), for the
  * placement report of issue 5. Runs one OpenMP parallel region. */
 int sv_affinity(char *list, size_t len);
+
+/* The same union as a CPU set (set is cleared first); returns its CPU count,
+ * 0 if the masks could not be read (set then empty). */
+int sv_affinity_set(cpu_set_t *set);
 
 #endif

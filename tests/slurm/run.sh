@@ -23,6 +23,8 @@
 #      (SIGUSR1 to the batch shell, then more signals while it checkpoints) in its
 #      first epoch: it checkpoints, requeues itself, resumes and finishes with the same
 #      step count and metrics as the uninterrupted run
+#   6b. a two-task job array: a warning signal to task 0 requeues task 0 only, task 1
+#      runs on undisturbed
 #   7. a plain `scancel` cancels for good (no requeue)
 #   8. jobs/scaling.sbatch runs scripts/scaling.sh with srun (tiny model): CSV + plot
 #   9. jobs/local.sh (mpirun, no SLURM) binds 1x2 and 2x1 as it says
@@ -319,6 +321,34 @@ if CONFIG=configs/tiny.ini TRAIN_ARGS=$LONG RUN_DIR=$int submit "$log"; then
   fi
 else
   fail "sbatch submit (interrupted run)"
+fi
+
+# ---------------------------------------------------------------- 6b. job array
+# A warning signal to one task of a two-task array requeues that task only; the
+# other one runs on undisturbed (before the fix, task 0's `scontrol requeue
+# $SLURM_JOB_ID` requeued the whole array and killed task 1 without a checkpoint).
+echo "--- job array of 2 tasks, warning signal to task 0 only"
+log=$WORK/array-%A_%a.out
+if CONFIG=configs/tiny.ini TRAIN_ARGS=$LONG RUNS_DIR=$WORK/array \
+     submit "$log" --array=0-1 --ntasks-per-node=1 --cpus-per-task=1; then
+  A=$JOB
+  end=$((SECONDS + 120))
+  until { [ "$(csv_rows "$WORK/array/slurm-${A}_0/metrics_steps.csv")" -ge 8 ] &&
+          [ "$(csv_rows "$WORK/array/slurm-${A}_1/metrics_steps.csv")" -ge 8 ]; } ||
+        [ $SECONDS -ge $end ] || ! kill -0 "$SB_PID" 2>/dev/null; do sleep 0.05; done
+  scancel --signal=USR1 --batch "${A}_0"
+  note "signalled task ${A}_0 after $(csv_rows "$WORK/array/slurm-${A}_0/metrics_steps.csv") steps"
+  wait_job 300 sbatch
+  l0=$WORK/array-${A}_0.out l1=$WORK/array-${A}_1.out
+  check "task 0 requeued itself only (scontrol requeue ${A}_0)" has "$l0" "requeueing job ${A}_0"
+  check "task 0: COMPLETED after 1 restart (state $(job_field "${A}_0" JobState), Restarts=$(job_field "${A}_0" Restarts))" \
+    eval "[ '$(job_field "${A}_0" JobState)' = COMPLETED ] && [ '$(job_field "${A}_0" Restarts)' = 1 ]"
+  check "task 1: COMPLETED, never stopped or requeued (state $(job_field "${A}_1" JobState), Restarts=$(job_field "${A}_1" Restarts))" \
+    eval "[ '$(job_field "${A}_1" JobState)' = COMPLETED ] && [ '$(job_field "${A}_1" Restarts)' = 0 ] && ! grep -q 'Stopped by signal' '$l1'"
+  check "both tasks trained all $TOTAL steps once each and printed TEST" \
+    eval "steps_contiguous '$WORK/array/slurm-${A}_0/metrics_steps.csv' && steps_contiguous '$WORK/array/slurm-${A}_1/metrics_steps.csv' && [ $(csv_rows "$WORK/array/slurm-${A}_0/metrics_steps.csv") -eq $TOTAL ] && [ $(csv_rows "$WORK/array/slurm-${A}_1/metrics_steps.csv") -eq $TOTAL ] && has '$l0' '^TEST loss=' && has '$l1' '^TEST loss='"
+else
+  fail "sbatch submit (array)"
 fi
 
 # ---------------------------------------------------------------- 7. plain scancel
