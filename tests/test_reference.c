@@ -286,7 +286,7 @@ static void check_reference(const char *config, const char *ref, int batch) {
             worst_i = i;
         }
     }
-    sv_softmax_xent_forward(losses, probs, logits, labels, N, K);
+    sv_softmax_xent_forward(losses, probs, logits, labels, N, K, 0.f);
     double loss = 0.0;
     for (int n = 0; n < N; n++)
         loss += losses[n];
@@ -313,8 +313,8 @@ static void check_reference(const char *config, const char *ref, int batch) {
             fail_msg("%s: training-mode (zero-rate) logit [%d][%d] = %.9g, reference %.9g",
                      ref, i / K, i % K, logits[i], ref_logits[i]);
     }
-    sv_softmax_xent_forward(losses, probs, logits, labels, N, K);
-    sv_softmax_xent_backward(dlogits, probs, labels, N, K, 1.0f / (float)N);
+    sv_softmax_xent_forward(losses, probs, logits, labels, N, K, 0.f);
+    sv_softmax_xent_backward(dlogits, probs, labels, N, K, 1.0f / (float)N, 0.f);
     memset(m.grads, 0xff, sizeof(float) * m.num_params); /* NaN: backward must overwrite */
     sv_model_backward(&m, dlogits, NULL, NULL);
 
