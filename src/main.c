@@ -26,11 +26,10 @@ int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets)
     return rc;
 }
 
-/* Threads of all ranks on this node against the CPUs they may use together
- * (the union of their masks); 1 if they oversubscribe them. Collective. */
-static int node_oversubscribed(sv_dist *d, int threads, int *node_threads, int *node_cpus) {
-    cpu_set_t set;
-    sv_affinity_set(&set);
+/* Threads of all ranks on this node (node_threads) and the CPUs they may
+ * use together (node_cpus, the union of their masks `mine`). Collective. */
+static void node_load(sv_dist *d, const cpu_set_t *mine, int threads, int *node_threads, int *node_cpus) {
+    cpu_set_t set = *mine;
     MPI_Comm node;
     MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
     MPI_Allreduce(MPI_IN_PLACE, &set, (int)(sizeof set / sizeof(unsigned long)), MPI_UNSIGNED_LONG,
@@ -38,23 +37,28 @@ static int node_oversubscribed(sv_dist *d, int threads, int *node_threads, int *
     MPI_Allreduce(&threads, node_threads, 1, MPI_INT, MPI_SUM, node);
     MPI_Comm_free(&node);
     *node_cpus = CPU_COUNT(&set);
-    return *node_cpus > 0 && *node_threads > *node_cpus;
 }
 
 void sv_cli_report_placement(void) {
     sv_dist *d = &g_dist;
+    cpu_set_t mine;
     char cpus[256];
-    int ncpu = sv_affinity(cpus, sizeof cpus);
+    int ncpu = sv_affinity_set(&mine);
+    sv_cpu_list(&mine, cpus, sizeof cpus);
     int threads = omp_get_max_threads();
-    /* The worst node's numbers reach rank 0: {oversubscribed, threads, cpus}. */
-    int nt, nc, over = node_oversubscribed(d, threads, &nt, &nc);
-    struct { int ratio_x100, rank; } mine = {over ? 100 * nt / nc : 0, d->rank}, worst;
-    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, d->comm);
-    int worst_info[2] = {nt, nc};
-    if (worst.rank != 0) {
-        if (d->rank == worst.rank) MPI_Send(worst_info, 2, MPI_INT, 0, 0, d->comm);
-        if (d->rank == 0) MPI_Recv(worst_info, 2, MPI_INT, worst.rank, 0, d->comm, MPI_STATUS_IGNORE);
+    int load[2]; /* this node's threads and CPUs; rank 0 gathers every rank's */
+    node_load(d, &mine, threads, &load[0], &load[1]);
+    int *loads = d->rank == 0 ? malloc(2 * sizeof(int) * (size_t)d->world) : NULL;
+    MPI_Gather(load, 2, MPI_INT, loads, 2, MPI_INT, 0, d->comm);
+    int over_threads = 0, over_cpus = 1; /* the most oversubscribed node */
+    for (int r = 0; d->rank == 0 && r < d->world; r++) {
+        int t = loads[2 * r], c = loads[2 * r + 1];
+        if (c > 0 && t > c && (long)t * over_cpus > (long)over_threads * c) {
+            over_threads = t;
+            over_cpus = c;
+        }
     }
+    free(loads);
     char host[64] = "?";
     gethostname(host, sizeof host);
     host[sizeof host - 1] = '\0';
@@ -70,10 +74,10 @@ void sv_cli_report_placement(void) {
         printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
                d->local_size, threads, g_blis_desc);
         for (int r = 0; r < d->world; r++) printf("%s\n", all + (size_t)r * sizeof line);
-        if (worst.ratio_x100 > 0)
+        if (over_threads > 0)
             printf("WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s) on one node: they oversubscribe it, and every step waits for the slowest thread. "
                    "Fix: OMP_NUM_THREADS = CPUs per node / ranks per node (mpirun -x OMP_NUM_THREADS=N, srun --cpus-per-task=N), or fewer ranks per node.\n",
-                   worst_info[0], worst_info[1]);
+                   over_threads, over_cpus);
         else if (any)
             printf("WARNING: a rank's threads share fewer cores than it runs threads (Open MPI binds each rank to one core when it starts 2 ranks or fewer). "
                    "Fix: mpirun --map-by slot:PE=%d --bind-to core ..., or --bind-to none; under SLURM: srun --cpus-per-task=%d.\n",

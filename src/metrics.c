@@ -88,6 +88,14 @@ static int h5_locked_by_other(const char *path) {
 static const char lock_hint[] =
     "another program has it open (an HDF5 reader such as h5py, a notebook or h5dump holds its file lock)";
 
+/* The error for a metrics.h5 that could not be created or opened: names the
+ * lock when it is the cause. Returns -1. */
+static int open_failure(char *err, const char *path) {
+    if (h5_locked_by_other(path))
+        return sv_fail(err, "%s is locked: %s; close it and start again", path, lock_hint);
+    return sv_fail(err, "%s: cannot create the HDF5 metrics log", path);
+}
+
 
 static int create_group(hid_t f, const char *group, const char *const *cols, int ncols,
                         hsize_t chunk) {
@@ -340,10 +348,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
-    if (rc && h5_locked_by_other(path))
-        return sv_fail(err, "%s is locked: %s; close it and start again", path, lock_hint);
-    if (rc) return sv_fail(err, "%s: cannot create the HDF5 metrics log", path);
-    return 0;
+    return rc ? open_failure(err, path) : 0;
 }
 
 sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long keep_epoch,
@@ -384,10 +389,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
         free(srows.v);
         free(erows.v);
     } else if (h5_create(mt->h5path) != 0) {
-        if (h5_locked_by_other(mt->h5path))
-            rc = sv_fail(err, "%s is locked: %s; close it and start again", mt->h5path, lock_hint);
-        else
-            rc = sv_fail(err, "%s: cannot create the HDF5 metrics log", mt->h5path);
+        rc = open_failure(err, mt->h5path);
     }
     sv_h5_quiet_end(&q);
     if (rc) {

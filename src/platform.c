@@ -102,22 +102,19 @@ int sv_affinity_set(cpu_set_t *set) {
     return failed ? 0 : CPU_COUNT(set);
 }
 
-int sv_affinity(char *list, size_t len) {
-    cpu_set_t set;
-    if (sv_affinity_set(&set) == 0) {
-        snprintf(list, len, "?");
-        return 0;
-    }
-    int count = CPU_COUNT(&set);
+void sv_cpu_list(const cpu_set_t *set, char *list, size_t len) {
     size_t used = 0;
     list[0] = '\0';
+    if (CPU_COUNT(set) == 0) {
+        snprintf(list, len, "?");
+        return;
+    }
     for (int c = 0; c < CPU_SETSIZE && used + 16 < len; c++) {
-        if (!CPU_ISSET(c, &set)) continue;
+        if (!CPU_ISSET(c, set)) continue;
         int e = c;
-        while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, &set)) e++;
+        while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, set)) e++;
         used += (size_t)snprintf(list + used, len - used, "%s%d", used ? "," : "", c);
         if (e > c) used += (size_t)snprintf(list + used, len - used, "-%d", e);
         c = e;
     }
-    return count;
 }

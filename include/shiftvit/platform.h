@@ -24,14 +24,15 @@
  * haswell on a CPU with AVX-512)". Returns 1 if the choice was overridden. */
 int sv_blis_select(char *desc, size_t len);
 
-/* Number of CPUs this process's OpenMP threads may run on (the union of
- * each thread's sched_getaffinity mask: under OMP_PROC_BIND every thread is
- * pinned to its own place) and their list as text ("0-1", "3"), for the
- * placement report of issue 5. Runs one OpenMP parallel region. */
-int sv_affinity(char *list, size_t len);
-
-/* The same union as a CPU set (set is cleared first); returns its CPU count,
- * 0 if the masks could not be read (set then empty). */
+/* The CPUs this process's OpenMP threads may run on: the union of each
+ * thread's sched_getaffinity mask (under OMP_PROC_BIND every thread is pinned
+ * to its own place), for the placement report of issue 5. set is cleared
+ * first; returns its CPU count, 0 if a mask could not be read (set then
+ * empty). Runs one OpenMP parallel region. */
 int sv_affinity_set(cpu_set_t *set);
+
+/* Writes set as a CPU list ("0-1", "0,2-3") into list (len bytes, cut short
+ * if too small), or "?" for an empty set. */
+void sv_cpu_list(const cpu_set_t *set, char *list, size_t len);
 
 #endif
