@@ -180,6 +180,8 @@ static int write_contents(writer *w, const sv_model *m, const sv_adamw *opt,
         if (write_tensor_set(w, "/optimizer/v", m, opt->v)) return -1;
     }
     if (st && write_state(w, st)) return -1;
+    if (st && st->config_changes[0] && write_string(w, "/config_changes", st->config_changes))
+        return -1;
     if (cfg) {
         char *text = NULL;
         size_t len = 0;
@@ -548,6 +550,8 @@ static int read_attr(reader *r, hid_t obj, const char *objname, const char *name
     return 0;
 }
 
+static char *read_string(reader *r, const char *name);
+
 static int read_state(reader *r, sv_train_state *st) {
     if (!path_exists(r->file, "/state"))
         return sv_fail(r->err, "checkpoint %s has no /state group (weights-only checkpoint, cannot resume)",
@@ -578,6 +582,13 @@ static int read_state(reader *r, sv_train_state *st) {
     if (!rc) rc = read_attr(r, g, o, "seed", H5T_NATIVE_UINT64, &s.seed);
     if (!rc) rc = read_attr(r, g, o, "world_size", H5T_NATIVE_INT, &s.world_size);
     H5Gclose(g);
+    /* Optional: written only by runs resumed with --resume-with-changes. */
+    if (!rc && path_exists(r->file, "/config_changes")) {
+        char *text = read_string(r, "/config_changes");
+        if (!text) rc = -1;
+        else snprintf(s.config_changes, sizeof s.config_changes, "%s", text);
+        free(text);
+    }
     if (rc) return -1;
     if (s.step < 0 || s.epoch < 0 || s.step_in_epoch < 0 || s.bad_epochs < 0 || s.world_size < 1)
         return sv_fail(r->err,
@@ -587,15 +598,11 @@ static int read_state(reader *r, sv_train_state *st) {
     return 0;
 }
 
-/* Reads /config as a newly allocated string. */
-static char *read_config_text(reader *r) {
-    if (!path_exists(r->file, "/config")) {
-        sv_fail(r->err, "checkpoint %s has no /config dataset (not a shiftvit checkpoint?)", r->path);
-        return NULL;
-    }
-    hid_t ds = H5Dopen2(r->file, "/config", H5P_DEFAULT);
+/* Reads the scalar string dataset `name` as a newly allocated string. */
+static char *read_string(reader *r, const char *name) {
+    hid_t ds = H5Dopen2(r->file, name, H5P_DEFAULT);
     if (ds < 0) {
-        rfail_h5(r, "cannot open /config");
+        rfail_h5(r, "cannot open %s", name);
         return NULL;
     }
     char *out = NULL;
@@ -603,14 +610,14 @@ static char *read_config_text(reader *r) {
     hid_t space = H5Dget_space(ds);
     hssize_t npts = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
     if (ftype < 0 || H5Tget_class(ftype) != H5T_STRING || npts != 1) {
-        sv_fail(r->err, "checkpoint %s: /config is not a single string", r->path);
+        sv_fail(r->err, "checkpoint %s: %s is not a single string", r->path, name);
     } else if (H5Tis_variable_str(ftype) > 0) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
         H5Tset_cset(mt, H5Tget_cset(ftype));
         char *s = NULL;
         if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) < 0 || !s) {
-            rfail_h5(r, "cannot read /config");
+            rfail_h5(r, "cannot read %s", name);
         } else {
             out = strdup(s);
             hsize_t one = 1;
@@ -622,14 +629,14 @@ static char *read_config_text(reader *r) {
     } else {
         size_t sz = H5Tget_size(ftype);
         if (sz == 0 || sz > (1u << 24)) {
-            sv_fail(r->err, "checkpoint %s: /config has an implausible size (%zu bytes)", r->path, sz);
+            sv_fail(r->err, "checkpoint %s: %s has an implausible size (%zu bytes)", r->path, name, sz);
         } else {
             hid_t mt = H5Tcopy(ftype);
             H5Tset_size(mt, sz + 1);
             H5Tset_strpad(mt, H5T_STR_NULLTERM);
             out = calloc(1, sz + 2);
             if (out && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-                rfail_h5(r, "cannot read /config");
+                rfail_h5(r, "cannot read %s", name);
                 free(out);
                 out = NULL;
             }
@@ -640,6 +647,14 @@ static char *read_config_text(reader *r) {
     if (ftype >= 0) H5Tclose(ftype);
     H5Dclose(ds);
     return out;
+}
+
+static char *read_config_text(reader *r) {
+    if (!path_exists(r->file, "/config")) {
+        sv_fail(r->err, "checkpoint %s has no /config dataset (not a shiftvit checkpoint?)", r->path);
+        return NULL;
+    }
+    return read_string(r, "/config");
 }
 
 int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
@@ -724,6 +739,17 @@ int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_st
         if (!rc) opt->t = t;
     }
     if (!rc && st) *st = s;
+    close_reader(&r);
+    sv_h5_quiet_end(&q);
+    return rc;
+}
+
+int sv_checkpoint_read_state(const char *path, sv_train_state *st, char *err) {
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
+    reader r = {-1, path, err};
+    int rc = open_checked(&r);
+    if (!rc) rc = read_state(&r, st);
     close_reader(&r);
     sv_h5_quiet_end(&q);
     return rc;

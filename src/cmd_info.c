@@ -5,6 +5,7 @@
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/text.h"
 #include "shiftvit/model.h"
 
 #define MAX_SETS 64
@@ -39,7 +40,8 @@ static int info_checkpoint(const char *path) {
         sv_model_free(&m);
         return 1;
     }
-    printf("Checkpoint: %s\n", path);
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    printf("Checkpoint: %s\n", sv_shell_quote(path, q, sizeof q));
     printf("Parameters: %zu in %d tensors\n", m.num_params, m.num_tensors);
     printf("Step: %ld, epoch: %ld (%ld steps into it), world size at save: %d, training time: %.1f min\n",
            st.step, st.epoch, st.step_in_epoch, st.world_size, st.wall_time / 60.0);
@@ -93,7 +95,8 @@ int sv_cmd_info(int argc, char **argv) {
         fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
-    printf("Config: %s\n", config);
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    printf("Config: %s\n", sv_shell_quote(config, q, sizeof q));
     sv_model_print_summary(&m, stdout);
     sv_model_free(&m);
     return 0;

@@ -34,6 +34,7 @@
 #include "shiftvit/common.h"
 #include "shiftvit/data.h"
 #include "shiftvit/model.h"
+#include "shiftvit/text.h"
 
 /* Images whose header declares more than this are refused before decoding,
  * so memory stays bounded whatever the file claims. */
@@ -496,18 +497,6 @@ static int add_dir(strlist *files, const char *dir) {
 
 /* ------------------------------------------------------------ output */
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static const char *class_name(int k, int K, char *buf, size_t n) {
     if (K == 10) return cifar_classes[k];
     snprintf(buf, n, "class%d", k);
@@ -707,14 +696,14 @@ int sv_cmd_predict(int argc, char **argv) {
     grid_cell *cells = grid ? calloc(GRID_MAX, sizeof *cells) : NULL;
     int ncells = 0, classified = 0;
     uint8_t small[32 * 32 * 3];
-    char why[512], cname[32];
+    char why[512], cname[32], qpath[SV_QUOTED_LEN(SV_PATH_LEN)];
 
     for (int fi = 0; fi < files.n; fi++) {
         const char *path = files.v[fi];
         int w = 0, h = 0;
         uint8_t *px = decode(path, &w, &h, why, sizeof why);
         if (!px) {
-            fprintf(stderr, "shiftvit predict: %s: %s\n", path, why);
+            fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(path, qpath, sizeof qpath), why);
             failed++;
             continue;
         }
@@ -725,7 +714,8 @@ int sv_cmd_predict(int argc, char **argv) {
         if (rc == 0 && cells && ncells < GRID_MAX) rc = resize_area(cells[ncells].thumb, THUMB, THUMB, px, h, w);
         stbi_image_free(px);
         if (rc != 0) {
-            fprintf(stderr, "shiftvit predict: %s: out of memory resizing %dx%d pixels\n", path, w, h);
+            fprintf(stderr, "shiftvit predict: %s: out of memory resizing %dx%d pixels\n",
+                    sv_shell_quote(path, qpath, sizeof qpath), w, h);
             failed++;
             continue;
         }
@@ -748,18 +738,23 @@ int sv_cmd_predict(int argc, char **argv) {
 
         if (json) {
             fputs("{\"file\":", stdout);
-            json_string(stdout, path);
+            if (sv_json_string(stdout, path)) {
+                /* Not UTF-8: "file" is lossy, "file_hex" holds the exact bytes. */
+                fputs(",\"file_hex\":\"", stdout);
+                sv_hex(stdout, path);
+                fputc('"', stdout);
+            }
             fputs(",\"probabilities\":[", stdout);
             for (int k = 0; k < K; k++) printf("%s%.9g", k ? "," : "", prob[k]);
             fputs("],\"top\":[", stdout);
             for (int t = 0; t < topk; t++) {
                 printf("%s{\"class\":", t ? "," : "");
-                json_string(stdout, class_name(order[t], K, cname, sizeof cname));
+                sv_json_string(stdout, class_name(order[t], K, cname, sizeof cname));
                 printf(",\"confidence\":%.9g}", prob[order[t]]);
             }
             fputs("]}\n", stdout);
         } else {
-            printf("%s (%dx%d)\n", path, w, h);
+            printf("%s (%dx%d)\n", sv_shell_quote(path, qpath, sizeof qpath), w, h);
             for (int t = 0; t < topk; t++)
                 printf("  %d. %-11s %6.2f%%\n", t + 1, class_name(order[t], K, cname, sizeof cname),
                        100.0 * prob[order[t]]);
@@ -785,10 +780,10 @@ int sv_cmd_predict(int argc, char **argv) {
             fprintf(stderr, "shiftvit predict: no image was classified; %s not written\n", grid);
             failed++;
         } else if (write_grid(grid, cells, ncells, why, sizeof why) != 0) {
-            fprintf(stderr, "shiftvit predict: %s: %s\n", grid, why);
+            fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(grid, qpath, sizeof qpath), why);
             failed++;
         } else if (!json) {
-            printf("Grid of %d image(s): %s\n", ncells, grid);
+            printf("Grid of %d image(s): %s\n", ncells, sv_shell_quote(grid, qpath, sizeof qpath));
         }
     }
     if (failed && !json)

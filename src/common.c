@@ -1,17 +1,42 @@
 /* Error formatting, aligned allocation and timing (see common.h). */
 #include "shiftvit/common.h"
+#include "shiftvit/text.h"
 
 #include <stdarg.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
+/* Copies msg into err (SV_ERR_LEN bytes) with control bytes and bytes that
+ * are not UTF-8 written as \xHH: a message naming a file whose name holds a
+ * newline or invalid UTF-8 stays one valid line (issue 14, section 5). */
+static void escape_message(char *err, const char *msg) {
+    size_t o = 0, len = strlen(msg);
+    for (size_t i = 0; i < len && o + 5 < SV_ERR_LEN;) {
+        unsigned char c = (unsigned char)msg[i];
+        size_t m = c >= 0x80 ? sv_utf8_seq(msg + i, len - i) : (c >= 0x20 && c != 0x7f);
+        if (m && o + m < SV_ERR_LEN - 1) {
+            memcpy(err + o, msg + i, m);
+            o += m;
+            i += m;
+        } else if (m) {
+            break;
+        } else {
+            o += (size_t)snprintf(err + o, SV_ERR_LEN - o, "\\x%02x", c);
+            i++;
+        }
+    }
+    err[o] = '\0';
+}
+
 int sv_fail(char *err, const char *fmt, ...) {
     if (err) {
+        char msg[SV_ERR_LEN];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, SV_ERR_LEN, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        escape_message(err, msg);
     }
     return -1;
 }

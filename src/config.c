@@ -6,6 +6,7 @@
  * not written (or the reverse). */
 #include "shiftvit/config.h"
 #include "shiftvit/common.h"
+#include "shiftvit/text.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -216,29 +217,6 @@ static int check_real(const key_def *k, double v, char *why, size_t n) {
     return -1;
 }
 
-/* Length of the well-formed UTF-8 sequence (2-4 bytes) starting at the non-ASCII
- * byte s[0], or 0 if it is malformed (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF). */
-static size_t utf8_seq(const char *s, size_t avail) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (u[0] >= 0xc2 && u[0] <= 0xdf) n = 2;
-    else if (u[0] >= 0xe0 && u[0] <= 0xef) {
-        n = 3;
-        if (u[0] == 0xe0) lo = 0xa0;
-        if (u[0] == 0xed) hi = 0x9f;
-    } else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
-        n = 4;
-        if (u[0] == 0xf0) lo = 0x90;
-        if (u[0] == 0xf4) hi = 0x8f;
-    } else return 0;
-    if (avail < n || u[1] < lo || u[1] > hi) return 0;
-    for (size_t j = 2; j < n; j++)
-        if ((u[j] & 0xc0) != 0x80) return 0;
-    return n;
-}
-
 /* Strings must survive sv_config_write + inih unchanged: no control bytes,
  * valid UTF-8 (the loader rejects anything else as binary), no leading or
  * trailing blanks (inih strips them) and no ';' at the start or after a blank
@@ -263,7 +241,7 @@ static int check_text_value(const char *s, char *why, size_t n) {
             i++;
             continue;
         }
-        size_t m = utf8_seq(s + i, len - i);
+        size_t m = sv_utf8_seq(s + i, len - i);
         if (!m) {
             snprintf(why, n, "is not valid UTF-8");
             return -1;
@@ -425,7 +403,7 @@ static int check_text(const char *text, size_t len, const char *origin, char *er
             i++;
             continue;
         }
-        size_t m = utf8_seq(text + i, len - i);
+        size_t m = sv_utf8_seq(text + i, len - i);
         if (!m)
             return sv_fail(err, "%s:%d: binary content (invalid UTF-8 at offset %zu), not an INI text "
                            "file", origin, line, i);
@@ -771,6 +749,28 @@ static void format_real(char *buf, size_t n, double v, int is_float) {
     }
 }
 
+/* The value of key k in c as sv_config_write writes it (strings as they are). */
+static void format_value(const sv_config *c, const key_def *k, char *buf, size_t n) {
+    const char *field = (const char *)c + k->off;
+    switch (k->type) {
+    case K_INT: snprintf(buf, n, "%d", *(const int *)field); break;
+    case K_LONG: snprintf(buf, n, "%ld", *(const long *)field); break;
+    case K_ULL: snprintf(buf, n, "%llu", *(const unsigned long long *)field); break;
+    case K_FLOAT: format_real(buf, n, *(const float *)field, 1); break;
+    case K_DOUBLE: format_real(buf, n, *(const double *)field, 0); break;
+    case K_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
+    case K_STR: snprintf(buf, n, "%.*s", SV_PATH_LEN - 1, field); break;
+    case K_DEPTHS: {
+        const int *d = (const int *)field;
+        snprintf(buf, n, "%d,%d,%d,%d", d[0], d[1], d[2], d[3]);
+        break;
+    }
+    case K_DECAY:
+        snprintf(buf, n, "%s", *(const sv_decay_mode *)field == SV_DECAY_TORCH ? "torch" : "tfa");
+        break;
+    }
+}
+
 void sv_config_write(const sv_config *c, FILE *f) {
     /* First line "; shiftvit configuration: <name>": checkpoint readers take
      * the name back from it (name is not a key). Cut at a control byte so the
@@ -783,42 +783,52 @@ void sv_config_write(const sv_config *c, FILE *f) {
     const char *section = "";
     for (size_t i = 0; i < NKEYS; i++) {
         const key_def *k = &keys[i];
-        const char *field = (const char *)c + k->off;
         if (strcmp(section, k->section) != 0) {
             section = k->section;
             fprintf(f, "%s[%s]\n", i ? "\n" : "", section);
         }
-        char num[64];
-        if (k->type == K_STR && !field[0]) {
-            fprintf(f, "%s =\n", k->name); /* no trailing blank */
-            continue;
-        }
-        fprintf(f, "%s = ", k->name);
-        switch (k->type) {
-        case K_INT: fprintf(f, "%d", *(const int *)field); break;
-        case K_LONG: fprintf(f, "%ld", *(const long *)field); break;
-        case K_ULL: fprintf(f, "%llu", *(const unsigned long long *)field); break;
-        case K_FLOAT:
-            format_real(num, sizeof num, *(const float *)field, 1);
-            fputs(num, f);
-            break;
-        case K_DOUBLE:
-            format_real(num, sizeof num, *(const double *)field, 0);
-            fputs(num, f);
-            break;
-        case K_BOOL: fputs(*(const int *)field ? "true" : "false", f); break;
-        case K_STR: fprintf(f, "%.*s", SV_PATH_LEN - 1, field); break;
-        case K_DEPTHS: {
-            const int *d = (const int *)field;
-            for (int s = 0; s < SV_NUM_STAGES; s++) fprintf(f, "%s%d", s ? "," : "", d[s]);
-            break;
-        }
-        case K_DECAY:
-            fputs(*(const sv_decay_mode *)field == SV_DECAY_TORCH ? "torch" : "tfa", f);
-            break;
-        }
-        fputc('\n', f);
+        char value[SV_PATH_LEN];
+        format_value(c, k, value, sizeof value);
+        /* "key =" for an empty string: no trailing blank */
+        fprintf(f, "%s =%s%s\n", k->name, value[0] ? " " : "", value);
     }
+}
+
+/* Keys a resumed run may change: they steer output, logging and when to stop
+ * this part, never the weights of any step (issue 14, section 3). Every other
+ * key changes the trajectory. */
+static const char *const resumable_keys[] = {
+    "data.dir", "train.max_steps", "train.log_every", "train.eval_batch_size",
+    "output.dir", "output.checkpoint_every", "output.keep_last",
+};
+
+static int key_is_resumable(const key_def *k) {
+    char full[64];
+    snprintf(full, sizeof full, "%s.%s", k->section, k->name);
+    for (size_t i = 0; i < sizeof resumable_keys / sizeof *resumable_keys; i++)
+        if (!strcmp(full, resumable_keys[i])) return 1;
+    return 0;
+}
+
+int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_change *out,
+                   int max) {
+    int count = 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_def *k = &keys[i];
+        char a[SV_PATH_LEN], b[SV_PATH_LEN];
+        format_value(before, k, a, sizeof a);
+        format_value(after, k, b, sizeof b);
+        if (!strcmp(a, b)) continue;
+        if (count < max) {
+            sv_config_change *ch = &out[count];
+            snprintf(ch->key, sizeof ch->key, "%s.%s", k->section, k->name);
+            snprintf(ch->before, sizeof ch->before, "%s", a);
+            snprintf(ch->after, sizeof ch->after, "%s", b);
+            ch->trajectory = !key_is_resumable(k);
+        }
+        count++;
+    }
+    return count;
 }
 
 long sv_config_total_steps(const sv_config *c) {

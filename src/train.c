@@ -17,6 +17,8 @@
 #include "shiftvit/layers.h"
 #include "shiftvit/metrics.h"
 #include "shiftvit/optim.h"
+#include "shiftvit/run_folder.h"
+#include "shiftvit/text.h"
 
 #define BUCKET_BYTES (4u << 20) /* MACHINE_NOTES.md: 4 MiB buckets are the fast size */
 
@@ -179,6 +181,40 @@ static void rotate_checkpoints(ckpt_ctx *c, long epoch_done) {
     unlink(path);
 }
 
+/* dir/name as one shell word. */
+static const char *quote_in(const char *dir, const char *name, char *q, size_t n) {
+    char path[SV_PATH_LEN + 16];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return sv_shell_quote(path, q, n);
+}
+
+/* The command that continues the run in dir, ready to paste into a shell (the
+ * config comes from the checkpoint). */
+static const char *resume_command(const char *dir, char *q, size_t n) {
+    char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)];
+    snprintf(q, n, "shiftvit train --resume %s --out %s", quote_in(dir, "last.h5", ckpt, sizeof ckpt),
+             sv_shell_quote(dir, out, sizeof out));
+    return q;
+}
+
+/* --resume-with-changes: the log and every later checkpoint say which keys
+ * changed at which step; /state takes the new seed so that it agrees with
+ * /config. */
+static void record_changes(sv_train_state *st, const sv_config *cfg, const char *changes,
+                           int rank0) {
+    if (rank0) printf("Continuing with changed keys from step %ld (--resume-with-changes):\n", st->step);
+    for (const char *line = changes; *line;) {
+        size_t n = strcspn(line, "\n");
+        size_t len = strlen(st->config_changes);
+        if (len + n + 32 < sizeof st->config_changes)
+            snprintf(st->config_changes + len, sizeof st->config_changes - len, "step %ld: %.*s\n",
+                     st->step, (int)n, line);
+        if (rank0) printf("  %.*s\n", (int)n, line);
+        line += n + (line[n] == '\n');
+    }
+    st->seed = cfg->seed;
+}
+
 /* ---- progress display (rank 0) ---- */
 
 /* Redraw the progress line in place only on a terminal. Open MPI hands its
@@ -301,7 +337,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     char out[SV_PATH_LEN];
     resolve_out_dir(out, cfg, opts, d);
     ok = 1;
-    if (rank0 && prepare_out_dir(out, err) != 0) ok = 0;
+    if (rank0 && (sv_run_folder_claim(out, opts->resume, opts->overwrite, err) != 0 ||
+                  prepare_out_dir(out, err) != 0))
+        ok = 0;
     if (!bcast_ok(d, ok)) {
         if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
         free_buffers(&B);
@@ -339,9 +377,13 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             status = 1;
             goto done_model;
         }
-        if (rank0)
+        if (rank0) {
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)];
             printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), best val top-1 %.4f\n",
-                   opts->resume, st.epoch + 1, st.step, st.step_in_epoch, st.best_val_top1);
+                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch + 1, st.step,
+                   st.step_in_epoch, st.best_val_top1);
+        }
+        if (opts->changes) record_changes(&st, cfg, opts->changes, rank0);
     }
     /* Identical replicas: the seed gives the same weights everywhere; prove it. */
     if (d->world > 1) {
@@ -366,6 +408,13 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
 
     sv_metrics *mt = NULL;
+    ok = 1;
+    if (rank0 && opts->resume && sv_run_folder_adopt(out, opts->resume, &st, err) != 0) ok = 0;
+    if (!bcast_ok(d, ok)) {
+        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        status = 1;
+        goto done_all;
+    }
     if (rank0) {
         char cpath[SV_PATH_LEN + 32];
         snprintf(cpath, sizeof cpath, "%s/config.ini", out);
@@ -387,8 +436,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         printf("Training %s: %zu parameters, %ld train / %ld val / %ld test images from %s\n",
                cfg->name[0] ? cfg->name : "model", m.num_params, B.train.count, B.val.count,
                B.test.count, dir);
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
         printf("World size %d, global batch %d (%d per rank), %ld steps per epoch, %ld total (warmup %ld); output in %s\n",
-               d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup, out);
+               d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup,
+               sv_shell_quote(out, q, sizeof q));
         fflush(stdout);
     }
     const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
@@ -466,9 +517,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                     fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
                             isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,
                             t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? m.tensors[t].name : "");
+                    char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
                     if (cc.saved_step >= 0)
-                        fprintf(stderr, "shiftvit: the newest checkpoint, %s/last.h5 (step %ld), is intact; lower optim.lr_max and resume from it.\n",
-                                out, cc.saved_step);
+                        fprintf(stderr, "shiftvit: the newest checkpoint, %s (step %ld), is intact; lower optim.lr_max and resume from it.\n",
+                                quote_in(out, "last.h5", q, sizeof q), cc.saved_step);
                     else
                         fprintf(stderr, "shiftvit: no checkpoint was written yet; lower optim.lr_max and start again.\n");
                 }
@@ -519,11 +571,13 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 st.epoch_time = sv_now() - t_epoch;
                 st.world_size = d->world;
                 if (save_checkpoint(&cc, "last.h5") && rank0) {
+                    char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
                     if (stop == 2)
-                        printf("\nStopped by signal at step %ld (epoch %ld). Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",
-                               st.step, epoch + 1, out, out, out);
+                        printf("\nStopped by signal at step %ld (epoch %ld). Resume with: %s\n",
+                               st.step, epoch + 1, resume_command(out, q, sizeof q));
                     else
-                        printf("Reached train.max_steps = %ld; checkpoint %s/last.h5\n", cfg->max_steps, out);
+                        printf("Reached train.max_steps = %ld; checkpoint %s\n", cfg->max_steps,
+                               quote_in(out, "last.h5", q, sizeof q));
                 }
                 break;
             }
@@ -578,9 +632,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                    cfg->patience, cfg->val_every > 1 ? "validations" : "epochs", st.best_val_top1,
                    st.best_epoch);
         st.epoch = finished - 1; /* the for-loop increments it */
-        if (stop == 2 && rank0)
-            printf("Stopped by signal at the end of epoch %ld. Resume with: shiftvit train -c %s/config.ini --resume %s/last.h5 --out %s\n",
-                   finished, out, out, out);
+        if (stop == 2 && rank0) {
+            char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
+            printf("Stopped by signal at the end of epoch %ld. Resume with: %s\n", finished,
+                   resume_command(out, q, sizeof q));
+        }
         if (stop) { st.epoch++; break; }
     }
     if (rank0) sv_metrics_flush(mt);
@@ -592,7 +648,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         if (rank0) {
             printf("Evaluated %ld test images on %d rank(s)\n", t.count, d->world);
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
-            printf("Run directory: %s (%.1f min)\n", out, (sv_now() - t_run0) / 60.0);
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+            printf("Run directory: %s (%.1f min)\n", sv_shell_quote(out, q, sizeof q),
+                   (sv_now() - t_run0) / 60.0);
         }
     }
     /* Training goes on when a checkpoint cannot be written (the weights in

@@ -52,24 +52,7 @@ static FILE *start_train(const char *name, const char *args) {
 
 /* Reads the pipe to its end and closes it: the output (caller frees) and
  * the exit status (-1 if not a normal exit). */
-static char *finish_train(FILE *p, int *status) {
-    size_t cap = 1 << 16, len = 0;
-    char *out = malloc(cap);
-    assert_non_null(out);
-    size_t got;
-    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (cap - len < 4096) {
-            cap *= 2;
-            out = realloc(out, cap);
-            assert_non_null(out);
-        }
-    }
-    out[len] = '\0';
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
-}
+static char *finish_train(FILE *p, int *status) { return sv_test_read_all(p, status); }
 
 /* Runs training to its end; fails the test unless it exits 0. */
 static char *train(const char *name, const char *args) {
@@ -161,17 +144,7 @@ static void test_patience_counts_validations(void **state) {
 static char *slurp(const char *name, const char *file) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s/%s", g_tmp, name, file);
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
+    return sv_test_slurp(path, NULL);
 }
 
 /* Same losses, to the last printed digit, with smoothing 0 and by default;
@@ -400,20 +373,8 @@ static void test_reader_does_not_cost_rows(void **state) {
     free(out);
 }
 
-static void rm_rf(const char *dir) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
 int main(void) {
-    const char *b = getenv("BUILD");
-    if (b && *b) snprintf(g_bin, sizeof g_bin, "%s/shiftvit", b);
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_trainopt_XXXXXX");
-    if (!mkdtemp(g_tmp)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (sv_test_bin_and_tmp(g_bin, sizeof g_bin, g_tmp, sizeof g_tmp, "sv_trainopt") != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_val_every),
         cmocka_unit_test(test_patience_counts_validations),
@@ -422,7 +383,5 @@ int main(void) {
         cmocka_unit_test(test_resume_ended_run),
         cmocka_unit_test(test_reader_does_not_cost_rows),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (!getenv("SV_TEST_KEEP")) rm_rf(g_tmp);
-    return failed;
+    SV_TEST_RUN_AND_CLEAN(tests, g_tmp);
 }

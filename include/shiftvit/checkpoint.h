@@ -6,6 +6,8 @@
  *   /optimizer (attribute t)    updates done
  *   /state                      attributes of sv_train_state
  *   /config                     the resolved INI config (string)
+ *   /config_changes             keys changed by resumes with --resume-with-changes,
+ *                               one line each (string; only when there were any)
  *   / (attribute format_version) SV_CHECKPOINT_VERSION
  * Written by rank 0 only, atomically (temporary file in the same directory,
  * flush + fsync, rename, fsync of the directory). */
@@ -37,5 +39,10 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err);
  * treat it as fatal and exit. */
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt,
                        sv_train_state *st, char *err);
+
+/* Reads only /state (and /config_changes) of a checkpoint, after the same
+ * format checks: for describing a run folder and finding its best weights.
+ * Returns 0, or -1 with a message naming the path and the attribute. */
+int sv_checkpoint_read_state(const char *path, sv_train_state *st, char *err);
 
 #endif

@@ -15,7 +15,9 @@
 #define SV_ERR_LEN 512
 
 /* Formats a message into err (size SV_ERR_LEN) and returns -1, so a caller
- * can write `return sv_fail(err, "...", ...);`. err may be NULL. */
+ * can write `return sv_fail(err, "...", ...);`. err may be NULL. Control bytes
+ * and bytes that are not UTF-8 (from file names) come out as \xHH, so the
+ * message is always one line of valid UTF-8. */
 int sv_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Internal invariant check: prints file:line and the expression, then aborts.

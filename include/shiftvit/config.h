@@ -91,6 +91,25 @@ int sv_config_validate(const sv_config *c, char *err);
 /* Writes c as an INI file that sv_config_load reads back to the same values. */
 void sv_config_write(const sv_config *c, FILE *f);
 
+/* One key whose value differs between two configs (sv_config_diff). */
+typedef struct {
+    char key[48];              /* "section.key" */
+    char before[SV_PATH_LEN];  /* the values as sv_config_write writes them */
+    char after[SV_PATH_LEN];
+    int trajectory;            /* 1 if the key changes the run's trajectory (the
+                                * weights of some step): batch size, seed, data
+                                * sizes, augmentation, model, optimiser, schedule
+                                * length, stopping rules, loss; 0 for data.dir,
+                                * train.max_steps, train.log_every,
+                                * train.eval_batch_size and [output] */
+} sv_config_change;
+
+/* Compares every key of `before` and `after` (name is not a key); stores the
+ * first `max` differences in key order into out and returns how many keys
+ * differ. Used by resume to refuse or record changes (issue 14, section 3). */
+int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_change *out,
+                   int max);
+
 /* Total optimiser steps as the recipe counts them: int(train_size / batch * epochs)
  * with real division (SPEC section 1: 15625 for 100 epochs). */
 long sv_config_total_steps(const sv_config *c);

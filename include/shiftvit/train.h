@@ -9,6 +9,8 @@
 #include "shiftvit/dist.h"
 #include "shiftvit/model.h"
 
+#define SV_CHANGES_LEN 4096
+
 /* Where a run stands; saved in every checkpoint (/state) so that a resumed
  * run continues exactly: same learning rate, data order and early stopping. */
 typedef struct {
@@ -26,12 +28,20 @@ typedef struct {
                             * checkpoint; 0 at epoch boundaries and in checkpoints
                             * older than this field): the resumed epoch's `seconds`
                             * in metrics_epochs.csv then covers the whole epoch */
+    char config_changes[SV_CHANGES_LEN]; /* keys changed on resume, one line each:
+                            * "step N: section.key before -> after" (checkpoint
+                            * /config_changes; "" if the run never changed) */
 } sv_train_state;
 
 typedef struct {
     const char *data_dir;  /* --data-dir, or NULL */
     const char *out_dir;   /* --out, or NULL (config, then the default) */
     const char *resume;    /* --resume CKPT, or NULL */
+    const char *changes;   /* with --resume-with-changes: the trajectory keys that
+                            * differ from the checkpoint's config, one
+                            * "section.key before -> after" line each; else NULL */
+    int overwrite;         /* --overwrite: the output folder may hold another run,
+                            * whose files are removed first */
 } sv_train_opts;
 
 /* Runs the whole training job on every rank; rank 0 prints and writes files.

@@ -1,0 +1,202 @@
+/* A run folder belongs to one run: refusing mixed folders, adopting the history
+ * of a run resumed elsewhere (see run_folder.h). */
+#include "shiftvit/run_folder.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shiftvit/checkpoint.h"
+#include "shiftvit/common.h"
+#include "shiftvit/text.h"
+
+static const char *const run_files[] = {
+    "config.ini", "last.h5", "best.h5", "metrics.h5", "metrics_steps.csv", "metrics_epochs.csv",
+};
+
+/* epoch_NNNN.h5, as train.c names epoch checkpoints. */
+static int is_epoch_checkpoint(const char *name) {
+    size_t len = strlen(name);
+    if (len < 10 || strncmp(name, "epoch_", 6) != 0 || strcmp(name + len - 3, ".h5") != 0) return 0;
+    for (size_t i = 6; i < len - 3; i++)
+        if (name[i] < '0' || name[i] > '9') return 0;
+    return 1;
+}
+
+static int is_run_file(const char *name) {
+    for (size_t i = 0; i < sizeof run_files / sizeof *run_files; i++)
+        if (!strcmp(name, run_files[i])) return 1;
+    return is_epoch_checkpoint(name);
+}
+
+/* The folder part of a file path ("." for a bare name). */
+static void parent_dir(const char *path, char *out, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, n, ".");
+    else if (slash == path) snprintf(out, n, "/");
+    else snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+static int same_folder(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* "run 'tiny', seed 42, 3 epochs done, step 48" from dir/last.h5, or "". */
+static void describe_run(const char *dir, char *out, size_t n) {
+    char path[SV_PATH_LEN + 16], err[SV_ERR_LEN];
+    snprintf(path, sizeof path, "%s/last.h5", dir);
+    sv_config cfg;
+    sv_train_state st;
+    out[0] = '\0';
+    if (!exists(path) || sv_checkpoint_read_config(path, &cfg, err) != 0 ||
+        sv_checkpoint_read_state(path, &st, err) != 0)
+        return;
+    char name[SV_QUOTED_LEN(sizeof cfg.name)];
+    snprintf(out, n, "run %s, seed %llu, %ld of %d epochs done, step %ld; ",
+             sv_shell_quote(cfg.name[0] ? cfg.name : "?", name, sizeof name),
+             (unsigned long long)st.seed, st.epoch, cfg.epochs, st.step);
+}
+
+int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char *err) {
+    DIR *dp = opendir(dir);
+    if (!dp) return 0; /* not there yet (or not a folder: creating it will say so) */
+    char found[1024] = "";
+    size_t len = 0;
+    int count = 0;
+    for (struct dirent *e; (e = readdir(dp)) != NULL;) {
+        if (!is_run_file(e->d_name)) continue;
+        count++;
+        if (len < sizeof found - 64)
+            len += (size_t)snprintf(found + len, sizeof found - len, "%s%s", len ? ", " : "", e->d_name);
+    }
+    closedir(dp);
+    if (count == 0) return 0;
+    if (resume) {
+        char from[SV_PATH_LEN];
+        parent_dir(resume, from, sizeof from);
+        if (same_folder(from, dir)) return 0; /* resuming the run that lives here */
+    }
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)], what[512];
+    sv_shell_quote(dir, q, sizeof q);
+    describe_run(dir, what, sizeof what);
+    if (!overwrite)
+        return sv_fail(err,
+                       "output folder %s holds another run (%sfiles: %s); one folder holds one run. "
+                       "Resume that run with --resume %s/last.h5, choose another --out, or pass "
+                       "--overwrite to delete its files first",
+                       q, what, found, q);
+    dp = opendir(dir);
+    if (!dp) return sv_fail(err, "output folder %s: cannot list it: %s", q, strerror(errno));
+    int rc = 0;
+    for (struct dirent *e; (e = readdir(dp)) != NULL && !rc;) {
+        if (!is_run_file(e->d_name)) continue;
+        char path[SV_PATH_LEN + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0)
+            rc = sv_fail(err, "--overwrite: cannot remove %s/%s: %s", q, e->d_name, strerror(errno));
+    }
+    closedir(dp);
+    if (!rc) printf("--overwrite: removed the files of the earlier run in %s (%s%s)\n", q, what, found);
+    return rc;
+}
+
+/* Copies src to dst through a temporary file in dst's folder, flushed to disk
+ * before the rename: dst is either the old file or the whole copy. */
+static int copy_file(const char *src, const char *dst, char *err) {
+    char tmp[SV_PATH_LEN + 64], qs[SV_QUOTED_LEN(SV_PATH_LEN)], qd[SV_QUOTED_LEN(SV_PATH_LEN)];
+    sv_shell_quote(src, qs, sizeof qs);
+    sv_shell_quote(dst, qd, sizeof qd);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
+    int in = open(src, O_RDONLY);
+    if (in < 0) return sv_fail(err, "cannot read %s: %s", qs, strerror(errno));
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0664);
+    if (out < 0) {
+        close(in);
+        return sv_fail(err, "cannot create a copy of %s next to %s: %s", qs, qd, strerror(errno));
+    }
+    char buf[1 << 16];
+    ssize_t n = 0;
+    int bad = 0;
+    while (!bad && (n = read(in, buf, sizeof buf)) > 0)
+        for (ssize_t done = 0; done < n && !bad;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0) bad = 1;
+            else done += w;
+        }
+    if (n < 0) bad = 1;
+    int saved = errno;
+    if (!bad && fsync(out) != 0) bad = 1, saved = errno;
+    if (close(out) != 0 && !bad) bad = 1, saved = errno;
+    close(in);
+    if (!bad && rename(tmp, dst) != 0) bad = 1, saved = errno;
+    if (bad) {
+        unlink(tmp);
+        return sv_fail(err, "cannot copy %s to %s: %s", qs, qd, strerror(saved));
+    }
+    return 0;
+}
+
+/* 1 if the checkpoint at path holds the weights at the end of epoch `epoch`. */
+static int holds_epoch_end(const char *path, long epoch) {
+    sv_train_state st;
+    char err[SV_ERR_LEN];
+    return exists(path) && sv_checkpoint_read_state(path, &st, err) == 0 && st.epoch == epoch &&
+           st.step_in_epoch == 0;
+}
+
+int sv_run_folder_adopt(const char *dir, const char *resume, const sv_train_state *st,
+                        char *err) {
+    char from[SV_PATH_LEN];
+    parent_dir(resume, from, sizeof from);
+    if (same_folder(from, dir)) return 0;
+    char qf[SV_QUOTED_LEN(SV_PATH_LEN)], qd[SV_QUOTED_LEN(SV_PATH_LEN)];
+    sv_shell_quote(from, qf, sizeof qf);
+    sv_shell_quote(dir, qd, sizeof qd);
+    char src[SV_PATH_LEN + 32], dst[SV_PATH_LEN + 32], brought[160] = "";
+    static const char *const logs[] = {"metrics_steps.csv", "metrics_epochs.csv"};
+    int nlogs = 0;
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/%s", from, logs[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, logs[i]);
+        if (!exists(src)) continue;
+        if (copy_file(src, dst, err) != 0) return -1;
+        nlogs++;
+    }
+    if (nlogs)
+        snprintf(brought, sizeof brought, "its metrics up to step %ld", st->step);
+    if (st->best_epoch > 0) {
+        /* The best weights so far: the end of epoch best_epoch. */
+        const char *found = NULL;
+        char cand[3][SV_PATH_LEN + 32];
+        snprintf(cand[0], sizeof cand[0], "%s", resume);
+        snprintf(cand[1], sizeof cand[1], "%s/best.h5", from);
+        snprintf(cand[2], sizeof cand[2], "%s/epoch_%04ld.h5", from, st->best_epoch);
+        for (int i = 0; i < 3 && !found; i++)
+            if (holds_epoch_end(cand[i], st->best_epoch)) found = cand[i];
+        snprintf(dst, sizeof dst, "%s/best.h5", dir);
+        if (found) {
+            if (copy_file(found, dst, err) != 0) return -1;
+            size_t len = strlen(brought);
+            snprintf(brought + len, sizeof brought - len, "%sbest.h5 (epoch %ld, val top-1 %.4f)",
+                     len ? " and " : "", st->best_epoch, st->best_val_top1);
+        } else {
+            fprintf(stderr,
+                    "shiftvit: warning: the best weights so far (epoch %ld, val top-1 %.4f) are not in %s "
+                    "(no best.h5 or epoch_%04ld.h5 from that epoch); %s/best.h5 will be written at the next "
+                    "improvement\n",
+                    st->best_epoch, st->best_val_top1, qf, st->best_epoch, qd);
+        }
+    }
+    printf("Continuing the run of %s in %s%s%s\n", qf, qd, brought[0] ? ": brought " : "", brought);
+    return 0;
+}
