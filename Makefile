@@ -23,7 +23,7 @@ CFLAGS  += $(VEC512)
 CFLAGS  += -std=c11 -ffp-contract=fast -D_GNU_SOURCE -fopenmp $(WARN) -Iinclude -isystem $(BLIS_INC) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
-           $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+           $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldnnl -lm
 LDFLAGS += -fopenmp
 
 ifeq ($(SANITIZE),1)

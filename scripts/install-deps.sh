@@ -8,6 +8,7 @@ PKGS=(
   build-essential pkg-config            # gcc, make
   openmpi-bin libopenmpi-dev            # mpicc, mpirun
   libblis-openmp-dev                    # BLIS, OpenMP-threaded
+  libdnnl-dev                           # oneDNN: bf16 matrix products (train.precision = bf16)
   libhdf5-dev hdf5-tools                # checkpoints, metrics log, h5dump
   libcmocka-dev                         # C test framework
   libinih-dev                           # INI config parser

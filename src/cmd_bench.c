@@ -8,6 +8,7 @@
 
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
@@ -39,9 +40,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Measured sgemm speed on a shape typical of this model (stage 3 fc1 at batch
- * 256: 2304 x 768 x 384), GFLOP/s with the current thread count. */
-static double measure_sgemm_peak(void) {
+/* Measured speed of the matrix product on a shape typical of this model
+ * (stage 3 fc1 at batch 256: 2304 x 768 x 384), GFLOP/s with the current
+ * thread count: BLIS sgemm, or with bf != NULL the bf16 product (operand
+ * rounding included, as the model pays it). */
+static double measure_gemm_peak(sv_bf16 *bf) {
     int M = 2304, N = 768, K = 384;
     float *a = sv_alloc((size_t)M * K * sizeof(float), "bench");
     float *b = sv_alloc((size_t)K * N * sizeof(float), "bench");
@@ -51,7 +54,8 @@ static double measure_sgemm_peak(void) {
     double best = 1e30;
     for (int r = 0; r < 12; r++) {
         double t0 = sv_now();
-        sv_gemm(0, 0, M, N, K, 1.f, a, K, b, N, 0.f, c, N);
+        if (bf) sv_bf16_gemm(bf, 0, 0, M, N, K, a, K, b, N, c, N);
+        else sv_gemm(0, 0, M, N, K, 1.f, a, K, b, N, 0.f, c, N);
         double dt = sv_now() - t0;
         if (r >= 2 && dt < best) best = dt;
     }
@@ -202,25 +206,33 @@ int sv_cmd_bench(int argc, char **argv) {
     double flop_img = m.flops_forward * (eval ? 1.0 : 3.0);
     double ips = cfg.batch_size / med;
     double gflops = ips * flop_img / 1e9;
-    double peak = measure_sgemm_peak(); /* per rank, with its threads */
+    double peak = measure_gemm_peak(NULL); /* per rank, with its threads */
     double mfu = gflops / (peak * d->world);
+    /* bf16: MFU against the measured bf16 product as well */
+    double peak16 = m.bf16 ? measure_gemm_peak(m.bf16) : 0, mfu16 = m.bf16 ? gflops / (peak16 * d->world) : 0;
+    const char *prec = m.bf16 ? "bf16" : "fp32";
     size_t rss = sv_peak_rss(), rss_max = rss;
     MPI_Reduce(&rss, &rss_max, 1, MPI_UNSIGNED_LONG, MPI_MAX, 0, d->comm);
     for (int i = 0; i < 4; i++) ph[i] = 1e3 * ph[i] / steps;
     if (d->rank == 0) {
         if (json) {
-            printf("{\"mode\":\"%s\",\"world_size\":%d,\"threads\":%d,\"global_batch\":%d,\"steps\":%d,"
+            printf("{\"mode\":\"%s\",\"precision\":\"%s\",\"bf16_peak_gflops_per_rank\":%.2f,\"mfu_bf16\":%.4f,\"world_size\":%d,\"threads\":%d,\"global_batch\":%d,\"steps\":%d,"
                    "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
                    "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
                    "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f}\n",
-                   eval ? "eval" : "train", d->world, omp_get_max_threads(), cfg.batch_size, steps,
-                   1e3 * med, 1e3 * lo, 1e3 * hi, ips, gflops, peak, mfu, rss_max / 1048576.0, ph[0], ph[1], ph[2], ph[3]);
+                   eval ? "eval" : "train", prec, peak16, mfu16, d->world, omp_get_max_threads(),
+                   cfg.batch_size, steps, 1e3 * med, 1e3 * lo, 1e3 * hi, ips, gflops, peak, mfu, rss_max / 1048576.0, ph[0], ph[1], ph[2], ph[3]);
         } else {
-            printf("%s step, global batch %d on %d rank(s) x %d thread(s), %d steps after %d warm-up:\n",
-                   eval ? "Inference" : "Training", cfg.batch_size, d->world, omp_get_max_threads(), steps, warmup);
+            printf("%s step (%s), global batch %d on %d rank(s) x %d thread(s), %d steps after %d warm-up:\n",
+                   eval ? "Inference" : "Training", prec, cfg.batch_size, d->world, omp_get_max_threads(),
+                   steps, warmup);
+            if (m.bf16) printf("  precision   %s\n", sv_bf16_describe(m.bf16));
             printf("  step time   median %.1f ms, min %.1f, max %.1f\n", 1e3 * med, 1e3 * lo, 1e3 * hi);
             printf("  throughput  %.1f images/s, %.1f GFLOP/s (%.1f MFLOP per image)\n", ips, gflops, flop_img / 1e6);
             printf("  MFU         %.1f%% of the measured sgemm peak (%.1f GFLOP/s per rank)\n", 100 * mfu, peak);
+            if (m.bf16)
+                printf("  MFU (bf16)  %.1f%% of the measured bf16 product (%.1f GFLOP/s per rank)\n", 100 * mfu16,
+                       peak16);
             printf("  peak RSS    %.1f MiB per rank (max over ranks)\n", rss_max / 1048576.0);
             printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n",
                    ph[0], ph[1], ph[2], ph[3]);

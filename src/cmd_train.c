@@ -146,6 +146,9 @@ int sv_cmd_train(int argc, char **argv) {
         if (resume_changes(&stored, &cfg, o.resume, with_changes, d->rank == 0, &changes) != 0)
             return 1;
         o.changes = changes;
+        if (stored.precision != cfg.precision && d->rank == 0)
+            printf("Resuming in %s: the checkpoint's run trained in %s (a resume may change precision)\n",
+                   cfg.precision == SV_BF16 ? "bf16" : "fp32", stored.precision == SV_BF16 ? "bf16" : "fp32");
     }
     sv_cli_report_placement();
     int rc = sv_train(&cfg, &o, d);

@@ -29,7 +29,7 @@
 /* Values are quoted in messages up to this many bytes. */
 #define SHOW 200
 
-typedef enum { K_INT, K_LONG, K_ULL, K_FLOAT, K_DOUBLE, K_BOOL, K_STR, K_DEPTHS, K_DECAY } key_type;
+typedef enum { K_INT, K_LONG, K_ULL, K_FLOAT, K_DOUBLE, K_BOOL, K_STR, K_DEPTHS, K_DECAY, K_PRECISION } key_type;
 
 typedef struct {
     const char *section;
@@ -88,6 +88,7 @@ static const key_def keys[] = {
     KI("train", "eval_batch_size", eval_batch_size, 1, 1 << 24, NULL),
     KI("train", "val_every", val_every, 1, 1000000, NULL),
     KR("train", "label_smoothing", K_FLOAT, label_smoothing, 0, 0, 1, 1),
+    KX("train", "precision", K_PRECISION, precision),
 
     KX("output", "dir", K_STR, out_dir),
     KI("output", "checkpoint_every", checkpoint_every, 1, 1000000, NULL),
@@ -130,6 +131,7 @@ void sv_config_defaults(sv_config *c) {
     c->beta2 = 0.999;
     c->eps = 1e-7;
     c->decay_mode = SV_DECAY_TFA;
+    c->precision = SV_FP32;
 
     c->epochs = 100;
     c->batch_size = 256;
@@ -358,6 +360,10 @@ static int parse_value(sv_config *c, const key_def *k, const char *value, char *
         if (strcasecmp(value, "tfa") == 0) return *(sv_decay_mode *)field = SV_DECAY_TFA, 0;
         if (strcasecmp(value, "torch") == 0) return *(sv_decay_mode *)field = SV_DECAY_TORCH, 0;
         return snprintf(why, n, "expected tfa or torch"), -1;
+    case K_PRECISION:
+        if (strcasecmp(value, "fp32") == 0) return *(sv_precision *)field = SV_FP32, 0;
+        if (strcasecmp(value, "bf16") == 0) return *(sv_precision *)field = SV_BF16, 0;
+        return snprintf(why, n, "expected fp32 or bf16"), -1;
     }
     return snprintf(why, n, "internal error: unknown key type"), -1;
 }
@@ -702,6 +708,12 @@ static int check_field(const sv_config *c, const key_def *k, char *err) {
             return sv_fail(err, "[%s] %s = %d: expected tfa or torch", k->section, k->name, (int)m);
         return 0;
     }
+    case K_PRECISION: {
+        sv_precision m = *(const sv_precision *)field;
+        if (m != SV_FP32 && m != SV_BF16)
+            return sv_fail(err, "[%s] %s = %d: expected fp32 or bf16", k->section, k->name, (int)m);
+        return 0;
+    }
     case K_ULL:
         return 0;
     }
@@ -768,6 +780,9 @@ static void format_value(const sv_config *c, const key_def *k, char *buf, size_t
     case K_DECAY:
         snprintf(buf, n, "%s", *(const sv_decay_mode *)field == SV_DECAY_TORCH ? "torch" : "tfa");
         break;
+    case K_PRECISION:
+        snprintf(buf, n, "%s", *(const sv_precision *)field == SV_BF16 ? "bf16" : "fp32");
+        break;
     }
 }
 
@@ -799,6 +814,7 @@ void sv_config_write(const sv_config *c, FILE *f) {
  * key changes the trajectory. */
 static const char *const resumable_keys[] = {
     "data.dir", "train.max_steps", "train.log_every", "train.eval_batch_size",
+    "train.precision", /* issue 12: a resume may switch precision; the log says so */
     "output.dir", "output.checkpoint_every", "output.keep_last",
 };
 

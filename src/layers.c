@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/rng.h"
 
 /* Per-thread partial sums for column reductions (nthreads x 2 x
@@ -105,11 +106,24 @@ static void column_sums(float *out, const float *a, int T, int C) {
     }
 }
 
+/* C = op(A) x op(B) (alpha 1, beta 0) in fp32 through BLIS, or with bf16
+ * operands when bf is not NULL. */
+static void product(sv_bf16 *bf, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                    const float *B, int ldb, float *C, int ldc) {
+    if (bf) sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    else sv_gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
+}
+
 void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int T, int in, int out) {
+    sv_dense_forward_mp(NULL, y, x, w, b, T, in, out);
+}
+
+void sv_dense_forward_mp(sv_bf16 *bf, float *y, const float *x, const float *w, const float *b,
+                         int T, int in, int out) {
     /* beta = 0, bias added after: BLIS 0.9.0 with beta != 0 reads one float
      * past a narrow C (e.g. the 64 x 10 logits; tests/valgrind.sh found it). */
-    sv_gemm(0, 0, T, out, in, 1.f, x, in, w, out, 0.f, y, out);
+    product(bf, 0, 0, T, out, in, x, in, w, out, y, out);
     if (b) {
 #pragma omp parallel for
         for (long t = 0; t < T; t++) {
@@ -122,8 +136,13 @@ void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
 
 void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out) {
-    if (dx) sv_gemm(0, 1, T, in, out, 1.f, dy, out, w, out, 0.f, dx, in);
-    sv_gemm(1, 0, in, out, T, 1.f, x, in, dy, out, 0.f, dw, out);
+    sv_dense_backward_mp(NULL, dx, dw, db, dy, x, w, T, in, out);
+}
+
+void sv_dense_backward_mp(sv_bf16 *bf, float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const float *w, int T, int in, int out) {
+    if (dx) product(bf, 0, 1, T, in, out, dy, out, w, out, dx, in);
+    product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
     if (db) column_sums(db, dy, T, out);
 }
 

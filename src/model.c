@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/rng.h"
 
@@ -225,6 +226,7 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
     if (m->num_classes > maxc) maxc = m->num_classes;
     sv_layers_reserve(maxc);
+    m->bf16 = cfg->precision == SV_BF16 ? sv_bf16_create(0) : NULL;
     return 0;
 }
 
@@ -250,6 +252,7 @@ void sv_model_free(sv_model *m) {
     sv_free(m->params);
     sv_free(m->grads);
     free(m->tensors);
+    sv_bf16_free(m->bf16);
     memset(m, 0, sizeof *m);
 }
 
@@ -299,10 +302,10 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
                                P(m, B->p.ln_b), N, S, S, C, m->num_div, m->shift_pixel, m->eps);
     /* The biases are added inside the GELU and residual kernels, which sweep
      * over those tensors anyway. */
-    sv_dense_forward(B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
+    sv_dense_forward_mp(m->bf16, B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
     sv_gelu_dropout_forward(B->a, B->h, P(m, B->p.fc1_b), N, S * S, H,
                             training ? B->keys1 : NULL, m->dropout, training);
-    sv_dense_forward(A->z, B->a, P(m, B->p.fc2_w), NULL, T, H, C);
+    sv_dense_forward_mp(m->bf16, A->z, B->a, P(m, B->p.fc2_w), NULL, T, H, C);
     int use_dp = training && B->drop_path_rate > 0.f;
     if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
     sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, P(m, B->p.fc2_b), N, S * S, C,
@@ -314,7 +317,7 @@ static void merge_forward(sv_model *m, int s, const float *x, int N) {
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
     sv_layernorm_window_forward(M->cols, M->mean, M->rstd, x, P(m, M->p.ln_g), P(m, M->p.ln_b),
                                 N, S, S, C, 2, m->eps);
-    sv_dense_forward(M->out, M->cols, P(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
+    sv_dense_forward_mp(m->bf16, M->out, M->cols, P(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
 }
 
 const float *sv_model_forward(sv_model *m, const float *x, int N,
@@ -323,7 +326,7 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
     struct sv_model_acts *A = m->acts;
     int p = m->patch_size, S0 = m->sides[0];
     sv_window_gather(A->patch_cols, x, N, m->image_size, m->image_size, 3, p);
-    sv_dense_forward(A->patch_out, A->patch_cols, P(m, A->patch_w), P(m, A->patch_b),
+    sv_dense_forward_mp(m->bf16, A->patch_out, A->patch_cols, P(m, A->patch_w), P(m, A->patch_b),
                      N * S0 * S0, p * p * 3, m->channels[0]);
     const float *cur = A->patch_out;
     int bi = 0;
@@ -339,7 +342,7 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
     }
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
     sv_avgpool_forward(A->pooled, cur, N, S3 * S3, C3);
-    sv_dense_forward(A->logits, A->pooled, P(m, A->head_w), P(m, A->head_b), N, C3, m->num_classes);
+    sv_dense_forward_mp(m->bf16, A->logits, A->pooled, P(m, A->head_w), P(m, A->head_b), N, C3, m->num_classes);
     A->last_n = N;
     A->last_training = rng != NULL;
     return A->logits;
@@ -359,10 +362,10 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
     int use_dp = B->drop_path_rate > 0.f;
     sv_residual_dropout_backward(A->z, G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C, use_mask,
                                  m->dropout, use_dp ? B->dp : NULL);
-    sv_dense_backward(A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
+    sv_dense_backward_mp(m->bf16, A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
     notify(m, ready, ctx, B->p.fc2_w);
     sv_gelu_dropout_backward(A->dh, G(m, B->p.fc1_b), A->dh, B->h, T, H);
-    sv_dense_backward(A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
+    sv_dense_backward_mp(m->bf16, A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of
      * xs; LayerNorm's input gradient adds to it before the shift's adjoint. */
@@ -377,7 +380,7 @@ static void merge_backward(sv_model *m, int s, const float *x, float *dy, float 
     struct sv_model_acts *A = m->acts;
     merge_acts *M = &A->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_dense_backward(A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
+    sv_dense_backward_mp(m->bf16, A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
     notify(m, ready, ctx, M->p.red_w);
     sv_layernorm_window_backward(dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dcols, x, M->mean,
                                  M->rstd, P(m, M->p.ln_g), N, S, S, C, 2);
@@ -390,7 +393,7 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
     SV_CHECK(A->last_training);
     int N = A->last_n;
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
-    sv_dense_backward(A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits, A->pooled,
+    sv_dense_backward_mp(m->bf16, A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits, A->pooled,
                       P(m, A->head_w), N, C3, m->num_classes);
     notify(m, ready, ready_ctx, A->head_w);
     float *dy = A->dx0, *dx = A->dx1, *tmp;
@@ -408,7 +411,7 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
         }
     }
     int p = m->patch_size, S0 = m->sides[0];
-    sv_dense_backward(NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols, P(m, A->patch_w),
+    sv_dense_backward_mp(m->bf16, NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols, P(m, A->patch_w),
                       N * S0 * S0, p * p * 3, m->channels[0]);
     notify(m, ready, ready_ctx, A->patch_w);
 }

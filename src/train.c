@@ -14,6 +14,7 @@
 
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/metrics.h"
 #include "shiftvit/optim.h"
@@ -355,6 +356,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         free_buffers(&B);
         return 2;
     }
+    if (rank0 && m.bf16) printf("Precision: %s\n", sv_bf16_describe(m.bf16));
     sv_model_init_weights(&m, cfg->seed);
     sv_adamw opt;
     sv_adamw_init(&opt, m.num_params, cfg);

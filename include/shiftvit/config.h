@@ -14,6 +14,7 @@
 #define SV_PATH_LEN 1024
 
 typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
+typedef enum { SV_FP32 = 0, SV_BF16 = 1 } sv_precision;
 
 typedef struct {
     /* [data] */
@@ -55,6 +56,7 @@ typedef struct {
     int eval_batch_size;        /* global batch for evaluation (256) */
     int val_every;              /* validate after every N-th epoch and the last one (1) */
     float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
+    sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */
@@ -101,7 +103,8 @@ typedef struct {
                                 * sizes, augmentation, model, optimiser, schedule
                                 * length, stopping rules, loss; 0 for data.dir,
                                 * train.max_steps, train.log_every,
-                                * train.eval_batch_size and [output] */
+                                * train.eval_batch_size, train.precision and
+                                * [output] */
 } sv_config_change;
 
 /* Compares every key of `before` and `after` (name is not a key); stores the

@@ -35,6 +35,16 @@ void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
 void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out);
 
+/* The same two layers with the matrix products in mixed precision when bf is
+ * not NULL (operands rounded to bf16, fp32 accumulation and output; the bias
+ * and its gradient stay fp32; issue 12, gemm_bf16.h); bf = NULL is exactly
+ * sv_dense_forward / sv_dense_backward. */
+struct sv_bf16;
+void sv_dense_forward_mp(struct sv_bf16 *bf, float *y, const float *x, const float *w,
+                         const float *b, int T, int in, int out);
+void sv_dense_backward_mp(struct sv_bf16 *bf, float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const float *w, int T, int in, int out);
+
 /* LayerNorm over the last axis (Ba, Kiros & Hinton 2016; Keras
  * LayerNormalization): y = (x - mean) * rstd * gamma + beta,
  * rstd = 1 / sqrt(var + eps), var the biased variance. x, y: [T][C];

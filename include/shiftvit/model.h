@@ -60,12 +60,16 @@ typedef struct sv_model {
     int max_batch;      /* activations are sized for this many samples */
     double flops_forward; /* per image, multiply-add = 2, GEMMs only */
     struct sv_model_acts *acts;
+    struct sv_bf16 *bf16; /* train.precision = bf16: the matrix products' context
+                           * (gemm_bf16.h); NULL for fp32 */
 } sv_model;
 
 /* Builds the parameter table and allocates params, grads and activations for
  * batches of up to max_batch samples (all memory touched once, now). The
  * config must have passed sv_config_validate. Returns 0, or -1 with a message
- * in err if memory cannot be had. Weights are zero until sv_model_init_weights. */
+ * in err if memory cannot be had. Weights are zero until sv_model_init_weights.
+ * With cfg->precision = bf16 every matrix product (forward and both backward
+ * products of each dense layer) takes bf16 operands (issue 12). */
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
 void sv_model_free(sv_model *m);
 

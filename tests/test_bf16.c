@@ -1,0 +1,315 @@
+/* Mixed precision (issue 12): bf16 operands, fp32 accumulation.
+ *   - the product against a double-precision reference of the same
+ *     bf16-rounded operands (rounded here by sv_bf16_round, checked against
+ *     hand-computed cases): within the fp32 accumulation bound
+ *     K * 2^-24 * sum|a||b| for every element, all four transpose cases. A
+ *     product whose operands were truncated instead of rounded to nearest
+ *     even misses this bound by orders of magnitude;
+ *   - the same product against the fp32 operands: within the bound of the two
+ *     operand roundings (2^-7 + 2^-16) * sum|a||b| plus the accumulation term;
+ *   - the native path (oneDNN) and the emulated path (rounding + BLIS) agree
+ *     to the accumulation bound (on a CPU without bf16 both are emulated);
+ *   - dense layer forward and backward in bf16 against fp32 on the same data:
+ *     elementwise within the operand-rounding bound;
+ *   - the whole tiny model, forward and backward, bf16 against fp32 on the
+ *     same weights, batch and masks: loss within 1e-2 relative, the flattened
+ *     gradient's cosine >= 0.999 (the issue's targets);
+ *   - through the real program on the tiny config and the real data: 240
+ *     steps (30 epochs) in bf16 track the fp32 run, every epoch's train loss
+ *     within 3% of fp32's (the issue's target); and 2 ranks give the 1-rank
+ *     losses in bf16, every step within 2e-3 relative. In fp32 the two agree
+ *     to ~4e-7 (order of the sums); in bf16 a last-bit difference can round an
+ *     operand the other way (2^-8 of that element), and AdamW turns a changed
+ *     near-zero gradient element into a step of up to lr: measured here 6.4e-4
+ *     at worst over 16 steps, the bound leaves 3x for other CPUs' kernels.
+ * Run from the repository root (reads configs/tiny.ini). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shiftvit/common.h"
+#include "shiftvit/config.h"
+#include "shiftvit/gemm_bf16.h"
+#include "shiftvit/layers.h"
+#include "shiftvit/model.h"
+#include "shiftvit/rng.h"
+#include "test_util.h"
+
+#define U32 (1.0 / 16777216.0) /* 2^-24, fp32 unit roundoff */
+
+static void fill(float *v, size_t n, uint64_t seed, float scale) {
+    uint64_t key = sv_rng_key(seed, 7, 0, 0, 0);
+    for (size_t i = 0; i < n; i++) v[i] = scale * (2.f * sv_rng_uniform(key, i) - 1.f);
+}
+
+static float rounded(float f) { return sv_bf16_to_float(sv_bf16_round(f)); }
+
+static void test_rounding_by_hand(void **state) {
+    (void)state;
+    /* 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even (1). */
+    assert_true(rounded(1.0f + 0x1p-8f) == 1.0f);
+    /* 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to 1 + 2^-6. */
+    assert_true(rounded(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);
+    /* just above the halfway point rounds up */
+    assert_true(rounded(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f);
+    assert_true(rounded(-2.5f) == -2.5f);          /* exact in bf16 */
+    assert_true(rounded(3.14159265f) == 3.140625f); /* 0x4049 */
+    assert_true(isnan(rounded(NAN)));
+    assert_true(isinf(rounded(INFINITY)));
+    assert_true(sv_bf16_round(1.0f) == 0x3f80);
+}
+
+/* Element (i, j) of op(X), X stored rows x cols with ld. */
+static float at(const float *X, int t, int ld, int i, int j) { return t ? X[(size_t)j * ld + i] : X[(size_t)i * ld + j]; }
+
+/* Checks C = op(A) op(B) elementwise: against the rounded operands within
+ * the accumulation bound, against the fp32 operands within the rounding bound. */
+static void check_product(const float *C, int ldc, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                          const float *B, int ldb, const char *what) {
+    double worst_acc = 0, worst_round = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double r = 0, e = 0, s = 0;
+            for (int k = 0; k < K; k++) {
+                double a = at(A, ta, lda, i, k), b = at(B, tb, ldb, k, j);
+                r += (double)rounded((float)a) * rounded((float)b);
+                e += a * b;
+                s += fabs(a * b);
+            }
+            double c = C[(size_t)i * ldc + j];
+            double acc_bound = K * U32 * s * 1.01 + 1e-30;
+            double round_bound = (0x1p-7 + 0x1p-16) * s * 1.01 + acc_bound;
+            if (fabs(c - r) > acc_bound)
+                fail_msg("%s: C[%d][%d] = %.9g, rounded-operand reference %.9g: |diff| %.3g > K u sum|ab| = %.3g",
+                         what, i, j, c, r, fabs(c - r), acc_bound);
+            if (fabs(c - e) > round_bound)
+                fail_msg("%s: C[%d][%d] = %.9g, fp32-operand reference %.9g: |diff| %.3g > bound %.3g", what, i,
+                         j, c, e, fabs(c - e), round_bound);
+            if (fabs(c - r) / acc_bound > worst_acc) worst_acc = fabs(c - r) / acc_bound;
+            if (fabs(c - e) / round_bound > worst_round) worst_round = fabs(c - e) / round_bound;
+        }
+    print_message("    %s: worst |C - ref(bf16 operands)| = %.2f of the bound, |C - ref(fp32)| = %.2f of its bound\n",
+                  what, worst_acc, worst_round);
+}
+
+static void product_cases(int emulate) {
+    sv_bf16 *bf = sv_bf16_create(emulate);
+    print_message("    %s\n", sv_bf16_describe(bf));
+    const int shapes[][3] = {{37, 29, 53}, {64, 96, 192}, {144, 192, 96}, {10, 768, 10}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                float *A = sv_alloc((size_t)(ta ? K : M) * lda * sizeof(float), "A");
+                float *B = sv_alloc((size_t)(tb ? N : K) * ldb * sizeof(float), "B");
+                float *C = sv_alloc((size_t)M * ldc * sizeof(float), "C");
+                fill(A, (size_t)(ta ? K : M) * lda, 1 + s, 3.f);
+                fill(B, (size_t)(tb ? N : K) * ldb, 100 + s, 0.5f);
+                sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+                char what[96];
+                snprintf(what, sizeof what, "%s %dx%dx%d ta=%d tb=%d", emulate ? "emulated" : "default", M, K, N,
+                         ta, tb);
+                check_product(C, ldc, ta, tb, M, N, K, A, lda, B, ldb, what);
+                sv_free(A); sv_free(B); sv_free(C);
+            }
+    }
+    sv_bf16_free(bf);
+}
+
+static void test_product_default(void **state) {
+    (void)state;
+    product_cases(0);
+}
+
+static void test_product_emulated(void **state) {
+    (void)state;
+    product_cases(1);
+}
+
+/* Dense layer in bf16 against the fp32 layer, elementwise within the
+ * operand-rounding bound of each output (sums of |products| from fp32). */
+static void test_dense_layer(void **state) {
+    (void)state;
+    int T = 96, in = 48, out = 40;
+    float *x = sv_alloc((size_t)T * in * 4, "x"), *w = sv_alloc((size_t)in * out * 4, "w"),
+          *b = sv_alloc((size_t)out * 4, "b"), *dy = sv_alloc((size_t)T * out * 4, "dy");
+    float *y32 = sv_alloc((size_t)T * out * 4, "y"), *y16 = sv_alloc((size_t)T * out * 4, "y");
+    float *dx32 = sv_alloc((size_t)T * in * 4, "dx"), *dx16 = sv_alloc((size_t)T * in * 4, "dx");
+    float *dw32 = sv_alloc((size_t)in * out * 4, "dw"), *dw16 = sv_alloc((size_t)in * out * 4, "dw");
+    float *db32 = sv_alloc((size_t)out * 4, "db"), *db16 = sv_alloc((size_t)out * 4, "db");
+    fill(x, (size_t)T * in, 11, 2.f);
+    fill(w, (size_t)in * out, 12, 0.3f);
+    fill(b, (size_t)out, 13, 0.1f);
+    fill(dy, (size_t)T * out, 14, 0.01f);
+    sv_layers_reserve(256);
+    sv_bf16 *bf = sv_bf16_create(0);
+    sv_dense_forward(y32, x, w, b, T, in, out);
+    sv_dense_forward_mp(bf, y16, x, w, b, T, in, out);
+    sv_dense_backward(dx32, dw32, db32, dy, x, w, T, in, out);
+    sv_dense_backward_mp(bf, dx16, dw16, db16, dy, x, w, T, in, out);
+    double bound = 0x1p-7 + 0x1p-16 + 512 * U32;
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++) {
+            double s = 0;
+            for (int k = 0; k < in; k++) s += fabs((double)x[t * in + k] * w[k * out + o]);
+            double d = fabs((double)y16[t * out + o] - y32[t * out + o]);
+            if (d > bound * s) fail_msg("y[%d][%d]: bf16 %.9g fp32 %.9g (bound %.3g)", t, o, y16[t * out + o], y32[t * out + o], bound * s);
+        }
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < in; k++) {
+            double s = 0;
+            for (int o = 0; o < out; o++) s += fabs((double)dy[t * out + o] * w[k * out + o]);
+            if (fabs((double)dx16[t * in + k] - dx32[t * in + k]) > bound * s) fail_msg("dx[%d][%d] off", t, k);
+        }
+    for (int k = 0; k < in; k++)
+        for (int o = 0; o < out; o++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += fabs((double)x[t * in + k] * dy[t * out + o]);
+            if (fabs((double)dw16[k * out + o] - dw32[k * out + o]) > bound * s) fail_msg("dw[%d][%d] off", k, o);
+        }
+    /* the bias gradient does not go through a product: bitwise fp32 */
+    assert_memory_equal(db16, db32, (size_t)out * 4);
+    sv_bf16_free(bf);
+    sv_free(x); sv_free(w); sv_free(b); sv_free(dy); sv_free(y32); sv_free(y16); sv_free(dx32); sv_free(dx16);
+    sv_free(dw32); sv_free(dw16); sv_free(db32); sv_free(db16);
+}
+
+/* Forward (training mode) + loss + backward of one batch; returns the mean loss. */
+static double model_step(sv_model *m, const float *x, const int *labels, const long *ids, int N, float *probs,
+                         float *dl) {
+    sv_train_rng rng = {42, 0, ids};
+    const float *logits = sv_model_forward(m, x, N, &rng);
+    float losses[64];
+    sv_softmax_xent_forward(losses, probs, logits, labels, N, m->num_classes, 0.f);
+    double L = 0;
+    for (int i = 0; i < N; i++) L += losses[i];
+    sv_softmax_xent_backward(dl, probs, labels, N, m->num_classes, 1.f / N, 0.f);
+    sv_model_backward(m, dl, NULL, NULL);
+    return L / N;
+}
+
+static void test_whole_model(void **state) {
+    (void)state;
+    sv_config c32, c16;
+    char err[SV_ERR_LEN];
+    sv_config_defaults(&c32);
+    if (sv_config_load(&c32, "configs/tiny.ini", err)) fail_msg("%s", err);
+    c16 = c32;
+    c16.precision = SV_BF16;
+    int N = 32, S = c32.image_size, K = c32.num_classes;
+    sv_model m32, m16;
+    if (sv_model_create(&m32, &c32, N, err) || sv_model_create(&m16, &c16, N, err)) fail_msg("%s", err);
+    sv_model_init_weights(&m32, 42);
+    sv_model_init_weights(&m16, 42);
+    float *x = sv_alloc((size_t)N * S * S * 3 * 4, "x"), *probs = sv_alloc((size_t)N * K * 4, "p"),
+          *dl = sv_alloc((size_t)N * K * 4, "dl");
+    int labels[64];
+    long ids[64];
+    uint64_t key = sv_rng_key(3, 9, 0, 0, 0);
+    for (size_t i = 0; i < (size_t)N * S * S * 3; i++) x[i] = sv_rng_uniform(key, i);
+    for (int i = 0; i < N; i++) labels[i] = i % K, ids[i] = i;
+    double l32 = model_step(&m32, x, labels, ids, N, probs, dl);
+    double l16 = model_step(&m16, x, labels, ids, N, probs, dl);
+    double dot = 0, n32 = 0, n16 = 0;
+    for (size_t i = 0; i < m32.num_params; i++) {
+        dot += (double)m32.grads[i] * m16.grads[i];
+        n32 += (double)m32.grads[i] * m32.grads[i];
+        n16 += (double)m16.grads[i] * m16.grads[i];
+    }
+    double cosine = dot / sqrt(n32 * n16);
+    print_message("    tiny model, batch %d: loss fp32 %.6f bf16 %.6f (rel %.2e), gradient cosine %.6f\n", N, l32, l16,
+                  fabs(l16 - l32) / l32, cosine);
+    assert_true(fabs(l16 - l32) <= 1e-2 * fabs(l32));
+    assert_true(cosine >= 0.999);
+    assert_true(cosine < 1.0 - 1e-9 || l16 != l32); /* the bf16 path really ran */
+    sv_free(x); sv_free(probs); sv_free(dl);
+    sv_model_free(&m32);
+    sv_model_free(&m16);
+}
+
+static char g_tmp[64], g_bin[256];
+
+/* Trains the tiny config with P ranks (1 thread each) into g_tmp/name. */
+static void train_tiny(const char *name, int P, const char *sets) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 timeout -k 10 300 mpirun --oversubscribe %s--bind-to none "
+             "-np %d -x OMP_NUM_THREADS -x BLIS_NUM_THREADS %s train -c configs/tiny.ini %s --out %s/%s 2>&1",
+             geteuid() == 0 ? "--allow-run-as-root " : "", P, g_bin, sets, g_tmp, name);
+    int status;
+    char *out = sv_test_capture(cmd, &status);
+    if (status != 0) fail_msg("%s: exit %d\n%s", cmd, status, out);
+    if (strstr(sets, "bf16") && !strstr(out, "Precision: bf16")) fail_msg("no precision line:\n%s", out);
+    free(out);
+}
+
+/* Column `col` (0-based) of the rows of RUN/file, up to max rows. */
+static int read_column(const char *name, const char *file, int col, double *v, int max) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/%s", g_tmp, name, file);
+    char *text = sv_test_slurp(path, NULL), *line = strchr(text, '\n');
+    int n = 0;
+    while (line && line[1] && n < max) {
+        const char *f = line + 1;
+        for (int c = 0; c < col; c++) f = strchr(f, ',') + 1;
+        v[n++] = strtod(f, NULL);
+        line = strchr(line + 1, '\n');
+    }
+    free(text);
+    return n;
+}
+
+static void test_training_tracks_fp32(void **state) {
+    (void)state;
+    const char *sets = "--set train.epochs=30 --set train.patience=0";
+    char bf[256];
+    snprintf(bf, sizeof bf, "%s --set train.precision=bf16", sets);
+    train_tiny("fp32", 1, sets);
+    train_tiny("bf16", 1, bf);
+    double a[64], b[64];
+    int na = read_column("fp32", "metrics_epochs.csv", 1, a, 64), nb = read_column("bf16", "metrics_epochs.csv", 1, b, 64);
+    assert_int_equal(na, 30);
+    assert_int_equal(nb, 30);
+    double worst = 0;
+    for (int e = 0; e < na; e++) {
+        double rel = fabs(b[e] - a[e]) / a[e];
+        if (rel > worst) worst = rel;
+        if (rel > 0.03) fail_msg("epoch %d: train loss bf16 %.5f against fp32 %.5f (%.1f%%)", e + 1, b[e], a[e], 100 * rel);
+    }
+    print_message("    30 epochs (240 steps): train loss %.4f -> %.4f in fp32, %.4f -> %.4f in bf16; worst epoch %.2f%% apart\n",
+                  a[0], a[na - 1], b[0], b[nb - 1], 100 * worst);
+}
+
+static void test_rank_invariance(void **state) {
+    (void)state;
+    const char *sets = "--set train.epochs=2 --set train.precision=bf16";
+    train_tiny("p1", 1, sets);
+    train_tiny("p2", 2, sets);
+    double a[64], b[64];
+    int na = read_column("p1", "metrics_steps.csv", 3, a, 64), nb = read_column("p2", "metrics_steps.csv", 3, b, 64);
+    assert_int_equal(na, 16);
+    assert_int_equal(nb, 16);
+    double worst = 0;
+    for (int i = 0; i < na; i++) {
+        double rel = fabs(b[i] - a[i]) / fabs(a[i]);
+        if (rel > worst) worst = rel;
+        if (rel > 2e-3) fail_msg("step %d: loss %.7f on 2 ranks, %.7f on 1", i + 1, b[i], a[i]);
+    }
+    print_message("    bf16, 16 steps: losses on 1 and 2 ranks within %.2e relative\n", worst);
+}
+
+int main(void) {
+    if (sv_test_bin_and_tmp(g_bin, sizeof g_bin, g_tmp, sizeof g_tmp, "sv_bf16") != 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rounding_by_hand),
+        cmocka_unit_test(test_product_default),
+        cmocka_unit_test(test_product_emulated),
+        cmocka_unit_test(test_dense_layer),
+        cmocka_unit_test(test_whole_model),
+        cmocka_unit_test(test_training_tracks_fp32),
+        cmocka_unit_test(test_rank_invariance),
+    };
+    SV_TEST_RUN_AND_CLEAN(tests, g_tmp);
+}
