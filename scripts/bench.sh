@@ -5,7 +5,8 @@
 # For each mode (training step, inference forward) and each thread count it runs
 #   ours:    build/shiftvit bench -c CONFIG --json      (OMP_NUM_THREADS=T)
 #   PyTorch: /usr/bin/python3 bench/pytorch_shiftvit.py --threads T --json
-# back to back, plus (WITH_MPI=1) our training step on 2 ranks x 1 thread. The
+# back to back, with (WITH_BF16=1) ours again in bf16 (--set train.precision=bf16),
+# plus (WITH_MPI=1) our training step on 2 ranks x 1 thread. The
 # PyTorch side runs at its best settings (/work/shared/MACHINE_NOTES.md): glibc
 # malloc tunables that keep freed memory mapped, OPENBLAS_CORETYPE and
 # OPENBLAS_L2_SIZE unset, BLIS_ARCH_TYPE=0 (skx kernels) when libblas.so.3 is
@@ -37,6 +38,7 @@ WARMUP=${WARMUP:-2}
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 MODES=${MODES:-"train eval"}
 WITH_MPI=${WITH_MPI:-1}
+WITH_BF16=${WITH_BF16:-1}
 OUT=${OUT:-results/bench}
 MAX_WAIT=${MAX_WAIT:-1200}
 TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736
@@ -118,6 +120,12 @@ for mode in $MODES; do
         run ours "$mode" "$t" env -u BLIS_ARCH_TYPE -u GLIBC_TUNABLES \
             OMP_NUM_THREADS="$t" BLIS_NUM_THREADS="$t" \
             "$BIN" bench -c "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" --batch "$BATCH" "${eval_flag[@]}" --json
+        if [ "$WITH_BF16" = 1 ]; then
+            run ours-bf16 "$mode" "$t" env -u BLIS_ARCH_TYPE -u GLIBC_TUNABLES \
+                OMP_NUM_THREADS="$t" BLIS_NUM_THREADS="$t" \
+                "$BIN" bench -c "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" --batch "$BATCH" "${eval_flag[@]}" \
+                --set train.precision=bf16 --json
+        fi
         torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE -u BLIS_ARCH_TYPE GLIBC_TUNABLES="$TUNABLES")
         [ -n "$TORCH_BLIS_ARCH" ] && torch_env+=(BLIS_ARCH_TYPE="$TORCH_BLIS_ARCH")
         run pytorch "$mode" "$t" "${torch_env[@]}" OMP_NUM_THREADS="$t" BLIS_NUM_THREADS="$t" \
@@ -262,6 +270,24 @@ for mode, t in modes:
         "%s (%s-%s)" % (f1(p and p.get("median_ms"), "%.0f"), f1(p and p.get("min_ms"), "%.0f"),
                         f1(p and p.get("max_ms"), "%.0f")),
         f1(o and o.get("peak_rss_mib"), "%.0f"), f1(p and p.get("peak_rss_mib"), "%.0f")))
+bf_rows = [(mode, t) for (mode, t) in modes if get("ours-bf16", mode, t)]
+if bf_rows:
+    L.append("")
+    L.append("Ours in bf16 (`--set train.precision=bf16`: bf16 operands, fp32 accumulation, oneDNN) against "
+             "ours in fp32, same run:")
+    L.append("")
+    L.append("| mode | threads | fp32 images/s | bf16 images/s | bf16 / fp32 | target | bf16 MFU vs sgemm peak "
+             "| bf16 MFU vs measured bf16 product | fp32 peak RSS MiB | bf16 peak RSS MiB |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for mode, t in bf_rows:
+        o, b = get("ours", mode, t), get("ours-bf16", mode, t)
+        ratio = (b["images_per_s"] / o["images_per_s"]) if o and o.get("images_per_s") else None
+        L.append("| %s | %d | %s | %s | %s | >= 1.5x %s | %s | %s | %s | %s |" % (
+            mode, t, f1(o and o.get("images_per_s")), f1(b.get("images_per_s")),
+            ("**%.2fx**" % ratio) if ratio else "n/a", "(met)" if ratio and ratio >= 1.5 else "(not met)",
+            f1(100 * b["mfu"], "%.1f%%") if b.get("mfu") is not None else "n/a",
+            f1(100 * b["mfu_bf16"], "%.1f%%") if b.get("mfu_bf16") is not None else "n/a",
+            f1(o and o.get("peak_rss_mib"), "%.0f"), f1(b.get("peak_rss_mib"), "%.0f")))
 m = get("ours-2x1", "train", 2)
 if m is not None:
     o = get("ours", "train", 2)

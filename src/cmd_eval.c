@@ -26,6 +26,8 @@ static void eval_usage(FILE *f) {
             "                     ../shared/data/cifar-10-batches-bin)\n"
             "  --batch N          global evaluation batch (default: the checkpoint's\n"
             "                     train.eval_batch_size)\n"
+            "  --precision P      fp32 or bf16 matrix products (default: the checkpoint's\n"
+            "                     train.precision)\n"
             "  -h, --help         this text\n\n"
             "example: mpirun -np 2 build/shiftvit eval --checkpoint results/runs/X/best.h5\n");
 }
@@ -46,7 +48,7 @@ static int all_ok(sv_dist *d, int ok, const char *err) {
 
 int sv_cmd_eval(int argc, char **argv) {
     sv_dist *d = sv_cli_dist();
-    const char *ckpt = NULL, *split = "test", *data_dir = NULL;
+    const char *ckpt = NULL, *split = "test", *data_dir = NULL, *precision = NULL;
     long batch = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -60,6 +62,8 @@ int sv_cmd_eval(int argc, char **argv) {
             split = argv[++i];
         } else if (!strcmp(a, "--data-dir") && has_next) {
             data_dir = argv[++i];
+        } else if (!strcmp(a, "--precision") && has_next) {
+            precision = argv[++i];
         } else if (!strcmp(a, "--batch") && has_next) {
             char *end;
             const char *v = argv[++i];
@@ -96,6 +100,9 @@ int sv_cmd_eval(int argc, char **argv) {
     sv_config_defaults(&cfg);
     int ok = sv_checkpoint_read_config(ckpt, &cfg, err) == 0;
     if (ok && batch > 0) cfg.eval_batch_size = (int)batch;
+    char precision_set[64];
+    snprintf(precision_set, sizeof precision_set, "train.precision=%.40s", precision ? precision : "");
+    if (ok && precision) ok = sv_config_set(&cfg, precision_set, err) == 0;
     sv_model m;
     memset(&m, 0, sizeof m);
     int have_model = 0;

@@ -53,7 +53,8 @@ typedef enum { RESIZE_NEAREST, RESIZE_BILINEAR, RESIZE_AREA } resize_mode;
 static void predict_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit predict --checkpoint CKPT [--top-k K] [--json] [--grid OUT.png]\n"
-            "                        [--resize nearest|bilinear|area] IMAGE_OR_DIR...\n\n"
+            "                        [--resize nearest|bilinear|area] [--precision fp32|bf16]\n"
+            "                        IMAGE_OR_DIR...\n\n"
             "Classifies JPEG and PNG images (also grayscale, with alpha, or 16-bit) with a trained\n"
             "checkpoint: each image is resized to 32x32, given the evaluation transform and\n"
             "classified. Prints per image the top-K classes with their confidence in percent and\n"
@@ -68,6 +69,8 @@ static void predict_usage(FILE *f) {
             "                     and confidence, into a PNG file\n"
             "  --resize M         how the photo is brought to 32x32: nearest (default, as the Keras\n"
             "                     example), bilinear (no antialiasing) or area (box average)\n"
+            "  --precision P      fp32 or bf16 matrix products (default: the checkpoint's\n"
+            "                     train.precision)\n"
             "  -h, --help         this text\n\n"
             "A file that is not an image, is truncated, or declares more than %dx%d or %ld\n"
             "pixels gets an error on stderr; the other files are still classified. Exit status 1\n"
@@ -592,6 +595,7 @@ int sv_cmd_predict(int argc, char **argv) {
     if (d->rank != 0) return 0; /* predict runs on rank 0 only */
     const char *ckpt = NULL, *grid = NULL;
     int topk = 3, json = 0;
+    const char *precision = NULL;
     resize_mode mode = RESIZE_NEAREST;
     strlist args = {0};
     for (int i = 1; i < argc; i++) {
@@ -615,6 +619,8 @@ int sv_cmd_predict(int argc, char **argv) {
             topk = (int)k;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--precision") && has_next) {
+            precision = argv[++i];
         } else if (!strcmp(a, "--grid") && has_next) {
             grid = argv[++i];
         } else if (!strcmp(a, "--resize") && has_next) {
@@ -646,10 +652,12 @@ int sv_cmd_predict(int argc, char **argv) {
         return 1;
     }
 
-    char err[SV_ERR_LEN];
+    char err[SV_ERR_LEN], precision_set[64];
+    snprintf(precision_set, sizeof precision_set, "train.precision=%.40s", precision ? precision : "");
     sv_config cfg;
     sv_config_defaults(&cfg);
-    if (sv_checkpoint_read_config(ckpt, &cfg, err) != 0) {
+    if (sv_checkpoint_read_config(ckpt, &cfg, err) != 0 ||
+        (precision && sv_config_set(&cfg, precision_set, err) != 0)) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         strlist_free(&args);
         return 1;

@@ -21,7 +21,8 @@
  *     to ~4e-7 (order of the sums); in bf16 a last-bit difference can round an
  *     operand the other way (2^-8 of that element), and AdamW turns a changed
  *     near-zero gradient element into a step of up to lr: measured here 6.4e-4
- *     at worst over 16 steps, the bound leaves 3x for other CPUs' kernels.
+ *     at worst over 16 steps, the bound leaves 3x for other CPUs' kernels;
+ *   - a resume may switch precision, and says so.
  * Run from the repository root (reads configs/tiny.ini). */
 #include <math.h>
 #include <stdlib.h>
@@ -300,6 +301,24 @@ static void test_rank_invariance(void **state) {
     print_message("    bf16, 16 steps: losses on 1 and 2 ranks within %.2e relative\n", worst);
 }
 
+/* A run may change precision on resume (issue 12): accepted, and said. */
+static void test_resume_in_other_precision(void **state) {
+    (void)state;
+    train_tiny("switch", 1, "--set train.max_steps=3");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 %s train --resume %s/switch/last.h5 --out %s/switch --set train.precision=bf16 "
+             "--set train.max_steps=6 2>&1",
+             g_bin, g_tmp, g_tmp);
+    int status;
+    char *out = sv_test_capture(cmd, &status);
+    if (status != 0) fail_msg("%s: exit %d\n%s", cmd, status, out);
+    if (!strstr(out, "Resuming in bf16: the checkpoint's run trained in fp32"))
+        fail_msg("the switch is not stated:\n%s", out);
+    if (!strstr(out, "Precision: bf16")) fail_msg("no precision line:\n%s", out);
+    free(out);
+}
+
 int main(void) {
     if (sv_test_bin_and_tmp(g_bin, sizeof g_bin, g_tmp, sizeof g_tmp, "sv_bf16") != 0) return 1;
     const struct CMUnitTest tests[] = {
@@ -310,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_whole_model),
         cmocka_unit_test(test_training_tracks_fp32),
         cmocka_unit_test(test_rank_invariance),
+        cmocka_unit_test(test_resume_in_other_precision),
     };
     SV_TEST_RUN_AND_CLEAN(tests, g_tmp);
 }
