@@ -39,7 +39,7 @@ MPI_LIBS=$(mpicc --showme:link)
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=pointer-overflow,nonnull-attribute"
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \
   -isystem $BLIS_INC $PKG_CFLAGS $MPI_CFLAGS -Wno-unused-command-line-argument"
-LIBS="-L$BLIS_LIB -Wl,-rpath,$BLIS_LIB -lblis $PKG_LIBS $MPI_LIBS -lm"
+LIBS="-L$BLIS_LIB -Wl,-rpath,$BLIS_LIB -lblis $PKG_LIBS $MPI_LIBS -ldnnl -lm"
 
 mkdir -p "$OUT/obj" "$OUT/artifacts" || exit 2
 
