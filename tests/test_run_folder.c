@@ -16,7 +16,8 @@
  *     newline and a byte that is not UTF-8: the raw name never appears in the
  *     output, the printed resume command pasted into bash resumes the run,
  *     and `predict --json` on a photo with such a name parses in Python's
- *     strict json module and gives the exact bytes back in file_hex.
+ *     strict json module and gives the exact bytes back in file_hex; an
+ *     error message naming such a file is one line, odd bytes as \xHH.
  * Each test works in its own mkdtemp folder, removed at the end. */
 #include <errno.h>
 #include <stdarg.h>
@@ -334,6 +335,12 @@ static void test_odd_names_in_output(void **state) {
     assert_int_equal(status, 0);
     if (strstr(out, img)) fail_msg("predict printed the raw file name:\n%s", out);
     must_contain(out, "$'\\n\\xfe'");
+    free(out);
+    /* An error naming such a file stays one line, its odd bytes as \xHH. */
+    out = sv_test_capture("OMP_NUM_THREADS=1 \"$SV_BIN\" eval --checkpoint \"$SV_ODD/missing.h5\" 2>&1", &status);
+    assert_int_not_equal(status, 0);
+    if (strchr(out, '\n') != out + strlen(out) - 1) fail_msg("the error is not one line:\n%s", out);
+    must_contain(out, "\\x0a\\xff/missing.h5");
     free(out);
 }
 
