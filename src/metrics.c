@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/text.h"
 #include "shiftvit/h5util.h"
 #include "shiftvit/config.h"
 
@@ -51,6 +52,7 @@ typedef struct {
 struct sv_metrics {
     FILE *steps, *epochs;
     char h5path[SV_PATH_LEN + 32];
+    char h5path_q[SV_QUOTED_LEN(SV_PATH_LEN + 32)]; /* h5path as one shell word, for messages */
     rowbuf sbuf, ebuf;  /* rows not yet in metrics.h5 */
     size_t h5_srows, h5_erows; /* rows known to be complete in metrics.h5 */
     int h5_failed;      /* out of memory for the buffers: CSVs only from then on */
@@ -339,7 +341,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
         H5Eclear2(H5E_DEFAULT);
         if (!ok)
             fprintf(stderr, "shiftvit: warning: %s is damaged or disagrees with the CSV logs; rebuilding it from them\n",
-                    path);
+                    mt->h5path_q);
     }
     if (ok) return 0;
     hid_t f = -1;
@@ -369,6 +371,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
         return NULL;
     }
     snprintf(mt->h5path, sizeof mt->h5path, "%s/metrics.h5", dir);
+    sv_shell_quote(mt->h5path, mt->h5path_q, sizeof mt->h5path_q);
 
     sv_h5_quiet q;
     sv_h5_quiet_begin(&q);
@@ -408,7 +411,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
 static void h5_warn(sv_metrics *mt) {
     if (!mt->h5_failed)
         fprintf(stderr, "shiftvit: warning: out of memory for the rows of %s; metrics continue in the CSV files only\n",
-                mt->h5path);
+                mt->h5path_q);
     mt->h5_failed = 1;
 }
 
@@ -455,17 +458,17 @@ static int h5_flush_rows(sv_metrics *mt) {
         if (!mt->h5_pending) {
             if (h5_locked_by_other(mt->h5path))
                 fprintf(stderr, "shiftvit: warning: cannot append to %s: it is locked: %s; its rows are kept and written once it is closed (the CSV files have every row)\n",
-                        mt->h5path, lock_hint);
+                        mt->h5path_q, lock_hint);
             else
                 fprintf(stderr, "shiftvit: warning: cannot append to %s; its rows are kept and tried again at the next epoch (the CSV files have every row)\n",
-                        mt->h5path);
+                        mt->h5path_q);
         }
         mt->h5_pending = 1;
         return -1;
     }
     if (mt->h5_pending)
         fprintf(stderr, "shiftvit: %s is writable again: %zu step and %zu epoch rows kept meanwhile are in it\n",
-                mt->h5path, mt->sbuf.rows, mt->ebuf.rows);
+                mt->h5path_q, mt->sbuf.rows, mt->ebuf.rows);
     mt->h5_pending = 0;
     mt->h5_srows += mt->sbuf.rows;
     mt->h5_erows += mt->ebuf.rows;
@@ -493,7 +496,7 @@ void sv_metrics_close(sv_metrics *mt) {
     }
     if (mt->h5_pending)
         fprintf(stderr, "shiftvit: warning: %s: %zu step and %zu epoch rows could not be written in %d s (%s); the CSV files have them, and `train --resume` rebuilds metrics.h5 from the CSV files\n",
-                mt->h5path, mt->sbuf.rows, mt->ebuf.rows, CLOSE_RETRY_S,
+                mt->h5path_q, mt->sbuf.rows, mt->ebuf.rows, CLOSE_RETRY_S,
                 h5_locked_by_other(mt->h5path) ? lock_hint : "the file cannot be written");
     if (mt->steps) fclose(mt->steps);
     if (mt->epochs) fclose(mt->epochs);

@@ -435,10 +435,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     }
     long steps_per_epoch = (B.train.count + cfg->batch_size - 1) / cfg->batch_size;
     if (rank0) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)], qn[SV_QUOTED_LEN(sizeof cfg->name)];
         printf("Training %s: %zu parameters, %ld train / %ld val / %ld test images from %s\n",
-               cfg->name[0] ? cfg->name : "model", m.num_params, B.train.count, B.val.count,
-               B.test.count, dir);
-        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+               sv_shell_quote(cfg->name[0] ? cfg->name : "model", qn, sizeof qn), m.num_params,
+               B.train.count, B.val.count, B.test.count, sv_shell_quote(dir, q, sizeof q));
         printf("World size %d, global batch %d (%d per rank), %ld steps per epoch, %ld total (warmup %ld); output in %s\n",
                d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup,
                sv_shell_quote(out, q, sizeof q));
@@ -460,9 +460,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
      * whenever last.h5 exists) must not train on past its end. */
     if (opts->resume && st.step_in_epoch == 0 &&
         (st.epoch >= cfg->epochs || (cfg->patience > 0 && st.bad_epochs >= cfg->patience))) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
         if (rank0)
             printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
-                   opts->resume, st.epoch,
+                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch,
                    st.epoch >= cfg->epochs ? "all train.epochs done" : "early stopping",
                    st.best_val_top1, st.best_epoch);
         stop = 3;
