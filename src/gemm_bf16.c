@@ -146,6 +146,13 @@ static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K
     return e;
 }
 
+void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int ldc) {
+    size_t elt = ctx->native ? sizeof(uint16_t) : sizeof(float);
+    reserve(&ctx->abuf, &ctx->acap, (size_t)M * K * elt);
+    reserve(&ctx->bbuf, &ctx->bcap, (size_t)K * N * elt);
+    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, ldc);
+}
+
 void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, const float *A, int lda,
                   const float *B, int ldb, float *C, int ldc) {
     int as_float = !ctx->native;

@@ -190,6 +190,30 @@ static double flops_per_image(const sv_model *m) {
     return f;
 }
 
+/* The three products of a dense layer [T][in] x [in][out] (forward, input
+ * gradient unless the layer has none, weight gradient), as layers.c runs them. */
+static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx) {
+    sv_bf16_prepare(m->bf16, 0, 0, T, out, in, out);
+    if (has_dx) sv_bf16_prepare(m->bf16, 0, 1, T, in, out, in);
+    sv_bf16_prepare(m->bf16, 1, 0, in, out, T, out);
+}
+
+/* bf16: every product of a batch of N, prepared at model creation. */
+static void prepare_products(sv_model *m, int N) {
+    int p = m->patch_size, S0 = m->sides[0];
+    prepare_dense(m, N * S0 * S0, p * p * 3, m->channels[0], 0);
+    for (int s = 0; s < SV_NUM_STAGES; s++) {
+        int S = m->sides[s], C = m->channels[s], H = m->mlp_ratio * C;
+        prepare_dense(m, N * S * S, C, H, 1);
+        prepare_dense(m, N * S * S, H, C, 1);
+        if (s + 1 < SV_NUM_STAGES) {
+            int So = m->sides[s + 1];
+            prepare_dense(m, N * So * So, 4 * C, 2 * C, 1);
+        }
+    }
+    prepare_dense(m, N, m->channels[SV_NUM_STAGES - 1], m->num_classes, 1);
+}
+
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
     memset(m, 0, sizeof *m);
     if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);
@@ -227,6 +251,7 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     if (m->num_classes > maxc) maxc = m->num_classes;
     sv_layers_reserve(maxc);
     m->bf16 = cfg->precision == SV_BF16 ? sv_bf16_create(0) : NULL;
+    if (m->bf16) prepare_products(m, max_batch);
     return 0;
 }
 

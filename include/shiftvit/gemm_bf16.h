@@ -46,6 +46,12 @@ int sv_bf16_native_cpu(void);
 void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, const float *A, int lda,
                   const float *B, int ldb, float *C, int ldc);
 
+/* Creates the primitive of one product shape (arguments as sv_bf16_gemm)
+ * and grows the operand buffers to its size, so that products of the shapes
+ * prepared at model creation neither create nor allocate during training.
+ * Other shapes (a smaller last batch) are prepared at their first use. */
+void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int ldc);
+
 /* fp32 -> bf16 bits, round to nearest even; NaN stays NaN (quiet). */
 static inline uint16_t sv_bf16_round(float f) {
     union { float f; uint32_t u; } v = {f};
