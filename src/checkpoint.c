@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -699,6 +700,22 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
     return 0;
 }
 
+/* A NaN or infinity in the weights or moments of a checkpoint loaded to
+ * train on would stop the run at its first step or poison it: refused at
+ * load, naming the first such tensor. (eval and predict, which load no
+ * optimizer, report what such weights give: issue 14, section 2.) */
+static int check_finite(reader *r, const char *prefix, const sv_model *m, const float *buf) {
+    for (int t = 0; t < m->num_tensors; t++) {
+        const float *p = buf + m->tensors[t].offset;
+        for (size_t i = 0; i < m->tensors[t].size; i++)
+            if (!isfinite(p[i]))
+                return sv_fail(r->err, "checkpoint %s: %s/%s holds a non-finite value (%g at element %zu); "
+                               "training cannot resume from it", r->path, prefix,
+                               m->tensors[t].name, (double)p[i], i);
+    }
+    return 0;
+}
+
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st,
                        char *err) {
     sv_h5_quiet q;
@@ -733,9 +750,12 @@ int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_st
     sv_train_state s;
     if (!rc && st) rc = read_state(&r, &s);
     if (!rc) rc = read_tensors(&r, "/model", m, m->params);
+    if (!rc && opt) rc = check_finite(&r, "/model", m, m->params);
     if (!rc && opt) {
         rc = read_tensors(&r, "/optimizer/m", m, opt->m);
         if (!rc) rc = read_tensors(&r, "/optimizer/v", m, opt->v);
+        if (!rc) rc = check_finite(&r, "/optimizer/m", m, opt->m);
+        if (!rc) rc = check_finite(&r, "/optimizer/v", m, opt->v);
         if (!rc) opt->t = t;
     }
     if (!rc && st) *st = s;

@@ -24,7 +24,7 @@ static void bench_usage(FILE *f) {
             "Times the training step (forward, backward, all-reduce, AdamW) on synthetic\n"
             "images after warm-up and prints median/min/max step time, images/s, GFLOP/s,\n"
             "model FLOP utilisation against a measured sgemm peak, peak RSS and the time per\n"
-            "phase; ends with one line images_per_s=....\n\n"
+            "phase; ends with one line images_per_s=.... (with --json: only the JSON object)\n\n"
             "  -c, --config FILE  model config (default configs/cifar10_keras.ini)\n"
             "  --steps N          timed steps (default 10)\n"
             "  --warmup N         untimed steps first (default 2)\n"
@@ -94,7 +94,7 @@ static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json
         else
             printf("all-reduce of %.1f MiB in 4 MiB buckets, %d ranks: median %.2f ms (min %.2f, max %.2f), algbw %.2f GB/s, busbw %.2f GB/s\n",
                    bytes / 1048576.0, d->world, 1e3 * med, 1e3 * lo, 1e3 * hi, algbw, busbw);
-        printf("allreduce_ms=%.3f\n", 1e3 * med);
+        if (!json) printf("allreduce_ms=%.3f\n", 1e3 * med);
     }
     sv_allreduce_free(d);
     free(t);
@@ -237,7 +237,7 @@ int sv_cmd_bench(int argc, char **argv) {
             printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n",
                    ph[0], ph[1], ph[2], ph[3]);
         }
-        printf("images_per_s=%.2f\n", ips);
+        if (!json) printf("images_per_s=%.2f\n", ips);
     }
     free(tot);
     sv_free(x); sv_free(probs); sv_free(dl); sv_free(labels); sv_free(ids);

@@ -1,6 +1,7 @@
 /* `shiftvit eval`: evaluates a checkpoint on the val or test split, on every
  * rank (contiguous shards, sums reduced), and prints the same line format as
  * training's final evaluation. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/data.h"
 #include "shiftvit/model.h"
 #include "shiftvit/train.h"
@@ -64,6 +66,10 @@ int sv_cmd_eval(int argc, char **argv) {
             data_dir = argv[++i];
         } else if (!strcmp(a, "--precision") && has_next) {
             precision = argv[++i];
+            if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+                if (d->rank == 0) fprintf(stderr, "shiftvit eval: --precision '%s' must be fp32 or bf16\n", precision);
+                return 1;
+            }
         } else if (!strcmp(a, "--batch") && has_next) {
             char *end;
             const char *v = argv[++i];
@@ -138,7 +144,11 @@ int sv_cmd_eval(int argc, char **argv) {
     long *idx = sv_alloc((size_t)m.max_batch * sizeof(long), "indices");
     sv_eval_result r = sv_evaluate(&m, &ds, &cfg, d, x, labels, idx);
     if (d->rank == 0) {
+        if (m.bf16) printf("Precision: %s\n", sv_bf16_describe(m.bf16));
         printf("%s loss=%.4f top1=%.4f top5=%.4f\n", is_test ? "TEST" : "VAL", r.loss, r.top1, r.top5);
+        if (!isfinite(r.loss))
+            fprintf(stderr, "shiftvit eval: warning: the loss is not finite: the checkpoint's weights give non-finite "
+                            "logits (rows with any non-finite logit count as wrong)\n");
         fflush(stdout);
     }
     sv_free(x);

@@ -50,6 +50,7 @@ static int info_checkpoint(const char *path) {
                st.best_epoch, st.bad_epochs);
     else
         printf("Best val top-1: none yet\n");
+    if (st.config_changes[0]) printf("Changed on resume:\n%s", st.config_changes);
     printf("Config:\n");
     sv_config_write(&cfg, stdout);
     sv_model_free(&m);

@@ -33,6 +33,7 @@
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
 #include "shiftvit/data.h"
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/model.h"
 #include "shiftvit/text.h"
 
@@ -621,6 +622,11 @@ int sv_cmd_predict(int argc, char **argv) {
             json = 1;
         } else if (!strcmp(a, "--precision") && has_next) {
             precision = argv[++i];
+            if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+                fprintf(stderr, "shiftvit predict: --precision '%s' must be fp32 or bf16\n", precision);
+                strlist_free(&args);
+                return 1;
+            }
         } else if (!strcmp(a, "--grid") && has_next) {
             grid = argv[++i];
         } else if (!strcmp(a, "--resize") && has_next) {
@@ -676,6 +682,8 @@ int sv_cmd_predict(int argc, char **argv) {
     }
     int K = m.num_classes;
     if (topk > K) topk = K;
+    /* on stderr: stdout may be JSON */
+    if (m.bf16) fprintf(stderr, "shiftvit predict: precision: %s\n", sv_bf16_describe(m.bf16));
 
     /* Expand directories. */
     int failed = 0;
@@ -753,12 +761,13 @@ int sv_cmd_predict(int argc, char **argv) {
                 fputc('"', stdout);
             }
             fputs(",\"probabilities\":[", stdout);
-            for (int k = 0; k < K; k++) printf("%s%.9g", k ? "," : "", prob[k]);
+            /* JSON has no NaN or infinity: null (weights with non-finite values) */
+            for (int k = 0; k < K; k++) printf(isfinite(prob[k]) ? "%s%.9g" : "%snull", k ? "," : "", prob[k]);
             fputs("],\"top\":[", stdout);
             for (int t = 0; t < topk; t++) {
                 printf("%s{\"class\":", t ? "," : "");
                 sv_json_string(stdout, class_name(order[t], K, cname, sizeof cname));
-                printf(",\"confidence\":%.9g}", prob[order[t]]);
+                printf(isfinite(prob[order[t]]) ? ",\"confidence\":%.9g}" : ",\"confidence\":null}", prob[order[t]]);
             }
             fputs("]}\n", stdout);
         } else {

@@ -51,8 +51,7 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
     int n = sv_config_diff(stored, cfg, ch, MAXCH), refused = 0;
     if (n > MAXCH) n = MAXCH;
     size_t len = 0, cap = 1;
-    for (int i = 0; i < n; i++)
-        if (ch[i].trajectory) cap += strlen(ch[i].key) + strlen(ch[i].before) + strlen(ch[i].after) + 8;
+    for (int i = 0; i < n; i++) cap += strlen(ch[i].key) + strlen(ch[i].before) + strlen(ch[i].after) + 8;
     char *text = calloc(1, cap);
     if (!text) {
         if (rank0) fprintf(stderr, "shiftvit: out of memory\n");
@@ -60,6 +59,12 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
     }
     char q[SV_QUOTED_LEN(SV_PATH_LEN)];
     for (int i = 0; i < n; i++) {
+        /* A precision switch is allowed without asking, but recorded like a change. */
+        int precision = !strcmp(ch[i].key, "train.precision");
+        if (precision) {
+            len += (size_t)snprintf(text + len, cap - len, "%s %s -> %s\n", ch[i].key, ch[i].before, ch[i].after);
+            continue;
+        }
         if (!ch[i].trajectory) continue;
         len += (size_t)snprintf(text + len, cap - len, "%s %s -> %s\n", ch[i].key, ch[i].before, ch[i].after);
         if (!with_changes && rank0)
@@ -76,8 +81,8 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
         free(text);
         return -1;
     }
-    *changes = refused ? text : NULL;
-    if (!refused) free(text);
+    *changes = len ? text : NULL;
+    if (!len) free(text);
     return 0;
 }
 

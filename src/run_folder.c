@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,6 +68,29 @@ static void describe_run(const char *dir, char *out, size_t n) {
              (unsigned long long)st.seed, st.epoch, cfg.epochs, st.step);
 }
 
+int sv_run_folder_lock(const char *dir, char *err) {
+    char path[SV_PATH_LEN + 32], q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    snprintf(path, sizeof path, "%s/.shiftvit.lock", dir);
+    sv_shell_quote(dir, q, sizeof q);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0664);
+    if (fd < 0) return sv_fail(err, "output folder %s: cannot create its lock file: %s", q, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        return sv_fail(err, "output folder %s is in use by another shiftvit run%s%s%s; one folder holds one run",
+                       q, pid[0] ? " (process " : "", pid, pid[0] ? ")" : "");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the pid is only a hint for the message above */
+    }
+    return fd;
+}
+
 int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char *err) {
     DIR *dp = opendir(dir);
     if (!dp) return 0; /* not there yet (or not a folder: creating it will say so) */
@@ -89,12 +113,15 @@ int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char
     char q[SV_QUOTED_LEN(SV_PATH_LEN)], what[512];
     sv_shell_quote(dir, q, sizeof q);
     describe_run(dir, what, sizeof what);
-    if (!overwrite)
+    if (!overwrite) {
+        char last[SV_PATH_LEN + 16], how[SV_QUOTED_LEN(SV_PATH_LEN) * 2 + 64] = "";
+        snprintf(last, sizeof last, "%s/last.h5", dir);
+        if (exists(last)) snprintf(how, sizeof how, "resume that run with --resume %s/last.h5 --out %s, ", q, q);
         return sv_fail(err,
-                       "output folder %s holds another run (%sfiles: %s); one folder holds one run. "
-                       "Resume that run with --resume %s/last.h5, choose another --out, or pass "
-                       "--overwrite to delete its files first",
-                       q, what, found, q);
+                       "output folder %s holds another run (%sfiles: %s); one folder holds one run: "
+                       "%schoose another --out, or pass --overwrite to delete its files first",
+                       q, what, found, how);
+    }
     dp = opendir(dir);
     if (!dp) return sv_fail(err, "output folder %s: cannot list it: %s", q, strerror(errno));
     int rc = 0;
@@ -198,5 +225,61 @@ int sv_run_folder_adopt(const char *dir, const char *resume, const sv_train_stat
         }
     }
     printf("Continuing the run of %s in %s%s%s\n", qf, qd, brought[0] ? ": brought " : "", brought);
+    return 0;
+}
+
+/* Replaces dst by a copy of src; says so. */
+static int replace_with(const char *src, const char *dst, const char *why, char *err) {
+    char qs[SV_QUOTED_LEN(SV_PATH_LEN)], qd[SV_QUOTED_LEN(SV_PATH_LEN)];
+    if (copy_file(src, dst, err) != 0) return -1;
+    printf("Rewound: %s is now %s (%s)\n", sv_shell_quote(dst, qd, sizeof qd), sv_shell_quote(src, qs, sizeof qs), why);
+    return 0;
+}
+
+int sv_run_folder_rewind(const char *dir, const char *resume, const sv_train_state *st, char *err) {
+    char from[SV_PATH_LEN];
+    parent_dir(resume, from, sizeof from);
+    if (!same_folder(from, dir)) return 0;
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)], path[SV_PATH_LEN + 32];
+    DIR *dp = opendir(dir);
+    if (!dp) return 0;
+    /* Epoch checkpoints from beyond the resumed point belong to the abandoned future. */
+    for (struct dirent *e; (e = readdir(dp)) != NULL;) {
+        if (!is_epoch_checkpoint(e->d_name) || atol(e->d_name + 6) <= st->epoch) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat a, b;
+        if (stat(path, &a) == 0 && stat(resume, &b) == 0 && a.st_ino == b.st_ino) continue;
+        if (unlink(path) != 0) {
+            closedir(dp);
+            return sv_fail(err, "cannot remove %s: %s", sv_shell_quote(path, q, sizeof q), strerror(errno));
+        }
+        printf("Rewound: removed %s (after the resumed step %ld)\n", sv_shell_quote(path, q, sizeof q), st->step);
+    }
+    closedir(dp);
+    sv_train_state later;
+    char e2[SV_ERR_LEN];
+    /* best.h5 from after the resumed point: back to the best as of that point. */
+    snprintf(path, sizeof path, "%s/best.h5", dir);
+    if (exists(path) && sv_checkpoint_read_state(path, &later, e2) == 0 && later.step > st->step) {
+        char cand[2][SV_PATH_LEN + 32];
+        snprintf(cand[0], sizeof cand[0], "%s", resume);
+        snprintf(cand[1], sizeof cand[1], "%s/epoch_%04ld.h5", dir, st->best_epoch);
+        const char *found = NULL;
+        for (int i = 0; i < 2 && !found && st->best_epoch > 0; i++)
+            if (holds_epoch_end(cand[i], st->best_epoch)) found = cand[i];
+        if (found) {
+            if (replace_with(found, path, "the best weights as of the resumed step", err) != 0) return -1;
+        } else {
+            if (unlink(path) != 0) return sv_fail(err, "cannot remove %s: %s", sv_shell_quote(path, q, sizeof q), strerror(errno));
+            printf("Rewound: removed %s (from after the resumed step; the best weights as of it are not in the folder)\n",
+                   sv_shell_quote(path, q, sizeof q));
+        }
+    }
+    /* last.h5 from after the resumed point: a resume before the next checkpoint would jump ahead. */
+    snprintf(path, sizeof path, "%s/last.h5", dir);
+    struct stat a, b;
+    int is_resume = stat(path, &a) == 0 && stat(resume, &b) == 0 && a.st_ino == b.st_ino;
+    if (!is_resume && exists(path) && sv_checkpoint_read_state(path, &later, e2) == 0 && later.step > st->step)
+        if (replace_with(resume, path, "the resumed checkpoint", err) != 0) return -1;
     return 0;
 }

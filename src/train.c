@@ -189,12 +189,19 @@ static const char *quote_in(const char *dir, const char *name, char *q, size_t n
     return sv_shell_quote(path, q, n);
 }
 
-/* The command that continues the run in dir, ready to paste into a shell (the
- * config comes from the checkpoint). */
-static const char *resume_command(const char *dir, char *q, size_t n) {
-    char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)];
-    snprintf(q, n, "shiftvit train --resume %s --out %s", quote_in(dir, "last.h5", ckpt, sizeof ckpt),
-             sv_shell_quote(dir, out, sizeof out));
+/* The command that continues the run in dir, ready to paste into a shell:
+ * this binary by its absolute path, under mpirun with the same world size
+ * when there is more than one rank; the config comes from the checkpoint. */
+static const char *resume_command(const char *dir, int world, char *q, size_t n) {
+    char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)], exe[SV_PATH_LEN] = "shiftvit",
+         qexe[SV_QUOTED_LEN(SV_PATH_LEN)], launcher[96] = "";
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) exe[len] = '\0';
+    else snprintf(exe, sizeof exe, "shiftvit");
+    if (world > 1)
+        snprintf(launcher, sizeof launcher, "mpirun -np %d %s", world, geteuid() == 0 ? "--allow-run-as-root " : "");
+    snprintf(q, n, "%s%s train --resume %s --out %s", launcher, sv_shell_quote(exe, qexe, sizeof qexe),
+             quote_in(dir, "last.h5", ckpt, sizeof ckpt), sv_shell_quote(dir, out, sizeof out));
     return q;
 }
 
@@ -203,7 +210,7 @@ static const char *resume_command(const char *dir, char *q, size_t n) {
  * /config. */
 static void record_changes(sv_train_state *st, const sv_config *cfg, const char *changes,
                            int rank0) {
-    if (rank0) printf("Continuing with changed keys from step %ld (--resume-with-changes):\n", st->step);
+    if (rank0) printf("Continuing with changed keys from step %ld:\n", st->step);
     for (const char *line = changes; *line;) {
         size_t n = strcspn(line, "\n");
         size_t len = strlen(st->config_changes);
@@ -338,11 +345,13 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     char out[SV_PATH_LEN];
     resolve_out_dir(out, cfg, opts, d);
     ok = 1;
-    if (rank0 && (sv_run_folder_claim(out, opts->resume, opts->overwrite, err) != 0 ||
-                  prepare_out_dir(out, err) != 0))
+    int lock_fd = -1; /* held by rank 0 for the whole run */
+    if (rank0 && (prepare_out_dir(out, err) != 0 || (lock_fd = sv_run_folder_lock(out, err)) < 0 ||
+                  sv_run_folder_claim(out, opts->resume, opts->overwrite, err) != 0))
         ok = 0;
     if (!bcast_ok(d, ok)) {
         if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        if (lock_fd >= 0) close(lock_fd);
         free_buffers(&B);
         return 1;
     }
@@ -411,7 +420,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
 
     sv_metrics *mt = NULL;
     ok = 1;
-    if (rank0 && opts->resume && sv_run_folder_adopt(out, opts->resume, &st, err) != 0) ok = 0;
+    if (rank0 && opts->resume && (sv_run_folder_rewind(out, opts->resume, &st, err) != 0 ||
+                                  sv_run_folder_adopt(out, opts->resume, &st, err) != 0))
+        ok = 0;
     if (!bcast_ok(d, ok)) {
         if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
         status = 1;
@@ -452,7 +463,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     const char *inj = getenv("SHIFTVIT_INJECT_NAN_STEP");
     long inject_nan_step = inj ? atol(inj) : 0;
     int tty = rank0 && progress_on_terminal();
-    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume ? st.step : -1, 0};
+    /* On resume the folder's last.h5 is this state (rewound or adopted above,
+     * or the resumed file itself) only if it exists. */
+    char last_path[SV_PATH_LEN + 16];
+    snprintf(last_path, sizeof last_path, "%s/last.h5", out);
+    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume && access(last_path, F_OK) == 0 ? st.step : -1, 0};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;
     /* A resumed run that already ended (all epochs, or early stopping) has
@@ -574,10 +589,10 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 st.epoch_time = sv_now() - t_epoch;
                 st.world_size = d->world;
                 if (save_checkpoint(&cc, "last.h5") && rank0) {
-                    char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
+                    char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
                     if (stop == 2)
                         printf("\nStopped by signal at step %ld (epoch %ld). Resume with: %s\n",
-                               st.step, epoch + 1, resume_command(out, q, sizeof q));
+                               st.step, epoch + 1, resume_command(out, d->world, q, sizeof q));
                     else
                         printf("Reached train.max_steps = %ld; checkpoint %s\n", cfg->max_steps,
                                quote_in(out, "last.h5", q, sizeof q));
@@ -636,9 +651,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                    st.best_epoch);
         st.epoch = finished - 1; /* the for-loop increments it */
         if (stop == 2 && rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
+            char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
             printf("Stopped by signal at the end of epoch %ld. Resume with: %s\n", finished,
-                   resume_command(out, q, sizeof q));
+                   resume_command(out, d->world, q, sizeof q));
         }
         if (stop) { st.epoch++; break; }
     }
@@ -671,5 +686,6 @@ done_model:
     sv_adamw_free(&opt);
     sv_model_free(&m);
     free_buffers(&B);
+    if (lock_fd >= 0) close(lock_fd);
     return status;
 }

@@ -12,6 +12,13 @@
  *   - a new run refuses a folder holding another run (naming the folder and
  *     that run's seed and epochs) and leaves it untouched; --overwrite
  *     removes the old run's files (not the user's own) before starting;
+ *   - two runs started at once into one folder: the second is refused (the
+ *     folder's lock), the first goes on;
+ *   - resuming epoch_0001.h5 in its own folder rewinds: later epoch
+ *     checkpoints removed, best.h5 and last.h5 from the abandoned epochs
+ *     replaced;
+ *   - a checkpoint with an infinite weight is refused for training, naming the
+ *     tensor and the element;
  *   - a run folder whose name holds a space, quotes, $, a backquote, a
  *     newline and a byte that is not UTF-8: the raw name never appears in the
  *     output, the printed resume command pasted into bash resumes the run,
@@ -20,6 +27,7 @@
  *     error message naming such a file is one line, odd bytes as \xHH.
  * Each test works in its own mkdtemp folder, removed at the end. */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,7 +169,7 @@ static void test_resume_with_changes_recorded(void **state) {
     snprintf(args, sizeof args, "train --resume %s --out %s --resume-with-changes --set train.seed=7 --set train.max_steps=5",
              ckpt, b);
     char *out = shiftvit_ok("resume with a new seed", args);
-    must_contain(out, "Continuing with changed keys from step 3 (--resume-with-changes):\n  train.seed 42 -> 7\n");
+    must_contain(out, "Continuing with changed keys from step 3:\n  train.seed 42 -> 7\n");
     free(out);
     assert_int_equal(state_attr(ckpt, "step"), 5);
     assert_int_equal(state_attr(ckpt, "seed"), 7);
@@ -274,6 +282,86 @@ static void test_folder_holds_another_run(void **state) {
     assert_true(exists(p));
 }
 
+/* Two runs started at once into one folder: the second is refused while the
+ * first holds the folder's lock. */
+static void test_concurrent_run_refused(void **state) {
+    (void)state;
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/busy", g_tmp);
+    setenv("SV_BUSY", dir, 1);
+    setenv("SV_BIN", g_bin, 1);
+    int status;
+    char *out = sv_test_capture(
+        "export OMP_NUM_THREADS=1; \"$SV_BIN\" train -c " TINY " --set train.epochs=3000 --set train.patience=0 "
+        "--out \"$SV_BUSY\" > \"$SV_BUSY.first\" 2>&1 & p=$!; "
+        "for i in $(seq 1200); do [ -e \"$SV_BUSY/last.h5\" ] && break; sleep 0.1; done; "
+        "\"$SV_BIN\" train -c " TINY " --set train.seed=9 --out \"$SV_BUSY\" 2>&1; echo \"second exit $?\"; "
+        "kill -USR1 $p; wait $p; echo \"first exit $?\"",
+        &status);
+    must_contain(out, "is in use by another shiftvit run (process");
+    must_contain(out, "second exit 1");
+    must_contain(out, "first exit 0");
+    free(out);
+}
+
+/* Resuming an earlier epoch checkpoint in its own folder rewinds the run: no
+ * file from the abandoned epochs stays. */
+static void test_rewind_in_place(void **state) {
+    (void)state;
+    char dir[128], args[1024], p[256];
+    snprintf(dir, sizeof dir, "%s/rewind", g_tmp);
+    snprintf(args, sizeof args, "train -c " TINY " --set train.epochs=3 --set train.patience=0 --out %s", dir);
+    free(shiftvit_ok("three epochs", args));
+    snprintf(p, sizeof p, "%s/best.h5", dir);
+    long long best_step = state_attr(p, "step");
+    snprintf(args, sizeof args, "train --resume %s/epoch_0001.h5 --out %s --set train.max_steps=9", dir, dir);
+    char *out = shiftvit_ok("resume from epoch 1", args);
+    must_contain(out, "Rewound: removed");
+    free(out);
+    snprintf(p, sizeof p, "%s/epoch_0002.h5", dir);
+    assert_false(exists(p));
+    snprintf(p, sizeof p, "%s/epoch_0003.h5", dir);
+    assert_false(exists(p));
+    snprintf(p, sizeof p, "%s/last.h5", dir);
+    assert_int_equal(state_attr(p, "step"), 9);
+    snprintf(p, sizeof p, "%s/best.h5", dir);
+    if (best_step > 8) { /* the best was from an abandoned epoch: back to epoch 1's weights */
+        assert_true(exists(p));
+        assert_int_equal(state_attr(p, "step"), 8);
+    } else {
+        assert_int_equal(state_attr(p, "step"), best_step);
+    }
+}
+
+/* A checkpoint with a non-finite weight is refused for training, naming the tensor. */
+static void test_nonfinite_checkpoint_refused(void **state) {
+    (void)state;
+    char dir[128], args[1024], src[256], bad[256];
+    snprintf(dir, sizeof dir, "%s/finite", g_tmp);
+    snprintf(args, sizeof args, "train -c " TINY " --set train.max_steps=3 --out %s", dir);
+    free(shiftvit_ok("short run", args));
+    snprintf(src, sizeof src, "%s/last.h5", dir);
+    snprintf(bad, sizeof bad, "%s/inf.h5", g_tmp);
+    size_t len;
+    char *bytes = sv_test_slurp(src, &len);
+    sv_test_write_file(bad, bytes, len);
+    free(bytes);
+    hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t ds = H5Dopen2(f, "/model/classifier/bias", H5P_DEFAULT);
+    assert_true(ds >= 0);
+    float v[10];
+    for (int i = 0; i < 10; i++) v[i] = i == 3 ? INFINITY : 0.f;
+    assert_true(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+    int status;
+    char *out = shiftvit(&status, "train --resume %s --out %s/from_inf", bad, g_tmp);
+    assert_int_equal(status, 1);
+    must_contain(out, "/model/classifier/bias holds a non-finite value (inf at element 3)");
+    free(out);
+}
+
 static void test_odd_names_in_output(void **state) {
     (void)state;
     /* Names travel to the shell in environment variables, never in the command text. */
@@ -352,6 +440,9 @@ int main(void) {
         cmocka_unit_test(test_resume_into_other_folder),
         cmocka_unit_test(test_folder_holds_another_run),
         cmocka_unit_test(test_odd_names_in_output),
+        cmocka_unit_test(test_concurrent_run_refused),
+        cmocka_unit_test(test_rewind_in_place),
+        cmocka_unit_test(test_nonfinite_checkpoint_refused),
     };
     SV_TEST_RUN_AND_CLEAN(tests, g_tmp);
 }

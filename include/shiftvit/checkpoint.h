@@ -34,7 +34,8 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err);
 
 /* Loads weights (and, when not NULL, optimizer moments and state) into a model
  * created from a matching config. Every tensor's presence and shape is checked
- * before reading; the error names the tensor and both shapes. On error (-1,
+ * before reading; the error names the tensor and both shapes. With opt (a
+ * resume) a non-finite weight or moment is an error naming the tensor. On error (-1,
  * message in err) the model's buffers may be partly overwritten: callers
  * treat it as fatal and exit. */
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt,

@@ -21,6 +21,21 @@
  * naming the file that could not be removed. */
 int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char *err);
 
+/* Takes the run folder's lock (dir/.shiftvit.lock, flock, held until the
+ * process exits), so that two runs started at once into one folder cannot
+ * both proceed: the second gets -1 and a message naming the folder and the
+ * pid holding it. Returns the lock's file descriptor, or -1. dir must exist. */
+int sv_run_folder_lock(const char *dir, char *err);
+
+/* After the checkpoint `resume` (state `st`) was loaded for a run in its own
+ * folder `dir` (a resume from an earlier epoch checkpoint rewinds the run):
+ * removes epoch checkpoints from after the resumed epoch, puts back best.h5
+ * as of the resumed step (or removes it when those weights are not in the
+ * folder) and replaces a last.h5 from after it by the resumed checkpoint, so
+ * that no file of the abandoned future stays. Says on stdout what it did.
+ * Does nothing for another folder. Returns 0, or -1 with a message. */
+int sv_run_folder_rewind(const char *dir, const char *resume, const sv_train_state *st, char *err);
+
 /* After the checkpoint `resume` (state `st`) was loaded for a run whose folder
  * `dir` is not the checkpoint's own: copies the checkpoint folder's
  * metrics_steps.csv and metrics_epochs.csv (the resume then keeps their rows up

@@ -37,9 +37,9 @@ typedef struct {
     const char *data_dir;  /* --data-dir, or NULL */
     const char *out_dir;   /* --out, or NULL (config, then the default) */
     const char *resume;    /* --resume CKPT, or NULL */
-    const char *changes;   /* with --resume-with-changes: the trajectory keys that
-                            * differ from the checkpoint's config, one
-                            * "section.key before -> after" line each; else NULL */
+    const char *changes;   /* on resume: the keys recorded as changes (trajectory keys
+                            * accepted by --resume-with-changes, and train.precision),
+                            * one "section.key before -> after" line each; else NULL */
     int overwrite;         /* --overwrite: the output folder may hold another run,
                             * whose files are removed first */
 } sv_train_opts;
