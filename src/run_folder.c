@@ -74,7 +74,14 @@ int sv_run_folder_lock(const char *dir, char *err) {
     sv_shell_quote(dir, q, sizeof q);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0664);
     if (fd < 0) return sv_fail(err, "output folder %s: cannot create its lock file: %s", q, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int locked = flock(fd, LOCK_EX | LOCK_NB) == 0, why = locked ? 0 : errno;
+    if (!locked && why != EWOULDBLOCK) {
+        /* A file system without locks (some NFS set-ups): go on unlocked, say so. */
+        fprintf(stderr, "shiftvit: warning: output folder %s cannot be locked (%s); another run started into it "
+                        "at the same time would not be stopped\n", q, strerror(why));
+        return fd;
+    }
+    if (!locked) {
         char pid[32] = "";
         ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
