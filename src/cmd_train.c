@@ -40,6 +40,21 @@ static void train_usage(FILE *f) {
             "SIGINT, SIGTERM or SIGUSR1 stop the run at the next step boundary after a checkpoint.\n");
 }
 
+/* A batch size changed in the middle of an epoch: the epoch goes on at step
+ * s of the new size, so part of its image order is skipped or repeated. */
+static void warn_batch_mid_epoch(const sv_config *stored, const sv_config *cfg, const char *ckpt, int rank0) {
+    sv_train_state st;
+    char err[SV_ERR_LEN];
+    if (!rank0 || sv_checkpoint_read_state(ckpt, &st, err) != 0 || st.step_in_epoch == 0) return;
+    long done = st.step_in_epoch * (long)stored->batch_size, next = st.step_in_epoch * (long)cfg->batch_size;
+    fprintf(stderr,
+            "shiftvit: warning: train.batch_size changes in the middle of epoch %ld (after %ld steps, %ld images): "
+            "the epoch goes on at image %ld of its order, so images %ld..%ld are %s; resume from an epoch_NNNN.h5 "
+            "to change it at an epoch boundary\n",
+            st.epoch + 1, st.step_in_epoch, done, next, next < done ? next : done, (next < done ? done : next) - 1,
+            next > done ? "skipped" : "seen twice");
+}
+
 /* A resumed run continues the checkpoint's trajectory: keys that would change
  * it are refused, each named with both values, unless --resume-with-changes
  * says the change is meant (issue 14, section 3). Then *changes gets the
@@ -81,6 +96,7 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
         free(text);
         return -1;
     }
+    if (with_changes && stored->batch_size != cfg->batch_size) warn_batch_mid_epoch(stored, cfg, ckpt, rank0);
     *changes = len ? text : NULL;
     if (!len) free(text);
     return 0;

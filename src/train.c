@@ -389,10 +389,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             goto done_model;
         }
         if (rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN)];
-            printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), best val top-1 %.4f\n",
-                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch + 1, st.step,
-                   st.step_in_epoch, st.best_val_top1);
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation yet";
+            if (st.best_epoch > 0)
+                snprintf(best, sizeof best, "best val top-1 %.4f (epoch %ld)", st.best_val_top1, st.best_epoch);
+            printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), %s\n",
+                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch + 1, st.step, st.step_in_epoch, best);
         }
         if (opts->changes) record_changes(&st, cfg, opts->changes, rank0);
     }
