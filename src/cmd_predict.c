@@ -67,7 +67,7 @@ static void predict_usage(FILE *f) {
             "                     {\"file\":..., \"probabilities\":[...], \"top\":[{\"class\":...,\n"
             "                     \"confidence\":...}]}, confidence as a probability in [0, 1]\n"
             "  --grid OUT.png     draw up to 9 of the images, each titled with its predicted class\n"
-            "                     and confidence, into a PNG file\n"
+            "                     and confidence, into a PNG file (JPEG if OUT ends in .jpg/.jpeg)\n"
             "  --resize M         how the photo is brought to 32x32: nearest (default, as the Keras\n"
             "                     example), bilinear (no antialiasing) or area (box average)\n"
             "  --precision P      fp32 or bf16 matrix products (default: the checkpoint's\n"
@@ -580,10 +580,14 @@ static int write_grid(const char *path, const grid_cell *cells, int n, char *why
                   cells[i].name, grey);
     }
     errno = 0;
-    int ok = stbi_write_png(path, W, H, 3, img, W * 3);
+    /* The format follows the name: .jpg/.jpeg is JPEG (quality 92), anything else PNG. */
+    const char *dot = strrchr(path, '.');
+    int jpeg = dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+    int ok = jpeg ? stbi_write_jpg(path, W, H, 3, img, 92) : stbi_write_png(path, W, H, 3, img, W * 3);
     free(img);
     if (!ok) {
-        snprintf(why, whylen, "cannot write the PNG file (%s)", errno ? strerror(errno) : "stb_image_write failed");
+        snprintf(why, whylen, "cannot write the %s file (%s)", jpeg ? "JPEG" : "PNG",
+                 errno ? strerror(errno) : "stb_image_write failed");
         return -1;
     }
     return 0;

@@ -205,6 +205,18 @@ static void test_inference_set(void **state) {
     assert_int_equal(w, 3 * 144); /* 3 columns of 128-pixel images */
     assert_true(h > 3 * 128);
     run_free(&r);
+    /* A .jpg grid is JPEG data (the JFIF signature FF D8 FF), not PNG under a JPEG name. */
+    snprintf(grid, sizeof grid, "%s/grid.jpg", g_dir);
+    snprintf(args, sizeof args, "--grid %s " INFERENCE_SET "/000_cat.jpg", grid);
+    r = run_predict(args);
+    assert_int_equal(r.status, 0);
+    FILE *gf = fopen(grid, "rb");
+    assert_non_null(gf);
+    unsigned char sig[3] = {0, 0, 0};
+    assert_int_equal(fread(sig, 1, 3, gf), 3);
+    fclose(gf);
+    assert_true(sig[0] == 0xff && sig[1] == 0xd8 && sig[2] == 0xff);
+    run_free(&r);
 
     r = run_predict("--json --resize bilinear " INFERENCE_SET "/003_airplane.jpg");
     assert_int_equal(r.status, 0);
