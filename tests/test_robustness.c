@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1045,9 +1046,18 @@ static int signal_run(int P, int sig, const char *tag) {
     const char *c = strstr(line, "Resume with: ");
     if (!c) fail_msg("no resume command");
     c += strlen("Resume with: ");
-    if (strncmp(c, "shiftvit train ", 15) != 0) fail_msg("unexpected resume command: %s", c);
+    /* It runs this binary by its absolute path, under mpirun -np P for P ranks. */
+    const char *t = strstr(c, " train --resume ");
+    char exe[PATH_MAX];
+    if (!t || !realpath(g_bin, exe)) fail_msg("unexpected resume command: %s", c);
+    size_t el = strlen(exe);
+    if ((size_t)(t - c) < el || strncmp(t - el, exe, el) != 0)
+        fail_msg("the resume command does not run %s: %s", exe, c);
+    char launcher[64];
+    snprintf(launcher, sizeof launcher, "mpirun -np %d ", P);
+    if (P > 1 && strncmp(c, launcher, strlen(launcher)) != 0) fail_msg("no \"%s\" in: %s", launcher, c);
     char args[2048];
-    snprintf(args, sizeof args, "%s", c + strlen("shiftvit "));
+    snprintf(args, sizeof args, "%s", t + 1);
     check_resume(out, P, args);
     report("running the printed resume command", NULL);
     run_free(&r);
