@@ -705,15 +705,12 @@ int sv_checkpoint_read_config(const char *path, sv_config *cfg, char *err) {
  * load, naming the first such tensor. (eval and predict, which load no
  * optimizer, report what such weights give: issue 14, section 2.) */
 static int check_finite(reader *r, const char *prefix, const sv_model *m, const float *buf) {
-    for (int t = 0; t < m->num_tensors; t++) {
-        const float *p = buf + m->tensors[t].offset;
-        for (size_t i = 0; i < m->tensors[t].size; i++)
-            if (!isfinite(p[i]))
-                return sv_fail(r->err, "checkpoint %s: %s/%s holds a non-finite value (%g at element %zu); "
-                               "training cannot resume from it", r->path, prefix,
-                               m->tensors[t].name, (double)p[i], i);
-    }
-    return 0;
+    size_t i = 0;
+    int t = sv_model_first_nonfinite(m, buf, &i);
+    if (t < 0) return 0;
+    return sv_fail(r->err, "checkpoint %s: %s/%s holds a non-finite value (%g at element %zu); "
+                   "training cannot resume from it", r->path, prefix, m->tensors[t].name,
+                   (double)buf[m->tensors[t].offset + i], i);
 }
 
 int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st,

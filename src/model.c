@@ -190,6 +190,18 @@ static double flops_per_image(const sv_model *m) {
     return f;
 }
 
+int sv_model_first_nonfinite(const sv_model *m, const float *buf, size_t *elem) {
+    for (int t = 0; t < m->num_tensors; t++) {
+        const float *p = buf + m->tensors[t].offset;
+        for (size_t i = 0; i < m->tensors[t].size; i++)
+            if (!isfinite(p[i])) {
+                if (elem) *elem = i;
+                return t;
+            }
+    }
+    return -1;
+}
+
 /* The three products of a dense layer [T][in] x [in][out] (forward, input
  * gradient unless the layer has none, weight gradient), as layers.c runs them. */
 static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx) {

@@ -188,6 +188,21 @@ static int holds_epoch_end(const char *path, long epoch) {
            st.step_in_epoch == 0;
 }
 
+/* The checkpoint holding the best weights as of state st (the end of epoch
+ * st->best_epoch): the resumed file itself, or folder from's best.h5 or
+ * epoch_NNNN.h5 whose /state says so. The path goes into buf; NULL if none. */
+static const char *best_weights_as_of(const char *from, const char *resume, const sv_train_state *st,
+                                      char *buf, size_t n) {
+    if (st->best_epoch <= 0) return NULL;
+    for (int i = 0; i < 3; i++) {
+        if (i == 0) snprintf(buf, n, "%s", resume);
+        else if (i == 1) snprintf(buf, n, "%s/best.h5", from);
+        else snprintf(buf, n, "%s/epoch_%04ld.h5", from, st->best_epoch);
+        if (holds_epoch_end(buf, st->best_epoch)) return buf;
+    }
+    return NULL;
+}
+
 int sv_run_folder_adopt(const char *dir, const char *resume, const sv_train_state *st,
                         char *err) {
     char from[SV_PATH_LEN];
@@ -209,14 +224,8 @@ int sv_run_folder_adopt(const char *dir, const char *resume, const sv_train_stat
     if (nlogs)
         snprintf(brought, sizeof brought, "its metrics up to step %ld", st->step);
     if (st->best_epoch > 0) {
-        /* The best weights so far: the end of epoch best_epoch. */
-        const char *found = NULL;
-        char cand[3][SV_PATH_LEN + 32];
-        snprintf(cand[0], sizeof cand[0], "%s", resume);
-        snprintf(cand[1], sizeof cand[1], "%s/best.h5", from);
-        snprintf(cand[2], sizeof cand[2], "%s/epoch_%04ld.h5", from, st->best_epoch);
-        for (int i = 0; i < 3 && !found; i++)
-            if (holds_epoch_end(cand[i], st->best_epoch)) found = cand[i];
+        char cand[SV_PATH_LEN + 32];
+        const char *found = best_weights_as_of(from, resume, st, cand, sizeof cand);
         snprintf(dst, sizeof dst, "%s/best.h5", dir);
         if (found) {
             if (copy_file(found, dst, err) != 0) return -1;
@@ -268,12 +277,9 @@ int sv_run_folder_rewind(const char *dir, const char *resume, const sv_train_sta
     /* best.h5 from after the resumed point: back to the best as of that point. */
     snprintf(path, sizeof path, "%s/best.h5", dir);
     if (exists(path) && sv_checkpoint_read_state(path, &later, e2) == 0 && later.step > st->step) {
-        char cand[2][SV_PATH_LEN + 32];
-        snprintf(cand[0], sizeof cand[0], "%s", resume);
-        snprintf(cand[1], sizeof cand[1], "%s/epoch_%04ld.h5", dir, st->best_epoch);
-        const char *found = NULL;
-        for (int i = 0; i < 2 && !found && st->best_epoch > 0; i++)
-            if (holds_epoch_end(cand[i], st->best_epoch)) found = cand[i];
+        /* (best.h5 itself, from after the resumed step, never qualifies) */
+        char cand[SV_PATH_LEN + 32];
+        const char *found = best_weights_as_of(dir, resume, st, cand, sizeof cand);
         if (found) {
             if (replace_with(found, path, "the best weights as of the resumed step", err) != 0) return -1;
         } else {

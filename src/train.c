@@ -275,16 +275,6 @@ static int all_finite(const float *p, size_t n) {
     return s == 0.f;
 }
 
-/* First tensor with a non-finite value in buf (params or grads), or -1. */
-static int first_nonfinite(const sv_model *m, const float *buf) {
-    for (int t = 0; t < m->num_tensors; t++) {
-        const float *p = buf + m->tensors[t].offset;
-        for (size_t i = 0; i < m->tensors[t].size; i++)
-            if (!isfinite(p[i])) return t;
-    }
-    return -1;
-}
-
 /* Debug aid for the data-parallel tests (SHIFTVIT_CHECK_REPLICAS=1): the
  * replicas must hold bitwise identical weights after every update. Compares
  * an order-dependent checksum of all parameters across ranks. */
@@ -531,7 +521,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             /* The reduced gradient is the same on every rank, so every rank
              * takes the same decision, before the update touches the weights. */
             if (!isfinite(sums[0]) || !all_finite(m.grads, m.num_params)) {
-                int t = first_nonfinite(&m, m.grads);
+                int t = sv_model_first_nonfinite(&m, m.grads, NULL);
                 if (rank0) {
                     fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
                             isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,

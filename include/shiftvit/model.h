@@ -80,6 +80,11 @@ void sv_model_free(sv_model *m);
  * rank and machine. */
 void sv_model_init_weights(sv_model *m, uint64_t seed);
 
+/* First tensor of buf (params, grads or an optimizer moment: the flat layout
+ * of m) holding a NaN or infinity, and in *elem (may be NULL) the element
+ * within it; -1 if every value is finite. */
+int sv_model_first_nonfinite(const sv_model *m, const float *buf, size_t *elem);
+
 /* Index of the tensor with this name, or -1. */
 int sv_model_find(const sv_model *m, const char *name);
 
