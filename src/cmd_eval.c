@@ -106,9 +106,7 @@ int sv_cmd_eval(int argc, char **argv) {
     sv_config_defaults(&cfg);
     int ok = sv_checkpoint_read_config(ckpt, &cfg, err) == 0;
     if (ok && batch > 0) cfg.eval_batch_size = (int)batch;
-    char precision_set[64];
-    snprintf(precision_set, sizeof precision_set, "train.precision=%.40s", precision ? precision : "");
-    if (ok && precision) ok = sv_config_set(&cfg, precision_set, err) == 0;
+    if (ok && precision) cfg.precision = !strcmp(precision, "bf16") ? SV_BF16 : SV_FP32; /* checked above */
     sv_model m;
     memset(&m, 0, sizeof m);
     int have_model = 0;

@@ -662,16 +662,15 @@ int sv_cmd_predict(int argc, char **argv) {
         return 1;
     }
 
-    char err[SV_ERR_LEN], precision_set[64];
-    snprintf(precision_set, sizeof precision_set, "train.precision=%.40s", precision ? precision : "");
+    char err[SV_ERR_LEN];
     sv_config cfg;
     sv_config_defaults(&cfg);
-    if (sv_checkpoint_read_config(ckpt, &cfg, err) != 0 ||
-        (precision && sv_config_set(&cfg, precision_set, err) != 0)) {
+    if (sv_checkpoint_read_config(ckpt, &cfg, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         strlist_free(&args);
         return 1;
     }
+    if (precision) cfg.precision = !strcmp(precision, "bf16") ? SV_BF16 : SV_FP32; /* checked above */
     sv_model m;
     if (sv_model_create(&m, &cfg, 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);

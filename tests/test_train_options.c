@@ -50,14 +50,10 @@ static FILE *start_train(const char *name, const char *args) {
     return p;
 }
 
-/* Reads the pipe to its end and closes it: the output (caller frees) and
- * the exit status (-1 if not a normal exit). */
-static char *finish_train(FILE *p, int *status) { return sv_test_read_all(p, status); }
-
 /* Runs training to its end; fails the test unless it exits 0. */
 static char *train(const char *name, const char *args) {
     int status;
-    char *out = finish_train(start_train(name, args), &status);
+    char *out = sv_test_read_all(start_train(name, args), &status);
     if (status != 0) fail_msg("train %s --out %s/%s: exit status %d\n%s", args, g_tmp, name, status, out);
     return out;
 }
@@ -341,7 +337,7 @@ static void test_reader_does_not_cost_rows(void **state) {
     sleep_ms(3000);
     H5Fclose(reader);
     int status;
-    char *out = finish_train(p, &status);
+    char *out = sv_test_read_all(p, &status);
     if (status != 0) fail_msg("exit status %d:\n%s", status, out);
     read_epochs("locked", &e);
     assert_int_equal(e.rows, 8);
@@ -360,7 +356,7 @@ static void test_reader_does_not_cost_rows(void **state) {
     fclose(f);
     reader = open_reader(h5);
     snprintf(resume, sizeof resume, "%s --resume %s/locked/epoch_0007.h5", args, g_tmp);
-    out = finish_train(start_train("locked", resume), &status);
+    out = sv_test_read_all(start_train("locked", resume), &status);
     H5Fclose(reader);
     assert_int_not_equal(status, 0);
     if (!strstr(out, "is locked") || !strstr(out, "another program has it open"))
