@@ -39,7 +39,7 @@ LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test deps clean demo train train-fast bench test-slurm fuzz
+.PHONY: all test deps clean demo train train-fast bench test-slurm test-multinode fuzz
 all: $(BUILD)/shiftvit
 
 deps:
@@ -99,6 +99,13 @@ test-slurm: deps
 	$(MAKE) all
 	WITH_SLURM=1 scripts/install-deps.sh
 	tests/slurm/run.sh
+
+# Training across emulated nodes (scripts/vcluster.sh): rank invariance across
+# hosts, mpirun and sbatch, a pulled link and a node crash. As root.
+test-multinode: deps
+	$(MAKE) all
+	WITH_SLURM=1 scripts/install-deps.sh
+	tests/multinode/run.sh
 
 # libFuzzer targets (CIFAR reader, config parser, predict's image decoding),
 # each for FUZZ_SECONDS (default 60); crashes are kept as regression inputs.

@@ -17,7 +17,8 @@ PKGS=(
   valgrind                              # tests/valgrind.sh
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
 )
-[ "${WITH_SLURM:-0}" = 1 ] && PKGS+=(slurm-wlm munge)
+# SLURM tests, and the emulated multi-node cluster (ip, tc; nsenter, unshare).
+[ "${WITH_SLURM:-0}" = 1 ] && PKGS+=(slurm-wlm munge iproute2 util-linux)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -20,7 +20,7 @@
 static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit bench [-c CONFIG] [--set S.K=V]... [--steps N] [--warmup N]\n"
-            "                      [--batch N] [--eval] [--allreduce] [--json]\n\n"
+            "                      [--batch N] [--eval] [--allreduce [--bytes N]] [--json]\n\n"
             "Times the training step (forward, backward, all-reduce, AdamW) on synthetic\n"
             "images after warm-up and prints median/min/max step time, images/s, GFLOP/s,\n"
             "model FLOP utilisation against a measured sgemm peak, peak RSS and the time per\n"
@@ -32,6 +32,8 @@ static void bench_usage(FILE *f) {
             "  --eval             time the inference forward pass instead\n"
             "  --allreduce        time only the all-reduce of the gradient buffer: time and bus\n"
             "                     bandwidth per call (OSU-style: 2(P-1)/P x bytes / time)\n"
+            "  --bytes N          with --allreduce: a buffer of N bytes (suffix K, M or G:\n"
+            "                     KiB, MiB, GiB) instead of the model's gradient\n"
             "  --json             print the results as one JSON object\n");
 }
 
@@ -75,12 +77,12 @@ static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json
     double *t = calloc((size_t)steps, sizeof(double));
     sv_allreduce_setup(d, buf, n, 4u << 20);
     for (int s = -warmup; s < steps; s++) {
-        MPI_Barrier(d->comm);
+        sv_dist_barrier(d);
         double t0 = sv_now();
         sv_allreduce_begin(d);
         sv_allreduce_finish(d);
         double dt = sv_now() - t0;
-        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, d->comm);
+        dt = sv_dist_max_double(d, dt);
         if (s >= 0) t[s] = dt;
     }
     double med, lo, hi;
@@ -102,11 +104,26 @@ static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json
     return 0;
 }
 
+/* "4096", "64K", "45M", "1G" (binary units) -> bytes; -1 when not a positive size. */
+static int parse_bytes(const char *s, size_t *out) {
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0)) return -1;
+    double mult = 1;
+    if (*end == 'K' || *end == 'k') mult = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm') mult = 1048576.0, end++;
+    else if (*end == 'G' || *end == 'g') mult = 1073741824.0, end++;
+    if (*end != '\0' || v * mult > 16.0 * 1073741824.0) return -1;
+    *out = (size_t)(v * mult);
+    return *out > 0 ? 0 : -1;
+}
+
 int sv_cmd_bench(int argc, char **argv) {
     sv_dist *d = sv_cli_dist();
     const char *config = "configs/cifar10_keras.ini";
     char *sets[MAX_SETS];
     int nsets = 0, steps = 10, warmup = 2, batch = 0, eval = 0, json = 0, allreduce = 0;
+    size_t bytes = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int nx = i + 1 < argc;
@@ -121,6 +138,13 @@ int sv_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--eval")) eval = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--allreduce")) allreduce = 1;
+        else if (!strcmp(a, "--bytes") && nx) {
+            if (parse_bytes(argv[++i], &bytes) != 0) {
+                if (d->rank == 0)
+                    fprintf(stderr, "shiftvit bench: --bytes '%s': expected a positive size such as 4096, 64K, 45M or 1G\n", argv[i]);
+                return 1;
+            }
+        }
         else {
             if (d->rank == 0) {
                 fprintf(stderr, "shiftvit bench: unknown or incomplete option '%s'\n\n", a);
@@ -147,7 +171,7 @@ int sv_cmd_bench(int argc, char **argv) {
     sv_shard(cfg.batch_size, d->rank, d->world, &start, &n);
     if (allreduce) {
         if (sv_model_create(&m, &cfg, 1, err) != 0) return 2;
-        size_t np = m.num_params;
+        size_t np = bytes ? (bytes + sizeof(float) - 1) / sizeof(float) : m.num_params;
         sv_model_free(&m);
         return bench_allreduce(d, np, steps, warmup, json);
     }
@@ -175,7 +199,7 @@ int sv_cmd_bench(int argc, char **argv) {
     double *tot = calloc((size_t)steps, sizeof(double));
     double ph[4] = {0, 0, 0, 0}; /* forward, backward, all-reduce wait, optimiser */
     for (int s = -warmup; s < steps; s++) {
-        MPI_Barrier(d->comm);
+        sv_dist_barrier(d);
         double t0 = sv_now(), t1, t2, t3, t4;
         if (eval) {
             sv_model_forward(&m, x, (int)n, NULL);
@@ -195,7 +219,7 @@ int sv_cmd_bench(int argc, char **argv) {
             t4 = sv_now();
         }
         double dt = t4 - t0;
-        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, d->comm);
+        dt = sv_dist_max_double(d, dt);
         if (s >= 0) {
             tot[s] = dt;
             ph[0] += t1 - t0; ph[1] += t2 - t1; ph[2] += t3 - t2; ph[3] += t4 - t3;
@@ -211,8 +235,7 @@ int sv_cmd_bench(int argc, char **argv) {
     /* bf16: MFU against the measured bf16 product as well */
     double peak16 = m.bf16 ? measure_gemm_peak(m.bf16) : 0, mfu16 = m.bf16 ? gflops / (peak16 * d->world) : 0;
     const char *prec = m.bf16 ? "bf16" : "fp32";
-    size_t rss = sv_peak_rss(), rss_max = rss;
-    MPI_Reduce(&rss, &rss_max, 1, MPI_UNSIGNED_LONG, MPI_MAX, 0, d->comm);
+    size_t rss_max = sv_dist_max_ulong(d, sv_peak_rss());
     for (int i = 0; i < 4; i++) ph[i] = 1e3 * ph[i] / steps;
     if (d->rank == 0) {
         if (json) {

@@ -38,9 +38,7 @@ static void eval_usage(FILE *f) {
  * message, except that ranks other than 0 stay quiet when rank 0 failed too
  * (every rank reads the same file, so they fail the same way). */
 static int all_ok(sv_dist *d, int ok, const char *err) {
-    int all = ok, ok0 = ok;
-    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, d->comm);
-    MPI_Bcast(&ok0, 1, MPI_INT, 0, d->comm);
+    int all = sv_dist_all_ok(d, ok), ok0 = sv_dist_bcast_int(d, ok);
     if (!ok && (d->rank == 0 || ok0)) {
         if (d->rank == 0 || d->world == 1) fprintf(stderr, "shiftvit eval: %s\n", err);
         else fprintf(stderr, "shiftvit eval (rank %d): %s\n", d->rank, err);

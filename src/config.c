@@ -89,6 +89,7 @@ static const key_def keys[] = {
     KI("train", "val_every", val_every, 1, 1000000, NULL),
     KR("train", "label_smoothing", K_FLOAT, label_smoothing, 0, 0, 1, 1),
     KX("train", "precision", K_PRECISION, precision),
+    KR("train", "collective_timeout", K_DOUBLE, collective_timeout, 0, 0, INFINITY, 0),
 
     KX("output", "dir", K_STR, out_dir),
     KI("output", "checkpoint_every", checkpoint_every, 1, 1000000, NULL),
@@ -132,6 +133,7 @@ void sv_config_defaults(sv_config *c) {
     c->eps = 1e-7;
     c->decay_mode = SV_DECAY_TFA;
     c->precision = SV_FP32;
+    c->collective_timeout = SV_DEFAULT_COLLECTIVE_TIMEOUT;
 
     c->epochs = 100;
     c->batch_size = 256;
@@ -815,6 +817,7 @@ void sv_config_write(const sv_config *c, FILE *f) {
 static const char *const resumable_keys[] = {
     "data.dir", "train.max_steps", "train.log_every", "train.eval_batch_size",
     "train.precision", /* issue 12: a resume may switch precision; the log says so */
+    "train.collective_timeout",
     "output.dir", "output.checkpoint_every", "output.keep_last",
 };
 

@@ -15,6 +15,10 @@ static char g_blis_desc[256];
 
 sv_dist *sv_cli_dist(void) { return &g_dist; }
 
+void sv_cli_apply_timeout(const sv_config *cfg) {
+    if (!sv_dist_timeout_from_env()) g_dist.timeout = cfg->collective_timeout;
+}
+
 int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets) {
     char err[SV_ERR_LEN];
     int rc = 0;
@@ -23,6 +27,7 @@ int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets)
         if (sv_config_set(cfg, sets[i], err) != 0) rc = -1;
     if (rc == 0 && sv_config_validate(cfg, err) != 0) rc = -1;
     if (rc != 0 && g_dist.rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+    if (rc == 0) sv_cli_apply_timeout(cfg);
     return rc;
 }
 
@@ -30,12 +35,8 @@ int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets)
  * use together (node_cpus, the union of their masks `mine`). Collective. */
 static void node_load(sv_dist *d, const cpu_set_t *mine, int threads, int *node_threads, int *node_cpus) {
     cpu_set_t set = *mine;
-    MPI_Comm node;
-    MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
-    MPI_Allreduce(MPI_IN_PLACE, &set, (int)(sizeof set / sizeof(unsigned long)), MPI_UNSIGNED_LONG,
-                  MPI_BOR, node);
-    MPI_Allreduce(&threads, node_threads, 1, MPI_INT, MPI_SUM, node);
-    MPI_Comm_free(&node);
+    sv_dist_node_or(d, (unsigned long *)&set, (int)(sizeof set / sizeof(unsigned long)));
+    *node_threads = sv_dist_node_sum_int(d, threads);
     *node_cpus = CPU_COUNT(&set);
 }
 
@@ -49,7 +50,7 @@ void sv_cli_report_placement(void) {
     int load[2]; /* this node's threads and CPUs; rank 0 gathers every rank's */
     node_load(d, &mine, threads, &load[0], &load[1]);
     int *loads = d->rank == 0 ? malloc(2 * sizeof(int) * (size_t)d->world) : NULL;
-    MPI_Gather(load, 2, MPI_INT, loads, 2, MPI_INT, 0, d->comm);
+    sv_dist_gather(d, load, sizeof load, loads);
     int over_threads = 0, over_cpus = 1; /* the most oversubscribed node */
     for (int r = 0; d->rank == 0 && r < d->world; r++) {
         int t = loads[2 * r], c = loads[2 * r + 1];
@@ -59,17 +60,15 @@ void sv_cli_report_placement(void) {
         }
     }
     free(loads);
-    char host[64] = "?";
-    gethostname(host, sizeof host);
-    host[sizeof host - 1] = '\0';
+    const char *host = d->hosts[d->rank];
     char line[512];
     snprintf(line, sizeof line, "  rank %d on %s: %d threads, CPUs %s (%d)%s", d->rank, host, threads,
              cpus, ncpu, ncpu < threads ? "  <-- fewer cores than threads" : "");
     int confined = ncpu < threads, any = confined;
     char *all = NULL;
     if (d->rank == 0) all = malloc((size_t)d->world * sizeof line);
-    MPI_Gather(line, sizeof line, MPI_CHAR, all, sizeof line, MPI_CHAR, 0, d->comm);
-    MPI_Reduce(&confined, &any, 1, MPI_INT, MPI_MAX, 0, d->comm);
+    sv_dist_gather(d, line, sizeof line, all);
+    any = sv_dist_max_int(d, confined);
     if (d->rank == 0) {
         printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
                d->local_size, threads, g_blis_desc);
@@ -136,14 +135,14 @@ int main(int argc, char **argv) {
     sv_blis_select(g_blis_desc, sizeof g_blis_desc);
     char err[SV_ERR_LEN];
     if (sv_dist_init(&argc, &argv, &g_dist, err) != 0) {
-        fprintf(stderr, "shiftvit: %s\n", err);
+        if (g_dist.rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+        sv_dist_finalize(&g_dist);
         return 2;
     }
     int status = 1;
     if (check_launch(&g_dist) == 0) status = fn(argc - 1, argv + 1);
     /* A failing rank must not leave the others waiting in a collective. */
-    int worst = status;
-    MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, g_dist.comm);
+    sv_dist_max_int(&g_dist, status);
     sv_dist_finalize(&g_dist);
     return status;
 }

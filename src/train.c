@@ -122,7 +122,7 @@ static void resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts
     else {
         /* Rank 0's clock names the run; every rank must agree on it. */
         long stamp = (long)time(NULL);
-        if (d->world > 1) MPI_Bcast(&stamp, 1, MPI_LONG, 0, d->comm);
+        stamp = sv_dist_bcast_long(d, stamp);
         time_t t = (time_t)stamp;
         struct tm tm;
         localtime_r(&t, &tm);
@@ -133,16 +133,9 @@ static void resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts
 }
 
 /* rank 0 decides, everyone learns the outcome: keeps all ranks in step on errors. */
-static int agree(sv_dist *d, int ok) {
-    int all = ok;
-    if (d->world > 1) MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, d->comm);
-    return all;
-}
+static int agree(sv_dist *d, int ok) { return sv_dist_all_ok(d, ok); }
 
-static int bcast_ok(sv_dist *d, int ok) {
-    if (d->world > 1) MPI_Bcast(&ok, 1, MPI_INT, 0, d->comm);
-    return ok;
-}
+static int bcast_ok(sv_dist *d, int ok) { return sv_dist_bcast_int(d, ok); }
 
 typedef struct {
     sv_model *m;
@@ -282,10 +275,7 @@ static int replicas_identical(const sv_model *m, sv_dist *d) {
     uint64_t h = 1469598103934665603ull;
     const uint32_t *w = (const uint32_t *)m->params;
     for (size_t i = 0; i < m->num_params; i++) h = (h ^ w[i]) * 1099511628211ull;
-    uint64_t lo = h, hi = h;
-    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, d->comm);
-    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, d->comm);
-    return lo == hi;
+    return sv_dist_same_checksum(d, h);
 }
 
 /* SHIFTVIT_INJECT_NAN_STEP: the NaN has to be in the gradient before its
@@ -391,12 +381,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     if (d->world > 1) {
         double h = 0;
         for (size_t i = 0; i < m.num_params; i += 97) h += m.params[i] * (double)((i % 13) + 1);
-        double lo = h, hi = h;
-        MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_DOUBLE, MPI_MIN, d->comm);
-        MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_DOUBLE, MPI_MAX, d->comm);
-        if (lo != hi) {
+        uint64_t bits;
+        memcpy(&bits, &h, sizeof bits);
+        if (!sv_dist_same_checksum(d, bits)) {
             if (rank0) fprintf(stderr, "shiftvit: ranks hold different initial weights; broadcasting rank 0's\n");
-            MPI_Bcast(m.params, (int)m.num_params, MPI_FLOAT, 0, d->comm);
+            sv_dist_bcast_floats(d, m.params, m.num_params);
         }
     }
     int K = m.num_classes, S = cfg->image_size;
@@ -493,6 +482,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             for (long i = 0; i < n; i++) B.idx[i] = B.perm[g0 + s0 + i];
             double sums[5] = {0, 0, 0, 0, g_stop_signal ? 1.0 : 0.0};
             float lr = (float)sv_schedule_lr(&sched, st.step);
+            d->step = st.step + 1; /* named by a collective timeout */
             inject_ctx ic = {d, NULL, 0};
             if (inject_nan_step == st.step + 1 && rank0) {
                 ic.offset = m.tensors[m.num_tensors - 2].offset; /* classifier kernel */

@@ -596,6 +596,8 @@ static void test_config_errors_through_cli(void **state) {
         {"", "binary content", NULL},
         {"", "No such file or directory", NULL},
         {"-c " TINY " --no-such-option", "unknown or incomplete option", "--no-such-option"},
+        {"-c " TINY " --set train.collective_timeout=-5", "collective_timeout", "-5"},
+        {"-c " TINY " --set train.collective_timeout=soon", "collective_timeout", "soon"},
     };
     snprintf(cases[9].args, sizeof cases[9].args, "-c %s", empty);
     snprintf(cases[10].args, sizeof cases[10].args, "-c %s", binary);
@@ -619,6 +621,22 @@ static void test_config_errors_through_cli(void **state) {
         report(cases[c].args, &r);
         run_free(&r);
     }
+}
+
+/* A bad SHIFTVIT_COLLECTIVE_TIMEOUT stops the program at start, naming the
+ * variable and the value, before anything is written. */
+static void test_bad_timeout_env(void **state) {
+    (void)state;
+    char out[320], cmd[4096];
+    snprintf(out, sizeof out, "%s/run_badtimeout", g_tmp);
+    snprintf(cmd, sizeof cmd, "SHIFTVIT_COLLECTIVE_TIMEOUT=5min exec %s train -c " TINY " --out %s", g_bin, out);
+    run_result r = run(cmd, LIMIT_S);
+    check_sane(&r);
+    CHECK(r.status == 2, "exit status %d, expected 2", r.status);
+    CHECK(strstr(r.out, "SHIFTVIT_COLLECTIVE_TIMEOUT = '5min'") != NULL, "the message does not name the variable and value");
+    CHECK(!exists(out), "%s was created", out);
+    report("SHIFTVIT_COLLECTIVE_TIMEOUT=5min", &r);
+    run_free(&r);
 }
 
 /* A global batch smaller than the world size: every rank exits 1 at once. */
@@ -962,29 +980,40 @@ static void check_resume(const char *dir, int P, const char *resume_args) {
     run_free(&r);
 }
 
-/* SIGKILL to rank 1 of 2 mid-run: the job ends within 30 s, non-zero; a
- * resume from the newest last.h5 works. */
-static void test_rank_killed(void **state) {
-    (void)state;
-    char out[320], rest[2048], cmd[4096], ckpt[400];
-    snprintf(out, sizeof out, "%s/run_sigkill", g_tmp);
-    snprintf(ckpt, sizeof ckpt, "%s/epoch_0002.h5", out);
+/* Starts a 2-rank tiny training into out (extra: mpirun options), waits for
+ * ckpt to appear and returns the job with rank 1's pid in *victim; fails the
+ * test (killing the job) otherwise. */
+static job start_and_find_rank1(const char *out, const char *ckpt, const char *extra, pid_t *victim, char *cmd,
+                                size_t cmd_len) {
+    char rest[2048];
     snprintf(rest, sizeof rest,
              "train -c " TINY " --set train.epochs=200 --set train.patience=0 --set train.log_every=100 --out %s", out);
-    mpirun_cmd(cmd, sizeof cmd, 2, NULL, rest);
+    mpirun_cmd(cmd, cmd_len, 2, extra, rest);
     job j = start(cmd);
     if (!wait_for_file(&j, ckpt, LIMIT_S)) {
         run_result r = finish_job(&j, 1, cmd);
         fail_msg("%s did not appear; output ends:\n%s", ckpt, tail(r.out, 2000));
     }
-    sleep_s(0.15); /* mid-epoch 3 */
-    pid_t victim = find_rank(j.pid, 1);
-    if (victim <= 0) {
+    *victim = find_rank(j.pid, 1);
+    if (*victim <= 0) {
         kill(-j.pid, SIGKILL);
         run_result r = finish_job(&j, 1, cmd);
         fail_msg("rank 1 not found among the children of mpirun %d; output ends:\n%s", (int)j.pid,
                  tail(r.out, 1000));
     }
+    return j;
+}
+
+/* SIGKILL to rank 1 of 2 mid-run: the job ends within 30 s, non-zero; a
+ * resume from the newest last.h5 works. */
+static void test_rank_killed(void **state) {
+    (void)state;
+    char out[320], cmd[4096], ckpt[400];
+    snprintf(out, sizeof out, "%s/run_sigkill", g_tmp);
+    snprintf(ckpt, sizeof ckpt, "%s/epoch_0002.h5", out);
+    pid_t victim;
+    job j = start_and_find_rank1(out, ckpt, NULL, &victim, cmd, sizeof cmd);
+    sleep_s(0.15); /* mid-epoch 3 */
     double t_kill = now_s();
     kill(victim, SIGKILL);
     run_result r = finish_job(&j, (t_kill - j.t0) + KILL_LIMIT_S + 5, cmd);
@@ -998,6 +1027,37 @@ static void test_rank_killed(void **state) {
     run_free(&r);
     check_resume(out, 2, NULL);
     report("resume after the SIGKILL", NULL);
+}
+
+/* Rank 1 of 2 frozen (SIGSTOP) mid-run: no TCP reset reaches rank 0, which
+ * without the collective timeout would wait in the all-reduce for good. With
+ * SHIFTVIT_COLLECTIVE_TIMEOUT=3 rank 0 names the collective, the step and
+ * rank 1 with its host, and the job ends with exit status 5 (issue 13). */
+static void test_rank_frozen(void **state) {
+    (void)state;
+    char out[320], cmd[4096], ckpt[400];
+    snprintf(out, sizeof out, "%s/run_sigstop", g_tmp);
+    snprintf(ckpt, sizeof ckpt, "%s/epoch_0001.h5", out);
+    pid_t victim;
+    job j = start_and_find_rank1(out, ckpt, "-x SHIFTVIT_COLLECTIVE_TIMEOUT=3", &victim, cmd, sizeof cmd);
+    double t_stop = now_s();
+    kill(victim, SIGSTOP);
+    run_result r = finish_job(&j, (t_stop - j.t0) + KILL_LIMIT_S + 5, cmd);
+    double after = now_s() - t_stop;
+    kill(victim, SIGKILL);
+    check_sane(&r);
+    CHECK(r.status == 5, "exit status %d, expected 5 (a collective timed out)", r.status);
+    CHECK(after <= KILL_LIMIT_S, "the job ended %.1f s after rank 1 froze (limit %.0f s)", after, KILL_LIMIT_S);
+    char host[256] = "?", want[400];
+    gethostname(host, sizeof host);
+    snprintf(want, sizeof want, "no answer from 1 of 2 rank(s): rank 1 on %s.", host);
+    CHECK(strstr(r.out, want) != NULL, "no \"%s\" in the output", want);
+    CHECK(strstr(r.out, "rank 0 on ") && strstr(r.out, " at step ") && strstr(r.out, "has not completed after 3 s"),
+          "the message does not name the collective, its step and the waiting rank");
+    print_message("      rank 1 (pid %d) frozen: the job ended %.1f s later with status %d\n", (int)victim, after,
+                  r.status);
+    report("rank 1 frozen with SIGSTOP", &r);
+    run_free(&r);
 }
 
 /* A signal mid-run: sig to the process `mpirun` (P > 1, through mpirun) or
@@ -1192,6 +1252,8 @@ int main(void) {
         cmocka_unit_test(test_huge_learning_rate),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_rank_killed),
+        cmocka_unit_test(test_rank_frozen),
+        cmocka_unit_test(test_bad_timeout_env),
         cmocka_unit_test(test_sigint_single_process),
         cmocka_unit_test(test_sigterm_single_process),
         cmocka_unit_test(test_sigint_mpirun),

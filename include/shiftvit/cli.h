@@ -16,6 +16,11 @@ sv_dist *sv_cli_dist(void);
 #include "shiftvit/config.h"
 int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets);
 
+/* Sets the collective timeout of the MPI context from cfg->collective_timeout,
+ * unless SHIFTVIT_COLLECTIVE_TIMEOUT set it (the environment wins, so that a job
+ * script can set it for every command). sv_cli_load_config calls it. */
+void sv_cli_apply_timeout(const sv_config *cfg);
+
 /* Rank 0 prints world size, ranks per node, threads per rank, the BLIS choice
  * and each rank's CPU affinity, with a warning (and the fix) when a rank's
  * threads are confined to fewer cores than it runs threads (issue 5).

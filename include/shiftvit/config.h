@@ -16,6 +16,9 @@
 typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
 typedef enum { SV_FP32 = 0, SV_BF16 = 1 } sv_precision;
 
+/* Default of train.collective_timeout, seconds (issue 13; dist.h). */
+#define SV_DEFAULT_COLLECTIVE_TIMEOUT 300.0
+
 typedef struct {
     /* [data] */
     char data_dir[SV_PATH_LEN]; /* "" = search (see data.h sv_find_data_dir) */
@@ -57,6 +60,7 @@ typedef struct {
     int val_every;              /* validate after every N-th epoch and the last one (1) */
     float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
+    double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */

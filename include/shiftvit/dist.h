@@ -1,16 +1,36 @@
 /* Data-parallel plumbing over MPI (SPEC section 4): rank/world, sharding of a
- * global batch, and the bucketed, overlapped all-reduce of the flat gradient
- * buffer. All MPI calls come from the main thread (MPI_THREAD_FUNNELED). */
+ * global batch, the bucketed, overlapped all-reduce of the flat gradient buffer,
+ * and the few named collectives the commands need. Every MPI call of the program
+ * is in src/dist.c; all come from the main thread (MPI_THREAD_FUNNELED).
+ *
+ * Collective timeout (issue 13): every collective here waits by polling, and
+ * one that has not completed after `timeout` seconds (train.collective_timeout,
+ * or SHIFTVIT_COLLECTIVE_TIMEOUT) ends the job: the waiting rank names the
+ * collective, the step and the ranks that did not answer a probe, then calls
+ * MPI_Abort with exit status SV_EXIT_COLLECTIVE_TIMEOUT. A peer that vanished
+ * without a TCP reset (a pulled cable, a frozen node) otherwise keeps the job
+ * waiting for as long as TCP retransmits. PyTorch's process-group timeout is the
+ * model; as there, only ranks that are inside a collective can answer a probe. */
 #ifndef SHIFTVIT_DIST_H
 #define SHIFTVIT_DIST_H
 
 #include <mpi.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Exit status of a job ended by a collective timeout (README, "Exit status"). */
+#define SV_EXIT_COLLECTIVE_TIMEOUT 5
+#define SV_HOST_LEN 64
 
 typedef struct {
     int rank, world;          /* in MPI_COMM_WORLD */
     int local_rank, local_size; /* ranks sharing this node */
     MPI_Comm comm;
+    MPI_Comm node;            /* the ranks of this node (MPI_COMM_TYPE_SHARED) */
+    MPI_Comm probe;           /* duplicate of comm for the timeout's liveness probe */
+    char (*hosts)[SV_HOST_LEN]; /* hosts[r]: host name of rank r */
+    double timeout;           /* seconds a collective may take; <= 0: no limit */
+    long step;                /* optimiser step, for the timeout message (-1: none) */
     /* Bucketed all-reduce state (sv_allreduce_*). */
     float *buf;
     size_t n, bucket;         /* floats in buf, floats per bucket */
@@ -20,9 +40,17 @@ typedef struct {
 } sv_dist;
 
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
- * library provides less. Works without mpirun (world size 1). */
+ * library provides less. Works without mpirun (world size 1). Gathers every
+ * rank's host name. The timeout starts at SHIFTVIT_COLLECTIVE_TIMEOUT when that
+ * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT (config.h); a bad value fails. */
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err);
 void sv_dist_finalize(sv_dist *d);
+
+/* Parses a timeout in seconds (>= 0, finite; 0 = no limit) from `text`, naming
+ * `what` in the error. */
+int sv_dist_parse_timeout(const char *text, const char *what, double *out, char *err);
+/* 1 when SHIFTVIT_COLLECTIVE_TIMEOUT set the timeout (it then overrides the config key). */
+int sv_dist_timeout_from_env(void);
 
 /* Splits `total` items over `world` ranks as SPEC section 4: each gets
  * total / world, the first total % world ranks one more; rank r's items are
@@ -45,5 +73,26 @@ void sv_allreduce_free(sv_dist *d);
 
 /* In-place sum over ranks of a few doubles (metrics, flags). */
 void sv_allreduce_doubles(sv_dist *d, double *v, int n);
+
+/* Named collectives: every rank calls them in the same order. */
+/* 1 if `ok` is non-zero on every rank. */
+int sv_dist_all_ok(sv_dist *d, int ok);
+/* Rank 0's value, on every rank. */
+int sv_dist_bcast_int(sv_dist *d, int v);
+long sv_dist_bcast_long(sv_dist *d, long v);
+void sv_dist_bcast_floats(sv_dist *d, float *v, size_t n);
+/* 1 if every rank passed the same 64-bit checksum. */
+int sv_dist_same_checksum(sv_dist *d, uint64_t h);
+/* Maximum over ranks, on every rank. */
+int sv_dist_max_int(sv_dist *d, int v);
+double sv_dist_max_double(sv_dist *d, double v);
+unsigned long sv_dist_max_ulong(sv_dist *d, unsigned long v);
+void sv_dist_barrier(sv_dist *d);
+/* Rank 0 receives every rank's `bytes` bytes of `mine`, in rank order, into
+ * `all` (world * bytes; ignored on other ranks). */
+void sv_dist_gather(sv_dist *d, const void *mine, size_t bytes, void *all);
+/* Over the ranks of this node: bitwise OR of words[0..n), and the sum of v. */
+void sv_dist_node_or(sv_dist *d, unsigned long *words, int n);
+int sv_dist_node_sum_int(sv_dist *d, int v);
 
 #endif

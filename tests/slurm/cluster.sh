@@ -13,6 +13,7 @@
 # Must run as root (the daemons run as root, SlurmUser=root); needs
 # `WITH_SLURM=1 scripts/install-deps.sh` (slurm-wlm munge).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/slurm_conf.sh"
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 log() { echo "cluster.sh: $*"; }
@@ -77,14 +78,7 @@ ClusterName=shiftvit-test
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-# cred_expire also sets how long a requeued job waits before it may start again
-# (default 120 s); short here so the requeue test is quick.
-AuthInfo=socket=$D/munge/munge.sock,cred_expire=5
-CredType=cred/munge
-StateSaveLocation=$D/state
+$(slurm_conf_common "$D/munge/munge.sock" "$D/state")
 SlurmdSpoolDir=$D/spool/%n
 # PMIx server/app directories (spmix_appdir_*) here rather than in /tmp, where two
 # test clusters with the same job ids would share them.
@@ -93,26 +87,7 @@ SlurmctldPidFile=$D/run/slurmctld.pid
 SlurmdPidFile=$D/run/slurmd.pid
 SlurmctldLogFile=$D/log/slurmctld.log
 SlurmdLogFile=$D/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-MpiDefault=none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerType=sched/backfill
-# Look at pending jobs every 2 s (default 60 s and 30 s): a requeued job restarts soon.
-SchedulerParameters=sched_interval=2,bf_interval=2
-ReturnToService=2
-JobRequeue=1
-# Keep finished jobs visible to scontrol for 10 minutes (the tests read Restarts=).
-MinJobAge=600
 KillWait=10
-InactiveLimit=0
-SlurmctldTimeout=30
 SlurmdTimeout=60
 $node State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO

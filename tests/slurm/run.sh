@@ -35,50 +35,16 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
 export PATH="$PATH:/usr/sbin"
 
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-DONE=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS  $1"; }
-fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$1"); echo "FAIL  $1${2:+ -- $2}"; }
-check() { # NAME COMMAND...: pass when the command succeeds
-  local name=$1; shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-note() { echo "      $*"; }
+. "$ROOT/tests/lib/harness.sh"
 
 WORK=$(mktemp -d "${SLURM_TEST_DIR:-${TMPDIR:-/tmp}}/shiftvit-slurm.XXXXXX")
 CLUSTER=$WORK/cluster
 
-finish() {
-  local rc=$?
-  trap - EXIT INT TERM
-  tests/slurm/cluster.sh stop "$CLUSTER" > "$WORK/teardown.log" 2>&1 ||
-    { echo "teardown: see $WORK/teardown.log"; cat "$WORK/teardown.log"; }
-  if [ "$DONE" != 1 ]; then
-    fail "test run aborted (exit status $rc)"
-  fi
-  if [ "$FAILED" -gt 0 ]; then
-    echo "failed: ${FAILED_NAMES[*]}"
-    echo "logs kept in $WORK"
-  elif [ "${KEEP:-0}" = 1 ]; then
-    echo "logs kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
-  exit $?
-}
-trap finish EXIT
-trap 'echo "interrupted"; exit 130' INT TERM
+teardown() { tests/slurm/cluster.sh stop "$CLUSTER"; }
+harness_start
 
 # ---------------------------------------------------------------- prerequisites
-SHIFTVIT=${SHIFTVIT:-build/shiftvit}
-case $SHIFTVIT in /*) ;; *) SHIFTVIT=$ROOT/$SHIFTVIT ;; esac
-export SHIFTVIT
-[ -x "$SHIFTVIT" ] || { fail "prerequisites" "$SHIFTVIT missing: run make first"; exit 1; }
-[ "$(id -u)" -eq 0 ] || { fail "prerequisites" "run as root (the SLURM daemons run as root)"; exit 1; }
+harness_need_binary_and_root "the SLURM daemons run as root"
 
 # The real data: the trainer's search order, checked here so a missing download
 # reads as such rather than as a failed job.
