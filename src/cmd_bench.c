@@ -8,6 +8,7 @@
 
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/trace.h"
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
@@ -20,7 +21,7 @@
 static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit bench [-c CONFIG] [--set S.K=V]... [--steps N] [--warmup N]\n"
-            "                      [--batch N] [--eval] [--allreduce [--bytes N]] [--json]\n\n"
+            "                      [--batch N] [--eval] [--allreduce [--bytes N]] [--trace FILE] [--json]\n\n"
             "Times the training step (forward, backward, all-reduce, AdamW) on synthetic\n"
             "images after warm-up and prints median/min/max step time, images/s, GFLOP/s,\n"
             "model FLOP utilisation against a measured sgemm peak, peak RSS and the time per\n"
@@ -34,6 +35,8 @@ static void bench_usage(FILE *f) {
             "                     bandwidth per call (OSU-style: 2(P-1)/P x bytes / time)\n"
             "  --bytes N          with --allreduce: a buffer of N bytes (suffix K, M or G:\n"
             "                     KiB, MiB, GiB) instead of the model's gradient\n"
+            "  --trace FILE       write the timeline of the timed steps (Chrome trace-event\n"
+            "                     JSON, as train --trace)\n"
             "  --json             print the results as one JSON object\n");
 }
 
@@ -124,6 +127,7 @@ int sv_cmd_bench(int argc, char **argv) {
     char *sets[MAX_SETS];
     int nsets = 0, steps = 10, warmup = 2, batch = 0, eval = 0, json = 0, allreduce = 0;
     size_t bytes = 0;
+    const char *trace_path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int nx = i + 1 < argc;
@@ -138,6 +142,7 @@ int sv_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--eval")) eval = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--allreduce")) allreduce = 1;
+        else if (!strcmp(a, "--trace") && nx) trace_path = argv[++i];
         else if (!strcmp(a, "--bytes") && nx) {
             if (parse_bytes(argv[++i], &bytes) != 0) {
                 if (d->rank == 0)
@@ -198,6 +203,14 @@ int sv_cmd_bench(int argc, char **argv) {
     }
     double *tot = calloc((size_t)steps, sizeof(double));
     double ph[4] = {0, 0, 0, 0}; /* forward, backward, all-reduce wait, optimiser */
+    sv_trace trace_buf, *trace = NULL;
+    if (trace_path) {
+        if (sv_trace_open(&trace_buf, d, (size_t)steps * (4 + (size_t)d->nbuckets), err) != 0) {
+            if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+            return 2;
+        }
+        trace = &trace_buf;
+    }
     for (int s = -warmup; s < steps; s++) {
         sv_dist_barrier(d);
         double t0 = sv_now(), t1, t2, t3, t4;
@@ -223,7 +236,17 @@ int sv_cmd_bench(int argc, char **argv) {
         if (s >= 0) {
             tot[s] = dt;
             ph[0] += t1 - t0; ph[1] += t2 - t1; ph[2] += t3 - t2; ph[3] += t4 - t3;
+            sv_trace_add(trace, SV_TR_FORWARD, t0, t1, s + 1, -1, NULL);
+            if (!eval) {
+                sv_trace_add(trace, SV_TR_BACKWARD, t1, t2, s + 1, -1, NULL);
+                sv_trace_add_buckets(trace, d, s + 1);
+                sv_trace_add(trace, SV_TR_OPTIMIZER, t3, t4, s + 1, -1, NULL);
+            }
         }
+    }
+    if (trace && sv_trace_write(trace, d, trace_path, err) != 0) {
+        if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+        return 2;
     }
     double med, lo, hi;
     stats(tot, steps, &med, &lo, &hi);

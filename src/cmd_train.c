@@ -14,7 +14,8 @@
 static void train_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit train [-c CONFIG] [--set section.key=value]... [--data-dir DIR]\n"
-            "                      [--out DIR] [--overwrite] [--resume CKPT [--resume-with-changes]]\n\n"
+            "                      [--out DIR] [--overwrite] [--resume CKPT [--resume-with-changes]]\n"
+            "                      [--trace FILE]\n\n"
             "Trains ShiftViT on CIFAR-10, one model replica per MPI rank, each on its shard of\n"
             "every global batch; gradients are all-reduced every step. Rank 0 prints progress and\n"
             "writes metrics (CSV + HDF5) and HDF5 checkpoints into the output directory.\n\n"
@@ -35,6 +36,10 @@ static void train_usage(FILE *f) {
             "                     Without it such a change is refused; output, logging,\n"
             "                     checkpoint cadence, max_steps and the rank and thread counts may\n"
             "                     always change\n"
+            "  --trace FILE       write the step timeline of every rank (forward, backward per\n"
+            "                     block, all-reduce per bucket, optimizer, checkpoint, eval) as\n"
+            "                     Chrome trace-event JSON: ui.perfetto.dev opens it,\n"
+            "                     scripts/trace_summary.py sums it up\n"
             "  -h, --help         this text\n\n"
             "example: mpirun -np 2 build/shiftvit train -c configs/cifar10_keras.ini\n"
             "SIGINT, SIGTERM or SIGUSR1 stop the run at the next step boundary after a checkpoint.\n");
@@ -133,6 +138,8 @@ int sv_cmd_train(int argc, char **argv) {
             with_changes = 1;
         } else if (!strcmp(a, "--overwrite")) {
             o.overwrite = 1;
+        } else if (!strcmp(a, "--trace") && has_next) {
+            o.trace = argv[++i];
         } else {
             if (d->rank == 0) {
                 fprintf(stderr, "shiftvit train: unknown or incomplete option '%s'\n\n", a);

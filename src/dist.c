@@ -36,6 +36,11 @@ int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
     d->node = d->probe = MPI_COMM_NULL;
     d->step = -1;
     d->timeout = SV_DEFAULT_COLLECTIVE_TIMEOUT;
+    /* Open MPI's non-blocking all-reduce (libnbc) picks a binomial reduce +
+     * broadcast for every in-place call: 2 log2(P) x the bytes over the slowest
+     * link, against 2 (P-1)/P for a ring (measured: 2x slower at P = 2,
+     * results/scaling/vcluster-*.md). Ask for the ring unless the user chose. */
+    setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
     int provided = 0;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return sv_fail(err, "MPI_Init_thread failed");
@@ -178,23 +183,34 @@ static void timed_out(sv_dist *d, const char *what, double waited) {
 
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs
  * off (yield, then short sleeps) so that a long wait does not steal a core
- * from ranks that share it. */
-static void wait_all(sv_dist *d, int n, MPI_Request *reqs, const char *what) {
-    if (d->world == 1 || d->timeout <= 0) {
+ * from ranks that share it. done_at[i] (when not NULL) gets the time request i
+ * was seen complete; idx is scratch for n indices. */
+static void wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what) {
+    if (d->world == 1) {
         MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE);
         return;
     }
     double t0 = sv_now();
     for (;;) {
-        int done = 0;
-        MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
-        if (done) return;
+        int got = 0;
+        if (d->timeout > 0) MPI_Testsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
+        else MPI_Waitsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
+        if (got == MPI_UNDEFINED) return; /* every request is done */
+        double now = sv_now();
+        for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
+        if (got > 0 || d->timeout <= 0) continue;
         answer_probes(d);
-        double waited = sv_now() - t0;
+        double waited = now - t0;
         if (waited > d->timeout) timed_out(d, what, waited);
         if (waited > 0.5) usleep(200);
         else if (waited > 0.01) sched_yield();
     }
+}
+
+static void wait_all(sv_dist *d, int n, MPI_Request *reqs, const char *what) {
+    int idx[4];
+    SV_CHECK(n <= 4);
+    wait_some(d, n, reqs, NULL, idx, what);
 }
 
 /* ------------------------------------------------------------ gradient all-reduce */
@@ -207,6 +223,9 @@ void sv_allreduce_setup(sv_dist *d, float *buf, size_t n, size_t bucket_bytes) {
     if (d->bucket == 0) d->bucket = 1;
     d->nbuckets = (int)((n + d->bucket - 1) / d->bucket);
     d->reqs = sv_alloc((size_t)d->nbuckets * sizeof(MPI_Request), "all-reduce requests");
+    d->bucket_t0 = sv_alloc(2 * (size_t)d->nbuckets * sizeof(double), "all-reduce times");
+    d->bucket_t1 = d->bucket_t0 + d->nbuckets;
+    d->idx = sv_alloc((size_t)d->nbuckets * sizeof(int), "all-reduce indices");
     for (int i = 0; i < d->nbuckets; i++) d->reqs[i] = MPI_REQUEST_NULL;
     d->next = d->nbuckets - 1;
 }
@@ -219,6 +238,7 @@ void sv_allreduce_begin(sv_dist *d) {
 static void start_bucket(sv_dist *d, int b) {
     size_t lo = (size_t)b * d->bucket;
     size_t len = d->n - lo < d->bucket ? d->n - lo : d->bucket;
+    d->bucket_t0[b] = sv_now();
     MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
 }
 
@@ -227,22 +247,29 @@ void sv_allreduce_ready(void *ctx, size_t offset) {
     if (d->world == 1 || !d->reqs) return;
     while (d->next >= 0 && (size_t)d->next * d->bucket >= offset) start_bucket(d, d->next--);
     /* Open MPI advances non-blocking collectives only inside MPI calls. */
-    int flag;
-    if (d->next < d->nbuckets - 1)
-        MPI_Testall(d->nbuckets - 1 - d->next, d->reqs + d->next + 1, &flag, MPI_STATUSES_IGNORE);
+    int first = d->next + 1, got = 0;
+    if (first < d->nbuckets) {
+        MPI_Testsome(d->nbuckets - first, d->reqs + first, &got, d->idx, MPI_STATUSES_IGNORE);
+        double now = sv_now();
+        for (int i = 0; got != MPI_UNDEFINED && i < got; i++) d->bucket_t1[first + d->idx[i]] = now;
+    }
 }
 
 void sv_allreduce_finish(sv_dist *d) {
     if (d->world == 1 || !d->reqs) return;
     double t0 = sv_now();
     while (d->next >= 0) start_bucket(d, d->next--);
-    wait_all(d, d->nbuckets, d->reqs, "the gradient all-reduce");
+    wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
     d->wait_seconds = sv_now() - t0;
 }
 
 void sv_allreduce_free(sv_dist *d) {
     sv_free(d->reqs);
+    sv_free(d->bucket_t0);
+    sv_free(d->idx);
     d->reqs = NULL;
+    d->bucket_t0 = d->bucket_t1 = NULL;
+    d->idx = NULL;
     d->nbuckets = 0;
 }
 
@@ -321,6 +348,27 @@ void sv_dist_gather(sv_dist *d, const void *mine, size_t bytes, void *all) {
     MPI_Request r;
     MPI_Igather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, 0, d->comm, &r);
     wait_all(d, 1, &r, "a gather to rank 0");
+}
+
+void sv_dist_gatherv(sv_dist *d, const void *mine, size_t bytes, void *all, const size_t *counts) {
+    if (d->world == 1) {
+        memcpy(all, mine, bytes);
+        return;
+    }
+    int *cnt = NULL, *disp = NULL;
+    if (d->rank == 0) {
+        cnt = sv_alloc(2 * (size_t)d->world * sizeof(int), "gather counts");
+        disp = cnt + d->world;
+        for (int r = 0, off = 0; r < d->world; r++) {
+            cnt[r] = (int)counts[r];
+            disp[r] = off;
+            off += cnt[r];
+        }
+    }
+    MPI_Request r;
+    MPI_Igatherv(mine, (int)bytes, MPI_BYTE, all, cnt, disp, MPI_BYTE, 0, d->comm, &r);
+    wait_all(d, 1, &r, "a gather to rank 0");
+    sv_free(cnt);
 }
 
 void sv_dist_node_or(sv_dist *d, unsigned long *words, int n) {

@@ -20,8 +20,10 @@
 #include "shiftvit/optim.h"
 #include "shiftvit/run_folder.h"
 #include "shiftvit/text.h"
+#include "shiftvit/trace.h"
 
 #define BUCKET_BYTES (4u << 20) /* MACHINE_NOTES.md: 4 MiB buckets are the fast size */
+#define TRACE_EVENTS (1u << 18) /* --trace: room for ~10k steps of the full model */
 
 static volatile sig_atomic_t g_stop_signal;
 
@@ -146,11 +148,13 @@ typedef struct {
     sv_dist *d;
     long saved_step; /* step of the newest checkpoint written, -1 if none */
     int failures;    /* checkpoints that could not be written */
+    sv_trace *trace; /* --trace, or NULL */
 } ckpt_ctx;
 
 /* Rank 0 writes `name`; every rank learns whether it worked. */
 static int save_checkpoint(ckpt_ctx *c, const char *name) {
     int ok = 1;
+    double t0 = sv_now();
     if (c->d->rank == 0) {
         char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
@@ -162,6 +166,7 @@ static int save_checkpoint(ckpt_ctx *c, const char *name) {
     ok = bcast_ok(c->d, ok);
     if (ok) c->saved_step = c->st->step;
     else c->failures++;
+    sv_trace_add(c->trace, SV_TR_CHECKPOINT, t0, sv_now(), c->st->step, -1, name);
     return ok;
 }
 
@@ -297,6 +302,52 @@ static void ready_inject(void *ctx, size_t offset) {
     sv_allreduce_ready(c->d, offset);
 }
 
+/* --trace: the backward pass in parts, one per block (or merge, classifier,
+ * patch embedding), each ending when the block's last weight gradient is
+ * final (the gradient-ready callback), which is also when its bucket may
+ * start. Wraps the callback that starts the all-reduce. */
+typedef struct {
+    sv_grad_ready_fn inner;
+    void *inner_ctx;
+    sv_trace *trace;
+    const sv_model *m;
+    long step;
+    double t_part;     /* start of the part being timed */
+    double t_last;     /* last callback */
+    char part[32];     /* its block, "" before the first callback */
+} traced_ready_ctx;
+
+/* "stage2/block3/mlp/fc1/kernel" -> "stage2/block3"; "classifier/kernel" -> "classifier". */
+static void block_of(const char *tensor, char *out, size_t n) {
+    const char *slash = strchr(tensor, '/');
+    if (slash && !strncmp(tensor, "stage", 5)) slash = strchr(slash + 1, '/');
+    size_t len = slash ? (size_t)(slash - tensor) : strlen(tensor);
+    if (len >= n) len = n - 1;
+    memcpy(out, tensor, len);
+    out[len] = '\0';
+}
+
+static void traced_flush(traced_ready_ctx *c) {
+    if (c->part[0]) sv_trace_add(c->trace, SV_TR_BACKWARD_PART, c->t_part, c->t_last, c->step, -1, c->part);
+}
+
+static void ready_traced(void *ctx, size_t offset) {
+    traced_ready_ctx *c = ctx;
+    c->inner(c->inner_ctx, offset);
+    char part[32] = "?";
+    for (int t = 0; t < c->m->num_tensors; t++)
+        if (c->m->tensors[t].offset == offset) {
+            block_of(c->m->tensors[t].name, part, sizeof part);
+            break;
+        }
+    if (strcmp(part, c->part) != 0) {
+        traced_flush(c);
+        c->t_part = c->t_last;
+        snprintf(c->part, sizeof c->part, "%s", part);
+    }
+    c->t_last = sv_now();
+}
+
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     char err[SV_ERR_LEN] = "";
     int rank0 = d->rank == 0, status = 0;
@@ -397,6 +448,15 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     B.idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
     B.perm = sv_alloc((size_t)B.train.count * sizeof(long), "permutation");
     sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
+    sv_trace trace_buf, *trace = NULL;
+    if (opts->trace) {
+        if (sv_trace_open(&trace_buf, d, TRACE_EVENTS, err) != 0) {
+            if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+            status = 2;
+            goto done_model;
+        }
+        trace = &trace_buf;
+    }
 
     sv_metrics *mt = NULL;
     ok = 1;
@@ -447,7 +507,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
      * or the resumed file itself) only if it exists. */
     char last_path[SV_PATH_LEN + 16];
     snprintf(last_path, sizeof last_path, "%s/last.h5", out);
-    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume && access(last_path, F_OK) == 0 ? st.step : -1, 0};
+    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume && access(last_path, F_OK) == 0 ? st.step : -1, 0, trace};
     int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
     double t_run0 = sv_now() - st.wall_time;
     /* A resumed run that already ended (all epochs, or early stopping) has
@@ -491,14 +551,24 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             if (n > 0) {
                 sv_make_batch(B.x, B.labels, &B.train, B.idx, (int)n, cfg, epoch, 1);
                 sv_train_rng rng = {cfg->seed, epoch, B.idx};
+                double tf = sv_now();
                 const float *logits = sv_model_forward(&m, B.x, (int)n, &rng);
                 batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, cfg->label_smoothing,
                               &sums[0], &sums[1], &sums[2]);
                 sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount,
                                          cfg->label_smoothing);
+                double tb = sv_now();
+                sv_trace_add(trace, SV_TR_FORWARD, tf, tb, d->step, -1, NULL);
                 sv_allreduce_begin(d);
-                if (ic.poison) sv_model_backward(&m, B.dlogits, ready_inject, &ic);
-                else sv_model_backward(&m, B.dlogits, sv_allreduce_ready, d);
+                sv_grad_ready_fn ready = ic.poison ? ready_inject : sv_allreduce_ready;
+                void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
+                traced_ready_ctx tc = {ready, ready_ctx, trace, &m, d->step, tb, tb, ""};
+                if (trace) sv_model_backward(&m, B.dlogits, ready_traced, &tc);
+                else sv_model_backward(&m, B.dlogits, ready, ready_ctx);
+                if (trace) {
+                    traced_flush(&tc);
+                    sv_trace_add(trace, SV_TR_BACKWARD, tb, sv_now(), d->step, -1, NULL);
+                }
             } else {
                 /* More ranks than samples in this (last) batch: contribute zeros. */
                 memset(m.grads, 0, m.num_params * sizeof(float));
@@ -506,6 +576,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
             }
             sv_allreduce_finish(d);
+            sv_trace_add_buckets(trace, d, d->step);
             sums[3] = (double)n;
             sv_allreduce_doubles(d, sums, 5);
             /* The reduced gradient is the same on every rank, so every rank
@@ -527,7 +598,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 status = 3;
                 break;
             }
+            double to = sv_now();
             sv_adamw_step(&opt, m.params, m.grads, lr);
+            sv_trace_add(trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
             st.step++;
             if (check_replicas) {
                 if (!replicas_identical(&m, d)) {
@@ -587,7 +660,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         int validate = finished % cfg->val_every == 0 || finished == cfg->epochs ||
                        (cfg->max_steps > 0 && st.step >= cfg->max_steps);
         sv_eval_result v = {NAN, NAN, NAN, 0};
-        if (validate) v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
+        if (validate) {
+            double te = sv_now();
+            v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
+            sv_trace_add(trace, SV_TR_EVAL, te, sv_now(), st.step, -1, "val");
+        }
         double secs = sv_now() - t_epoch;
         double lr_now = sv_schedule_lr(&sched, st.step);
         double tl = st.run_count ? st.run_loss / st.run_count : 0, t1 = st.run_count ? st.run_top1 / st.run_count : 0,
@@ -643,7 +720,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
         printf("Replica check: weights bitwise identical on all %d ranks after each of %ld updates\n",
                d->world, replica_checks);
     if (stop == 0 || stop == 1 || stop == 3) {
+        double te = sv_now();
         sv_eval_result t = sv_evaluate(&m, &B.test, cfg, d, B.x, B.labels, B.idx);
+        sv_trace_add(trace, SV_TR_EVAL, te, sv_now(), st.step, -1, "test");
         if (rank0) {
             printf("Evaluated %ld test images on %d rank(s)\n", t.count, d->world);
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
@@ -660,6 +739,16 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
             fprintf(stderr, "shiftvit: %d checkpoint(s) could not be written (see above); the newest one on disk is from step %ld\n",
                     cc.failures, cc.saved_step);
         status = 4;
+    }
+    if (trace) {
+        if (sv_trace_write(trace, d, opts->trace, err) != 0) {
+            if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
+            if (status == 0) status = 2;
+        } else if (rank0) {
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+            printf("Trace: %s (open in ui.perfetto.dev; summary: scripts/trace_summary.py)\n",
+                   sv_shell_quote(opts->trace, q, sizeof q));
+        }
     }
 done_all:
     if (rank0) sv_metrics_close(mt);

@@ -577,6 +577,54 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* --trace with 2 ranks: the file is valid Chrome trace-event JSON whose events
+ * nest on each rank's main thread and hold every all-reduce bucket once per
+ * step per rank (scripts/trace_summary.py --check, which the second half of
+ * this test shows rejecting broken traces); the summary reports the hidden
+ * all-reduce. */
+static void test_trace(void **state) {
+    (void)state;
+    char sets[512], cmd[1024], path[400];
+    snprintf(path, sizeof path, "%s/trace_p2.json", g_tmp);
+    snprintf(sets, sizeof sets, "--set train.epochs=1 --trace %s", path);
+    run_result r = train("trace_p2", 2, sets, NULL);
+    assert_non_null(strstr(r.out, "Trace: "));
+    free(r.out);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py --check %s --ranks 2 2>&1", path);
+    r = run_sh(cmd);
+    if (r.status != 0 || !strstr(r.out, ": OK")) fail_msg("%s:\n%s", cmd, r.out);
+    print_message("      %s", r.out);
+    free(r.out);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py %s 2>&1", path);
+    r = run_sh(cmd);
+    if (r.status != 0 || !strstr(r.out, "hidden behind the backward pass") || !strstr(r.out, "rank 1 on "))
+        fail_msg("%s:\n%s", cmd, r.out);
+    free(r.out);
+
+    /* The checker itself: a main-thread event that overlaps another without
+     * nesting, and a bucket missing on rank 1, are both reported. */
+    static const char *bad =
+        "{\"traceEvents\":["
+        "{\"name\":\"forward\",\"ph\":\"X\",\"pid\":0,\"tid\":0,\"ts\":0,\"dur\":10,\"args\":{\"step\":1}},"
+        "{\"name\":\"backward\",\"ph\":\"X\",\"pid\":0,\"tid\":0,\"ts\":5,\"dur\":10,\"args\":{\"step\":1}},"
+        "{\"name\":\"optimizer\",\"ph\":\"X\",\"pid\":0,\"tid\":0,\"ts\":20,\"dur\":1,\"args\":{\"step\":1}},"
+        "{\"name\":\"optimizer\",\"ph\":\"X\",\"pid\":1,\"tid\":0,\"ts\":20,\"dur\":1,\"args\":{\"step\":1}},"
+        "{\"name\":\"allreduce\",\"ph\":\"X\",\"pid\":0,\"tid\":1,\"ts\":8,\"dur\":9,\"args\":{\"step\":1,\"bucket\":0}},"
+        "{\"name\":\"allreduce\",\"ph\":\"X\",\"pid\":0,\"tid\":1,\"ts\":8,\"dur\":9,\"args\":{\"step\":1,\"bucket\":1}},"
+        "{\"name\":\"allreduce\",\"ph\":\"X\",\"pid\":1,\"tid\":1,\"ts\":8,\"dur\":9,\"args\":{\"step\":1,\"bucket\":0}}]}";
+    snprintf(path, sizeof path, "%s/trace_bad.json", g_tmp);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(bad, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py --check %s --ranks 2 2>&1", path);
+    r = run_sh(cmd);
+    assert_int_equal(r.status, 1);
+    if (!strstr(r.out, "backward at 5.0 us overlaps forward") || !strstr(r.out, "rank 1, step 1: bucket 1 appears 0 times"))
+        fail_msg("the checker missed a planted problem:\n%s", r.out);
+    free(r.out);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's stderr */
     const struct CMUnitTest tests[] = {
@@ -584,6 +632,7 @@ int main(void) {
         cmocka_unit_test(test_replicas_bitwise_identical),
         cmocka_unit_test(test_eval_counts_exact),
         cmocka_unit_test(test_ranks_without_samples),
+        cmocka_unit_test(test_trace),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -36,6 +36,8 @@ typedef struct {
     size_t n, bucket;         /* floats in buf, floats per bucket */
     int nbuckets, next;       /* buckets are started from the last one down */
     MPI_Request *reqs;
+    int *idx;                 /* scratch for MPI_Testsome */
+    double *bucket_t0, *bucket_t1; /* last step: each bucket's start and seen-complete time (sv_now) */
     double wait_seconds;      /* time blocked in sv_allreduce_finish, last step */
 } sv_dist;
 
@@ -91,6 +93,9 @@ void sv_dist_barrier(sv_dist *d);
 /* Rank 0 receives every rank's `bytes` bytes of `mine`, in rank order, into
  * `all` (world * bytes; ignored on other ranks). */
 void sv_dist_gather(sv_dist *d, const void *mine, size_t bytes, void *all);
+/* Rank 0 receives counts[r] bytes from each rank r (counts: only read on rank
+ * 0; every rank passes its own `bytes`), in rank order, into `all`. */
+void sv_dist_gatherv(sv_dist *d, const void *mine, size_t bytes, void *all, const size_t *counts);
 /* Over the ranks of this node: bitwise OR of words[0..n), and the sum of v. */
 void sv_dist_node_or(sv_dist *d, unsigned long *words, int n);
 int sv_dist_node_sum_int(sv_dist *d, int v);

@@ -42,6 +42,7 @@ typedef struct {
                             * one "section.key before -> after" line each; else NULL */
     int overwrite;         /* --overwrite: the output folder may hold another run,
                             * whose files are removed first */
+    const char *trace;     /* --trace FILE: the step timeline (trace.h), or NULL */
 } sv_train_opts;
 
 /* Runs the whole training job on every rank; rank 0 prints and writes files.

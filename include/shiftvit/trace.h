@@ -1,0 +1,56 @@
+/* A step timeline (issue 13): `--trace FILE` on train and bench records what
+ * each rank does and when, and rank 0 writes one Chrome trace-event JSON file,
+ *   {"traceEvents": [{"name": "forward", "ph": "X", "ts": us, "dur": us,
+ *                     "pid": rank, "tid": 0 | 1, "args": {...}}, ...]}
+ * that opens in Perfetto (ui.perfetto.dev) or chrome://tracing.
+ *   pid = rank (named "rank R on HOST"); tid 0 = the rank's main thread
+ *   (forward, backward and its per-block parts, optimizer, checkpoint, eval),
+ *   tid 1 = its gradient all-reduce: one event per bucket per step, from the
+ *   bucket's MPI_Iallreduce to the moment the rank saw it complete. The
+ *   all-reduce is progressed by the main thread inside MPI calls; it has a
+ *   track of its own because it overlaps the backward pass.
+ * Times: microseconds since a barrier at sv_trace_open (so ranks on different
+ * hosts share an origin to within the barrier's skew).
+ * Memory: `capacity` events allocated once at open; when they are used up
+ * later events are dropped and counted (the file says how many).
+ * scripts/trace_summary.py prints per-rank totals and the hidden all-reduce. */
+#ifndef SHIFTVIT_TRACE_H
+#define SHIFTVIT_TRACE_H
+
+#include <stddef.h>
+
+#include "shiftvit/dist.h"
+
+typedef enum {
+    SV_TR_FORWARD, SV_TR_BACKWARD, SV_TR_BACKWARD_PART, SV_TR_ALLREDUCE, SV_TR_OPTIMIZER,
+    SV_TR_CHECKPOINT, SV_TR_EVAL, SV_TR_KINDS
+} sv_trace_kind;
+
+typedef struct {
+    double t0, t1;  /* sv_now() seconds */
+    long step;      /* optimiser step (1-based) the event belongs to; 0: none */
+    int kind;       /* sv_trace_kind */
+    int bucket;     /* all-reduce bucket, else -1 */
+    char label[32]; /* backward part: the block ("stage2/block3"); checkpoint: file */
+} sv_trace_event;
+
+typedef struct {
+    sv_trace_event *ev;
+    size_t n, cap;
+    long dropped;
+    double origin;  /* sv_now() after the opening barrier */
+} sv_trace;
+
+/* Collective. Allocates room for `capacity` events; -1 with a message on failure. */
+int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err);
+/* Records one event (no-op when t is NULL). Never allocates. */
+void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long step, int bucket,
+                  const char *label);
+/* The all-reduce buckets of the step just finished (sv_allreduce_finish). */
+void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step);
+/* Collective: gathers every rank's events to rank 0, which writes `path`
+ * (atomically: temp file, then rename). Returns -1 with a message on rank 0
+ * when the file cannot be written. Frees the events. */
+int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err);
+
+#endif

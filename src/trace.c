@@ -1,0 +1,136 @@
+/* The step timeline of --trace: events in a buffer allocated once, gathered to
+ * rank 0 and written as Chrome trace-event JSON (trace.h). */
+#include "shiftvit/trace.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shiftvit/common.h"
+#include "shiftvit/config.h"
+#include "shiftvit/text.h"
+
+static const char *const kind_names[SV_TR_KINDS] = {
+    "forward", "backward", "backward", "allreduce", "optimizer", "checkpoint", "eval",
+};
+
+int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err) {
+    memset(t, 0, sizeof *t);
+    t->ev = calloc(capacity, sizeof *t->ev);
+    int ok = sv_dist_all_ok(d, t->ev != NULL);
+    if (!ok) {
+        free(t->ev);
+        t->ev = NULL;
+        return sv_fail(err, "--trace: cannot allocate %zu events", capacity);
+    }
+    /* calloc'd pages are touched now, not inside the timed steps. */
+    memset(t->ev, 0, capacity * sizeof *t->ev);
+    t->cap = capacity;
+    sv_dist_barrier(d);
+    t->origin = sv_now();
+    return 0;
+}
+
+void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long step, int bucket,
+                  const char *label) {
+    if (!t || !t->ev) return;
+    if (t->n == t->cap) {
+        t->dropped++;
+        return;
+    }
+    sv_trace_event *e = &t->ev[t->n++];
+    e->t0 = t0;
+    e->t1 = t1;
+    e->step = step;
+    e->kind = kind;
+    e->bucket = bucket;
+    snprintf(e->label, sizeof e->label, "%s", label ? label : "");
+}
+
+void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step) {
+    if (!t || !t->ev || d->world == 1) return;
+    for (int b = 0; b < d->nbuckets; b++)
+        sv_trace_add(t, SV_TR_ALLREDUCE, d->bucket_t0[b], d->bucket_t1[b], step, b, NULL);
+}
+
+static void write_event(FILE *f, const sv_trace_event *e, int rank, double origin, int first) {
+    fprintf(f, "%s\n{\"name\":\"%s%s%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{",
+            first ? "" : ",", kind_names[e->kind], e->kind == SV_TR_BACKWARD_PART ? " " : "",
+            e->kind == SV_TR_BACKWARD_PART ? e->label : "", rank, e->kind == SV_TR_ALLREDUCE,
+            1e6 * (e->t0 - origin), 1e6 * (e->t1 - e->t0));
+    fprintf(f, "\"step\":%ld", e->step);
+    if (e->bucket >= 0) fprintf(f, ",\"bucket\":%d", e->bucket);
+    if (e->label[0] && e->kind != SV_TR_BACKWARD_PART) {
+        fputs(",\"label\":", f);
+        sv_json_string(f, e->label);
+    }
+    fputs("}}", f);
+}
+
+/* Rank 0: the gathered events of every rank (each rank's times relative to
+ * its own origin) as one JSON document. */
+static int write_file(const char *path, const sv_dist *d, const sv_trace_event *all, const size_t *counts,
+                      const long *dropped, const double *origins, char *err) {
+    char tmp[SV_PATH_LEN + 16];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return sv_fail(err, "--trace %s: cannot create it: %s", path, strerror(errno));
+    long total_dropped = 0;
+    for (int r = 0; r < d->world; r++) total_dropped += dropped[r];
+    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"world_size\":%d,\"dropped_events\":%ld},\n\"traceEvents\":[",
+            d->world, total_dropped);
+    int first = 1;
+    size_t k = 0;
+    for (int r = 0; r < d->world; r++) {
+        char name[SV_HOST_LEN + 32];
+        snprintf(name, sizeof name, "rank %d on %s", r, d->hosts[r]);
+        fprintf(f, "%s\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":", first ? "" : ",", r);
+        sv_json_string(f, name);
+        fputs("}}", f);
+        fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"compute\"}}", r);
+        fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,\"args\":{\"name\":\"all-reduce\"}}", r);
+        first = 0;
+        for (size_t i = 0; i < counts[r] / sizeof *all; i++, k++) write_event(f, &all[k], r, origins[r], 0);
+    }
+    fputs("\n]}\n", f);
+    int bad = ferror(f);
+    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sv_fail(err, "--trace %s: writing failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err) {
+    size_t mine = t->n * sizeof *t->ev;
+    size_t *counts = NULL;
+    long *dropped = NULL;
+    double *origins = NULL;
+    sv_trace_event *all = NULL;
+    if (d->rank == 0) {
+        counts = sv_alloc((size_t)d->world * sizeof *counts, "trace counts");
+        dropped = sv_alloc((size_t)d->world * sizeof *dropped, "trace counts");
+        origins = sv_alloc((size_t)d->world * sizeof *origins, "trace origins");
+    }
+    sv_dist_gather(d, &mine, sizeof mine, counts);
+    sv_dist_gather(d, &t->dropped, sizeof t->dropped, dropped);
+    sv_dist_gather(d, &t->origin, sizeof t->origin, origins);
+    size_t total = 0;
+    for (int r = 0; d->rank == 0 && r < d->world; r++) total += counts[r];
+    if (d->rank == 0) all = sv_alloc(total ? total : 1, "trace events");
+    sv_dist_gatherv(d, t->ev, mine, all, counts);
+    int rc = 0;
+    if (d->rank == 0) rc = write_file(path, d, all, counts, dropped, origins, err);
+    sv_free(all);
+    sv_free(counts);
+    sv_free(dropped);
+    sv_free(origins);
+    free(t->ev);
+    t->ev = NULL;
+    return rc;
+}
