@@ -16,12 +16,17 @@ buckets in flight together count once.
 traceEvents list; complete events with non-negative durations; on each rank's main
 thread (tid 0) events nest properly (no partial overlap); every backward part lies
 inside its step's backward event; every optimizer step has exactly one allreduce
-event per bucket on every rank (with P > 1); P ranks when --ranks is given.
+(or, with train.zero_stage = 1, reduce_scatter) event per bucket on every rank (with
+P > 1); P ranks when --ranks is given.
 """
 import argparse
 import collections
 import json
 import sys
+
+
+# The per-bucket gradient collective: all-reduce, or reduce-scatter under ZeRO stage 1.
+GRADIENT_COLLECTIVES = ("allreduce", "reduce_scatter")
 
 
 def load(path):
@@ -81,10 +86,10 @@ def check(doc, ranks):
                     problems.append(f"rank {pid}: {e['name']} of step {e['args']['step']} lies outside "
                                     f"its backward event")
     if len(pids) > 1:
-        buckets = {e["args"]["bucket"] for e in ev if e["name"] == "allreduce"}
+        buckets = {e["args"]["bucket"] for e in ev if e["name"] in GRADIENT_COLLECTIVES}
         steps = {e["args"]["step"] for e in ev if e["name"] == "optimizer"}
         seen = collections.Counter((e["pid"], e["args"]["step"], e["args"]["bucket"])
-                                   for e in ev if e["name"] == "allreduce")
+                                   for e in ev if e["name"] in GRADIENT_COLLECTIVES)
         if not buckets:
             problems.append("no allreduce events with more than one rank")
         for pid in pids:
@@ -111,19 +116,19 @@ def summary(doc):
         hidden = total_ar = 0.0
         for s in steps:
             ar = union([(e["ts"], e["ts"] + e["dur"]) for e in mine
-                        if e["name"] == "allreduce" and e["args"]["step"] == s])
+                        if e["name"] in GRADIENT_COLLECTIVES and e["args"]["step"] == s])
             bw = [e for e in mine if e["name"] == "backward" and e["args"]["step"] == s]
             total_ar += sum(b - a for a, b in ar)
             if bw:
                 hidden += overlap(ar, bw[0]["ts"], bw[0]["ts"] + bw[0]["dur"])
         print(f"{names.get(pid, 'rank %d' % pid)}: {len(steps)} steps")
-        for k in ("forward", "backward", "allreduce", "optimizer"):
+        for k in ("forward", "backward", "allreduce", "reduce_scatter", "optimizer", "allgather"):
             if k in tot:
-                print(f"  {k:<11} {tot[k]:10.1f} ms total, {tot[k] / max(1, len(steps)):8.2f} ms per step")
+                print(f"  {k:<15} {tot[k]:10.1f} ms total, {tot[k] / max(1, len(steps)):8.2f} ms per step")
         for k in ("eval", "checkpoint"):
             if k in tot:
                 n = sum(1 for e in mine if e["name"] == k)
-                print(f"  {k:<11} {tot[k]:10.1f} ms total in {n} event(s)")
+                print(f"  {k:<15} {tot[k]:10.1f} ms total in {n} event(s)")
         if total_ar > 0:
             print(f"  all-reduce busy {total_ar / 1e3:.1f} ms: {hidden / 1e3:.1f} ms hidden behind the backward pass "
                   f"({100 * hidden / total_ar:.0f}%), {(total_ar - hidden) / 1e3:.1f} ms exposed")

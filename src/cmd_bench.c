@@ -187,8 +187,10 @@ int sv_cmd_bench(int argc, char **argv) {
     }
     sv_model_init_weights(&m, cfg.seed);
     sv_adamw opt;
-    sv_adamw_init(&opt, m.num_params, &cfg);
-    sv_allreduce_setup(d, m.grads, m.num_params, 4u << 20);
+    int zero = cfg.zero_stage == 1 && d->world > 1;
+    if (zero) sv_zero_setup(d, m.params, m.grads, m.num_params, 4u << 20);
+    else sv_allreduce_setup(d, m.grads, m.num_params, 4u << 20);
+    sv_adamw_init(&opt, zero ? d->shard_n : m.num_params, &cfg);
     int S = cfg.image_size, K = cfg.num_classes;
     float *x = sv_alloc((size_t)n * S * S * 3 * sizeof(float), "bench input");
     float *probs = sv_alloc((size_t)n * K * sizeof(float), "bench");
@@ -228,7 +230,7 @@ int sv_cmd_bench(int argc, char **argv) {
             t2 = sv_now();
             sv_allreduce_finish(d);
             t3 = sv_now();
-            sv_adamw_step(&opt, m.params, m.grads, 1e-4);
+            sv_optimizer_step(d, &m, &opt, 1e-4);
             t4 = sv_now();
         }
         double dt = t4 - t0;
@@ -239,7 +241,7 @@ int sv_cmd_bench(int argc, char **argv) {
             sv_trace_add(trace, SV_TR_FORWARD, t0, t1, s + 1, -1, NULL);
             if (!eval) {
                 sv_trace_add(trace, SV_TR_BACKWARD, t1, t2, s + 1, -1, NULL);
-                sv_trace_add_buckets(trace, d, s + 1);
+                sv_trace_add_buckets(trace, d, s + 1, zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
                 sv_trace_add(trace, SV_TR_OPTIMIZER, t3, t4, s + 1, -1, NULL);
             }
         }
@@ -259,15 +261,18 @@ int sv_cmd_bench(int argc, char **argv) {
     double peak16 = m.bf16 ? measure_gemm_peak(m.bf16) : 0, mfu16 = m.bf16 ? gflops / (peak16 * d->world) : 0;
     const char *prec = m.bf16 ? "bf16" : "fp32";
     size_t rss_max = sv_dist_max_ulong(d, sv_peak_rss());
+    /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
+    double state_mib = (2.0 * (double)opt.n + (zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
     for (int i = 0; i < 4; i++) ph[i] = 1e3 * ph[i] / steps;
     if (d->rank == 0) {
         if (json) {
             printf("{\"mode\":\"%s\",\"precision\":\"%s\",\"bf16_peak_gflops_per_rank\":%.2f,\"mfu_bf16\":%.4f,\"world_size\":%d,\"threads\":%d,\"global_batch\":%d,\"steps\":%d,"
                    "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
                    "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
-                   "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f}\n",
+                   "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
+                   "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f}\n",
                    eval ? "eval" : "train", prec, peak16, mfu16, d->world, omp_get_max_threads(),
-                   cfg.batch_size, steps, 1e3 * med, 1e3 * lo, 1e3 * hi, ips, gflops, peak, mfu, rss_max / 1048576.0, ph[0], ph[1], ph[2], ph[3]);
+                   cfg.batch_size, steps, 1e3 * med, 1e3 * lo, 1e3 * hi, ips, gflops, peak, mfu, rss_max / 1048576.0, ph[0], ph[1], ph[2], ph[3], zero, state_mib);
         } else {
             printf("%s step (%s), global batch %d on %d rank(s) x %d thread(s), %d steps after %d warm-up:\n",
                    eval ? "Inference" : "Training", prec, cfg.batch_size, d->world, omp_get_max_threads(),
@@ -279,7 +284,8 @@ int sv_cmd_bench(int argc, char **argv) {
             if (m.bf16)
                 printf("  MFU (bf16)  %.1f%% of the measured bf16 product (%.1f GFLOP/s per rank)\n", 100 * mfu16,
                        peak16);
-            printf("  peak RSS    %.1f MiB per rank (max over ranks)\n", rss_max / 1048576.0);
+            printf("  peak RSS    %.1f MiB per rank (max over ranks); AdamW state %.1f MiB per rank%s\n",
+                   rss_max / 1048576.0, state_mib, zero ? " (ZeRO stage 1)" : "");
             printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n",
                    ph[0], ph[1], ph[2], ph[3]);
         }

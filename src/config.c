@@ -90,6 +90,7 @@ static const key_def keys[] = {
     KR("train", "label_smoothing", K_FLOAT, label_smoothing, 0, 0, 1, 1),
     KX("train", "precision", K_PRECISION, precision),
     KR("train", "collective_timeout", K_DOUBLE, collective_timeout, 0, 0, INFINITY, 0),
+    KI("train", "zero_stage", zero_stage, 0, 1, "(0: every rank holds the AdamW state; 1: each rank holds 1/P of it)"),
 
     KX("output", "dir", K_STR, out_dir),
     KI("output", "checkpoint_every", checkpoint_every, 1, 1000000, NULL),
@@ -818,6 +819,7 @@ static const char *const resumable_keys[] = {
     "data.dir", "train.max_steps", "train.log_every", "train.eval_batch_size",
     "train.precision", /* issue 12: a resume may switch precision; the log says so */
     "train.collective_timeout",
+    "train.zero_stage", /* the same updates to float rounding, laid out differently */
     "output.dir", "output.checkpoint_every", "output.keep_last",
 };
 

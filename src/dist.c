@@ -239,7 +239,11 @@ static void start_bucket(sv_dist *d, int b) {
     size_t lo = (size_t)b * d->bucket;
     size_t len = d->n - lo < d->bucket ? d->n - lo : d->bucket;
     d->bucket_t0[b] = sv_now();
-    MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
+    if (d->zero)
+        MPI_Ireduce_scatter(d->buf + lo, d->gshard + d->shard_off[b], d->counts + (size_t)b * d->world,
+                            MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
+    else
+        MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
 }
 
 void sv_allreduce_ready(void *ctx, size_t offset) {
@@ -263,7 +267,68 @@ void sv_allreduce_finish(sv_dist *d) {
     d->wait_seconds = sv_now() - t0;
 }
 
+void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t bucket_bytes) {
+    sv_allreduce_setup(d, grads, n, bucket_bytes);
+    int B = d->nbuckets, P = d->world;
+    d->zero = 1;
+    d->params = params;
+    d->shard_lo = sv_alloc(3 * (size_t)B * sizeof(size_t), "ZeRO shards");
+    d->shard_len = d->shard_lo + B;
+    d->shard_off = d->shard_len + B;
+    d->counts = sv_alloc(2 * (size_t)B * P * sizeof(int), "ZeRO counts");
+    d->displs = d->counts + (size_t)B * P;
+    d->shard_n = 0;
+    for (int b = 0; b < B; b++) {
+        size_t lo = (size_t)b * d->bucket, len = n - lo < d->bucket ? n - lo : d->bucket;
+        for (int r = 0; r < P; r++) {
+            long start, count;
+            sv_shard((long)len, r, P, &start, &count);
+            d->counts[(size_t)b * P + r] = (int)count;
+            d->displs[(size_t)b * P + r] = (int)start;
+            if (r == d->rank) {
+                d->shard_lo[b] = lo + (size_t)start;
+                d->shard_len[b] = (size_t)count;
+                d->shard_off[b] = d->shard_n;
+                d->shard_n += (size_t)count;
+            }
+        }
+    }
+    d->gshard = sv_alloc(d->shard_n * sizeof(float) + 64, "ZeRO gradient shards");
+}
+
+void sv_zero_allgather(sv_dist *d) {
+    for (int b = 0; b < d->nbuckets; b++) {
+        size_t lo = (size_t)b * d->bucket;
+        d->bucket_t0[b] = sv_now();
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->params + lo, d->counts + (size_t)b * d->world,
+                        d->displs + (size_t)b * d->world, MPI_FLOAT, d->comm, &d->reqs[b]);
+    }
+    wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the parameter all-gather");
+}
+
+void sv_zero_gather(sv_dist *d, const float *shard, float *full) {
+    for (int b = 0; b < d->nbuckets; b++) {
+        size_t lo = (size_t)b * d->bucket;
+        MPI_Igatherv(shard + d->shard_off[b], (int)d->shard_len[b], MPI_FLOAT, d->rank == 0 ? full + lo : NULL,
+                     d->counts + (size_t)b * d->world, d->displs + (size_t)b * d->world, MPI_FLOAT, 0, d->comm,
+                     &d->reqs[b]);
+    }
+    wait_some(d, d->nbuckets, d->reqs, NULL, d->idx, "a gather of the optimizer state");
+}
+
+void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard) {
+    for (int b = 0; b < d->nbuckets; b++)
+        memcpy(shard + d->shard_off[b], full + d->shard_lo[b], d->shard_len[b] * sizeof(float));
+}
+
 void sv_allreduce_free(sv_dist *d) {
+    sv_free(d->gshard);
+    sv_free(d->shard_lo);
+    sv_free(d->counts);
+    d->gshard = NULL;
+    d->shard_lo = d->shard_len = d->shard_off = NULL;
+    d->counts = d->displs = NULL;
+    d->zero = 0;
     sv_free(d->reqs);
     sv_free(d->bucket_t0);
     sv_free(d->idx);

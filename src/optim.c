@@ -52,16 +52,14 @@ void sv_adamw_free(sv_adamw *o) {
     o->m = o->v = NULL;
 }
 
-void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
-    long t = o->t + 1;
+void sv_adamw_update(const sv_adamw *o, long t, float *w, const float *g, float *m, float *v, size_t n,
+                     double lr) {
     double b1 = o->beta1, b2 = o->beta2;
     float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t)));
     float decay = (float)(o->decay_mode == SV_DECAY_TORCH ? lr * o->weight_decay : o->weight_decay);
     float fb1 = (float)b1, fb2 = (float)b2, eps = (float)o->eps;
     /* 1 - b2 in double: (1 - (float)0.999) is 1.3e-5 relative off */
     float one_b1 = (float)(1.0 - b1), one_b2 = (float)(1.0 - b2);
-    float *m = o->m, *v = o->v;
-    size_t n = o->n;
 #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         float wi = w[i] - decay * w[i];
@@ -72,5 +70,9 @@ void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
         v[i] = vi;
         w[i] = wi - lr_t * mi / (sqrtf(vi) + eps);
     }
-    o->t = t;
+}
+
+void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
+    sv_adamw_update(o, o->t + 1, w, g, o->m, o->v, o->n, lr);
+    o->t++;
 }

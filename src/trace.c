@@ -13,7 +13,7 @@
 #include "shiftvit/text.h"
 
 static const char *const kind_names[SV_TR_KINDS] = {
-    "forward", "backward", "backward", "allreduce", "optimizer", "checkpoint", "eval",
+    "forward", "backward", "backward", "allreduce", "optimizer", "checkpoint", "eval", "reduce_scatter", "allgather",
 };
 
 int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err) {
@@ -49,16 +49,15 @@ void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long st
     snprintf(e->label, sizeof e->label, "%s", label ? label : "");
 }
 
-void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step) {
+void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step, sv_trace_kind kind) {
     if (!t || !t->ev || d->world == 1) return;
-    for (int b = 0; b < d->nbuckets; b++)
-        sv_trace_add(t, SV_TR_ALLREDUCE, d->bucket_t0[b], d->bucket_t1[b], step, b, NULL);
+    for (int b = 0; b < d->nbuckets; b++) sv_trace_add(t, kind, d->bucket_t0[b], d->bucket_t1[b], step, b, NULL);
 }
 
 static void write_event(FILE *f, const sv_trace_event *e, int rank, double origin, int first) {
     fprintf(f, "%s\n{\"name\":\"%s%s%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{",
             first ? "" : ",", kind_names[e->kind], e->kind == SV_TR_BACKWARD_PART ? " " : "",
-            e->kind == SV_TR_BACKWARD_PART ? e->label : "", rank, e->kind == SV_TR_ALLREDUCE,
+            e->kind == SV_TR_BACKWARD_PART ? e->label : "", rank, e->kind == SV_TR_ALLREDUCE || e->kind == SV_TR_REDUCE_SCATTER || e->kind == SV_TR_ALLGATHER,
             1e6 * (e->t0 - origin), 1e6 * (e->t1 - e->t0));
     fprintf(f, "\"step\":%ld", e->step);
     if (e->bucket >= 0) fprintf(f, ",\"bucket\":%d", e->bucket);

@@ -155,14 +155,24 @@ typedef struct {
 static int save_checkpoint(ckpt_ctx *c, const char *name) {
     int ok = 1;
     double t0 = sv_now();
+    /* ZeRO stage 1: rank 0 gathers the AdamW state; the file's layout is stage 0's. */
+    sv_adamw full = *c->opt;
+    if (c->d->zero) {
+        full.n = c->m->num_params;
+        full.m = c->d->rank == 0 ? sv_alloc(2 * full.n * sizeof(float), "gathered AdamW state") : NULL;
+        full.v = full.m ? full.m + full.n : NULL;
+        sv_zero_gather(c->d, c->opt->m, full.m);
+        sv_zero_gather(c->d, c->opt->v, full.v);
+    }
     if (c->d->rank == 0) {
         char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
-        if (sv_checkpoint_save(path, c->m, c->opt, c->st, c->cfg, err) != 0) {
+        if (sv_checkpoint_save(path, c->m, &full, c->st, c->cfg, err) != 0) {
             fprintf(stderr, "shiftvit: checkpoint not written: %s\n", err);
             ok = 0;
         }
     }
+    if (c->d->zero) sv_free(full.m);
     ok = bcast_ok(c->d, ok);
     if (ok) c->saved_step = c->st->step;
     else c->failures++;
@@ -302,6 +312,37 @@ static void ready_inject(void *ctx, size_t offset) {
     sv_allreduce_ready(c->d, offset);
 }
 
+/* sv_checkpoint_load, and with ZeRO stage 1 this rank's shards of the AdamW
+ * state it holds (the file has stage 0's layout, whatever wrote it). */
+static int load_checkpoint(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st, const sv_dist *d,
+                           char *err) {
+    if (!d->zero) return sv_checkpoint_load(path, m, opt, st, err);
+    sv_adamw full = *opt;
+    full.n = m->num_params;
+    full.m = sv_alloc(2 * full.n * sizeof(float), "AdamW state being loaded");
+    full.v = full.m + full.n;
+    int rc = sv_checkpoint_load(path, m, &full, st, err);
+    if (rc == 0) {
+        sv_zero_take_shards(d, full.m, opt->m);
+        sv_zero_take_shards(d, full.v, opt->v);
+        opt->t = full.t;
+    }
+    sv_free(full.m);
+    return rc;
+}
+
+void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {
+    if (!d->zero) {
+        sv_adamw_step(opt, m->params, m->grads, lr);
+        return;
+    }
+    for (int b = 0; b < d->nbuckets; b++)
+        sv_adamw_update(opt, opt->t + 1, m->params + d->shard_lo[b], d->gshard + d->shard_off[b],
+                        opt->m + d->shard_off[b], opt->v + d->shard_off[b], d->shard_len[b], lr);
+    opt->t++;
+    sv_zero_allgather(d);
+}
+
 /* --trace: the backward pass in parts, one per block (or merge, classifier,
  * patch embedding), each ending when the block's last weight gradient is
  * final (the gradient-ready callback), which is also when its bucket may
@@ -399,7 +440,14 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     if (rank0 && m.bf16) printf("Precision: %s\n", sv_bf16_describe(m.bf16));
     sv_model_init_weights(&m, cfg->seed);
     sv_adamw opt;
-    sv_adamw_init(&opt, m.num_params, cfg);
+    /* ZeRO stage 1: the buckets and their shards first, then AdamW state for the shards only. */
+    int zero = cfg->zero_stage == 1 && d->world > 1;
+    if (zero) sv_zero_setup(d, m.params, m.grads, m.num_params, BUCKET_BYTES);
+    else sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
+    sv_adamw_init(&opt, zero ? d->shard_n : m.num_params, cfg);
+    if (rank0 && cfg->zero_stage == 1)
+        printf("ZeRO stage 1: %s\n", zero ? "each rank holds the AdamW state of 1/P of the parameters"
+                                           : "nothing to shard with one rank (stage 0)");
     sv_schedule sched;
     long total = sv_config_total_steps(cfg), warmup = sv_config_warmup_steps(cfg);
     if (sv_schedule_init(&sched, cfg->lr_start, cfg->lr_max, warmup, total, err) != 0) {
@@ -413,7 +461,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     st.seed = cfg->seed;
     st.world_size = d->world;
     if (opts->resume) {
-        ok = sv_checkpoint_load(opts->resume, &m, &opt, &st, err) == 0;
+        ok = load_checkpoint(opts->resume, &m, &opt, &st, d, err) == 0;
         if (!agree(d, ok)) {
             if (rank0) fprintf(stderr, "shiftvit: cannot resume: %s\n", err[0] ? err : "a rank failed to read the checkpoint");
             status = 1;
@@ -447,7 +495,6 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     B.labels = sv_alloc((size_t)maxb * sizeof(int), "labels");
     B.idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
     B.perm = sv_alloc((size_t)B.train.count * sizeof(long), "permutation");
-    sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
     sv_trace trace_buf, *trace = NULL;
     if (opts->trace) {
         if (sv_trace_open(&trace_buf, d, TRACE_EVENTS, err) != 0) {
@@ -576,13 +623,15 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
             }
             sv_allreduce_finish(d);
-            sv_trace_add_buckets(trace, d, d->step);
+            sv_trace_add_buckets(trace, d, d->step, zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
             sums[3] = (double)n;
             sv_allreduce_doubles(d, sums, 5);
             /* The reduced gradient is the same on every rank, so every rank
              * takes the same decision, before the update touches the weights. */
-            if (!isfinite(sums[0]) || !all_finite(m.grads, m.num_params)) {
-                int t = sv_model_first_nonfinite(&m, m.grads, NULL);
+            int finite = zero ? sv_dist_all_ok(d, all_finite(d->gshard, d->shard_n)) : all_finite(m.grads, m.num_params);
+            if (!isfinite(sums[0]) || !finite) {
+                /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
+                int t = zero ? -1 : sv_model_first_nonfinite(&m, m.grads, NULL);
                 if (rank0) {
                     fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
                             isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,
@@ -599,8 +648,9 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
                 break;
             }
             double to = sv_now();
-            sv_adamw_step(&opt, m.params, m.grads, lr);
+            sv_optimizer_step(d, &m, &opt, lr);
             sv_trace_add(trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
+            if (zero) sv_trace_add_buckets(trace, d, d->step, SV_TR_ALLGATHER);
             st.step++;
             if (check_replicas) {
                 if (!replicas_identical(&m, d)) {

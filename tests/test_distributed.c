@@ -252,15 +252,15 @@ static herr_t collect_dataset(hid_t group, const char *name, const H5O_info_t *i
     return 0;
 }
 
-/* Every dataset under /model of g_tmp/<name>/last.h5. */
-static void read_weights(const char *name, weights *w) {
+/* Every dataset under `group` (/model, /optimizer/m, ...) of g_tmp/<name>/last.h5. */
+static void read_weights(const char *name, const char *group, weights *w) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s/last.h5", g_tmp, name);
     memset(w, 0, sizeof *w);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) fail_msg("cannot open %s as HDF5", path);
-    hid_t g = H5Gopen2(f, "/model", H5P_DEFAULT);
-    if (g < 0) fail_msg("%s has no /model group", path);
+    hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+    if (g < 0) fail_msg("%s has no %s group", path, group);
     herr_t e = H5Ovisit(g, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, w
 #if H5_VERSION_GE(1, 12, 0)
                         , H5O_INFO_BASIC
@@ -268,8 +268,8 @@ static void read_weights(const char *name, weights *w) {
     );
     H5Gclose(g);
     H5Fclose(f);
-    if (e < 0) fail_msg("%s: reading the /model datasets failed", path);
-    if (w->n < 2) fail_msg("%s: only %d datasets under /model", path, w->n);
+    if (e < 0) fail_msg("%s: reading the %s datasets failed", path, group);
+    if (w->n < 2) fail_msg("%s: only %d datasets under %s", path, w->n, group);
 }
 
 static void free_weights(weights *w) {
@@ -280,15 +280,15 @@ static void free_weights(weights *w) {
     w->n = 0;
 }
 
-/* Same tensors, same sizes, and for each tensor max |a - b| <= rtol * max |a|
- * (plus 1e-7 for an all-zero tensor). */
-static void expect_same_weights(const char *ref, const char *name) {
+/* Same tensors under `group` of both last.h5 files, same sizes, and for each
+ * tensor max |a - b| <= rtol * max |a| (plus 1e-7 for an all-zero tensor). */
+static void expect_same_tensors(const char *ref, const char *name, const char *group) {
     weights *a = malloc(sizeof *a), *b = malloc(sizeof *b);
     assert_non_null(a);
     assert_non_null(b);
-    read_weights(ref, a);
-    read_weights(name, b);
-    if (a->n != b->n) fail_msg("%s has %d tensors under /model, %s has %d", ref, a->n, name, b->n);
+    read_weights(ref, group, a);
+    read_weights(name, group, b);
+    if (a->n != b->n) fail_msg("%s has %d tensors under %s, %s has %d", ref, a->n, group, name, b->n);
     double worst = 0;
     const char *worst_name = "";
     size_t total = 0;
@@ -296,13 +296,13 @@ static void expect_same_weights(const char *ref, const char *name) {
         if (strcmp(a->name[t], b->name[t]) != 0)
             fail_msg("tensor %d: %s in %s, %s in %s", t, a->name[t], ref, b->name[t], name);
         if (a->size[t] != b->size[t])
-            fail_msg("/model/%s: %llu values in %s, %llu in %s", a->name[t],
+            fail_msg("%s/%s: %llu values in %s, %llu in %s", group, a->name[t],
                      (unsigned long long)a->size[t], ref, (unsigned long long)b->size[t], name);
         double amax = 0, dmax = 0;
         for (hsize_t i = 0; i < a->size[t]; i++) {
             double x = a->data[t][i], y = b->data[t][i];
             if (!isfinite(x) || !isfinite(y))
-                fail_msg("/model/%s[%llu]: non-finite value (%g in %s, %g in %s)", a->name[t],
+                fail_msg("%s/%s[%llu]: non-finite value (%g in %s, %g in %s)", group, a->name[t],
                          (unsigned long long)i, x, ref, y, name);
             if (fabs(x) > amax) amax = fabs(x);
             if (fabs(x - y) > dmax) dmax = fabs(x - y);
@@ -310,17 +310,26 @@ static void expect_same_weights(const char *ref, const char *name) {
         double rel = amax > 0 ? dmax / amax : (dmax > 1e-7 ? INFINITY : 0);
         if (rel > worst) worst = rel, worst_name = a->name[t];
         if (rel > g_weight_rtol)
-            fail_msg("/model/%s: max |difference| %.3g between %s and %s is %.3g of the tensor's "
+            fail_msg("%s/%s: max |difference| %.3g between %s and %s is %.3g of the tensor's "
                      "max |w| %.3g (limit %g)",
-                     a->name[t], dmax, ref, name, rel, amax, g_weight_rtol);
+                     group, a->name[t], dmax, ref, name, rel, amax, g_weight_rtol);
         total += a->size[t];
     }
-    print_message("  weights %s vs %s: %d tensors, %zu values, worst relative difference %.2e (%s)\n",
-                  name, ref, a->n, total, worst, worst_name);
+    print_message("  %s %s vs %s: %d tensors, %zu values, worst relative difference %.2e (%s)\n",
+                  group, name, ref, a->n, total, worst, worst_name);
     free_weights(a);
     free_weights(b);
     free(a);
     free(b);
+}
+
+static void expect_same_weights(const char *ref, const char *name) { expect_same_tensors(ref, name, "/model"); }
+
+/* ... and the same AdamW moments. */
+static void expect_same_state(const char *ref, const char *name) {
+    expect_same_tensors(ref, name, "/model");
+    expect_same_tensors(ref, name, "/optimizer/m");
+    expect_same_tensors(ref, name, "/optimizer/v");
 }
 
 /* ------------------------------------------------------------ output lines */
@@ -625,6 +634,43 @@ static void test_trace(void **state) {
     free(r.out);
 }
 
+/* ZeRO stage 1 (train.zero_stage = 1: reduce-scatter, AdamW on 1/P of the
+ * parameters per rank, all-gather): with P = 2 and 3 the per-step losses, the
+ * weights and the AdamW moments in last.h5 (gathered to rank 0, stage 0's
+ * layout) equal stage 0's within the tolerances above. A stage-1 run stopped
+ * after 10 steps resumes under stage 1 with P = 3 and under stage 0 with
+ * P = 1, and both end where the uninterrupted stage-0 run ends. */
+static void test_zero_stage1(void **state) {
+    (void)state;
+    for (int P = 2; P <= 3; P++) {
+        char ref[64], name[64];
+        snprintf(ref, sizeof ref, "zero0_p%d", P);
+        snprintf(name, sizeof name, "zero1_p%d", P);
+        run_result r = train(ref, P, "", NULL);
+        run_free(&r);
+        r = train(name, P, "--set train.zero_stage=1", NULL);
+        if (!strstr(r.out, "ZeRO stage 1: each rank holds the AdamW state of 1/P"))
+            fail_msg("stage 1 with P = %d did not say so:\n%s", P, tail(r.out, 2000));
+        run_free(&r);
+        expect_same_losses(ref, name, 16, 2);
+        expect_same_state(ref, name);
+    }
+    run_result r = train("zero1_part", 2, "--set train.zero_stage=1 --set train.max_steps=10", NULL);
+    run_free(&r);
+    char sets[600];
+    snprintf(sets, sizeof sets, "--set train.zero_stage=1 --resume %s/zero1_part/last.h5", g_tmp);
+    r = train("zero1_resumed_p3", 3, sets, NULL);
+    if (!strstr(r.out, "Resumed from ")) fail_msg("no resume:\n%s", tail(r.out, 2000));
+    run_free(&r);
+    expect_same_losses("zero0_p2", "zero1_resumed_p3", 16, 2);
+    expect_same_state("zero0_p2", "zero1_resumed_p3");
+    snprintf(sets, sizeof sets, "--resume %s/zero1_part/last.h5", g_tmp);
+    r = train("zero1_resumed_p1", 1, sets, NULL);
+    run_free(&r);
+    expect_same_losses("zero0_p2", "zero1_resumed_p1", 16, 2);
+    expect_same_state("zero0_p2", "zero1_resumed_p1");
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's stderr */
     const struct CMUnitTest tests[] = {
@@ -633,6 +679,7 @@ int main(void) {
         cmocka_unit_test(test_eval_counts_exact),
         cmocka_unit_test(test_ranks_without_samples),
         cmocka_unit_test(test_trace),
+        cmocka_unit_test(test_zero_stage1),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

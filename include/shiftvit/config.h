@@ -61,6 +61,7 @@ typedef struct {
     float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
+    int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */

@@ -39,6 +39,15 @@ typedef struct {
     int *idx;                 /* scratch for MPI_Testsome */
     double *bucket_t0, *bucket_t1; /* last step: each bucket's start and seen-complete time (sv_now) */
     double wait_seconds;      /* time blocked in sv_allreduce_finish, last step */
+    /* ZeRO stage 1 (sv_zero_setup): each bucket's reduce-scatter leaves this
+     * rank the sum of its shard of the bucket (sv_shard of the bucket over the
+     * ranks), concatenated in gshard; the AdamW state covers those shards only. */
+    int zero;
+    float *params;            /* the parameter buffer, all-gathered after the update */
+    float *gshard;            /* shard_n floats: this rank's reduced gradient shards */
+    size_t shard_n;
+    size_t *shard_lo, *shard_len, *shard_off; /* per bucket: offset in buf, length, offset in gshard */
+    int *counts, *displs;     /* per bucket x rank: shard lengths and offsets within the bucket */
 } sv_dist;
 
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
@@ -72,6 +81,18 @@ void sv_allreduce_ready(void *ctx, size_t offset);
  * ranks. No-op communication for world size 1. */
 void sv_allreduce_finish(sv_dist *d);
 void sv_allreduce_free(sv_dist *d);
+
+/* ZeRO stage 1 over the same buckets (world size > 1): sv_allreduce_begin /
+ * _ready / _finish then reduce-scatter instead of all-reduce, leaving this
+ * rank's reduced shards in d->gshard; after the update of those shards,
+ * sv_zero_allgather(d) gives every rank all parameters. */
+void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t bucket_bytes);
+void sv_zero_allgather(sv_dist *d);
+/* Rank 0 receives the full n-float vector whose shards the ranks hold in
+ * `shard` (shard_n floats each, laid out as gshard), into `full` (rank 0 only). */
+void sv_zero_gather(sv_dist *d, const float *shard, float *full);
+/* This rank's shards of a full n-float vector, into `shard` (laid out as gshard). */
+void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard);
 
 /* In-place sum over ranks of a few doubles (metrics, flags). */
 void sv_allreduce_doubles(sv_dist *d, double *v, int n);

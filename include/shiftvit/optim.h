@@ -44,4 +44,10 @@ void sv_adamw_free(sv_adamw *o);
  * (eps outside the bias correction, as Keras). Increments o->t. */
 void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr);
 
+/* The same update for update number t (1-based) over n elements with their own
+ * moments m and v (a shard of the parameters: ZeRO stage 1); o->t is left
+ * alone. sv_adamw_step is this over all of w with o->m, o->v, then o->t++. */
+void sv_adamw_update(const sv_adamw *o, long t, float *w, const float *g, float *m, float *v, size_t n,
+                     double lr);
+
 #endif

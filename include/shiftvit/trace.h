@@ -5,7 +5,8 @@
  * that opens in Perfetto (ui.perfetto.dev) or chrome://tracing.
  *   pid = rank (named "rank R on HOST"); tid 0 = the rank's main thread
  *   (forward, backward and its per-block parts, optimizer, checkpoint, eval),
- *   tid 1 = its gradient all-reduce: one event per bucket per step, from the
+ *   tid 1 = its gradient all-reduce: one event per bucket per step (with
+ *   train.zero_stage = 1: reduce_scatter, then allgather of the parameters), from the
  *   bucket's MPI_Iallreduce to the moment the rank saw it complete. The
  *   all-reduce is progressed by the main thread inside MPI calls; it has a
  *   track of its own because it overlaps the backward pass.
@@ -23,7 +24,7 @@
 
 typedef enum {
     SV_TR_FORWARD, SV_TR_BACKWARD, SV_TR_BACKWARD_PART, SV_TR_ALLREDUCE, SV_TR_OPTIMIZER,
-    SV_TR_CHECKPOINT, SV_TR_EVAL, SV_TR_KINDS
+    SV_TR_CHECKPOINT, SV_TR_EVAL, SV_TR_REDUCE_SCATTER, SV_TR_ALLGATHER, SV_TR_KINDS
 } sv_trace_kind;
 
 typedef struct {
@@ -46,8 +47,9 @@ int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err);
 /* Records one event (no-op when t is NULL). Never allocates. */
 void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long step, int bucket,
                   const char *label);
-/* The all-reduce buckets of the step just finished (sv_allreduce_finish). */
-void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step);
+/* The buckets of the collective just finished (kind: SV_TR_ALLREDUCE, or with
+ * ZeRO stage 1 SV_TR_REDUCE_SCATTER and SV_TR_ALLGATHER), on tid 1. */
+void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step, sv_trace_kind kind);
 /* Collective: gathers every rank's events to rank 0, which writes `path`
  * (atomically: temp file, then rename). Returns -1 with a message on rank 0
  * when the file cannot be written. Frees the events. */

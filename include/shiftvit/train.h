@@ -8,6 +8,7 @@
 #include "shiftvit/data.h"
 #include "shiftvit/dist.h"
 #include "shiftvit/model.h"
+#include "shiftvit/optim.h"
 
 #define SV_CHANGES_LEN 4096
 
@@ -64,5 +65,12 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
 
 /* Per-rank batch sizes for a config: ceil(global / world). */
 int sv_local_batch(int global, int world);
+
+/* The update after a backward pass whose gradient the bucketed collective of d
+ * has reduced: stage 0, AdamW over every parameter (gradient all-reduced);
+ * ZeRO stage 1 (sv_zero_setup), AdamW over this rank's shards (opt holds
+ * their moments) and then the all-gather of the parameters. Same arithmetic
+ * per element either way (SPEC section 1). */
+void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr);
 
 #endif
