@@ -33,7 +33,7 @@ int sv_dist_timeout_from_env(void) { return g_timeout_from_env; }
 
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
     memset(d, 0, sizeof *d);
-    d->node = d->probe = MPI_COMM_NULL;
+    d->node = d->probe = d->ring = MPI_COMM_NULL;
     d->step = -1;
     d->timeout = SV_DEFAULT_COLLECTIVE_TIMEOUT;
     /* Open MPI's non-blocking all-reduce (libnbc) picks a binomial reduce +
@@ -76,6 +76,7 @@ void sv_dist_finalize(sv_dist *d) {
     MPI_Finalized(&fin);
     if (init && !fin) {
         if (d->probe != MPI_COMM_NULL) MPI_Comm_free(&d->probe);
+        if (d->ring != MPI_COMM_NULL) MPI_Comm_free(&d->ring);
         if (d->node != MPI_COMM_NULL) MPI_Comm_free(&d->node);
         MPI_Finalize();
     }
@@ -181,6 +182,16 @@ static void timed_out(sv_dist *d, const char *what, double waited) {
     _exit(SV_EXIT_COLLECTIVE_TIMEOUT);
 }
 
+/* A wait loop found nothing done: answer probes, end the job past the
+ * timeout, back off. */
+static void idle(sv_dist *d, double t0, double now, const char *what) {
+    answer_probes(d);
+    double waited = now - t0;
+    if (d->timeout > 0 && waited > d->timeout) timed_out(d, what, waited);
+    if (waited > 0.5) usleep(200);
+    else if (waited > 0.01) sched_yield();
+}
+
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs
  * off (yield, then short sleeps) so that a long wait does not steal a core
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
@@ -199,11 +210,7 @@ static void wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int
         double now = sv_now();
         for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
         if (got > 0 || d->timeout <= 0) continue;
-        answer_probes(d);
-        double waited = now - t0;
-        if (waited > d->timeout) timed_out(d, what, waited);
-        if (waited > 0.5) usleep(200);
-        else if (waited > 0.01) sched_yield();
+        idle(d, t0, now, what);
     }
 }
 
@@ -235,21 +242,70 @@ void sv_allreduce_begin(sv_dist *d) {
     d->wait_seconds = 0;
 }
 
+/* ZeRO stage 1's reduce-scatter of one bucket: a ring of P - 1 steps driven
+ * by this file (Open MPI's non-blocking reduce-scatter reduces the whole
+ * bucket on rank 0 and scatters it from there). The bucket's P segments are
+ * the shards of sv_shard. At step k rank r sends segment (r - 1 - k) mod P,
+ * holding its own and the k ranks before it, to r + 1, and adds segment
+ * (r - 2 - k) mod P from r - 1; after step P - 2 it holds the sum over all
+ * ranks of segment r, its shard, which goes to gshard. Each segment is summed
+ * in the same order on every run, whatever the timing. */
+static void ring_post(sv_dist *d, int b) {
+    int P = d->world, r = d->rank, k = d->rs_step[b];
+    int s_send = ((r - 1 - k) % P + P) % P, s_recv = ((r - 2 - k) % P + P) % P;
+    const int *cnt = d->counts + (size_t)b * P, *dsp = d->displs + (size_t)b * P;
+    float *bucket = d->buf + (size_t)b * d->bucket;
+    MPI_Irecv(d->rs_tmp + d->rs_tmp_off[b], cnt[s_recv], MPI_FLOAT, (r - 1 + P) % P, b, d->ring, &d->rs_req[2 * b]);
+    MPI_Isend(bucket + dsp[s_send], cnt[s_send], MPI_FLOAT, (r + 1) % P, b, d->ring, &d->rs_req[2 * b + 1]);
+}
+
+/* Advances bucket b's ring if its step is done; 1 when the bucket is finished. */
+static int ring_progress(sv_dist *d, int b) {
+    if (d->rs_step[b] >= d->world - 1) return 1;
+    int done = 0;
+    MPI_Testall(2, &d->rs_req[2 * b], &done, MPI_STATUSES_IGNORE);
+    if (!done) return 0;
+    int P = d->world, r = d->rank, k = d->rs_step[b];
+    int s_recv = ((r - 2 - k) % P + P) % P;
+    float *dst = d->buf + (size_t)b * d->bucket + d->displs[(size_t)b * P + s_recv];
+    const float *src = d->rs_tmp + d->rs_tmp_off[b];
+    for (int i = 0; i < d->counts[(size_t)b * P + s_recv]; i++) dst[i] += src[i];
+    if (++d->rs_step[b] < P - 1) {
+        ring_post(d, b);
+        return 0;
+    }
+    memcpy(d->gshard + d->shard_off[b], d->buf + d->shard_lo[b], d->shard_len[b] * sizeof(float));
+    d->bucket_t1[b] = sv_now();
+    return 1;
+}
+
+/* Advances every started bucket's ring; 1 when all nbuckets are finished. */
+static int ring_progress_all(sv_dist *d) {
+    int all = 1;
+    for (int b = d->nbuckets - 1; b > d->next; b--) all &= ring_progress(d, b);
+    return all && d->next < 0;
+}
+
 static void start_bucket(sv_dist *d, int b) {
     size_t lo = (size_t)b * d->bucket;
     size_t len = d->n - lo < d->bucket ? d->n - lo : d->bucket;
     d->bucket_t0[b] = sv_now();
-    if (d->zero)
-        MPI_Ireduce_scatter(d->buf + lo, d->gshard + d->shard_off[b], d->counts + (size_t)b * d->world,
-                            MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
-    else
+    if (d->zero) {
+        d->rs_step[b] = 0;
+        ring_post(d, b);
+    } else {
         MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
+    }
 }
 
 void sv_allreduce_ready(void *ctx, size_t offset) {
     sv_dist *d = ctx;
     if (d->world == 1 || !d->reqs) return;
     while (d->next >= 0 && (size_t)d->next * d->bucket >= offset) start_bucket(d, d->next--);
+    if (d->zero) {
+        ring_progress_all(d);
+        return;
+    }
     /* Open MPI advances non-blocking collectives only inside MPI calls. */
     int first = d->next + 1, got = 0;
     if (first < d->nbuckets) {
@@ -263,7 +319,11 @@ void sv_allreduce_finish(sv_dist *d) {
     if (d->world == 1 || !d->reqs) return;
     double t0 = sv_now();
     while (d->next >= 0) start_bucket(d, d->next--);
-    wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
+    if (d->zero) {
+        while (!ring_progress_all(d)) idle(d, t0, sv_now(), "the gradient reduce-scatter");
+    } else {
+        wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
+    }
     d->wait_seconds = sv_now() - t0;
 }
 
@@ -294,6 +354,19 @@ void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t buc
         }
     }
     d->gshard = sv_alloc(d->shard_n * sizeof(float) + 64, "ZeRO gradient shards");
+    /* The ring's receive buffers: each bucket's largest segment. */
+    d->rs_step = sv_alloc((size_t)B * sizeof(int), "ZeRO ring steps");
+    d->rs_req = sv_alloc(2 * (size_t)B * sizeof(MPI_Request), "ZeRO ring requests");
+    d->rs_tmp_off = sv_alloc((size_t)B * sizeof(size_t), "ZeRO ring buffers");
+    size_t tmp = 0;
+    for (int b = 0; b < B; b++) {
+        d->rs_tmp_off[b] = tmp;
+        d->rs_step[b] = P;
+        d->rs_req[2 * b] = d->rs_req[2 * b + 1] = MPI_REQUEST_NULL;
+        tmp += (size_t)d->counts[(size_t)b * P]; /* segment 0 is the largest (sv_shard) */
+    }
+    d->rs_tmp = sv_alloc(tmp * sizeof(float) + 64, "ZeRO ring buffers");
+    if (d->ring == MPI_COMM_NULL) MPI_Comm_dup(d->comm, &d->ring);
 }
 
 void sv_zero_allgather(sv_dist *d) {
@@ -322,6 +395,14 @@ void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard) {
 }
 
 void sv_allreduce_free(sv_dist *d) {
+    sv_free(d->rs_step);
+    sv_free(d->rs_req);
+    sv_free(d->rs_tmp_off);
+    sv_free(d->rs_tmp);
+    d->rs_step = NULL;
+    d->rs_req = NULL;
+    d->rs_tmp_off = NULL;
+    d->rs_tmp = NULL;
     sv_free(d->gshard);
     sv_free(d->shard_lo);
     sv_free(d->counts);

@@ -48,6 +48,11 @@ typedef struct {
     size_t shard_n;
     size_t *shard_lo, *shard_len, *shard_off; /* per bucket: offset in buf, length, offset in gshard */
     int *counts, *displs;     /* per bucket x rank: shard lengths and offsets within the bucket */
+    MPI_Comm ring;            /* duplicate of comm for the reduce-scatter ring (tag = bucket) */
+    int *rs_step;             /* per bucket: ring step in progress (P - 1: done) */
+    MPI_Request *rs_req;      /* per bucket: its receive and send */
+    float *rs_tmp;            /* receive buffers, one segment per bucket */
+    size_t *rs_tmp_off;
 } sv_dist;
 
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
