@@ -14,7 +14,8 @@
 #   2. rank invariance across hosts: mpirun over n1,n2 gives bitwise the per-step
 #      losses of 2 ranks on one host and, to 1e-4, those of one process; 3 ranks
 #      over n1-n3 give bitwise those of 3 ranks on one host; the placement report
-#      names every host
+#      names every host; ZeRO stage 1 over n1,n2 gives bitwise stage 0's losses and
+#      a valid step timeline (--trace)
 #   3. sbatch -N 2 jobs/train.sbatch (srun --mpi=pmix across nodes): bitwise the
 #      losses of the mpirun run
 #   4. a node's link pulled in the middle of a SLURM job: the surviving rank names
@@ -110,6 +111,15 @@ if "$VC" mpirun -np 3 --host n1,n2,n3 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${
     test "$(grep -c "rank [0-2] on n[1-3]:" "$WORK/x3.log")" -eq 3
 else
   fail "mpirun across n1,n2,n3" "see $WORK/x3.log"
+fi
+
+if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TINY[@]}" --set train.zero_stage=1 \
+     --trace "$WORK/z2.json" --out "$WORK/z2" > "$WORK/z2.log" 2>&1; then
+  check "ZeRO stage 1 on n1,n2: losses bitwise those of stage 0" same_losses "$WORK/z2" "$WORK/x2"
+  check "ZeRO stage 1 on n1,n2: the trace has every reduce-scatter bucket once per step and rank" \
+    /usr/bin/python3 scripts/trace_summary.py --check "$WORK/z2.json" --ranks 2
+else
+  fail "ZeRO stage 1 across n1,n2" "see $WORK/z2.log"
 fi
 
 # ---------------------------------------------------------------- 3. sbatch across nodes
