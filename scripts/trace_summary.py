@@ -31,10 +31,34 @@ GRADIENT_COLLECTIVES = ("allreduce", "reduce_scatter")
 
 def load(path):
     with open(path) as f:
-        doc = json.load(f)
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
-        raise ValueError("no traceEvents list")
+        raise ValueError("not a trace: no traceEvents list")
     return doc
+
+
+def malformed(doc):
+    """Events this script cannot read, each named by its index."""
+    problems = []
+    for i, e in enumerate(doc["traceEvents"]):
+        if not isinstance(e, dict):
+            problems.append(f"event {i} is not an object: {e!r:.60}")
+            continue
+        if e.get("ph") != "X":
+            continue
+        for key, types, what in (("name", str, "a string"), ("pid", int, "an integer"), ("tid", int, "an integer"),
+                                 ("ts", (int, float), "a number"), ("dur", (int, float), "a number")):
+            if not isinstance(e.get(key), types) or isinstance(e.get(key), bool):
+                problems.append(f"event {i}: '{key}' is missing or not {what}")
+        args = e.get("args")
+        if not isinstance(args, dict) or not isinstance(args.get("step"), int):
+            problems.append(f"event {i}: args.step is missing or not an integer")
+        elif e.get("name") in GRADIENT_COLLECTIVES + ("allgather",) and not isinstance(args.get("bucket"), int):
+            problems.append(f"event {i}: args.bucket is missing or not an integer")
+    return problems
 
 
 def complete(doc):
@@ -85,7 +109,8 @@ def check(doc, ranks):
                 if e["ts"] < p["ts"] - 1e-3 or e["ts"] + e["dur"] > p["ts"] + p["dur"] + 1e-3:
                     problems.append(f"rank {pid}: {e['name']} of step {e['args']['step']} lies outside "
                                     f"its backward event")
-    if len(pids) > 1:
+    training = any(e["name"] == "backward" for e in ev)  # an inference (bench --eval) trace has no buckets
+    if len(pids) > 1 and training:
         buckets = {e["args"]["bucket"] for e in ev if e["name"] in GRADIENT_COLLECTIVES}
         steps = {e["args"]["step"] for e in ev if e["name"] == "optimizer"}
         seen = collections.Counter((e["pid"], e["args"]["step"], e["args"]["bucket"])
@@ -145,8 +170,17 @@ def main():
     a = ap.parse_args()
     try:
         doc = load(a.trace)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        sys.exit(f"trace_summary.py: {a.trace}: cannot read it: {e.strerror}")
+    except ValueError as e:
         sys.exit(f"trace_summary.py: {a.trace}: {e}")
+    bad = malformed(doc)
+    if bad:
+        for p in bad[:20]:
+            print("problem:", p)
+        sys.exit(f"trace_summary.py: {a.trace}: {len(bad)} malformed event(s); not a shiftvit trace?")
+    if not complete(doc):
+        sys.exit(f"trace_summary.py: {a.trace}: no complete (ph X) events")
     if a.check:
         problems = check(doc, a.ranks)
         for p in problems[:20]:

@@ -27,6 +27,8 @@ static void bench_usage(FILE *f) {
             "model FLOP utilisation against a measured sgemm peak, peak RSS and the time per\n"
             "phase; ends with one line images_per_s=.... (with --json: only the JSON object)\n\n"
             "  -c, --config FILE  model config (default configs/cifar10_keras.ini)\n"
+            "  --set S.K=V        override one config key (repeatable), e.g. --set train.precision=bf16,\n"
+            "                     --set train.zero_stage=1\n"
             "  --steps N          timed steps (default 10)\n"
             "  --warmup N         untimed steps first (default 2)\n"
             "  --batch N          global batch (default train.batch_size)\n"
@@ -76,6 +78,11 @@ static void stats(double *v, int n, double *med, double *lo, double *hi) {
 }
 
 static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json) {
+    if (d->world == 1) {
+        if (d->rank == 0)
+            fprintf(stderr, "shiftvit bench: --allreduce needs several ranks (mpirun -np P, P >= 2): one rank has nothing to all-reduce\n");
+        return 1;
+    }
     float *buf = sv_alloc(n * sizeof(float), "all-reduce buffer");
     double *t = calloc((size_t)steps, sizeof(double));
     sv_allreduce_setup(d, buf, n, 4u << 20);
@@ -97,7 +104,7 @@ static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json
             printf("{\"world_size\":%d,\"bytes\":%.0f,\"bucket_bytes\":%u,\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"algbw_GBps\":%.3f,\"busbw_GBps\":%.3f}\n",
                    d->world, bytes, 4u << 20, 1e3 * med, 1e3 * lo, 1e3 * hi, algbw, busbw);
         else
-            printf("all-reduce of %.1f MiB in 4 MiB buckets, %d ranks: median %.2f ms (min %.2f, max %.2f), algbw %.2f GB/s, busbw %.2f GB/s\n",
+            printf("all-reduce of %.2f MiB in 4 MiB buckets, %d ranks: median %.2f ms (min %.2f, max %.2f), algbw %.2f GB/s, busbw %.2f GB/s\n",
                    bytes / 1048576.0, d->world, 1e3 * med, 1e3 * lo, 1e3 * hi, algbw, busbw);
         if (!json) printf("allreduce_ms=%.3f\n", 1e3 * med);
     }
@@ -107,7 +114,8 @@ static int bench_allreduce(sv_dist *d, size_t n, int steps, int warmup, int json
     return 0;
 }
 
-/* "4096", "64K", "45M", "1G" (binary units) -> bytes; -1 when not a positive size. */
+/* "4096", "64K", "45M", "1G" (binary units) -> bytes; -1 when not a size of
+ * at least one float, -2 when over 16 GiB. */
 static int parse_bytes(const char *s, size_t *out) {
     char *end = NULL;
     double v = strtod(s, &end);
@@ -116,9 +124,10 @@ static int parse_bytes(const char *s, size_t *out) {
     if (*end == 'K' || *end == 'k') mult = 1024.0, end++;
     else if (*end == 'M' || *end == 'm') mult = 1048576.0, end++;
     else if (*end == 'G' || *end == 'g') mult = 1073741824.0, end++;
-    if (*end != '\0' || v * mult > 16.0 * 1073741824.0) return -1;
+    if (*end != '\0') return -1;
+    if (v * mult > 16.0 * 1073741824.0) return -2;
     *out = (size_t)(v * mult);
-    return *out > 0 ? 0 : -1;
+    return *out >= sizeof(float) ? 0 : -1;
 }
 
 int sv_cmd_bench(int argc, char **argv) {
@@ -144,9 +153,12 @@ int sv_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--allreduce")) allreduce = 1;
         else if (!strcmp(a, "--trace") && nx) trace_path = argv[++i];
         else if (!strcmp(a, "--bytes") && nx) {
-            if (parse_bytes(argv[++i], &bytes) != 0) {
+            int rc = parse_bytes(argv[++i], &bytes);
+            if (rc != 0) {
                 if (d->rank == 0)
-                    fprintf(stderr, "shiftvit bench: --bytes '%s': expected a positive size such as 4096, 64K, 45M or 1G\n", argv[i]);
+                    fprintf(stderr, "shiftvit bench: --bytes '%s': %s\n", argv[i],
+                            rc == -2 ? "more than 16G, the most this benchmark allocates"
+                                     : "expected a size of at least 4 bytes such as 4096, 64K, 45M or 1G");
                 return 1;
             }
         }
@@ -157,6 +169,13 @@ int sv_cmd_bench(int argc, char **argv) {
             }
             return 1;
         }
+    }
+    const char *clash = trace_path && allreduce ? "--trace times the training or inference step, not --allreduce"
+                        : bytes && !allreduce ? "--bytes applies to --allreduce only"
+                                              : NULL;
+    if (clash) {
+        if (d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", clash);
+        return 1;
     }
     if (steps < 1 || warmup < 0 || batch < 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit bench: --steps must be >= 1, --warmup and --batch >= 0\n");
@@ -207,9 +226,10 @@ int sv_cmd_bench(int argc, char **argv) {
     double ph[4] = {0, 0, 0, 0}; /* forward, backward, all-reduce wait, optimiser */
     sv_trace trace_buf, *trace = NULL;
     if (trace_path) {
-        if (sv_trace_open(&trace_buf, d, (size_t)steps * (4 + (size_t)d->nbuckets), err) != 0) {
+        int rc = sv_trace_open(&trace_buf, d, trace_path, (size_t)steps * (4 + 2 * (size_t)d->nbuckets), err);
+        if (rc != 0) {
             if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
-            return 2;
+            return rc == -1 ? 1 : 2;
         }
         trace = &trace_buf;
     }
@@ -243,6 +263,7 @@ int sv_cmd_bench(int argc, char **argv) {
                 sv_trace_add(trace, SV_TR_BACKWARD, t1, t2, s + 1, -1, NULL);
                 sv_trace_add_buckets(trace, d, s + 1, zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
                 sv_trace_add(trace, SV_TR_OPTIMIZER, t3, t4, s + 1, -1, NULL);
+                if (zero) sv_trace_add_buckets(trace, d, s + 1, SV_TR_ALLGATHER);
             }
         }
     }
@@ -250,6 +271,7 @@ int sv_cmd_bench(int argc, char **argv) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
+    if (trace && d->rank == 0 && !json) printf("Trace: %s (summary: scripts/trace_summary.py)\n", trace_path);
     double med, lo, hi;
     stats(tot, steps, &med, &lo, &hi);
     double flop_img = m.flops_forward * (eval ? 1.0 : 3.0);

@@ -42,7 +42,12 @@ static void train_usage(FILE *f) {
             "                     scripts/trace_summary.py sums it up\n"
             "  -h, --help         this text\n\n"
             "example: mpirun -np 2 build/shiftvit train -c configs/cifar10_keras.ini\n"
-            "SIGINT, SIGTERM or SIGUSR1 stop the run at the next step boundary after a checkpoint.\n");
+            "SIGINT, SIGTERM or SIGUSR1 stop the run at the next step boundary after a checkpoint.\n"
+            "Across nodes: train.collective_timeout (or SHIFTVIT_COLLECTIVE_TIMEOUT) ends a job whose\n"
+            "rank or node was lost; train.zero_stage=1 shards the AdamW state (configs/README.md).\n"
+            "Exit status: 0 done or stopped after a checkpoint, 1 bad input, 2 runtime failure,\n"
+            "3 non-finite loss or gradient, 4 a checkpoint could not be written, 5 a collective\n"
+            "timed out (a rank was lost).\n");
 }
 
 /* A batch size changed in the middle of an epoch: the epoch goes on at step
@@ -105,6 +110,16 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
     *changes = len ? text : NULL;
     if (!len) free(text);
     return 0;
+}
+
+/* The test suites' switches (README "Developers"), read once here. */
+static void read_debug_switches(sv_train_opts *o) {
+    const char *p = getenv("SHIFTVIT_PROGRESS");
+    o->progress = p && !strcmp(p, "tty") ? SV_PROGRESS_TTY : p && !strcmp(p, "lines") ? SV_PROGRESS_LINES : SV_PROGRESS_AUTO;
+    const char *c = getenv("SHIFTVIT_CHECK_REPLICAS");
+    o->check_replicas = c && *c && strcmp(c, "0") != 0;
+    const char *n = getenv("SHIFTVIT_INJECT_NAN_STEP");
+    o->inject_nan_step = n ? atol(n) : 0;
 }
 
 int sv_cmd_train(int argc, char **argv) {
@@ -174,10 +189,14 @@ int sv_cmd_train(int argc, char **argv) {
         if (resume_changes(&stored, &cfg, o.resume, with_changes, d->rank == 0, &changes) != 0)
             return 1;
         o.changes = changes;
+        if (stored.zero_stage != cfg.zero_stage && d->rank == 0)
+            printf("Resuming with train.zero_stage = %d: the checkpoint's run used %d (checkpoints have one layout)\n",
+                   cfg.zero_stage, stored.zero_stage);
         if (stored.precision != cfg.precision && d->rank == 0)
             printf("Resuming in %s: the checkpoint's run trained in %s (a resume may change precision)\n",
                    cfg.precision == SV_BF16 ? "bf16" : "fp32", stored.precision == SV_BF16 ? "bf16" : "fp32");
     }
+    read_debug_switches(&o);
     sv_cli_report_placement();
     int rc = sv_train(&cfg, &o, d);
     free(changes);

@@ -757,6 +757,10 @@ int sv_config_validate(const sv_config *c, char *err) {
  * float conversion for float fields) to exactly v: "0.2" rather than
  * "0.200000003". 9 (float) or 17 (double) digits always suffice. */
 static void format_real(char *buf, size_t n, double v, int is_float) {
+    if (v == floor(v) && fabs(v) < 1e15) { /* 300, not the shorter 3e+02 */
+        snprintf(buf, n, "%.0f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, n, "%.*g", prec, v);
         double back = strtod(buf, NULL);

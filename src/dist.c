@@ -22,8 +22,10 @@ static int g_timeout_from_env;
 
 int sv_dist_parse_timeout(const char *text, const char *what, double *out, char *err) {
     char *end = NULL;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || !isfinite(v) || v < 0)
+    /* Decimal only, as the config parser: no blanks, no hexadecimal. */
+    int plain = text[0] != '\0' && strspn(text, "0123456789.eE+-") == strlen(text);
+    double v = plain ? strtod(text, &end) : NAN;
+    if (!plain || end == text || *end != '\0' || !isfinite(v) || v < 0)
         return sv_fail(err, "%s = '%s': expected a number of seconds >= 0 (0 = no timeout)", what, text);
     *out = v;
     return 0;
@@ -62,7 +64,7 @@ int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
     const char *env = getenv("SHIFTVIT_COLLECTIVE_TIMEOUT");
     if (env && *env) {
         g_timeout_from_env = 1;
-        return sv_dist_parse_timeout(env, "SHIFTVIT_COLLECTIVE_TIMEOUT", &d->timeout, err);
+        if (sv_dist_parse_timeout(env, "SHIFTVIT_COLLECTIVE_TIMEOUT", &d->timeout, err) != 0) return -2;
     }
     return 0;
 }

@@ -134,10 +134,11 @@ int main(int argc, char **argv) {
     }
     sv_blis_select(g_blis_desc, sizeof g_blis_desc);
     char err[SV_ERR_LEN];
-    if (sv_dist_init(&argc, &argv, &g_dist, err) != 0) {
+    int rc = sv_dist_init(&argc, &argv, &g_dist, err);
+    if (rc != 0) {
         if (g_dist.rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         sv_dist_finalize(&g_dist);
-        return 2;
+        return rc == -2 ? 1 : 2; /* bad input, or MPI failed */
     }
     int status = 1;
     if (check_launch(&g_dist) == 0) status = fn(argc - 1, argv + 1);

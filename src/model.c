@@ -505,3 +505,10 @@ void sv_model_print_summary(const sv_model *m, FILE *f) {
     fprintf(f, "Forward cost: %.1f MFLOP per image (multiply-add = 2, GEMMs only)\n",
             m->flops_forward / 1e6);
 }
+
+int sv_model_tensor_index(const sv_model *m, const char *name) {
+    for (int t = 0; t < m->num_tensors; t++)
+        if (!strcmp(m->tensors[t].name, name)) return t;
+    SV_CHECK(!"no such tensor");
+    return -1;
+}

@@ -237,10 +237,9 @@ static void record_changes(sv_train_state *st, const sv_config *cfg, const char 
  * ranks a pseudo-terminal even when mpirun's own output goes to a file (a
  * SLURM log), so under mpirun lines are the default; SHIFTVIT_PROGRESS=tty or
  * =lines forces either. */
-static int progress_on_terminal(void) {
-    const char *force = getenv("SHIFTVIT_PROGRESS");
-    if (force && !strcmp(force, "tty")) return 1;
-    if (force && !strcmp(force, "lines")) return 0;
+static int progress_on_terminal(sv_progress_mode mode) {
+    if (mode == SV_PROGRESS_TTY) return 1;
+    if (mode == SV_PROGRESS_LINES) return 0;
     if (getenv("OMPI_COMM_WORLD_SIZE")) return 0;
     return isatty(STDOUT_FILENO);
 }
@@ -389,423 +388,562 @@ static void ready_traced(void *ctx, size_t offset) {
     c->t_last = sv_now();
 }
 
-int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
-    char err[SV_ERR_LEN] = "";
-    int rank0 = d->rank == 0, status = 0;
-    /* Early, so that a preemption warning during start-up is not fatal: it is
-     * acted upon at the first step boundary. */
-    install_signal_handlers();
-    if (cfg->batch_size < d->world) {
-        if (rank0)
-            fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
-                    cfg->batch_size, d->world);
-        return 1;
-    }
-    /* Data: every rank loads and validates the same files. */
-    buffers B;
-    memset(&B, 0, sizeof B);
-    char dir[SV_PATH_LEN];
-    int ok = sv_find_data_dir(opts->data_dir, cfg->data_dir, dir, err) == 0 &&
-             sv_cifar_load_splits(dir, cfg->train_size, cfg->val_size, cfg->test_size, &B.train,
-                                  &B.val, &B.test, err) == 0;
-    if (!agree(d, ok)) {
-        if (rank0) fprintf(stderr, "shiftvit: %s\n", err[0] ? err : "data could not be loaded on some rank");
-        free_buffers(&B);
-        return 1;
-    }
-    /* Output directory, proven writable before the first step. */
-    char out[SV_PATH_LEN];
-    resolve_out_dir(out, cfg, opts, d);
-    ok = 1;
-    int lock_fd = -1; /* held by rank 0 for the whole run */
-    if (rank0 && (prepare_out_dir(out, err) != 0 || (lock_fd = sv_run_folder_lock(out, err)) < 0 ||
-                  sv_run_folder_claim(out, opts->resume, opts->overwrite, err) != 0))
-        ok = 0;
-    if (!bcast_ok(d, ok)) {
-        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        if (lock_fd >= 0) close(lock_fd);
-        free_buffers(&B);
-        return 1;
-    }
+/* ---- the trainer: set-up, steps, end of epoch, finish ---- */
 
-    int lb = sv_local_batch(cfg->batch_size, d->world);
-    int eb = sv_local_batch(cfg->eval_batch_size, d->world);
-    int maxb = lb > eb ? lb : eb;
+typedef enum { STOP_NONE, STOP_MAX_STEPS, STOP_SIGNAL, STOP_EARLY, STOP_FAILED } stop_reason;
+
+typedef struct {
+    const sv_config *cfg;
+    const sv_train_opts *opts;
+    sv_dist *d;
+    int rank0, zero, tty;
+    char dir[SV_PATH_LEN], out[SV_PATH_LEN]; /* data and run folders */
+    int lock_fd;                              /* rank 0's lock on the run folder */
+    buffers B;
+    int lb, maxb;                             /* training and largest per-rank batch */
     sv_model m;
-    if (sv_model_create(&m, cfg, maxb, err) != 0) {
-        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        free_buffers(&B);
-        return 2;
-    }
-    if (rank0 && m.bf16) printf("Precision: %s\n", sv_bf16_describe(m.bf16));
-    sv_model_init_weights(&m, cfg->seed);
+    int have_model;
     sv_adamw opt;
-    /* ZeRO stage 1: the buckets and their shards first, then AdamW state for the shards only. */
-    int zero = cfg->zero_stage == 1 && d->world > 1;
-    if (zero) sv_zero_setup(d, m.params, m.grads, m.num_params, BUCKET_BYTES);
-    else sv_allreduce_setup(d, m.grads, m.num_params, BUCKET_BYTES);
-    sv_adamw_init(&opt, zero ? d->shard_n : m.num_params, cfg);
-    if (rank0 && cfg->zero_stage == 1)
-        printf("ZeRO stage 1: %s\n", zero ? "each rank holds the AdamW state of 1/P of the parameters"
-                                           : "nothing to shard with one rank (stage 0)");
     sv_schedule sched;
-    long total = sv_config_total_steps(cfg), warmup = sv_config_warmup_steps(cfg);
-    if (sv_schedule_init(&sched, cfg->lr_start, cfg->lr_max, warmup, total, err) != 0) {
-        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        status = 1;
-        goto done_model;
-    }
+    long total, warmup, steps_per_epoch;
     sv_train_state st;
-    memset(&st, 0, sizeof st);
-    st.best_val_top1 = -1;
-    st.seed = cfg->seed;
-    st.world_size = d->world;
-    if (opts->resume) {
-        ok = load_checkpoint(opts->resume, &m, &opt, &st, d, err) == 0;
-        if (!agree(d, ok)) {
-            if (rank0) fprintf(stderr, "shiftvit: cannot resume: %s\n", err[0] ? err : "a rank failed to read the checkpoint");
-            status = 1;
-            goto done_model;
-        }
-        if (rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation yet";
-            if (st.best_epoch > 0)
-                snprintf(best, sizeof best, "best val top-1 %.4f (epoch %ld)", st.best_val_top1, st.best_epoch);
-            printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), %s\n",
-                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch + 1, st.step, st.step_in_epoch, best);
-        }
-        if (opts->changes) record_changes(&st, cfg, opts->changes, rank0);
+    sv_metrics *mt;
+    sv_trace trace_buf, *trace;
+    ckpt_ctx cc;
+    long replica_checks;
+    double t_run0, t_epoch, t_steps, imgs_epoch; /* run and epoch clocks, this epoch's step time and images */
+    stop_reason stop;
+    int status;                               /* sv_exit_status */
+} trainer;
+
+/* Ends set-up on every rank alike: ok is rank 0's verdict (bcast) or every
+ * rank's (all), the message is rank 0's. */
+static int setup_failed(trainer *T, int ok, int all, const char *what, int status, const char *err) {
+    ok = all ? agree(T->d, ok) : bcast_ok(T->d, ok);
+    if (ok) return 0;
+    if (T->rank0) fprintf(stderr, "shiftvit: %s%s\n", what, err);
+    T->status = status;
+    return 1;
+}
+
+/* Data: every rank loads and validates the same files. Then the run folder,
+ * proven writable and locked before the first step. */
+static int trainer_open_data_and_folder(trainer *T, char *err) {
+    const sv_config *cfg = T->cfg;
+    int ok = sv_find_data_dir(T->opts->data_dir, cfg->data_dir, T->dir, err) == 0 &&
+             sv_cifar_load_splits(T->dir, cfg->train_size, cfg->val_size, cfg->test_size, &T->B.train,
+                                  &T->B.val, &T->B.test, err) == 0;
+    if (!ok && !err[0]) snprintf(err, SV_ERR_LEN, "data could not be loaded on some rank");
+    if (setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err)) return -1;
+    resolve_out_dir(T->out, cfg, T->opts, T->d);
+    ok = 1;
+    if (T->rank0 && (prepare_out_dir(T->out, err) != 0 || (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
+                     sv_run_folder_claim(T->out, T->opts->resume, T->opts->overwrite, err) != 0))
+        ok = 0;
+    return setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err) ? -1 : 0;
+}
+
+/* Model, optimizer (ZeRO stage 1: the buckets and their shards first, then
+ * AdamW state for the shards only) and schedule. */
+static int trainer_build_model(trainer *T, char *err) {
+    const sv_config *cfg = T->cfg;
+    sv_dist *d = T->d;
+    T->lb = sv_local_batch(cfg->batch_size, d->world);
+    int eb = sv_local_batch(cfg->eval_batch_size, d->world);
+    T->maxb = T->lb > eb ? T->lb : eb;
+    if (sv_model_create(&T->m, cfg, T->maxb, err) != 0) {
+        if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        T->status = SV_EXIT_RUNTIME;
+        return -1;
     }
-    /* Identical replicas: the seed gives the same weights everywhere; prove it. */
+    T->have_model = 1;
+    if (T->rank0 && T->m.bf16) printf("Precision: %s\n", sv_bf16_describe(T->m.bf16));
+    sv_model_init_weights(&T->m, cfg->seed);
+    T->zero = cfg->zero_stage == 1 && d->world > 1;
+    if (T->zero) sv_zero_setup(d, T->m.params, T->m.grads, T->m.num_params, BUCKET_BYTES);
+    else sv_allreduce_setup(d, T->m.grads, T->m.num_params, BUCKET_BYTES);
+    sv_adamw_init(&T->opt, T->zero ? d->shard_n : T->m.num_params, cfg);
+    if (T->rank0 && cfg->zero_stage == 1)
+        printf("ZeRO stage 1: %s\n", T->zero ? "each rank holds the AdamW state of 1/P of the parameters"
+                                              : "nothing to shard with one rank (stage 0)");
+    T->total = sv_config_total_steps(cfg);
+    T->warmup = sv_config_warmup_steps(cfg);
+    if (sv_schedule_init(&T->sched, cfg->lr_start, cfg->lr_max, T->warmup, T->total, err) != 0) {
+        if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        T->status = SV_EXIT_BAD_INPUT;
+        return -1;
+    }
+    T->steps_per_epoch = (T->B.train.count + cfg->batch_size - 1) / cfg->batch_size;
+    return 0;
+}
+
+/* The state to start from: a fresh run, or the checkpoint of --resume. Then
+ * proof that every replica starts from the same weights. */
+static int trainer_load_state(trainer *T, char *err) {
+    sv_train_state *st = &T->st;
+    sv_dist *d = T->d;
+    memset(st, 0, sizeof *st);
+    st->best_val_top1 = -1;
+    st->seed = T->cfg->seed;
+    st->world_size = d->world;
+    const char *resume = T->opts->resume;
+    if (resume) {
+        int ok = load_checkpoint(resume, &T->m, &T->opt, st, d, err) == 0;
+        if (setup_failed(T, ok, 1, "cannot resume: ", SV_EXIT_BAD_INPUT,
+                         err[0] ? err : "a rank failed to read the checkpoint"))
+            return -1;
+        if (T->rank0) {
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation yet";
+            if (st->best_epoch > 0)
+                snprintf(best, sizeof best, "best val top-1 %.4f (epoch %ld)", st->best_val_top1, st->best_epoch);
+            printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), %s\n",
+                   sv_shell_quote(resume, q, sizeof q), st->epoch + 1, st->step, st->step_in_epoch, best);
+        }
+        if (T->opts->changes) record_changes(st, T->cfg, T->opts->changes, T->rank0);
+    }
     if (d->world > 1) {
         double h = 0;
-        for (size_t i = 0; i < m.num_params; i += 97) h += m.params[i] * (double)((i % 13) + 1);
+        for (size_t i = 0; i < T->m.num_params; i += 97) h += T->m.params[i] * (double)((i % 13) + 1);
         uint64_t bits;
         memcpy(&bits, &h, sizeof bits);
         if (!sv_dist_same_checksum(d, bits)) {
-            if (rank0) fprintf(stderr, "shiftvit: ranks hold different initial weights; broadcasting rank 0's\n");
-            sv_dist_bcast_floats(d, m.params, m.num_params);
+            if (T->rank0) fprintf(stderr, "shiftvit: ranks hold different initial weights; broadcasting rank 0's\n");
+            sv_dist_bcast_floats(d, T->m.params, T->m.num_params);
         }
     }
-    int K = m.num_classes, S = cfg->image_size;
-    B.x = sv_alloc((size_t)maxb * S * S * 3 * sizeof(float), "input batch");
-    B.probs = sv_alloc((size_t)maxb * K * sizeof(float), "probabilities");
-    B.losses = sv_alloc((size_t)maxb * sizeof(float), "losses");
-    B.dlogits = sv_alloc((size_t)maxb * K * sizeof(float), "logit gradients");
-    B.labels = sv_alloc((size_t)maxb * sizeof(int), "labels");
-    B.idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
-    B.perm = sv_alloc((size_t)B.train.count * sizeof(long), "permutation");
-    sv_trace trace_buf, *trace = NULL;
-    if (opts->trace) {
-        if (sv_trace_open(&trace_buf, d, TRACE_EVENTS, err) != 0) {
-            if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-            status = 2;
-            goto done_model;
-        }
-        trace = &trace_buf;
-    }
+    return 0;
+}
 
-    sv_metrics *mt = NULL;
-    ok = 1;
-    if (rank0 && opts->resume && (sv_run_folder_rewind(out, opts->resume, &st, err) != 0 ||
-                                  sv_run_folder_adopt(out, opts->resume, &st, err) != 0))
-        ok = 0;
-    if (!bcast_ok(d, ok)) {
-        if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        status = 1;
-        goto done_all;
+/* Batch buffers, sized once (no allocation inside the step), and the trace. */
+static int trainer_alloc_buffers(trainer *T, char *err) {
+    int maxb = T->maxb, K = T->m.num_classes, S = T->cfg->image_size;
+    buffers *B = &T->B;
+    B->x = sv_alloc((size_t)maxb * S * S * 3 * sizeof(float), "input batch");
+    B->probs = sv_alloc((size_t)maxb * K * sizeof(float), "probabilities");
+    B->losses = sv_alloc((size_t)maxb * sizeof(float), "losses");
+    B->dlogits = sv_alloc((size_t)maxb * K * sizeof(float), "logit gradients");
+    B->labels = sv_alloc((size_t)maxb * sizeof(int), "labels");
+    B->idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
+    B->perm = sv_alloc((size_t)B->train.count * sizeof(long), "permutation");
+    if (!T->opts->trace) return 0;
+    int rc = sv_trace_open(&T->trace_buf, T->d, T->opts->trace, TRACE_EVENTS, err);
+    if (rc != 0) {
+        if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        T->status = rc == -1 ? SV_EXIT_BAD_INPUT : SV_EXIT_RUNTIME;
+        return -1;
     }
-    if (rank0) {
+    T->trace = &T->trace_buf;
+    return 0;
+}
+
+/* Rank 0's side of the run folder: rewind or adopt on resume, config.ini,
+ * the metrics logs; then the checkpoint context and the start banner. */
+static int trainer_open_outputs(trainer *T, char *err) {
+    const sv_config *cfg = T->cfg;
+    const sv_train_opts *o = T->opts;
+    int ok = 1;
+    if (T->rank0 && o->resume && (sv_run_folder_rewind(T->out, o->resume, &T->st, err) != 0 ||
+                                  sv_run_folder_adopt(T->out, o->resume, &T->st, err) != 0))
+        ok = 0;
+    if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
+    if (T->rank0) {
         char cpath[SV_PATH_LEN + 32];
-        snprintf(cpath, sizeof cpath, "%s/config.ini", out);
+        snprintf(cpath, sizeof cpath, "%s/config.ini", T->out);
         FILE *cf = fopen(cpath, "w");
         if (cf) {
             sv_config_write(cfg, cf);
             fclose(cf);
         }
-        mt = sv_metrics_open(out, opts->resume != NULL, st.step, st.epoch, err);
-        ok = mt != NULL;
+        T->mt = sv_metrics_open(T->out, o->resume != NULL, T->st.step, T->st.epoch, err);
+        ok = T->mt != NULL;
     }
-    if (!bcast_ok(d, ok)) {
-        if (rank0) fprintf(stderr, "shiftvit: metrics: %s\n", err);
-        status = 1;
-        goto done_all;
-    }
-    long steps_per_epoch = (B.train.count + cfg->batch_size - 1) / cfg->batch_size;
-    if (rank0) {
-        char q[SV_QUOTED_LEN(SV_PATH_LEN)], qn[SV_QUOTED_LEN(sizeof cfg->name)];
-        printf("Training %s: %zu parameters, %ld train / %ld val / %ld test images from %s\n",
-               sv_shell_quote(cfg->name[0] ? cfg->name : "model", qn, sizeof qn), m.num_params,
-               B.train.count, B.val.count, B.test.count, sv_shell_quote(dir, q, sizeof q));
-        printf("World size %d, global batch %d (%d per rank), %ld steps per epoch, %ld total (warmup %ld); output in %s\n",
-               d->world, cfg->batch_size, lb, steps_per_epoch, total, warmup,
-               sv_shell_quote(out, q, sizeof q));
-        fflush(stdout);
-    }
-    const char *chk = getenv("SHIFTVIT_CHECK_REPLICAS");
-    int check_replicas = chk && *chk && strcmp(chk, "0") != 0 && d->world > 1;
-    long replica_checks = 0;
-    /* Fault-injection for the robustness tests: SHIFTVIT_INJECT_NAN_STEP=N puts a
-     * NaN into the classifier-kernel gradient on rank 0 at update N. */
-    const char *inj = getenv("SHIFTVIT_INJECT_NAN_STEP");
-    long inject_nan_step = inj ? atol(inj) : 0;
-    int tty = rank0 && progress_on_terminal();
+    if (setup_failed(T, ok, 0, "metrics: ", SV_EXIT_BAD_INPUT, err)) return -1;
     /* On resume the folder's last.h5 is this state (rewound or adopted above,
      * or the resumed file itself) only if it exists. */
     char last_path[SV_PATH_LEN + 16];
-    snprintf(last_path, sizeof last_path, "%s/last.h5", out);
-    ckpt_ctx cc = {&m, &opt, &st, cfg, out, d, opts->resume && access(last_path, F_OK) == 0 ? st.step : -1, 0, trace};
-    int stop = 0; /* 1 max_steps, 2 signal, 3 early stop, 4 non-finite */
-    double t_run0 = sv_now() - st.wall_time;
-    /* A resumed run that already ended (all epochs, or early stopping) has
-     * nothing more to train: a requeued job (jobs/train.sbatch resumes
-     * whenever last.h5 exists) must not train on past its end. */
-    if (opts->resume && st.step_in_epoch == 0 &&
-        (st.epoch >= cfg->epochs || (cfg->patience > 0 && st.bad_epochs >= cfg->patience))) {
-        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
-        if (rank0)
-            printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
-                   sv_shell_quote(opts->resume, q, sizeof q), st.epoch,
-                   st.epoch >= cfg->epochs ? "all train.epochs done" : "early stopping",
-                   st.best_val_top1, st.best_epoch);
-        stop = 3;
+    snprintf(last_path, sizeof last_path, "%s/last.h5", T->out);
+    ckpt_ctx cc = {&T->m, &T->opt, &T->st, cfg, T->out, T->d,
+                   o->resume && access(last_path, F_OK) == 0 ? T->st.step : -1, 0, T->trace};
+    T->cc = cc;
+    if (T->rank0) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)], qn[SV_QUOTED_LEN(sizeof cfg->name)];
+        printf("Training %s: %zu parameters, %ld train / %ld val / %ld test images from %s\n",
+               sv_shell_quote(cfg->name[0] ? cfg->name : "model", qn, sizeof qn), T->m.num_params,
+               T->B.train.count, T->B.val.count, T->B.test.count, sv_shell_quote(T->dir, q, sizeof q));
+        printf("World size %d, global batch %d (%d per rank), %ld steps per epoch, %ld total (warmup %ld); output in %s\n",
+               T->d->world, cfg->batch_size, T->lb, T->steps_per_epoch, T->total, T->warmup,
+               sv_shell_quote(T->out, q, sizeof q));
+        fflush(stdout);
     }
+    return 0;
+}
 
-    for (; st.epoch < cfg->epochs && !stop; st.epoch++) {
-        long epoch = st.epoch;
-        /* A resumed epoch counts the time spent in it before the checkpoint. */
-        double t_epoch = sv_now() - st.epoch_time, imgs_epoch = 0, t_steps = 0;
-        st.epoch_time = 0;
-        sv_epoch_permutation(B.perm, B.train.count, cfg->seed, epoch);
-        if (rank0 && !(cfg->max_steps > 0 && st.step >= cfg->max_steps))
-            printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
-        for (; st.step_in_epoch < steps_per_epoch; st.step_in_epoch++) {
-            if (cfg->max_steps > 0 && st.step >= cfg->max_steps) { stop = 1; break; }
-            double t0 = sv_now();
-            long g0 = st.step_in_epoch * cfg->batch_size;
-            long gcount = B.train.count - g0 < cfg->batch_size ? B.train.count - g0 : cfg->batch_size;
-            long s0, n;
-            sv_shard(gcount, d->rank, d->world, &s0, &n);
-            for (long i = 0; i < n; i++) B.idx[i] = B.perm[g0 + s0 + i];
-            double sums[5] = {0, 0, 0, 0, g_stop_signal ? 1.0 : 0.0};
-            float lr = (float)sv_schedule_lr(&sched, st.step);
-            d->step = st.step + 1; /* named by a collective timeout */
-            inject_ctx ic = {d, NULL, 0};
-            if (inject_nan_step == st.step + 1 && rank0) {
-                ic.offset = m.tensors[m.num_tensors - 2].offset; /* classifier kernel */
-                ic.poison = m.grads + ic.offset;
-            }
-            if (n > 0) {
-                sv_make_batch(B.x, B.labels, &B.train, B.idx, (int)n, cfg, epoch, 1);
-                sv_train_rng rng = {cfg->seed, epoch, B.idx};
-                double tf = sv_now();
-                const float *logits = sv_model_forward(&m, B.x, (int)n, &rng);
-                batch_metrics(logits, B.probs, B.losses, B.labels, (int)n, K, cfg->label_smoothing,
-                              &sums[0], &sums[1], &sums[2]);
-                sv_softmax_xent_backward(B.dlogits, B.probs, B.labels, (int)n, K, 1.0f / (float)gcount,
-                                         cfg->label_smoothing);
-                double tb = sv_now();
-                sv_trace_add(trace, SV_TR_FORWARD, tf, tb, d->step, -1, NULL);
-                sv_allreduce_begin(d);
-                sv_grad_ready_fn ready = ic.poison ? ready_inject : sv_allreduce_ready;
-                void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
-                traced_ready_ctx tc = {ready, ready_ctx, trace, &m, d->step, tb, tb, ""};
-                if (trace) sv_model_backward(&m, B.dlogits, ready_traced, &tc);
-                else sv_model_backward(&m, B.dlogits, ready, ready_ctx);
-                if (trace) {
-                    traced_flush(&tc);
-                    sv_trace_add(trace, SV_TR_BACKWARD, tb, sv_now(), d->step, -1, NULL);
-                }
-            } else {
-                /* More ranks than samples in this (last) batch: contribute zeros. */
-                memset(m.grads, 0, m.num_params * sizeof(float));
-                sv_allreduce_begin(d);
-                if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
-            }
-            sv_allreduce_finish(d);
-            sv_trace_add_buckets(trace, d, d->step, zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
-            sums[3] = (double)n;
-            sv_allreduce_doubles(d, sums, 5);
-            /* The reduced gradient is the same on every rank, so every rank
-             * takes the same decision, before the update touches the weights. */
-            int finite = zero ? sv_dist_all_ok(d, all_finite(d->gshard, d->shard_n)) : all_finite(m.grads, m.num_params);
-            if (!isfinite(sums[0]) || !finite) {
-                /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
-                int t = zero ? -1 : sv_model_first_nonfinite(&m, m.grads, NULL);
-                if (rank0) {
-                    fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
-                            isfinite(sums[0]) ? "gradient" : "loss", st.step + 1, epoch + 1,
-                            t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? m.tensors[t].name : "");
-                    char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
-                    if (cc.saved_step >= 0)
-                        fprintf(stderr, "shiftvit: the newest checkpoint, %s (step %ld), is intact; lower optim.lr_max and resume from it.\n",
-                                quote_in(out, "last.h5", q, sizeof q), cc.saved_step);
-                    else
-                        fprintf(stderr, "shiftvit: no checkpoint was written yet; lower optim.lr_max and start again.\n");
-                }
-                stop = 4;
-                status = 3;
-                break;
-            }
-            double to = sv_now();
-            sv_optimizer_step(d, &m, &opt, lr);
-            sv_trace_add(trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
-            if (zero) sv_trace_add_buckets(trace, d, d->step, SV_TR_ALLGATHER);
-            st.step++;
-            if (check_replicas) {
-                if (!replicas_identical(&m, d)) {
-                    if (rank0) fprintf(stderr, "shiftvit: replicas differ after step %ld\n", st.step);
-                    stop = 4;
-                    status = 2;
-                    break;
-                }
-                replica_checks++;
-            }
-            st.run_loss += sums[0];
-            st.run_top1 += sums[1];
-            st.run_top5 += sums[2];
-            st.run_count += sums[3];
-            double dt = sv_now() - t0;
-            t_steps += dt;
-            imgs_epoch += sums[3];
-            if (rank0) {
-                double rl = st.run_loss / st.run_count, r1 = st.run_top1 / st.run_count,
-                       r5 = st.run_top5 / st.run_count;
-                sv_step_row row = {st.step, epoch + 1, lr, sums[0] / sums[3], sums[1] / sums[3],
-                                   sums[2] / sums[3], sums[3] / dt};
-                sv_metrics_step(mt, &row);
-                long done = st.step_in_epoch + 1;
-                int last = done == steps_per_epoch;
-                if (tty || last || done % cfg->log_every == 0)
-                    progress(tty, done, steps_per_epoch, sv_now() - t_epoch, 1e3 * dt, rl, r1, r5, last);
-            }
-            if (sums[4] > 0) {
-                st.step_in_epoch++;
-                stop = 2;
-                break;
-            }
-        }
-        if (stop == 4) break;
-        if (stop == 1 || stop == 2) {
-            if (st.step_in_epoch < steps_per_epoch) {
-                /* Mid-epoch: checkpoint to resume exactly here. */
-                st.wall_time = sv_now() - t_run0;
-                st.epoch_time = sv_now() - t_epoch;
-                st.world_size = d->world;
-                if (save_checkpoint(&cc, "last.h5") && rank0) {
-                    char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
-                    if (stop == 2)
-                        printf("\nStopped by signal at step %ld (epoch %ld). Resume with: %s\n",
-                               st.step, epoch + 1, resume_command(out, d->world, q, sizeof q));
-                    else
-                        printf("Reached train.max_steps = %ld; checkpoint %s\n", cfg->max_steps,
-                               quote_in(out, "last.h5", q, sizeof q));
-                }
-                break;
-            }
-        }
-        /* End of epoch: validation (every val_every-th epoch and the last),
-         * early stopping, checkpoints, metrics. */
-        long finished = epoch + 1;
-        int validate = finished % cfg->val_every == 0 || finished == cfg->epochs ||
-                       (cfg->max_steps > 0 && st.step >= cfg->max_steps);
-        sv_eval_result v = {NAN, NAN, NAN, 0};
-        if (validate) {
-            double te = sv_now();
-            v = sv_evaluate(&m, &B.val, cfg, d, B.x, B.labels, B.idx);
-            sv_trace_add(trace, SV_TR_EVAL, te, sv_now(), st.step, -1, "val");
-        }
-        double secs = sv_now() - t_epoch;
-        double lr_now = sv_schedule_lr(&sched, st.step);
-        double tl = st.run_count ? st.run_loss / st.run_count : 0, t1 = st.run_count ? st.run_top1 / st.run_count : 0,
-               t5 = st.run_count ? st.run_top5 / st.run_count : 0;
-        int improved = validate && v.top1 > st.best_val_top1;
-        if (improved) {
-            st.best_val_top1 = v.top1;
-            st.best_epoch = epoch + 1;
-            st.bad_epochs = 0;
-        } else if (validate) {
-            st.bad_epochs++; /* counts validations without improvement */
-        }
-        if (rank0) {
-            char val_text[96] = "val not run (train.val_every)";
-            if (validate)
-                snprintf(val_text, sizeof val_text, "val loss %.4f top1 %.4f top5 %.4f", v.loss, v.top1, v.top5);
-            printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s\n",
-                   epoch + 1, cfg->epochs, tl, t1, t5, val_text,
-                   t_steps > 0 ? imgs_epoch / t_steps : 0.0, lr_now, secs, improved ? " | new best" : "");
-            fflush(stdout);
-            sv_epoch_row row = {epoch + 1, tl, t1, t5, v.loss, v.top1, v.top5, lr_now, secs};
-            sv_metrics_epoch(mt, &row);
-        }
-        int early = cfg->patience > 0 && st.bad_epochs >= cfg->patience;
-        if (early) stop = 3;
-        /* The state saved describes the start of the next epoch. */
-        st.epoch = finished;
-        st.step_in_epoch = 0;
-        st.run_loss = st.run_top1 = st.run_top5 = st.run_count = 0;
-        st.wall_time = sv_now() - t_run0;
-        st.world_size = d->world;
-        if (improved) save_checkpoint(&cc, "best.h5");
-        if (finished % cfg->checkpoint_every == 0 || early || finished == cfg->epochs || stop == 1) {
-            char name[64];
-            snprintf(name, sizeof name, "epoch_%04ld.h5", finished);
-            if (save_checkpoint(&cc, name)) rotate_checkpoints(&cc, finished);
-        }
-        save_checkpoint(&cc, "last.h5");
-        if (early && rank0)
-            printf("Early stopping: val top-1 has not improved for %d %s (best %.4f at epoch %ld)\n",
-                   cfg->patience, cfg->val_every > 1 ? "validations" : "epochs", st.best_val_top1,
-                   st.best_epoch);
-        st.epoch = finished - 1; /* the for-loop increments it */
-        if (stop == 2 && rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
-            printf("Stopped by signal at the end of epoch %ld. Resume with: %s\n", finished,
-                   resume_command(out, d->world, q, sizeof q));
-        }
-        if (stop) { st.epoch++; break; }
+static int trainer_setup(trainer *T, char *err) {
+    install_signal_handlers(); /* early: a preemption warning during start-up waits for the first step */
+    if (T->cfg->batch_size < T->d->world) {
+        if (T->rank0)
+            fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
+                    T->cfg->batch_size, T->d->world);
+        T->status = SV_EXIT_BAD_INPUT;
+        return -1;
     }
-    if (rank0) sv_metrics_flush(mt);
-    if (check_replicas && rank0 && status == 0)
-        printf("Replica check: weights bitwise identical on all %d ranks after each of %ld updates\n",
-               d->world, replica_checks);
-    if (stop == 0 || stop == 1 || stop == 3) {
+    if (trainer_open_data_and_folder(T, err) || trainer_build_model(T, err) || trainer_load_state(T, err) ||
+        trainer_alloc_buffers(T, err) || trainer_open_outputs(T, err))
+        return -1;
+    T->tty = T->rank0 && progress_on_terminal(T->opts->progress);
+    T->t_run0 = sv_now() - T->st.wall_time;
+    return 0;
+}
+
+/* A resumed run that already ended (all epochs, or early stopping) has
+ * nothing more to train: a requeued job (jobs/train.sbatch resumes whenever
+ * last.h5 exists) must not train on past its end. */
+static int trainer_already_done(trainer *T) {
+    const sv_train_state *st = &T->st;
+    const sv_config *cfg = T->cfg;
+    if (!T->opts->resume || st->step_in_epoch != 0 ||
+        !(st->epoch >= cfg->epochs || (cfg->patience > 0 && st->bad_epochs >= cfg->patience)))
+        return 0;
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    if (T->rank0)
+        printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
+               sv_shell_quote(T->opts->resume, q, sizeof q), st->epoch,
+               st->epoch >= cfg->epochs ? "all train.epochs done" : "early stopping", st->best_val_top1,
+               st->best_epoch);
+    return 1;
+}
+
+/* The gradient of one step: this rank's shard of the global batch forward,
+ * loss and backward, the bucketed all-reduce (or reduce-scatter) started
+ * during the backward pass and finished here. sums gets the loss, top-1 and
+ * top-5 sums, the sample count and the stop-signal flag, summed over ranks. */
+static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
+    const sv_config *cfg = T->cfg;
+    sv_dist *d = T->d;
+    buffers *B = &T->B;
+    sv_model *m = &T->m;
+    long g0 = T->st.step_in_epoch * cfg->batch_size;
+    long gcount = B->train.count - g0 < cfg->batch_size ? B->train.count - g0 : cfg->batch_size;
+    long s0, n;
+    sv_shard(gcount, d->rank, d->world, &s0, &n);
+    for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
+    sums[0] = sums[1] = sums[2] = 0;
+    sums[4] = g_stop_signal ? 1.0 : 0.0;
+    inject_ctx ic = {d, NULL, 0};
+    if (T->opts->inject_nan_step == d->step && T->rank0) {
+        ic.offset = m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset;
+        ic.poison = m->grads + ic.offset;
+    }
+    if (n > 0) {
+        sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, cfg, epoch, 1);
+        sv_train_rng rng = {cfg->seed, epoch, B->idx};
+        double tf = sv_now();
+        const float *logits = sv_model_forward(m, B->x, (int)n, &rng);
+        batch_metrics(logits, B->probs, B->losses, B->labels, (int)n, m->num_classes, cfg->label_smoothing,
+                      &sums[0], &sums[1], &sums[2]);
+        sv_softmax_xent_backward(B->dlogits, B->probs, B->labels, (int)n, m->num_classes, 1.0f / (float)gcount,
+                                 cfg->label_smoothing);
+        double tb = sv_now();
+        sv_trace_add(T->trace, SV_TR_FORWARD, tf, tb, d->step, -1, NULL);
+        sv_allreduce_begin(d);
+        sv_grad_ready_fn ready = ic.poison ? ready_inject : sv_allreduce_ready;
+        void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
+        traced_ready_ctx tc = {ready, ready_ctx, T->trace, m, d->step, tb, tb, ""};
+        if (T->trace) sv_model_backward(m, B->dlogits, ready_traced, &tc);
+        else sv_model_backward(m, B->dlogits, ready, ready_ctx);
+        if (T->trace) {
+            traced_flush(&tc);
+            sv_trace_add(T->trace, SV_TR_BACKWARD, tb, sv_now(), d->step, -1, NULL);
+        }
+    } else {
+        /* More ranks than samples in this (last) batch: contribute zeros. */
+        memset(m->grads, 0, m->num_params * sizeof(float));
+        sv_allreduce_begin(d);
+        if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
+    }
+    sv_allreduce_finish(d);
+    sv_trace_add_buckets(T->trace, d, d->step, T->zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
+    sums[3] = (double)n;
+    sv_allreduce_doubles(d, sums, 5);
+}
+
+/* The reduced gradient is the same on every rank (or, with ZeRO, every rank
+ * votes on its shard), so every rank takes the same decision, before the
+ * update touches the weights. Returns 0 when the step may go on. */
+static int trainer_check_finite(trainer *T, long epoch, double loss_sum) {
+    sv_dist *d = T->d;
+    int finite = T->zero ? sv_dist_all_ok(d, all_finite(d->gshard, d->shard_n))
+                         : all_finite(T->m.grads, T->m.num_params);
+    if (isfinite(loss_sum) && finite) return 0;
+    if (T->rank0) {
+        /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
+        int t = T->zero ? -1 : sv_model_first_nonfinite(&T->m, T->m.grads, NULL);
+        fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
+                isfinite(loss_sum) ? "gradient" : "loss", T->st.step + 1, epoch + 1,
+                t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? T->m.tensors[t].name : "");
+        char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
+        if (T->cc.saved_step >= 0)
+            fprintf(stderr, "shiftvit: the newest checkpoint, %s (step %ld), is intact; lower optim.lr_max and resume from it.\n",
+                    quote_in(T->out, "last.h5", q, sizeof q), T->cc.saved_step);
+        else
+            fprintf(stderr, "shiftvit: no checkpoint was written yet; lower optim.lr_max and start again.\n");
+    }
+    T->stop = STOP_FAILED;
+    T->status = SV_EXIT_NONFINITE;
+    return -1;
+}
+
+/* Metrics row and progress line of the step just taken (rank 0). */
+static void trainer_log_step(trainer *T, long epoch, const double sums[5], double lr, double dt) {
+    sv_train_state *st = &T->st;
+    st->run_loss += sums[0];
+    st->run_top1 += sums[1];
+    st->run_top5 += sums[2];
+    st->run_count += sums[3];
+    T->t_steps += dt;
+    T->imgs_epoch += sums[3];
+    if (!T->rank0) return;
+    sv_step_row row = {st->step, epoch + 1, lr, sums[0] / sums[3], sums[1] / sums[3], sums[2] / sums[3], sums[3] / dt};
+    sv_metrics_step(T->mt, &row);
+    long done = st->step_in_epoch + 1;
+    int last = done == T->steps_per_epoch;
+    if (T->tty || last || done % T->cfg->log_every == 0)
+        progress(T->tty, done, T->steps_per_epoch, sv_now() - T->t_epoch, 1e3 * dt, st->run_loss / st->run_count,
+                 st->run_top1 / st->run_count, st->run_top5 / st->run_count, last);
+}
+
+/* One optimiser step: gradient, finiteness check, update, logging. Returns
+ * 0 to go on, -1 when the run must stop (T->stop says why). */
+static int trainer_step(trainer *T, long epoch) {
+    sv_dist *d = T->d;
+    double t0 = sv_now(), sums[5];
+    float lr = (float)sv_schedule_lr(&T->sched, T->st.step);
+    d->step = T->st.step + 1; /* named by a collective timeout and the trace */
+    trainer_gradient(T, epoch, sums);
+    if (trainer_check_finite(T, epoch, sums[0]) != 0) return -1;
+    double to = sv_now();
+    sv_optimizer_step(d, &T->m, &T->opt, lr);
+    sv_trace_add(T->trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
+    if (T->zero) sv_trace_add_buckets(T->trace, d, d->step, SV_TR_ALLGATHER);
+    T->st.step++;
+    if (T->opts->check_replicas && d->world > 1) {
+        if (!replicas_identical(&T->m, d)) {
+            if (T->rank0) fprintf(stderr, "shiftvit: replicas differ after step %ld\n", T->st.step);
+            T->stop = STOP_FAILED;
+            T->status = SV_EXIT_RUNTIME;
+            return -1;
+        }
+        T->replica_checks++;
+    }
+    trainer_log_step(T, epoch, sums, lr, sv_now() - t0);
+    if (sums[4] > 0) { /* a stop signal reached some rank: stop after this step */
+        T->st.step_in_epoch++;
+        T->stop = STOP_SIGNAL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A stop in the middle of an epoch (max_steps, signal): checkpoint to resume
+ * exactly here. */
+static void trainer_save_mid_epoch(trainer *T, long epoch) {
+    sv_train_state *st = &T->st;
+    st->wall_time = sv_now() - T->t_run0;
+    st->epoch_time = sv_now() - T->t_epoch;
+    st->world_size = T->d->world;
+    if (save_checkpoint(&T->cc, "last.h5") && T->rank0) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
+        if (T->stop == STOP_SIGNAL)
+            printf("\nStopped by signal at step %ld (epoch %ld). Resume with: %s\n", st->step, epoch + 1,
+                   resume_command(T->out, T->d->world, q, sizeof q));
+        else
+            printf("Reached train.max_steps = %ld; checkpoint %s\n", T->cfg->max_steps,
+                   quote_in(T->out, "last.h5", q, sizeof q));
+    }
+}
+
+/* The steps of one epoch from st.step_in_epoch on. Returns 1 when the epoch
+ * ran to its end (or stopped with max_steps at it), 0 when the run stops in
+ * its middle. */
+static int trainer_run_epoch(trainer *T, long epoch) {
+    sv_train_state *st = &T->st;
+    const sv_config *cfg = T->cfg;
+    /* A resumed epoch counts the time spent in it before the checkpoint. */
+    T->t_epoch = sv_now() - st->epoch_time;
+    T->imgs_epoch = T->t_steps = 0;
+    st->epoch_time = 0;
+    sv_epoch_permutation(T->B.perm, T->B.train.count, cfg->seed, epoch);
+    if (T->rank0 && !(cfg->max_steps > 0 && st->step >= cfg->max_steps))
+        printf("Epoch %ld/%d\n", epoch + 1, cfg->epochs);
+    for (; st->step_in_epoch < T->steps_per_epoch; st->step_in_epoch++) {
+        if (cfg->max_steps > 0 && st->step >= cfg->max_steps) {
+            T->stop = STOP_MAX_STEPS;
+            break;
+        }
+        if (trainer_step(T, epoch) != 0) break;
+    }
+    if (T->stop == STOP_FAILED) return 0;
+    if ((T->stop == STOP_MAX_STEPS || T->stop == STOP_SIGNAL) && st->step_in_epoch < T->steps_per_epoch) {
+        trainer_save_mid_epoch(T, epoch);
+        return 0;
+    }
+    return 1;
+}
+
+/* Validation (every val_every-th epoch, the last, and at max_steps), then
+ * early stopping's count. Returns 1 when the epoch improved the best val top-1. */
+static int trainer_validate(trainer *T, long finished, sv_eval_result *v) {
+    const sv_config *cfg = T->cfg;
+    sv_train_state *st = &T->st;
+    int validate = finished % cfg->val_every == 0 || finished == cfg->epochs ||
+                   (cfg->max_steps > 0 && st->step >= cfg->max_steps);
+    sv_eval_result none = {NAN, NAN, NAN, 0};
+    *v = none;
+    if (!validate) return 0;
+    double te = sv_now();
+    *v = sv_evaluate(&T->m, &T->B.val, cfg, T->d, T->B.x, T->B.labels, T->B.idx);
+    sv_trace_add(T->trace, SV_TR_EVAL, te, sv_now(), st->step, -1, "val");
+    if (v->top1 > st->best_val_top1) {
+        st->best_val_top1 = v->top1;
+        st->best_epoch = finished;
+        st->bad_epochs = 0;
+        return 1;
+    }
+    st->bad_epochs++; /* counts validations without improvement */
+    return 0;
+}
+
+/* The epoch line and the metrics row (rank 0). */
+static void trainer_log_epoch(trainer *T, long finished, const sv_eval_result *v, int improved) {
+    if (!T->rank0) return;
+    const sv_train_state *st = &T->st;
+    double secs = sv_now() - T->t_epoch, lr_now = sv_schedule_lr(&T->sched, st->step);
+    double tl = st->run_count ? st->run_loss / st->run_count : 0, t1 = st->run_count ? st->run_top1 / st->run_count : 0,
+           t5 = st->run_count ? st->run_top5 / st->run_count : 0;
+    char val_text[96] = "val not run (train.val_every)";
+    if (!isnan(v->loss))
+        snprintf(val_text, sizeof val_text, "val loss %.4f top1 %.4f top5 %.4f", v->loss, v->top1, v->top5);
+    printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s\n", finished,
+           T->cfg->epochs, tl, t1, t5, val_text, T->t_steps > 0 ? T->imgs_epoch / T->t_steps : 0.0, lr_now, secs,
+           improved ? " | new best" : "");
+    fflush(stdout);
+    sv_epoch_row row = {finished, tl, t1, t5, v->loss, v->top1, v->top5, lr_now, secs};
+    sv_metrics_epoch(T->mt, &row);
+}
+
+/* End of an epoch: validation, early stopping, metrics, and the checkpoints,
+ * whose state describes the start of the next epoch. */
+static void trainer_end_epoch(trainer *T, long epoch) {
+    const sv_config *cfg = T->cfg;
+    sv_train_state *st = &T->st;
+    long finished = epoch + 1;
+    sv_eval_result v;
+    int improved = trainer_validate(T, finished, &v);
+    trainer_log_epoch(T, finished, &v, improved);
+    int early = cfg->patience > 0 && st->bad_epochs >= cfg->patience;
+    if (early) T->stop = STOP_EARLY;
+    st->epoch = finished;
+    st->step_in_epoch = 0;
+    st->run_loss = st->run_top1 = st->run_top5 = st->run_count = 0;
+    st->wall_time = sv_now() - T->t_run0;
+    st->world_size = T->d->world;
+    if (improved) save_checkpoint(&T->cc, "best.h5");
+    if (finished % cfg->checkpoint_every == 0 || early || finished == cfg->epochs || T->stop == STOP_MAX_STEPS) {
+        char name[64];
+        snprintf(name, sizeof name, "epoch_%04ld.h5", finished);
+        if (save_checkpoint(&T->cc, name)) rotate_checkpoints(&T->cc, finished);
+    }
+    save_checkpoint(&T->cc, "last.h5");
+    if (early && T->rank0)
+        printf("Early stopping: val top-1 has not improved for %d %s (best %.4f at epoch %ld)\n", cfg->patience,
+               cfg->val_every > 1 ? "validations" : "epochs", st->best_val_top1, st->best_epoch);
+    if (T->stop == STOP_SIGNAL && T->rank0) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
+        printf("Stopped by signal at the end of epoch %ld. Resume with: %s\n", finished,
+               resume_command(T->out, T->d->world, q, sizeof q));
+    }
+}
+
+/* The test split (unless the run failed or a signal stopped it), the status
+ * of checkpoint failures, the trace. */
+static void trainer_finish(trainer *T, char *err) {
+    sv_dist *d = T->d;
+    if (T->rank0) sv_metrics_flush(T->mt);
+    if (T->opts->check_replicas && T->rank0 && T->status == SV_EXIT_OK && d->world > 1)
+        printf("Replica check: weights bitwise identical on all %d ranks after each of %ld updates\n", d->world,
+               T->replica_checks);
+    if (T->stop != STOP_SIGNAL && T->stop != STOP_FAILED) {
         double te = sv_now();
-        sv_eval_result t = sv_evaluate(&m, &B.test, cfg, d, B.x, B.labels, B.idx);
-        sv_trace_add(trace, SV_TR_EVAL, te, sv_now(), st.step, -1, "test");
-        if (rank0) {
+        sv_eval_result t = sv_evaluate(&T->m, &T->B.test, T->cfg, d, T->B.x, T->B.labels, T->B.idx);
+        sv_trace_add(T->trace, SV_TR_EVAL, te, sv_now(), T->st.step, -1, "test");
+        if (T->rank0) {
             printf("Evaluated %ld test images on %d rank(s)\n", t.count, d->world);
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
             char q[SV_QUOTED_LEN(SV_PATH_LEN)];
-            printf("Run directory: %s (%.1f min)\n", sv_shell_quote(out, q, sizeof q),
-                   (sv_now() - t_run0) / 60.0);
+            printf("Run directory: %s (%.1f min)\n", sv_shell_quote(T->out, q, sizeof q),
+                   (sv_now() - T->t_run0) / 60.0);
         }
     }
     /* Training goes on when a checkpoint cannot be written (the weights in
      * memory are fine and the previous files stay intact), but the run must
-     * not look clean: exit status 4. */
-    if (cc.failures > 0 && status == 0) {
-        if (rank0)
+     * not look clean. */
+    if (T->cc.failures > 0 && T->status == SV_EXIT_OK) {
+        if (T->rank0)
             fprintf(stderr, "shiftvit: %d checkpoint(s) could not be written (see above); the newest one on disk is from step %ld\n",
-                    cc.failures, cc.saved_step);
-        status = 4;
+                    T->cc.failures, T->cc.saved_step);
+        T->status = SV_EXIT_CHECKPOINT_FAILED;
     }
-    if (trace) {
-        if (sv_trace_write(trace, d, opts->trace, err) != 0) {
-            if (rank0) fprintf(stderr, "shiftvit: %s\n", err);
-            if (status == 0) status = 2;
-        } else if (rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN)];
-            printf("Trace: %s (open in ui.perfetto.dev; summary: scripts/trace_summary.py)\n",
-                   sv_shell_quote(opts->trace, q, sizeof q));
+    if (!T->trace) return;
+    if (sv_trace_write(T->trace, d, T->opts->trace, err) != 0) {
+        if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
+        if (T->status == SV_EXIT_OK) T->status = SV_EXIT_RUNTIME;
+    } else if (T->rank0) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+        printf("Trace: %s (open in ui.perfetto.dev; summary: scripts/trace_summary.py)\n",
+               sv_shell_quote(T->opts->trace, q, sizeof q));
+    }
+}
+
+static void trainer_free(trainer *T) {
+    if (T->rank0 && T->mt) sv_metrics_close(T->mt);
+    if (T->trace) free(T->trace->ev); /* only when sv_trace_write was not reached */
+    if (T->have_model) {
+        sv_adamw_free(&T->opt);
+        sv_model_free(&T->m);
+    }
+    free_buffers(&T->B);
+    if (T->lock_fd >= 0) close(T->lock_fd);
+}
+
+int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
+    char err[SV_ERR_LEN] = "";
+    trainer *T = calloc(1, sizeof *T);
+    if (!T) {
+        fprintf(stderr, "shiftvit: out of memory\n");
+        return SV_EXIT_RUNTIME;
+    }
+    T->cfg = cfg;
+    T->opts = opts;
+    T->d = d;
+    T->rank0 = d->rank == 0;
+    T->lock_fd = -1;
+    T->status = SV_EXIT_OK;
+    if (trainer_setup(T, err) == 0) {
+        if (trainer_already_done(T)) T->stop = STOP_EARLY;
+        for (; T->st.epoch < cfg->epochs && T->stop == STOP_NONE; T->st.epoch++) {
+            long epoch = T->st.epoch;
+            if (!trainer_run_epoch(T, epoch)) break;
+            trainer_end_epoch(T, epoch);
+            T->st.epoch = epoch; /* trainer_end_epoch moved it on; so does the loop */
+            if (T->stop != STOP_NONE) {
+                T->st.epoch++;
+                break;
+            }
         }
+        trainer_finish(T, err);
     }
-done_all:
-    if (rank0) sv_metrics_close(mt);
-done_model:
-    sv_adamw_free(&opt);
-    sv_model_free(&m);
-    free_buffers(&B);
-    if (lock_fd >= 0) close(lock_fd);
+    int status = T->status;
+    trainer_free(T);
+    free(T);
     return status;
 }

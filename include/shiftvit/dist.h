@@ -56,7 +56,7 @@ typedef struct {
 } sv_dist;
 
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
- * library provides less. Works without mpirun (world size 1). Gathers every
+ * library provides less (-2: a bad SHIFTVIT_COLLECTIVE_TIMEOUT, bad input). Works without mpirun (world size 1). Gathers every
  * rank's host name. The timeout starts at SHIFTVIT_COLLECTIVE_TIMEOUT when that
  * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT (config.h); a bad value fails. */
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err);

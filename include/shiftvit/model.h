@@ -105,4 +105,8 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
  * total parameters and forward MFLOP per image. */
 void sv_model_print_summary(const sv_model *m, FILE *f);
 
+/* Index in m->tensors of the tensor named `name` (e.g. "classifier/kernel",
+ * the Keras weight names of model.c); aborts (SV_CHECK) when there is none. */
+int sv_model_tensor_index(const sv_model *m, const char *name);
+
 #endif

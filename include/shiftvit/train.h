@@ -34,6 +34,18 @@ typedef struct {
                             * /config_changes; "" if the run never changed) */
 } sv_train_state;
 
+/* Exit status of `shiftvit train` (README "Exit status"); 5 is dist.h's
+ * SV_EXIT_COLLECTIVE_TIMEOUT. */
+typedef enum {
+    SV_EXIT_OK = 0,                /* done, or stopped by a signal after a checkpoint */
+    SV_EXIT_BAD_INPUT = 1,         /* config, data, checkpoint or output folder refused */
+    SV_EXIT_RUNTIME = 2,           /* out of memory, replicas differ, trace not written */
+    SV_EXIT_NONFINITE = 3,         /* non-finite loss or gradient: stopped before the update */
+    SV_EXIT_CHECKPOINT_FAILED = 4, /* finished, but a checkpoint could not be written */
+} sv_exit_status;
+
+typedef enum { SV_PROGRESS_AUTO, SV_PROGRESS_TTY, SV_PROGRESS_LINES } sv_progress_mode;
+
 typedef struct {
     const char *data_dir;  /* --data-dir, or NULL */
     const char *out_dir;   /* --out, or NULL (config, then the default) */
@@ -44,6 +56,11 @@ typedef struct {
     int overwrite;         /* --overwrite: the output folder may hold another run,
                             * whose files are removed first */
     const char *trace;     /* --trace FILE: the step timeline (trace.h), or NULL */
+    /* Debug switches, read from the environment once by the command
+     * (README "Developers"): */
+    sv_progress_mode progress; /* SHIFTVIT_PROGRESS=tty|lines: force the progress style */
+    int check_replicas;    /* SHIFTVIT_CHECK_REPLICAS=1: ranks compare a weight checksum after every update */
+    long inject_nan_step;  /* SHIFTVIT_INJECT_NAN_STEP=N: a NaN in rank 0's classifier-kernel gradient at update N */
 } sv_train_opts;
 
 /* Runs the whole training job on every rank; rank 0 prints and writes files.
