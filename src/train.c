@@ -2,14 +2,10 @@
  * checkpoints and metrics (SPEC sections 1 and 4; issues 3-5). */
 #include "shiftvit/train.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "shiftvit/checkpoint.h"
@@ -21,241 +17,10 @@
 #include "shiftvit/run_folder.h"
 #include "shiftvit/text.h"
 #include "shiftvit/trace.h"
+#include "train_internal.h"
 
 #define BUCKET_BYTES (4u << 20) /* MACHINE_NOTES.md: 4 MiB buckets are the fast size */
 #define TRACE_EVENTS (1u << 18) /* --trace: room for ~10k steps of the full model */
-
-static volatile sig_atomic_t g_stop_signal;
-
-static void on_stop_signal(int sig) { g_stop_signal = sig; }
-
-static void install_signal_handlers(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
-
-int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
-
-/* Loss (the training objective, smoothed when label_smoothing > 0), top-1 and
- * top-5 sums of a batch; also fills probs. */
-static void batch_metrics(const float *logits, float *probs, float *losses, const int *labels,
-                          int n, int K, float smoothing, double *loss, double *top1, double *top5) {
-    sv_softmax_xent_forward(losses, probs, logits, labels, n, K, smoothing);
-    for (int i = 0; i < n; i++) {
-        *loss += losses[i];
-        *top1 += sv_topk_correct(logits + (size_t)i * K, K, labels[i], 1);
-        *top5 += sv_topk_correct(logits + (size_t)i * K, K, labels[i], K < 5 ? K : 5);
-    }
-}
-
-sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
-                           sv_dist *d, float *x, int *labels, long *idx) {
-    long start, count;
-    sv_shard(ds->count, d->rank, d->world, &start, &count);
-    int bs = sv_local_batch(cfg->eval_batch_size, d->world);
-    if (bs > m->max_batch) bs = m->max_batch;
-    int K = m->num_classes;
-    double sums[3] = {0, 0, 0};
-    for (long b = 0; b < count; b += bs) {
-        int n = (int)(count - b < bs ? count - b : bs);
-        for (int i = 0; i < n; i++) idx[i] = start + b + i;
-        sv_make_batch(x, labels, ds, idx, n, cfg, 0, 0);
-        const float *logits = sv_model_forward(m, x, n, NULL);
-        for (int i = 0; i < n; i++) {
-            const float *l = logits + (size_t)i * K;
-            float mx = l[0];
-            for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
-            double se = 0;
-            for (int k = 0; k < K; k++) se += exp((double)l[k] - mx);
-            sums[0] += mx + log(se) - l[labels[i]];
-            sums[1] += sv_topk_correct(l, K, labels[i], 1);
-            sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
-        }
-    }
-    double all[4] = {sums[0], sums[1], sums[2], (double)count};
-    sv_allreduce_doubles(d, all, 4);
-    sv_eval_result r = {0, 0, 0, (long)all[3]};
-    if (all[3] > 0) {
-        r.loss = all[0] / all[3];
-        r.top1 = all[1] / all[3];
-        r.top5 = all[2] / all[3];
-    }
-    return r;
-}
-
-/* ---- output directory and checkpoints (rank 0) ---- */
-
-static int mkdir_p(const char *path) {
-    char tmp[SV_PATH_LEN];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0775) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0775) != 0 && errno != EEXIST) return -1;
-    return 0;
-}
-
-/* Creates the output directory and proves it writable before any training. */
-static int prepare_out_dir(const char *dir, char *err) {
-    if (mkdir_p(dir) != 0)
-        return sv_fail(err, "output directory %s: cannot create it: %s", dir, strerror(errno));
-    char probe[SV_PATH_LEN + 32];
-    snprintf(probe, sizeof probe, "%s/.write_test", dir);
-    FILE *f = fopen(probe, "w");
-    if (!f) return sv_fail(err, "output directory %s is not writable: %s", dir, strerror(errno));
-    int bad = fputs("ok\n", f) < 0;
-    bad |= fclose(f) != 0;
-    unlink(probe);
-    if (bad) return sv_fail(err, "output directory %s: writing failed: %s", dir, strerror(errno));
-    return 0;
-}
-
-static void resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts *o, sv_dist *d) {
-    if (o->out_dir && *o->out_dir) snprintf(out, SV_PATH_LEN, "%s", o->out_dir);
-    else if (cfg->out_dir[0]) snprintf(out, SV_PATH_LEN, "%s", cfg->out_dir);
-    else {
-        /* Rank 0's clock names the run; every rank must agree on it. */
-        long stamp = (long)time(NULL);
-        stamp = sv_dist_bcast_long(d, stamp);
-        time_t t = (time_t)stamp;
-        struct tm tm;
-        localtime_r(&t, &tm);
-        char ts[32];
-        strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
-        snprintf(out, SV_PATH_LEN, "results/runs/%s-%s", cfg->name[0] ? cfg->name : "run", ts);
-    }
-}
-
-/* rank 0 decides, everyone learns the outcome: keeps all ranks in step on errors. */
-static int agree(sv_dist *d, int ok) { return sv_dist_all_ok(d, ok); }
-
-static int bcast_ok(sv_dist *d, int ok) { return sv_dist_bcast_int(d, ok); }
-
-typedef struct {
-    sv_model *m;
-    sv_adamw *opt;
-    sv_train_state *st;
-    const sv_config *cfg;
-    const char *dir;
-    sv_dist *d;
-    long saved_step; /* step of the newest checkpoint written, -1 if none */
-    int failures;    /* checkpoints that could not be written */
-    sv_trace *trace; /* --trace, or NULL */
-} ckpt_ctx;
-
-/* Rank 0 writes `name`; every rank learns whether it worked. */
-static int save_checkpoint(ckpt_ctx *c, const char *name) {
-    int ok = 1;
-    double t0 = sv_now();
-    /* ZeRO stage 1: rank 0 gathers the AdamW state; the file's layout is stage 0's. */
-    sv_adamw full = *c->opt;
-    if (c->d->zero) {
-        full.n = c->m->num_params;
-        full.m = c->d->rank == 0 ? sv_alloc(2 * full.n * sizeof(float), "gathered AdamW state") : NULL;
-        full.v = full.m ? full.m + full.n : NULL;
-        sv_zero_gather(c->d, c->opt->m, full.m);
-        sv_zero_gather(c->d, c->opt->v, full.v);
-    }
-    if (c->d->rank == 0) {
-        char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
-        snprintf(path, sizeof path, "%s/%s", c->dir, name);
-        if (sv_checkpoint_save(path, c->m, &full, c->st, c->cfg, err) != 0) {
-            fprintf(stderr, "shiftvit: checkpoint not written: %s\n", err);
-            ok = 0;
-        }
-    }
-    if (c->d->zero) sv_free(full.m);
-    ok = bcast_ok(c->d, ok);
-    if (ok) c->saved_step = c->st->step;
-    else c->failures++;
-    sv_trace_add(c->trace, SV_TR_CHECKPOINT, t0, sv_now(), c->st->step, -1, name);
-    return ok;
-}
-
-/* Epoch checkpoints epoch_NNNN.h5: keep the newest keep_last. */
-static void rotate_checkpoints(ckpt_ctx *c, long epoch_done) {
-    if (c->d->rank != 0 || c->cfg->keep_last <= 0) return;
-    long old = epoch_done - (long)c->cfg->keep_last * c->cfg->checkpoint_every;
-    if (old < 1) return;
-    char path[SV_PATH_LEN + 64];
-    snprintf(path, sizeof path, "%s/epoch_%04ld.h5", c->dir, old);
-    unlink(path);
-}
-
-/* dir/name as one shell word. */
-static const char *quote_in(const char *dir, const char *name, char *q, size_t n) {
-    char path[SV_PATH_LEN + 16];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return sv_shell_quote(path, q, n);
-}
-
-/* The command that continues the run in dir, ready to paste into a shell:
- * this binary by its absolute path, under mpirun with the same world size
- * when there is more than one rank; the config comes from the checkpoint. */
-static const char *resume_command(const char *dir, int world, char *q, size_t n) {
-    char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)], exe[SV_PATH_LEN] = "shiftvit",
-         qexe[SV_QUOTED_LEN(SV_PATH_LEN)], launcher[96] = "";
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) exe[len] = '\0';
-    else snprintf(exe, sizeof exe, "shiftvit");
-    if (world > 1)
-        snprintf(launcher, sizeof launcher, "mpirun -np %d %s", world, geteuid() == 0 ? "--allow-run-as-root " : "");
-    snprintf(q, n, "%s%s train --resume %s --out %s", launcher, sv_shell_quote(exe, qexe, sizeof qexe),
-             quote_in(dir, "last.h5", ckpt, sizeof ckpt), sv_shell_quote(dir, out, sizeof out));
-    return q;
-}
-
-/* --resume-with-changes: the log and every later checkpoint say which keys
- * changed at which step; /state takes the new seed so that it agrees with
- * /config. */
-static void record_changes(sv_train_state *st, const sv_config *cfg, const char *changes,
-                           int rank0) {
-    if (rank0) printf("Continuing with changed keys from step %ld:\n", st->step);
-    for (const char *line = changes; *line;) {
-        size_t n = strcspn(line, "\n");
-        size_t len = strlen(st->config_changes);
-        if (len + n + 32 < sizeof st->config_changes)
-            snprintf(st->config_changes + len, sizeof st->config_changes - len, "step %ld: %.*s\n",
-                     st->step, (int)n, line);
-        if (rank0) printf("  %.*s\n", (int)n, line);
-        line += n + (line[n] == '\n');
-    }
-    st->seed = cfg->seed;
-}
-
-/* ---- progress display (rank 0) ---- */
-
-/* Redraw the progress line in place only on a terminal. Open MPI hands its
- * ranks a pseudo-terminal even when mpirun's own output goes to a file (a
- * SLURM log), so under mpirun lines are the default; SHIFTVIT_PROGRESS=tty or
- * =lines forces either. */
-static int progress_on_terminal(sv_progress_mode mode) {
-    if (mode == SV_PROGRESS_TTY) return 1;
-    if (mode == SV_PROGRESS_LINES) return 0;
-    if (getenv("OMPI_COMM_WORLD_SIZE")) return 0;
-    return isatty(STDOUT_FILENO);
-}
-
-static void progress(int tty, long done, long total, double elapsed, double ms_step, double loss,
-                     double top1, double top5, int final) {
-    char bar[32];
-    int width = 30, filled = total ? (int)(width * done / total) : width;
-    for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : '.';
-    if (filled < width && filled >= 0) bar[filled] = '>';
-    bar[width] = '\0';
-    printf("%s%4ld/%ld [%s] - %.0fs %.0fms/step - loss: %.4f - top1: %.4f - top5: %.4f%s",
-           tty ? "\r" : "", done, total, bar, elapsed, ms_step, loss, top1, top5,
-           (!tty || final) ? "\n" : "");
-    fflush(stdout);
-}
 
 /* ---- the loop ---- */
 
@@ -272,120 +37,6 @@ static void free_buffers(buffers *b) {
     sv_dataset_free(&b->test);
     sv_free(b->x); sv_free(b->probs); sv_free(b->losses); sv_free(b->dlogits);
     sv_free(b->labels); sv_free(b->perm); sv_free(b->idx);
-}
-
-/* 1 if every value is finite: one parallel pass (a NaN or Inf poisons the sum). */
-static int all_finite(const float *p, size_t n) {
-    float s = 0.f;
-#pragma omp parallel for simd reduction(+ : s)
-    for (size_t i = 0; i < n; i++) s += p[i] * 0.f;
-    return s == 0.f;
-}
-
-/* Debug aid for the data-parallel tests (SHIFTVIT_CHECK_REPLICAS=1): the
- * replicas must hold bitwise identical weights after every update. Compares
- * an order-dependent checksum of all parameters across ranks. */
-static int replicas_identical(const sv_model *m, sv_dist *d) {
-    uint64_t h = 1469598103934665603ull;
-    const uint32_t *w = (const uint32_t *)m->params;
-    for (size_t i = 0; i < m->num_params; i++) h = (h ^ w[i]) * 1099511628211ull;
-    return sv_dist_same_checksum(d, h);
-}
-
-/* SHIFTVIT_INJECT_NAN_STEP: the NaN has to be in the gradient before its
- * bucket's in-place MPI_Iallreduce starts (from then on MPI owns the buffer
- * and overwrites it with the sum), so it is planted from the gradient-ready
- * callback as soon as the classifier kernel's gradient is complete. */
-typedef struct {
-    sv_dist *d;
-    float *poison; /* gradient element to set to NaN, NULL once done */
-    size_t offset; /* its tensor's offset */
-} inject_ctx;
-
-static void ready_inject(void *ctx, size_t offset) {
-    inject_ctx *c = ctx;
-    if (c->poison && offset <= c->offset) {
-        *c->poison = NAN;
-        c->poison = NULL;
-    }
-    sv_allreduce_ready(c->d, offset);
-}
-
-/* sv_checkpoint_load, and with ZeRO stage 1 this rank's shards of the AdamW
- * state it holds (the file has stage 0's layout, whatever wrote it). */
-static int load_checkpoint(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st, const sv_dist *d,
-                           char *err) {
-    if (!d->zero) return sv_checkpoint_load(path, m, opt, st, err);
-    sv_adamw full = *opt;
-    full.n = m->num_params;
-    full.m = sv_alloc(2 * full.n * sizeof(float), "AdamW state being loaded");
-    full.v = full.m + full.n;
-    int rc = sv_checkpoint_load(path, m, &full, st, err);
-    if (rc == 0) {
-        sv_zero_take_shards(d, full.m, opt->m);
-        sv_zero_take_shards(d, full.v, opt->v);
-        opt->t = full.t;
-    }
-    sv_free(full.m);
-    return rc;
-}
-
-void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {
-    if (!d->zero) {
-        sv_adamw_step(opt, m->params, m->grads, lr);
-        return;
-    }
-    for (int b = 0; b < d->nbuckets; b++)
-        sv_adamw_update(opt, opt->t + 1, m->params + d->shard_lo[b], d->gshard + d->shard_off[b],
-                        opt->m + d->shard_off[b], opt->v + d->shard_off[b], d->shard_len[b], lr);
-    opt->t++;
-    sv_zero_allgather(d);
-}
-
-/* --trace: the backward pass in parts, one per block (or merge, classifier,
- * patch embedding), each ending when the block's last weight gradient is
- * final (the gradient-ready callback), which is also when its bucket may
- * start. Wraps the callback that starts the all-reduce. */
-typedef struct {
-    sv_grad_ready_fn inner;
-    void *inner_ctx;
-    sv_trace *trace;
-    const sv_model *m;
-    long step;
-    double t_part;     /* start of the part being timed */
-    double t_last;     /* last callback */
-    char part[32];     /* its block, "" before the first callback */
-} traced_ready_ctx;
-
-/* "stage2/block3/mlp/fc1/kernel" -> "stage2/block3"; "classifier/kernel" -> "classifier". */
-static void block_of(const char *tensor, char *out, size_t n) {
-    const char *slash = strchr(tensor, '/');
-    if (slash && !strncmp(tensor, "stage", 5)) slash = strchr(slash + 1, '/');
-    size_t len = slash ? (size_t)(slash - tensor) : strlen(tensor);
-    if (len >= n) len = n - 1;
-    memcpy(out, tensor, len);
-    out[len] = '\0';
-}
-
-static void traced_flush(traced_ready_ctx *c) {
-    if (c->part[0]) sv_trace_add(c->trace, SV_TR_BACKWARD_PART, c->t_part, c->t_last, c->step, -1, c->part);
-}
-
-static void ready_traced(void *ctx, size_t offset) {
-    traced_ready_ctx *c = ctx;
-    c->inner(c->inner_ctx, offset);
-    char part[32] = "?";
-    for (int t = 0; t < c->m->num_tensors; t++)
-        if (c->m->tensors[t].offset == offset) {
-            block_of(c->m->tensors[t].name, part, sizeof part);
-            break;
-        }
-    if (strcmp(part, c->part) != 0) {
-        traced_flush(c);
-        c->t_part = c->t_last;
-        snprintf(c->part, sizeof c->part, "%s", part);
-    }
-    c->t_last = sv_now();
 }
 
 /* ---- the trainer: set-up, steps, end of epoch, finish ---- */
@@ -419,7 +70,7 @@ typedef struct {
 /* Ends set-up on every rank alike: ok is rank 0's verdict (bcast) or every
  * rank's (all), the message is rank 0's. */
 static int setup_failed(trainer *T, int ok, int all, const char *what, int status, const char *err) {
-    ok = all ? agree(T->d, ok) : bcast_ok(T->d, ok);
+    ok = all ? sv_dist_all_ok(T->d, ok) : sv_dist_bcast_int(T->d, ok);
     if (ok) return 0;
     if (T->rank0) fprintf(stderr, "shiftvit: %s%s\n", what, err);
     T->status = status;
@@ -435,9 +86,9 @@ static int trainer_open_data_and_folder(trainer *T, char *err) {
                                   &T->B.val, &T->B.test, err) == 0;
     if (!ok && !err[0]) snprintf(err, SV_ERR_LEN, "data could not be loaded on some rank");
     if (setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err)) return -1;
-    resolve_out_dir(T->out, cfg, T->opts, T->d);
+    tr_resolve_out_dir(T->out, cfg, T->opts, T->d);
     ok = 1;
-    if (T->rank0 && (prepare_out_dir(T->out, err) != 0 || (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
+    if (T->rank0 && (tr_prepare_out_dir(T->out, err) != 0 || (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
                      sv_run_folder_claim(T->out, T->opts->resume, T->opts->overwrite, err) != 0))
         ok = 0;
     return setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err) ? -1 : 0;
@@ -488,7 +139,7 @@ static int trainer_load_state(trainer *T, char *err) {
     st->world_size = d->world;
     const char *resume = T->opts->resume;
     if (resume) {
-        int ok = load_checkpoint(resume, &T->m, &T->opt, st, d, err) == 0;
+        int ok = tr_load_checkpoint(resume, &T->m, &T->opt, st, d, err) == 0;
         if (setup_failed(T, ok, 1, "cannot resume: ", SV_EXIT_BAD_INPUT,
                          err[0] ? err : "a rank failed to read the checkpoint"))
             return -1;
@@ -499,7 +150,7 @@ static int trainer_load_state(trainer *T, char *err) {
             printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), %s\n",
                    sv_shell_quote(resume, q, sizeof q), st->epoch + 1, st->step, st->step_in_epoch, best);
         }
-        if (T->opts->changes) record_changes(st, T->cfg, T->opts->changes, T->rank0);
+        if (T->opts->changes) tr_record_changes(st, T->cfg, T->opts->changes, T->rank0);
     }
     if (d->world > 1) {
         double h = 0;
@@ -579,7 +230,7 @@ static int trainer_open_outputs(trainer *T, char *err) {
 }
 
 static int trainer_setup(trainer *T, char *err) {
-    install_signal_handlers(); /* early: a preemption warning during start-up waits for the first step */
+    tr_install_signal_handlers(); /* early: a preemption warning during start-up waits for the first step */
     if (T->cfg->batch_size < T->d->world) {
         if (T->rank0)
             fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
@@ -590,7 +241,7 @@ static int trainer_setup(trainer *T, char *err) {
     if (trainer_open_data_and_folder(T, err) || trainer_build_model(T, err) || trainer_load_state(T, err) ||
         trainer_alloc_buffers(T, err) || trainer_open_outputs(T, err))
         return -1;
-    T->tty = T->rank0 && progress_on_terminal(T->opts->progress);
+    T->tty = T->rank0 && tr_progress_on_terminal(T->opts->progress);
     T->t_run0 = sv_now() - T->st.wall_time;
     return 0;
 }
@@ -628,7 +279,7 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
     sv_shard(gcount, d->rank, d->world, &s0, &n);
     for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
     sums[0] = sums[1] = sums[2] = 0;
-    sums[4] = g_stop_signal ? 1.0 : 0.0;
+    sums[4] = tr_stop_requested() ? 1.0 : 0.0;
     inject_ctx ic = {d, NULL, 0};
     if (T->opts->inject_nan_step == d->step && T->rank0) {
         ic.offset = m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset;
@@ -639,20 +290,20 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
         sv_train_rng rng = {cfg->seed, epoch, B->idx};
         double tf = sv_now();
         const float *logits = sv_model_forward(m, B->x, (int)n, &rng);
-        batch_metrics(logits, B->probs, B->losses, B->labels, (int)n, m->num_classes, cfg->label_smoothing,
+        tr_batch_metrics(logits, B->probs, B->losses, B->labels, (int)n, m->num_classes, cfg->label_smoothing,
                       &sums[0], &sums[1], &sums[2]);
         sv_softmax_xent_backward(B->dlogits, B->probs, B->labels, (int)n, m->num_classes, 1.0f / (float)gcount,
                                  cfg->label_smoothing);
         double tb = sv_now();
         sv_trace_add(T->trace, SV_TR_FORWARD, tf, tb, d->step, -1, NULL);
         sv_allreduce_begin(d);
-        sv_grad_ready_fn ready = ic.poison ? ready_inject : sv_allreduce_ready;
+        sv_grad_ready_fn ready = ic.poison ? tr_ready_inject : sv_allreduce_ready;
         void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
         traced_ready_ctx tc = {ready, ready_ctx, T->trace, m, d->step, tb, tb, ""};
-        if (T->trace) sv_model_backward(m, B->dlogits, ready_traced, &tc);
+        if (T->trace) sv_model_backward(m, B->dlogits, tr_ready_traced, &tc);
         else sv_model_backward(m, B->dlogits, ready, ready_ctx);
         if (T->trace) {
-            traced_flush(&tc);
+            tr_traced_flush(&tc);
             sv_trace_add(T->trace, SV_TR_BACKWARD, tb, sv_now(), d->step, -1, NULL);
         }
     } else {
@@ -672,8 +323,8 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
  * update touches the weights. Returns 0 when the step may go on. */
 static int trainer_check_finite(trainer *T, long epoch, double loss_sum) {
     sv_dist *d = T->d;
-    int finite = T->zero ? sv_dist_all_ok(d, all_finite(d->gshard, d->shard_n))
-                         : all_finite(T->m.grads, T->m.num_params);
+    int finite = T->zero ? sv_dist_all_ok(d, tr_all_finite(d->gshard, d->shard_n))
+                         : tr_all_finite(T->m.grads, T->m.num_params);
     if (isfinite(loss_sum) && finite) return 0;
     if (T->rank0) {
         /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
@@ -684,7 +335,7 @@ static int trainer_check_finite(trainer *T, long epoch, double loss_sum) {
         char q[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
         if (T->cc.saved_step >= 0)
             fprintf(stderr, "shiftvit: the newest checkpoint, %s (step %ld), is intact; lower optim.lr_max and resume from it.\n",
-                    quote_in(T->out, "last.h5", q, sizeof q), T->cc.saved_step);
+                    tr_quote_in(T->out, "last.h5", q, sizeof q), T->cc.saved_step);
         else
             fprintf(stderr, "shiftvit: no checkpoint was written yet; lower optim.lr_max and start again.\n");
     }
@@ -708,7 +359,7 @@ static void trainer_log_step(trainer *T, long epoch, const double sums[5], doubl
     long done = st->step_in_epoch + 1;
     int last = done == T->steps_per_epoch;
     if (T->tty || last || done % T->cfg->log_every == 0)
-        progress(T->tty, done, T->steps_per_epoch, sv_now() - T->t_epoch, 1e3 * dt, st->run_loss / st->run_count,
+        tr_progress(T->tty, done, T->steps_per_epoch, sv_now() - T->t_epoch, 1e3 * dt, st->run_loss / st->run_count,
                  st->run_top1 / st->run_count, st->run_top5 / st->run_count, last);
 }
 
@@ -727,7 +378,7 @@ static int trainer_step(trainer *T, long epoch) {
     if (T->zero) sv_trace_add_buckets(T->trace, d, d->step, SV_TR_ALLGATHER);
     T->st.step++;
     if (T->opts->check_replicas && d->world > 1) {
-        if (!replicas_identical(&T->m, d)) {
+        if (!tr_replicas_identical(&T->m, d)) {
             if (T->rank0) fprintf(stderr, "shiftvit: replicas differ after step %ld\n", T->st.step);
             T->stop = STOP_FAILED;
             T->status = SV_EXIT_RUNTIME;
@@ -751,14 +402,14 @@ static void trainer_save_mid_epoch(trainer *T, long epoch) {
     st->wall_time = sv_now() - T->t_run0;
     st->epoch_time = sv_now() - T->t_epoch;
     st->world_size = T->d->world;
-    if (save_checkpoint(&T->cc, "last.h5") && T->rank0) {
+    if (tr_save_checkpoint(&T->cc, "last.h5") && T->rank0) {
         char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
         if (T->stop == STOP_SIGNAL)
             printf("\nStopped by signal at step %ld (epoch %ld). Resume with: %s\n", st->step, epoch + 1,
-                   resume_command(T->out, T->d->world, q, sizeof q));
+                   tr_resume_command(T->out, T->d->world, q, sizeof q));
         else
             printf("Reached train.max_steps = %ld; checkpoint %s\n", T->cfg->max_steps,
-                   quote_in(T->out, "last.h5", q, sizeof q));
+                   tr_quote_in(T->out, "last.h5", q, sizeof q));
     }
 }
 
@@ -847,20 +498,20 @@ static void trainer_end_epoch(trainer *T, long epoch) {
     st->run_loss = st->run_top1 = st->run_top5 = st->run_count = 0;
     st->wall_time = sv_now() - T->t_run0;
     st->world_size = T->d->world;
-    if (improved) save_checkpoint(&T->cc, "best.h5");
+    if (improved) tr_save_checkpoint(&T->cc, "best.h5");
     if (finished % cfg->checkpoint_every == 0 || early || finished == cfg->epochs || T->stop == STOP_MAX_STEPS) {
         char name[64];
         snprintf(name, sizeof name, "epoch_%04ld.h5", finished);
-        if (save_checkpoint(&T->cc, name)) rotate_checkpoints(&T->cc, finished);
+        if (tr_save_checkpoint(&T->cc, name)) tr_rotate_checkpoints(&T->cc, finished);
     }
-    save_checkpoint(&T->cc, "last.h5");
+    tr_save_checkpoint(&T->cc, "last.h5");
     if (early && T->rank0)
         printf("Early stopping: val top-1 has not improved for %d %s (best %.4f at epoch %ld)\n", cfg->patience,
                cfg->val_every > 1 ? "validations" : "epochs", st->best_val_top1, st->best_epoch);
     if (T->stop == STOP_SIGNAL && T->rank0) {
         char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3];
         printf("Stopped by signal at the end of epoch %ld. Resume with: %s\n", finished,
-               resume_command(T->out, T->d->world, q, sizeof q));
+               tr_resume_command(T->out, T->d->world, q, sizeof q));
     }
 }
 

@@ -1,0 +1,43 @@
+/* Evaluation of a split, sharded over the ranks (SPEC section 4: every image
+ * counts once for any world size). */
+#include <math.h>
+
+#include "shiftvit/layers.h"
+#include "shiftvit/train.h"
+
+int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
+
+sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
+                           sv_dist *d, float *x, int *labels, long *idx) {
+    long start, count;
+    sv_shard(ds->count, d->rank, d->world, &start, &count);
+    int bs = sv_local_batch(cfg->eval_batch_size, d->world);
+    if (bs > m->max_batch) bs = m->max_batch;
+    int K = m->num_classes;
+    double sums[3] = {0, 0, 0};
+    for (long b = 0; b < count; b += bs) {
+        int n = (int)(count - b < bs ? count - b : bs);
+        for (int i = 0; i < n; i++) idx[i] = start + b + i;
+        sv_make_batch(x, labels, ds, idx, n, cfg, 0, 0);
+        const float *logits = sv_model_forward(m, x, n, NULL);
+        for (int i = 0; i < n; i++) {
+            const float *l = logits + (size_t)i * K;
+            float mx = l[0];
+            for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+            double se = 0;
+            for (int k = 0; k < K; k++) se += exp((double)l[k] - mx);
+            sums[0] += mx + log(se) - l[labels[i]];
+            sums[1] += sv_topk_correct(l, K, labels[i], 1);
+            sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
+        }
+    }
+    double all[4] = {sums[0], sums[1], sums[2], (double)count};
+    sv_allreduce_doubles(d, all, 4);
+    sv_eval_result r = {0, 0, 0, (long)all[3]};
+    if (all[3] > 0) {
+        r.loss = all[0] / all[3];
+        r.top1 = all[1] / all[3];
+        r.top5 = all[2] / all[3];
+    }
+    return r;
+}

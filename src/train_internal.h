@@ -1,0 +1,96 @@
+/* Internal to the trainer (src/train*.c): the run folder and checkpoints,
+ * the progress line, and the gradient-ready callbacks. Not part of the
+ * library's API (include/shiftvit/). */
+#ifndef SHIFTVIT_TRAIN_INTERNAL_H
+#define SHIFTVIT_TRAIN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shiftvit/checkpoint.h"
+#include "shiftvit/model.h"
+#include "shiftvit/optim.h"
+#include "shiftvit/trace.h"
+#include "shiftvit/train.h"
+
+/* ---- train_outputs.c ---- */
+
+/* What a checkpoint write needs; saved_step and failures are kept up to date. */
+typedef struct {
+    sv_model *m;
+    sv_adamw *opt;
+    sv_train_state *st;
+    const sv_config *cfg;
+    const char *dir;
+    sv_dist *d;
+    long saved_step; /* step of the newest checkpoint written, -1 if none */
+    int failures;    /* checkpoints that could not be written */
+    sv_trace *trace; /* --trace, or NULL */
+} ckpt_ctx;
+
+/* SHIFTVIT_INJECT_NAN_STEP (tr_ready_inject). */
+typedef struct {
+    sv_dist *d;
+    float *poison; /* gradient element to set to NaN, NULL once done */
+    size_t offset; /* its tensor's offset */
+} inject_ctx;
+
+/* --trace (tr_ready_traced): the backward pass timed per block. */
+typedef struct {
+    sv_grad_ready_fn inner;
+    void *inner_ctx;
+    sv_trace *trace;
+    const sv_model *m;
+    long step;
+    double t_part;     /* start of the part being timed */
+    double t_last;     /* last callback */
+    char part[32];     /* its block, "" before the first callback */
+} traced_ready_ctx;
+
+/* Creates the run folder and proves it writable (-1 with a message). */
+int tr_prepare_out_dir(const char *dir, char *err);
+/* --out, else output.dir, else results/runs/<config name>-<rank 0's timestamp>. Collective. */
+void tr_resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts *o, sv_dist *d);
+/* Rank 0 writes dir/name (atomically; ZeRO stage 1: the moments gathered
+ * first); every rank learns whether it worked (1) or not (0). Collective. */
+int tr_save_checkpoint(ckpt_ctx *c, const char *name);
+/* Keeps the newest output.keep_last epoch_NNNN.h5 (rank 0). */
+void tr_rotate_checkpoints(ckpt_ctx *c, long epoch_done);
+/* dir/name as one shell word, in q (n bytes). */
+const char *tr_quote_in(const char *dir, const char *name, char *q, size_t n);
+/* The command that continues the run in dir, ready to paste into a shell. */
+const char *tr_resume_command(const char *dir, int world, char *q, size_t n);
+/* --resume-with-changes: logs the changed keys and records them in st. */
+void tr_record_changes(sv_train_state *st, const sv_config *cfg, const char *changes, int rank0);
+/* 1 when the progress line should be redrawn in place (a terminal). */
+int tr_progress_on_terminal(sv_progress_mode mode);
+/* The Keras-style progress line. */
+void tr_progress(int tty, long done, long total, double elapsed, double ms_step, double loss, double top1,
+                 double top5, int final);
+/* sv_checkpoint_load, and with ZeRO stage 1 this rank's shards of the moments. */
+int tr_load_checkpoint(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st, const sv_dist *d,
+                       char *err);
+
+/* ---- train_hooks.c ---- */
+
+/* 1 if every one of n floats is finite. */
+int tr_all_finite(const float *p, size_t n);
+/* 1 if every rank holds bitwise the same weights (a checksum compared). Collective. */
+int tr_replicas_identical(const sv_model *m, sv_dist *d);
+/* sv_grad_ready_fn: plants the NaN of inject_ctx, then starts buckets. */
+void tr_ready_inject(void *ctx, size_t offset);
+/* sv_grad_ready_fn: times the backward pass per block around ctx->inner. */
+void tr_ready_traced(void *ctx, size_t offset);
+/* Records the block being timed when the backward pass ends. */
+void tr_traced_flush(traced_ready_ctx *c);
+/* SIGINT, SIGTERM and SIGUSR1 ask for a stop at the next step boundary;
+ * tr_stop_requested says whether one came (async-signal-safe flag). */
+void tr_install_signal_handlers(void);
+int tr_stop_requested(void);
+/* Loss (the training objective, smoothed when label_smoothing > 0), top-1 and
+ * top-5 sums of a batch of n logits rows (n x K); also fills probs (n x K) and
+ * losses (n). */
+void tr_batch_metrics(const float *logits, float *probs, float *losses, const int *labels, int n, int K,
+                      float smoothing, double *loss, double *top1, double *top5);
+
+#endif
