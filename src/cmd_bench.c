@@ -177,6 +177,11 @@ int sv_cmd_bench(int argc, char **argv) {
         if (d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", clash);
         return 1;
     }
+    char terr[SV_ERR_LEN];
+    if (trace_path && sv_trace_check_path(d, trace_path, terr) != 0) {
+        if (d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", terr);
+        return 1;
+    }
     if (steps < 1 || warmup < 0 || batch < 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit bench: --steps must be >= 1, --warmup and --batch >= 0\n");
         return 1;
@@ -226,10 +231,9 @@ int sv_cmd_bench(int argc, char **argv) {
     double ph[4] = {0, 0, 0, 0}; /* forward, backward, all-reduce wait, optimiser */
     sv_trace trace_buf, *trace = NULL;
     if (trace_path) {
-        int rc = sv_trace_open(&trace_buf, d, trace_path, (size_t)steps * (4 + 2 * (size_t)d->nbuckets), err);
-        if (rc != 0) {
+        if (sv_trace_open(&trace_buf, d, (size_t)steps * (4 + 2 * (size_t)d->nbuckets), err) != 0) {
             if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
-            return rc == -1 ? 1 : 2;
+            return 2;
         }
         trace = &trace_buf;
     }

@@ -7,6 +7,7 @@
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
 #include "shiftvit/text.h"
+#include "shiftvit/trace.h"
 #include "shiftvit/train.h"
 
 #define MAX_SETS 64
@@ -197,6 +198,12 @@ int sv_cmd_train(int argc, char **argv) {
                    cfg.precision == SV_BF16 ? "bf16" : "fp32", stored.precision == SV_BF16 ? "bf16" : "fp32");
     }
     read_debug_switches(&o);
+    char err[SV_ERR_LEN];
+    if (o.trace && sv_trace_check_path(d, o.trace, err) != 0) {
+        if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+        free(changes);
+        return 1;
+    }
     sv_cli_report_placement();
     int rc = sv_train(&cfg, &o, d);
     free(changes);

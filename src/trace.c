@@ -16,26 +16,30 @@ static const char *const kind_names[SV_TR_KINDS] = {
     "forward", "backward", "backward", "allreduce", "optimizer", "checkpoint", "eval", "reduce_scatter", "allgather",
 };
 
-int sv_trace_open(sv_trace *t, sv_dist *d, const char *path, size_t capacity, char *err) {
-    memset(t, 0, sizeof *t);
-    /* The file must be creatable before the run, not found out at its end. */
+int sv_trace_check_path(sv_dist *d, const char *path, char *err) {
     int ok = 1;
     if (d->rank == 0) {
         char tmp[SV_PATH_LEN + 16];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
         FILE *f = fopen(tmp, "w");
-        if (!f) ok = sv_fail(err, "--trace %s: cannot create it: %s", path, strerror(errno)) + 1;
-        else {
+        if (f) {
             fclose(f);
             unlink(tmp);
+        } else {
+            sv_fail(err, "--trace %s: cannot create it: %s", path, strerror(errno));
+            ok = 0;
         }
     }
-    if (!sv_dist_bcast_int(d, ok)) return -1;
+    return sv_dist_bcast_int(d, ok) ? 0 : -1;
+}
+
+int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err) {
+    memset(t, 0, sizeof *t);
     t->ev = calloc(capacity, sizeof *t->ev);
     if (!sv_dist_all_ok(d, t->ev != NULL)) {
         free(t->ev);
         t->ev = NULL;
-        return sv_fail(err, "--trace: cannot allocate %zu events", capacity) - 1;
+        return sv_fail(err, "--trace: cannot allocate %zu events", capacity);
     }
     /* calloc'd pages are touched now, not inside the timed steps. */
     memset(t->ev, 0, capacity * sizeof *t->ev);

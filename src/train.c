@@ -177,10 +177,9 @@ static int trainer_alloc_buffers(trainer *T, char *err) {
     B->idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
     B->perm = sv_alloc((size_t)B->train.count * sizeof(long), "permutation");
     if (!T->opts->trace) return 0;
-    int rc = sv_trace_open(&T->trace_buf, T->d, T->opts->trace, TRACE_EVENTS, err);
-    if (rc != 0) {
+    if (sv_trace_open(&T->trace_buf, T->d, TRACE_EVENTS, err) != 0) {
         if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        T->status = rc == -1 ? SV_EXIT_BAD_INPUT : SV_EXIT_RUNTIME;
+        T->status = SV_EXIT_RUNTIME;
         return -1;
     }
     T->trace = &T->trace_buf;

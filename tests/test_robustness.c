@@ -598,6 +598,7 @@ static void test_config_errors_through_cli(void **state) {
         {"-c " TINY " --no-such-option", "unknown or incomplete option", "--no-such-option"},
         {"-c " TINY " --set train.collective_timeout=-5", "collective_timeout", "-5"},
         {"-c " TINY " --set train.collective_timeout=soon", "collective_timeout", "soon"},
+        {"-c " TINY " --trace /nonexistent-dir/t.json", "--trace /nonexistent-dir/t.json", "cannot create it"},
     };
     snprintf(cases[9].args, sizeof cases[9].args, "-c %s", empty);
     snprintf(cases[10].args, sizeof cases[10].args, "-c %s", binary);

@@ -42,10 +42,12 @@ typedef struct {
     double origin;  /* sv_now() after the opening barrier */
 } sv_trace;
 
-/* Collective. Checks that rank 0 can create `path` (-1 with a message: bad
- * input, found before the run), then allocates room for `capacity` events
- * (-2 with a message when memory is short). */
-int sv_trace_open(sv_trace *t, sv_dist *d, const char *path, size_t capacity, char *err);
+/* Collective: 0 when rank 0 can create `path`, else -1 with a message on
+ * rank 0. The commands call it before any work, so that a bad --trace is
+ * bad input (exit 1), not found at the end of a run. */
+int sv_trace_check_path(sv_dist *d, const char *path, char *err);
+/* Collective. Allocates room for `capacity` events; -1 with a message on failure. */
+int sv_trace_open(sv_trace *t, sv_dist *d, size_t capacity, char *err);
 /* Records one event (no-op when t is NULL). Never allocates. */
 void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long step, int bucket,
                   const char *label);
