@@ -211,10 +211,8 @@ int sv_cmd_bench(int argc, char **argv) {
     }
     sv_model_init_weights(&m, cfg.seed);
     sv_adamw opt;
-    int zero = cfg.zero_stage == 1 && d->world > 1;
-    if (zero) sv_zero_setup(d, m.params, m.grads, m.num_params, 4u << 20);
-    else sv_allreduce_setup(d, m.grads, m.num_params, 4u << 20);
-    sv_adamw_init(&opt, zero ? d->shard_n : m.num_params, &cfg);
+    sv_optimizer_setup(d, &m, &opt, &cfg, 4u << 20);
+    int zero = d->zero;
     int S = cfg.image_size, K = cfg.num_classes;
     float *x = sv_alloc((size_t)n * S * S * 3 * sizeof(float), "bench input");
     float *probs = sv_alloc((size_t)n * K * sizeof(float), "bench");

@@ -18,8 +18,6 @@ enum { TAG_PING = 1, TAG_PONG = 2 };
 /* How long a rank that timed out waits for the others to answer its probe. */
 #define PROBE_SECONDS 5.0
 
-static int g_timeout_from_env;
-
 int sv_dist_parse_timeout(const char *text, const char *what, double *out, char *err) {
     char *end = NULL;
     /* Decimal only, as the config parser: no blanks, no hexadecimal. */
@@ -30,8 +28,6 @@ int sv_dist_parse_timeout(const char *text, const char *what, double *out, char 
     *out = v;
     return 0;
 }
-
-int sv_dist_timeout_from_env(void) { return g_timeout_from_env; }
 
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
     memset(d, 0, sizeof *d);
@@ -63,7 +59,7 @@ int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
     MPI_Allgather(me, SV_HOST_LEN, MPI_CHAR, d->hosts, SV_HOST_LEN, MPI_CHAR, d->comm);
     const char *env = getenv("SHIFTVIT_COLLECTIVE_TIMEOUT");
     if (env && *env) {
-        g_timeout_from_env = 1;
+        d->timeout_from_env = 1;
         if (sv_dist_parse_timeout(env, "SHIFTVIT_COLLECTIVE_TIMEOUT", &d->timeout, err) != 0) return -2;
     }
     return 0;
@@ -241,7 +237,6 @@ void sv_allreduce_setup(sv_dist *d, float *buf, size_t n, size_t bucket_bytes) {
 
 void sv_allreduce_begin(sv_dist *d) {
     d->next = d->nbuckets - 1;
-    d->wait_seconds = 0;
 }
 
 /* ZeRO stage 1's reduce-scatter of one bucket: a ring of P - 1 steps driven
@@ -252,9 +247,15 @@ void sv_allreduce_begin(sv_dist *d) {
  * (r - 2 - k) mod P from r - 1; after step P - 2 it holds the sum over all
  * ranks of segment r, its shard, which goes to gshard. Each segment is summed
  * in the same order on every run, whatever the timing. */
+/* The segment rank r handles at ring step k: `back` places before its own. */
+static int ring_segment(const sv_dist *d, int k, int back) {
+    int P = d->world;
+    return ((d->rank - back - k) % P + P) % P;
+}
+
 static void ring_post(sv_dist *d, int b) {
     int P = d->world, r = d->rank, k = d->rs_step[b];
-    int s_send = ((r - 1 - k) % P + P) % P, s_recv = ((r - 2 - k) % P + P) % P;
+    int s_send = ring_segment(d, k, 1), s_recv = ring_segment(d, k, 2);
     const int *cnt = d->counts + (size_t)b * P, *dsp = d->displs + (size_t)b * P;
     float *bucket = d->buf + (size_t)b * d->bucket;
     MPI_Irecv(d->rs_tmp + d->rs_tmp_off[b], cnt[s_recv], MPI_FLOAT, (r - 1 + P) % P, b, d->ring, &d->rs_req[2 * b]);
@@ -267,8 +268,7 @@ static int ring_progress(sv_dist *d, int b) {
     int done = 0;
     MPI_Testall(2, &d->rs_req[2 * b], &done, MPI_STATUSES_IGNORE);
     if (!done) return 0;
-    int P = d->world, r = d->rank, k = d->rs_step[b];
-    int s_recv = ((r - 2 - k) % P + P) % P;
+    int P = d->world, s_recv = ring_segment(d, d->rs_step[b], 2);
     float *dst = d->buf + (size_t)b * d->bucket + d->displs[(size_t)b * P + s_recv];
     const float *src = d->rs_tmp + d->rs_tmp_off[b];
     for (int i = 0; i < d->counts[(size_t)b * P + s_recv]; i++) dst[i] += src[i];
@@ -288,9 +288,14 @@ static int ring_progress_all(sv_dist *d) {
     return all && d->next < 0;
 }
 
-static void start_bucket(sv_dist *d, int b) {
+/* Floats in bucket b (the last one may be short). */
+static size_t bucket_len(const sv_dist *d, int b) {
     size_t lo = (size_t)b * d->bucket;
-    size_t len = d->n - lo < d->bucket ? d->n - lo : d->bucket;
+    return d->n - lo < d->bucket ? d->n - lo : d->bucket;
+}
+
+static void start_bucket(sv_dist *d, int b) {
+    size_t lo = (size_t)b * d->bucket, len = bucket_len(d, b);
     d->bucket_t0[b] = sv_now();
     if (d->zero) {
         d->rs_step[b] = 0;
@@ -326,7 +331,6 @@ void sv_allreduce_finish(sv_dist *d) {
     } else {
         wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
     }
-    d->wait_seconds = sv_now() - t0;
 }
 
 void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t bucket_bytes) {
@@ -341,7 +345,7 @@ void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t buc
     d->displs = d->counts + (size_t)B * P;
     d->shard_n = 0;
     for (int b = 0; b < B; b++) {
-        size_t lo = (size_t)b * d->bucket, len = n - lo < d->bucket ? n - lo : d->bucket;
+        size_t lo = (size_t)b * d->bucket, len = bucket_len(d, b);
         for (int r = 0; r < P; r++) {
             long start, count;
             sv_shard((long)len, r, P, &start, &count);

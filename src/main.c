@@ -16,7 +16,7 @@ static char g_blis_desc[256];
 sv_dist *sv_cli_dist(void) { return &g_dist; }
 
 void sv_cli_apply_timeout(const sv_config *cfg) {
-    if (!sv_dist_timeout_from_env()) g_dist.timeout = cfg->collective_timeout;
+    if (!g_dist.timeout_from_env) g_dist.timeout = cfg->collective_timeout;
 }
 
 int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets) {

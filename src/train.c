@@ -47,7 +47,7 @@ typedef struct {
     const sv_config *cfg;
     const sv_train_opts *opts;
     sv_dist *d;
-    int rank0, zero, tty;
+    int rank0, tty;
     char dir[SV_PATH_LEN], out[SV_PATH_LEN]; /* data and run folders */
     int lock_fd;                              /* rank 0's lock on the run folder */
     buffers B;
@@ -110,12 +110,9 @@ static int trainer_build_model(trainer *T, char *err) {
     T->have_model = 1;
     if (T->rank0 && T->m.bf16) printf("Precision: %s\n", sv_bf16_describe(T->m.bf16));
     sv_model_init_weights(&T->m, cfg->seed);
-    T->zero = cfg->zero_stage == 1 && d->world > 1;
-    if (T->zero) sv_zero_setup(d, T->m.params, T->m.grads, T->m.num_params, BUCKET_BYTES);
-    else sv_allreduce_setup(d, T->m.grads, T->m.num_params, BUCKET_BYTES);
-    sv_adamw_init(&T->opt, T->zero ? d->shard_n : T->m.num_params, cfg);
+    sv_optimizer_setup(d, &T->m, &T->opt, cfg, BUCKET_BYTES);
     if (T->rank0 && cfg->zero_stage == 1)
-        printf("ZeRO stage 1: %s\n", T->zero ? "each rank holds the AdamW state of 1/P of the parameters"
+        printf("ZeRO stage 1: %s\n", d->zero ? "each rank holds the AdamW state of 1/P of the parameters"
                                               : "nothing to shard with one rank (stage 0)");
     T->total = sv_config_total_steps(cfg);
     T->warmup = sv_config_warmup_steps(cfg);
@@ -312,7 +309,7 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
         if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
     }
     sv_allreduce_finish(d);
-    sv_trace_add_buckets(T->trace, d, d->step, T->zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
+    sv_trace_add_buckets(T->trace, d, d->step, d->zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
     sums[3] = (double)n;
     sv_allreduce_doubles(d, sums, 5);
 }
@@ -322,12 +319,12 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
  * update touches the weights. Returns 0 when the step may go on. */
 static int trainer_check_finite(trainer *T, long epoch, double loss_sum) {
     sv_dist *d = T->d;
-    int finite = T->zero ? sv_dist_all_ok(d, tr_all_finite(d->gshard, d->shard_n))
+    int finite = d->zero ? sv_dist_all_ok(d, tr_all_finite(d->gshard, d->shard_n))
                          : tr_all_finite(T->m.grads, T->m.num_params);
     if (isfinite(loss_sum) && finite) return 0;
     if (T->rank0) {
         /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
-        int t = T->zero ? -1 : sv_model_first_nonfinite(&T->m, T->m.grads, NULL);
+        int t = d->zero ? -1 : sv_model_first_nonfinite(&T->m, T->m.grads, NULL);
         fprintf(stderr, "shiftvit: non-finite %s at step %ld (epoch %ld)%s%s; stopping before the update.\n",
                 isfinite(loss_sum) ? "gradient" : "loss", T->st.step + 1, epoch + 1,
                 t >= 0 ? ": first non-finite tensor " : "", t >= 0 ? T->m.tensors[t].name : "");
@@ -374,7 +371,7 @@ static int trainer_step(trainer *T, long epoch) {
     double to = sv_now();
     sv_optimizer_step(d, &T->m, &T->opt, lr);
     sv_trace_add(T->trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
-    if (T->zero) sv_trace_add_buckets(T->trace, d, d->step, SV_TR_ALLGATHER);
+    if (d->zero) sv_trace_add_buckets(T->trace, d, d->step, SV_TR_ALLGATHER);
     T->st.step++;
     if (T->opts->check_replicas && d->world > 1) {
         if (!tr_replicas_identical(&T->m, d)) {

@@ -50,6 +50,12 @@ void tr_ready_inject(void *ctx, size_t offset) {
     sv_allreduce_ready(c->d, offset);
 }
 
+void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config *cfg, size_t bucket_bytes) {
+    if (cfg->zero_stage == 1 && d->world > 1) sv_zero_setup(d, m->params, m->grads, m->num_params, bucket_bytes);
+    else sv_allreduce_setup(d, m->grads, m->num_params, bucket_bytes);
+    sv_adamw_init(opt, d->zero ? d->shard_n : m->num_params, cfg);
+}
+
 void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {
     if (!d->zero) {
         sv_adamw_step(opt, m->params, m->grads, lr);
@@ -62,10 +68,6 @@ void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {
     sv_zero_allgather(d);
 }
 
-/* --trace: the backward pass in parts, one per block (or merge, classifier,
- * patch embedding), each ending when the block's last weight gradient is
- * final (the gradient-ready callback), which is also when its bucket may
- * start. Wraps the callback that starts the all-reduce. */
 /* "stage2/block3/mlp/fc1/kernel" -> "stage2/block3"; "classifier/kernel" -> "classifier". */
 static void tr_block_of(const char *tensor, char *out, size_t n) {
     const char *slash = strchr(tensor, '/');

@@ -30,6 +30,7 @@ typedef struct {
     MPI_Comm probe;           /* duplicate of comm for the timeout's liveness probe */
     char (*hosts)[SV_HOST_LEN]; /* hosts[r]: host name of rank r */
     double timeout;           /* seconds a collective may take; <= 0: no limit */
+    int timeout_from_env;     /* SHIFTVIT_COLLECTIVE_TIMEOUT set it (it then overrides the config key) */
     long step;                /* optimiser step, for the timeout message (-1: none) */
     /* Bucketed all-reduce state (sv_allreduce_*). */
     float *buf;
@@ -38,7 +39,6 @@ typedef struct {
     MPI_Request *reqs;
     int *idx;                 /* scratch for MPI_Testsome */
     double *bucket_t0, *bucket_t1; /* last step: each bucket's start and seen-complete time (sv_now) */
-    double wait_seconds;      /* time blocked in sv_allreduce_finish, last step */
     /* ZeRO stage 1 (sv_zero_setup): each bucket's reduce-scatter leaves this
      * rank the sum of its shard of the bucket (sv_shard of the bucket over the
      * ranks), concatenated in gshard; the AdamW state covers those shards only. */
@@ -65,8 +65,6 @@ void sv_dist_finalize(sv_dist *d);
 /* Parses a timeout in seconds (>= 0, finite; 0 = no limit) from `text`, naming
  * `what` in the error. */
 int sv_dist_parse_timeout(const char *text, const char *what, double *out, char *err);
-/* 1 when SHIFTVIT_COLLECTIVE_TIMEOUT set the timeout (it then overrides the config key). */
-int sv_dist_timeout_from_env(void);
 
 /* Splits `total` items over `world` ranks as SPEC section 4: each gets
  * total / world, the first total % world ranks one more; rank r's items are

@@ -83,6 +83,13 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
 /* Per-rank batch sizes for a config: ceil(global / world). */
 int sv_local_batch(int global, int world);
 
+/* Prepares the update of m's parameters: the bucketed gradient collective of
+ * d over m->grads (all-reduce; with train.zero_stage = 1 and more than one
+ * rank, ZeRO stage 1's reduce-scatter and shards, d->zero set) and opt, whose
+ * AdamW moments cover all parameters or, under ZeRO, this rank's shards
+ * (d->shard_n floats). bucket_bytes: 4 MiB is the fast size (MACHINE_NOTES.md). */
+void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config *cfg, size_t bucket_bytes);
+
 /* The update after a backward pass whose gradient the bucketed collective of d
  * has reduced: stage 0, AdamW over every parameter (gradient all-reduced);
  * ZeRO stage 1 (sv_zero_setup), AdamW over this rank's shards (opt holds
