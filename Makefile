@@ -52,7 +52,9 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h) | $(BUILD)/obj
 # whose call overhead made the shift 2% of a training step.
 $(BUILD)/obj/layers.o: CFLAGS += -fno-tree-loop-distribute-patterns
 
+# Rebuilt from scratch so that the object of a removed source file goes too.
 $(BUILD)/libshiftvit.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/shiftvit: $(BUILD)/obj/main.o $(BUILD)/libshiftvit.a

@@ -704,6 +704,67 @@ static void test_long_lines(void **state) {
     assert_contains(e, "too long");
 }
 
+/* configs/README.md's key table is the key table of src/config_keys.c: a key
+ * added, a default or a meaning changed in one place and not the other fails
+ * here (regenerate with build/shiftvit info --keys --markdown). */
+static void test_readme_key_table_matches(void **state) {
+    (void)state;
+    char *generated = NULL;
+    size_t glen = 0;
+    FILE *f = open_memstream(&generated, &glen);
+    assert_non_null(f);
+    sv_config_describe_keys(f, SV_KEYS_MARKDOWN);
+    fclose(f);
+    char *readme = sv_test_slurp("configs/README.md", NULL);
+    const char *open_mark = strstr(readme, "tests/test_config.c fails when this copy differs");
+    assert_non_null(open_mark);
+    const char *begin = strstr(open_mark, "-->\n");
+    const char *end = strstr(readme, "<!-- end of generated key table -->");
+    assert_non_null(begin);
+    assert_non_null(end);
+    begin += 4;
+    assert_true(end > begin);
+    if ((size_t)(end - begin) != glen || memcmp(begin, generated, glen) != 0)
+        fail_msg("configs/README.md key table differs from the key table of src/config_keys.c "
+                 "(README %zu bytes, generated %zu):\n%.*s\n--- generated ---\n%s",
+                 (size_t)(end - begin), glen, (int)(end - begin), begin, generated);
+    /* Every key is documented and every default is the value the struct gets. */
+    sv_config c;
+    sv_config_defaults(&c);
+    assert_non_null(strstr(generated, "| train | `epochs` | 100 |"));
+    assert_int_equal(c.epochs, 100);
+    free(readme);
+    free(generated);
+}
+
+/* The summary of train --help: one entry per key with its default; setting
+ * every key to the default it shows, starting from zeros, gives the defaults. */
+static void test_key_summary_lists_every_key(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    sv_config_describe_keys(f, SV_KEYS_SUMMARY);
+    fclose(f);
+    sv_config c, d;
+    memset(&c, 0, sizeof c);
+    sv_config_defaults(&d);
+    char err[SV_ERR_LEN];
+    int keys = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char key[64], value[256];
+        if (line[2] == ' ' || sscanf(line, " %63s = %255s", key, value) != 2) continue; /* a continuation */
+        char set[400];
+        snprintf(set, sizeof set, "%s=%s", key, strcmp(value, "(empty)") ? value : "");
+        if (sv_config_set(&c, set, err)) fail_msg("%s", err);
+        keys++;
+    }
+    assert_int_equal(keys, 40);
+    assert_config_equal(&c, &d);
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_recipe),
@@ -729,6 +790,8 @@ int main(void) {
         cmocka_unit_test(test_error_missing_file),
         cmocka_unit_test(test_error_syntax_and_atomic),
         cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_readme_key_table_matches),
+        cmocka_unit_test(test_key_summary_lists_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,8 +1,10 @@
 /* Run configuration: INI file sections [data] [model] [optim] [train] [output].
  *
- * Defaults are the SPEC section 1 recipe (configs/cifar10_keras.ini spells them
- * out). Every key is documented in configs/README.md. Parsing is done with
- * inih (Debian libinih-dev). A failed load or --set leaves the struct as it
+ * Every key is described once, in the table of src/config_keys.c (field, type,
+ * range, default, documentation): the defaults (the SPEC section 1 recipe;
+ * configs/cifar10_keras.ini spells them out), the parser, the writer, the
+ * --help texts and the key table of configs/README.md come from it. Parsing is
+ * done with inih (Debian libinih-dev), src/config_ini.c. A failed load or --set leaves the struct as it
  * was. sv_config_write's first line, "; shiftvit configuration: <name>",
  * carries the name (checkpoints rely on it). */
 #ifndef SHIFTVIT_CONFIG_H
@@ -72,8 +74,18 @@ typedef struct {
     char name[256];
 } sv_config;
 
-/* Fills c with the SPEC recipe defaults. */
+/* Fills c with the SPEC recipe defaults: each key's default text from the
+ * key table, parsed as a file's value would be (so 0.2 is the float 0.2f). */
 void sv_config_defaults(sv_config *c);
+
+typedef enum {
+    SV_KEYS_SUMMARY,  /* one line per key: "  section.key = default  first sentence" (train --help) */
+    SV_KEYS_TEXT,     /* by section, each key with its whole meaning wrapped at 80 columns */
+    SV_KEYS_MARKDOWN, /* the "| Section | Key | Default | Meaning |" table of configs/README.md */
+} sv_keys_format;
+
+/* Writes the documentation of every key, in table order, to f. */
+void sv_config_describe_keys(FILE *f, sv_keys_format format);
 
 /* Reads an INI file onto c (keys not in the file keep their current value).
  * Errors (-1, message in err[SV_ERR_LEN]): unreadable file, empty file, binary

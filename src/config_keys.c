@@ -1,0 +1,287 @@
+/* The config keys: one table with each key's field, type, range, default and
+ * documentation. The defaults (sv_config_defaults), the parser and validator
+ * (config_value.c, config_ini.c), the writer, `shiftvit train --help`,
+ * `shiftvit info --keys` and the key table of configs/README.md all come from
+ * it (tests/test_config.c fails when the README drifts). Defaults are the
+ * SPEC section 1 recipe. */
+#include "config_internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OFF(field) offsetof(sv_config, field)
+#define INT(f, lo, hi) .type = K_INT, .off = OFF(f), .imin = (lo), .imax = (hi)
+#define LONG(f, lo, hi) .type = K_LONG, .off = OFF(f), .imin = (lo), .imax = (hi)
+#define DEPTHS(f, lo, hi) .type = K_DEPTHS, .off = OFF(f), .imin = (lo), .imax = (hi)
+#define REAL(t, f, lo, lo_open, hi, hi_open) \
+    .type = K_##t, .off = OFF(f), .rmin = (lo), .rmin_open = (lo_open), .rmax = (hi), .rmax_open = (hi_open)
+#define ULL(f) .type = K_ULL, .off = OFF(f)
+#define BOOL(f) .type = K_BOOL, .off = OFF(f)
+#define TEXT(f) .type = K_TEXT, .off = OFF(f)
+#define CHOICE(f, names) .type = K_CHOICE, .off = OFF(f), .choices = (names)
+
+#define BIG 1000000000LL /* upper bound for sizes: keeps total_steps far from overflow */
+
+/* Index = value of sv_decay_mode / sv_precision. */
+static const char *const decay_names[] = {"tfa", "torch", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
+
+const key_def sv_config_keys[] = {
+    {"data", "dir", TEXT(data_dir), .def = "", .resumable = 1,
+     .doc = "Folder with `data_batch_1.bin` .. `data_batch_5.bin` and `test_batch.bin` (CIFAR-10 "
+          "binary version). Empty: search the usual places."},
+    {"data", "train_size", LONG(train_size, 1, BIG), .def = "40000",
+     .doc = "Training images: the first `train_size` records of `data_batch_1..5`, in file order. "
+          ">= 1."},
+    {"data", "val_size", LONG(val_size, 1, BIG), .def = "10000",
+     .doc = "Validation images: the `val_size` records that follow the training ones. >= 1."},
+    {"data", "test_size", LONG(test_size, 0, BIG), .def = "0",
+     .doc = "Test images taken from `test_batch.bin`; 0 = all. >= 0."},
+    {"data", "image_size", INT(image_size, 1, 4096), .def = "48",
+     .doc = "Model input side in pixels, after the crop. Divisible by `model.patch_size`."},
+    {"data", "resize_size", INT(resize_size, 1, 4096), .def = "52",
+     .doc = "Side of the bilinear resize (from 32) done before the crop. >= `image_size`."},
+    {"data", "augment", BOOL(augment), .def = "true",
+     .doc = "Random `image_size` crop and horizontal flip in training (evaluation always resizes to "
+          "`image_size`)."},
+    {"model", "embed_dim", INT(embed_dim, 1, 65536), .def = "96",
+     .doc = "Channels of stage 1; each patch merging doubles them (96, 192, 384, 768). Divisible by "
+          "`num_div`."},
+    {"model", "depths", DEPTHS(depths, 1, 1024), .def = "2,4,8,2",
+     .doc = "Shift blocks per stage: exactly 4 comma-separated integers, each >= 1."},
+    {"model", "mlp_ratio", INT(mlp_ratio, 1, 64), .def = "2",
+     .doc = "MLP hidden width = `mlp_ratio` x channels."},
+    {"model", "num_div", INT(num_div, 4, 65536), .def = "12", .note = "(the 4 shift directions need 4 channel groups)",
+     .doc = "Shift groups: `channels / num_div` channels move in each of the 4 directions (left, "
+          "right, up, down), the rest stay. >= 4."},
+    {"model", "shift_pixel", INT(shift_pixel, 0, 4096), .def = "1",
+     .doc = "Shift offset in pixels (0 = no shift)."},
+    {"model", "patch_size", INT(patch_size, 1, 4096), .def = "4",
+     .doc = "Patch projection kernel and stride (48 / 4 = 12 x 12 tokens)."},
+    {"model", "dropout", REAL(FLOAT, dropout, 0, 0, 1, 1), .def = "0.2",
+     .doc = "Dropout rate after each MLP dense layer, in [0, 1)."},
+    {"model", "drop_path", REAL(FLOAT, drop_path, 0, 0, 1, 1), .def = "0.2",
+     .doc = "Largest stochastic-depth rate; rates are linspace(0, `drop_path`, depth) inside each "
+          "stage. In [0, 1)."},
+    {"model", "layer_norm_eps", REAL(FLOAT, layer_norm_eps, 0, 1, INFINITY, 0), .def = "1e-5",
+     .doc = "LayerNorm epsilon, > 0."},
+    {"model", "num_classes", INT(num_classes, 2, 1000000), .def = "10",
+     .doc = "Output classes, >= 2."},
+    {"optim", "lr_start", REAL(DOUBLE, lr_start, 0, 0, INFINITY, 0), .def = "1e-5",
+     .doc = "Learning rate at step 0, start of the linear warmup. >= 0."},
+    {"optim", "lr_max", REAL(DOUBLE, lr_max, 0, 1, INFINITY, 0), .def = "1e-3",
+     .doc = "Peak learning rate at the end of warmup, followed by cosine decay to 0. >= `lr_start`."},
+    {"optim", "warmup_fraction", REAL(DOUBLE, warmup_fraction, 0, 0, 1, 1), .def = "0.15",
+     .doc = "Warmup steps = int(`warmup_fraction` x total steps), in [0, 1). Total steps = "
+          "int(`train_size` / `batch_size` x `epochs`) (15625 and 2343 warmup for the recipe)."},
+    {"optim", "weight_decay", REAL(DOUBLE, weight_decay, 0, 0, 1, 1), .def = "1e-4",
+     .doc = "Decoupled weight decay, applied to every trainable variable. In [0, 1)."},
+    {"optim", "beta1", REAL(DOUBLE, beta1, 0, 0, 1, 1), .def = "0.9",
+     .doc = "Adam first-moment decay, in [0, 1)."},
+    {"optim", "beta2", REAL(DOUBLE, beta2, 0, 0, 1, 1), .def = "0.999",
+     .doc = "Adam second-moment decay, in [0, 1)."},
+    {"optim", "eps", REAL(DOUBLE, eps, 0, 1, INFINITY, 0), .def = "1e-7",
+     .doc = "Adam epsilon (Keras convention), > 0."},
+    {"optim", "decay_mode", CHOICE(decay_mode, decay_names), .def = "tfa",
+     .doc = "`tfa`: w -= wd x w before the Adam step (TensorFlow Addons AdamW, the recipe); "
+          "`torch`: w -= lr x wd x w (PyTorch AdamW)."},
+    {"train", "epochs", INT(epochs, 1, 1000000), .def = "100",
+     .doc = "Maximum number of epochs."},
+    {"train", "batch_size", INT(batch_size, 1, 1 << 24), .def = "256",
+     .doc = "Global batch size, split over all MPI ranks (remainder to the first ranks)."},
+    {"train", "patience", INT(patience, 0, 1000000), .def = "5", .note = "(0 = off)",
+     .doc = "Early stopping: stop after this many validations in a row (epochs, with `val_every` = "
+          "1) without a better validation top-1. 0 = off."},
+    {"train", "seed", ULL(seed), .def = "42",
+     .doc = "Seed of every random draw (initial weights, shuffling, crops, flips, dropout, drop "
+          "path); 0 .. 2^64-1."},
+    {"train", "max_steps", LONG(max_steps, 0, LONG_MAX), .def = "0", .resumable = 1,
+     .doc = "Stop after this many optimiser steps (the schedule is unchanged); 0 = no limit."},
+    {"train", "log_every", INT(log_every, 1, INT_MAX), .def = "20", .resumable = 1,
+     .doc = "A progress line every N steps when stdout is not a terminal. >= 1."},
+    {"train", "eval_batch_size", INT(eval_batch_size, 1, 1 << 24), .def = "256", .resumable = 1,
+     .doc = "Global batch size for validation and test."},
+    {"train", "val_every", INT(val_every, 1, 1000000), .def = "1",
+     .doc = "Validate after every N-th epoch and after the last one. Epochs in between have `nan` "
+          "in the `val_*` columns of `metrics_epochs.csv` and `metrics.h5`; `patience` then "
+          "counts validations, not epochs, and `best.h5` is chosen among validated epochs. >= 1."},
+    {"train", "label_smoothing", REAL(FLOAT, label_smoothing, 0, 0, 1, 1), .def = "0",
+     .doc = "Label smoothing of the training loss (Keras "
+          "`CategoricalCrossentropy(label_smoothing=...)`): target (1 - s) on the label plus s / "
+          "`num_classes` on every class. The training loss in the logs is this smoothed loss; "
+          "validation and test loss stay the plain cross-entropy, so runs with and without "
+          "smoothing compare. In [0, 1); 0 = off (the recipe)."},
+    {"train", "precision", CHOICE(precision, precision_names), .def = "fp32", .resumable = 1,
+     .doc = "Operands of the matrix products (every dense layer's forward, input-gradient and "
+          "weight-gradient product): `fp32` (BLIS, the recipe) or `bf16` (rounded to bf16, "
+          "nearest even, fp32 accumulation, through oneDNN; emulated by rounding + BLIS on CPUs "
+          "without AVX512_BF16 or AMX-BF16). Weights, gradients, optimizer state, the all-reduce "
+          "and checkpoints stay fp32. The training step runs 1.4-1.9x the fp32 one on the "
+          "AVX512_BF16 development VM and 2.2-2.6x on a Xeon with AMX-BF16 (`results/bench/`). A "
+          "resume may change it (the log says so)."},
+    {"train", "collective_timeout", REAL(DOUBLE, collective_timeout, 0, 0, INFINITY, 0), .def = "300", .resumable = 1,
+     .doc = "Seconds a collective (the gradient all-reduce, a metrics all-reduce, a broadcast, a "
+          "barrier) may wait before the job is aborted with exit status 5: a rank that waits "
+          "longer names the collective, the step and the ranks that did not answer a probe (lost "
+          "node or link, killed or frozen process), then calls `MPI_Abort`. Without it a peer "
+          "that vanished without a TCP reset keeps every rank waiting for as long as TCP "
+          "retransmits (minutes). `SHIFTVIT_COLLECTIVE_TIMEOUT` in the environment overrides it "
+          "(a job script can set it for every command). >= 0; 0 = no timeout. A resume may change "
+          "it."},
+    {"train", "zero_stage", INT(zero_stage, 0, 1), .def = "0", .note = "(0: every rank holds the AdamW state; 1: each rank holds 1/P of it)", .resumable = 1,
+     .doc = "Optimizer-state sharding. 0: every rank holds AdamW's moments for all parameters and "
+          "all-reduces the gradient. 1 (ZeRO stage 1): each 4 MiB gradient bucket is "
+          "reduce-scattered, each rank keeps the moments of its 1/P of every bucket and updates "
+          "only those parameters, then the parameters are all-gathered; the AdamW state per rank "
+          "drops from 2 x 44.6 MiB to 2 x 44.6 / P MiB (plus the 44.6 / P MiB reduced-gradient "
+          "shard). Same updates to float rounding (bitwise with 2 ranks); checkpoints keep stage "
+          "0's layout (rank 0 gathers the moments), so a run may resume under either stage and "
+          "any world size. No effect with one rank."},
+    {"output", "dir", TEXT(out_dir), .def = "", .resumable = 1,
+     .doc = "Run folder for metrics and checkpoints. Empty: `results/runs/<config "
+          "name>-<timestamp>`, the config name being the file name without `.ini`."},
+    {"output", "checkpoint_every", INT(checkpoint_every, 1, 1000000), .def = "1", .resumable = 1,
+     .doc = "Epochs between checkpoints, >= 1."},
+    {"output", "keep_last", INT(keep_last, 0, 1000000), .def = "3", .resumable = 1,
+     .doc = "Epoch checkpoints kept besides `best.h5` and `last.h5`; 0 = none."},
+};
+const size_t sv_config_num_keys = sizeof sv_config_keys / sizeof sv_config_keys[0];
+
+static const char *const sections[] = {"data", "model", "optim", "train", "output"};
+
+int cfg_known_section(const char *s, size_t n) {
+    for (size_t i = 0; i < sizeof sections / sizeof *sections; i++)
+        if (strlen(sections[i]) == n && memcmp(sections[i], s, n) == 0) return 1;
+    return 0;
+}
+
+const key_def *cfg_find_key(const char *section, const char *name) {
+    for (size_t i = 0; i < sv_config_num_keys; i++)
+        if (strcmp(sv_config_keys[i].section, section) == 0 && strcmp(sv_config_keys[i].name, name) == 0)
+            return &sv_config_keys[i];
+    return NULL;
+}
+
+void sv_config_defaults(sv_config *c) {
+    memset(c, 0, sizeof *c); /* also zeroes padding and the string buffers */
+    for (size_t i = 0; i < sv_config_num_keys; i++) {
+        const key_def *k = &sv_config_keys[i];
+        char why[256];
+        if (cfg_parse_value(c, k, k->def, why, sizeof why) != 0) {
+            /* A table error, caught by the first test run. */
+            fprintf(stderr, "shiftvit: internal error: default of [%s] %s = \"%s\": %s\n", k->section, k->name,
+                    k->def, why);
+            abort();
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Documentation                                                            */
+
+/* Markdown to plain text: code spans lose their backticks, "*(empty)*" its stars. */
+static void plain(const char *md, char *out, size_t n) {
+    size_t j = 0;
+    for (size_t i = 0; md[i] && j + 1 < n; i++)
+        if (md[i] != '`') out[j++] = md[i];
+    out[j] = '\0';
+}
+
+/* Writes text[0..len) wrapped at `width` columns: the first line after
+ * `lead` (padded to `indent` columns), the others indented by `indent`. */
+static void wrap(FILE *f, const char *lead, const char *text, int len, int indent, int width) {
+    const char *p = text, *stop = text + len;
+    fprintf(f, "%-*s", indent, lead);
+    int first = 1;
+    while (p < stop) {
+        while (p < stop && *p == ' ') p++;
+        const char *end = p, *cut = NULL;
+        while (end < stop && end - p <= width - indent) {
+            if (*end == ' ') cut = end;
+            end++;
+        }
+        if (end < stop && cut) end = cut;
+        fprintf(f, "%*s%.*s\n", first ? 0 : indent, "", (int)(end - p), p);
+        first = 0;
+        p = end;
+    }
+    if (first) fputc('\n', f);
+}
+
+/* The first sentence of a plain-text doc: up to ". " before a capital letter. */
+static int first_sentence(const char *s) {
+    for (int i = 1; s[i]; i++)
+        if (s[i] == '.' && s[i - 1] != '.' && s[i + 1] == ' ' && s[i + 2] >= 'A' && s[i + 2] <= 'Z')
+            return i + 1;
+    return (int)strlen(s);
+}
+
+static void describe_markdown(FILE *f) {
+    fprintf(f, "| Section | Key | Default | Meaning |\n| --- | --- | --- | --- |\n");
+    for (size_t i = 0; i < sv_config_num_keys; i++) {
+        const key_def *k = &sv_config_keys[i];
+        fprintf(f, "| %s | `%s` | %s | %s |\n", k->section, k->name, *k->def ? k->def : "*(empty)*", k->doc);
+    }
+}
+
+void sv_config_describe_keys(FILE *f, sv_keys_format format) {
+    if (format == SV_KEYS_MARKDOWN) {
+        describe_markdown(f);
+        return;
+    }
+    const char *section = "";
+    for (size_t i = 0; i < sv_config_num_keys; i++) {
+        const key_def *k = &sv_config_keys[i];
+        char doc[2048], key[64];
+        plain(k->doc, doc, sizeof doc);
+        snprintf(key, sizeof key, "%s.%s = %s", k->section, k->name, *k->def ? k->def : "(empty)");
+        char lead[80];
+        snprintf(lead, sizeof lead, "  %s", key);
+        if (format == SV_KEYS_SUMMARY) {
+            wrap(f, lead, doc, first_sentence(doc), 36, 100);
+            continue;
+        }
+        if (strcmp(section, k->section) != 0) fprintf(f, "%s[%s]\n", *section ? "\n" : "", k->section);
+        section = k->section;
+        fprintf(f, "%s\n", lead);
+        wrap(f, "", doc, (int)strlen(doc), 6, 80);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Differences, step counts                                                 */
+
+int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_change *out, int max) {
+    int count = 0;
+    for (size_t i = 0; i < sv_config_num_keys; i++) {
+        const key_def *k = &sv_config_keys[i];
+        char a[SV_PATH_LEN], b[SV_PATH_LEN];
+        cfg_format_value(before, k, a, sizeof a);
+        cfg_format_value(after, k, b, sizeof b);
+        if (!strcmp(a, b)) continue;
+        if (count < max) {
+            sv_config_change *ch = &out[count];
+            snprintf(ch->key, sizeof ch->key, "%s.%s", k->section, k->name);
+            snprintf(ch->before, sizeof ch->before, "%s", a);
+            snprintf(ch->after, sizeof ch->after, "%s", b);
+            ch->trajectory = !k->resumable;
+        }
+        count++;
+    }
+    return count;
+}
+
+long sv_config_total_steps(const sv_config *c) {
+    if (c->batch_size <= 0) return 0;
+    double t = (double)c->train_size / c->batch_size * c->epochs;
+    if (!(t < (double)LONG_MAX)) return LONG_MAX; /* only for unvalidated configs */
+    return (long)t;
+}
+
+long sv_config_warmup_steps(const sv_config *c) {
+    double w = c->warmup_fraction * (double)sv_config_total_steps(c);
+    if (!(w < (double)LONG_MAX)) return w > 0 ? LONG_MAX : 0;
+    return (long)w;
+}
