@@ -45,7 +45,7 @@ all: $(BUILD)/shiftvit
 deps:
 	@scripts/install-deps.sh
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h) | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h src/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # GCC turns the shift's 8-float channel-group copies into memmove calls,

@@ -1,5 +1,6 @@
 /* `shiftvit bench`: times training steps (or inference, or the gradient
  * all-reduce alone) on synthetic data after warm-up (issues 5 and 6). */
+#include <getopt.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -16,7 +17,6 @@
 #include "shiftvit/rng.h"
 #include "shiftvit/train.h"
 
-#define MAX_SETS 64
 
 static void bench_usage(FILE *f) {
     fprintf(f,
@@ -130,194 +130,276 @@ static int parse_bytes(const char *s, size_t *out) {
     return *out >= sizeof(float) ? 0 : -1;
 }
 
-int sv_cmd_bench(int argc, char **argv) {
-    sv_dist *d = sv_cli_dist();
-    const char *config = "configs/cifar10_keras.ini";
-    char *sets[MAX_SETS];
-    int nsets = 0, steps = 10, warmup = 2, batch = 0, eval = 0, json = 0, allreduce = 0;
-    size_t bytes = 0;
-    const char *trace_path = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int nx = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (d->rank == 0) bench_usage(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && nx) config = argv[++i];
-        else if (!strcmp(a, "--set") && nx && nsets < MAX_SETS) sets[nsets++] = argv[++i];
-        else if (!strcmp(a, "--steps") && nx) steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--warmup") && nx) warmup = atoi(argv[++i]);
-        else if (!strcmp(a, "--batch") && nx) batch = atoi(argv[++i]);
-        else if (!strcmp(a, "--eval")) eval = 1;
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--allreduce")) allreduce = 1;
-        else if (!strcmp(a, "--trace") && nx) trace_path = argv[++i];
-        else if (!strcmp(a, "--bytes") && nx) {
-            int rc = parse_bytes(argv[++i], &bytes);
-            if (rc != 0) {
-                if (d->rank == 0)
-                    fprintf(stderr, "shiftvit bench: --bytes '%s': %s\n", argv[i],
-                            rc == -2 ? "more than 16G, the most this benchmark allocates"
-                                     : "expected a size of at least 4 bytes such as 4096, 64K, 45M or 1G");
-                return 1;
-            }
-        }
-        else {
-            if (d->rank == 0) {
-                fprintf(stderr, "shiftvit bench: unknown or incomplete option '%s'\n\n", a);
-                bench_usage(stderr);
-            }
-            return 1;
-        }
+/* ------------------------------------------------------------ options */
+
+typedef struct {
+    const char *config, *trace;
+    sv_cli_sets sets;
+    long steps, warmup, batch;  /* batch 0: train.batch_size */
+    int eval, json, allreduce;
+    size_t bytes;               /* --bytes, 0: the model's gradient */
+} bench_opts;
+
+enum { OPT_SET = 256, OPT_STEPS, OPT_WARMUP, OPT_BATCH, OPT_EVAL, OPT_JSON, OPT_ALLREDUCE, OPT_BYTES, OPT_TRACE };
+
+static const struct option bench_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, 'c'},
+    {"set", required_argument, NULL, OPT_SET},
+    {"steps", required_argument, NULL, OPT_STEPS},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"eval", no_argument, NULL, OPT_EVAL},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"allreduce", no_argument, NULL, OPT_ALLREDUCE},
+    {"bytes", required_argument, NULL, OPT_BYTES},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option of bench_options into o. Returns -1 to go on, else the exit status. */
+static int bench_option(const sv_cli *cli, int c, char **argv, bench_opts *o) {
+    switch (c) {
+    case 'h':
+        if (cli->d->rank == 0) bench_usage(stdout);
+        return 0;
+    case 'c': o->config = optarg; return -1;
+    case OPT_SET: return sv_cli_sets_add(&o->sets, optarg) ? 2 : -1;
+    case OPT_STEPS: return sv_cli_int(cli, "bench", "--steps", optarg, 1, 1000000, &o->steps) ? 1 : -1;
+    case OPT_WARMUP: return sv_cli_int(cli, "bench", "--warmup", optarg, 0, 1000000, &o->warmup) ? 1 : -1;
+    case OPT_BATCH: return sv_cli_int(cli, "bench", "--batch", optarg, 1, 1 << 24, &o->batch) ? 1 : -1;
+    case OPT_EVAL: o->eval = 1; return -1;
+    case OPT_JSON: o->json = 1; return -1;
+    case OPT_ALLREDUCE: o->allreduce = 1; return -1;
+    case OPT_TRACE: o->trace = optarg; return -1;
+    case OPT_BYTES: {
+        int rc = parse_bytes(optarg, &o->bytes);
+        if (rc == 0) return -1;
+        if (cli->d->rank == 0)
+            fprintf(stderr, "shiftvit bench: --bytes '%s': %s\n", optarg,
+                    rc == -2 ? "more than 16G, the most this benchmark allocates"
+                             : "expected a size of at least 4 bytes such as 4096, 64K, 45M or 1G");
+        return 1;
     }
-    const char *clash = trace_path && allreduce ? "--trace times the training or inference step, not --allreduce"
-                        : bytes && !allreduce ? "--bytes applies to --allreduce only"
-                                              : NULL;
+    default: return sv_cli_bad_option(cli, "bench", c, argv, bench_usage);
+    }
+}
+
+/* Returns -1 to go on, else the exit status (0 after --help). */
+static int parse_bench_options(const sv_cli *cli, int argc, char **argv, bench_opts *o) {
+    sv_cli_getopt_start();
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, ":hc:", bench_options, NULL)) != -1) rc = bench_option(cli, c, argv, o);
+    if (rc >= 0) return rc;
+    const char *clash = optind < argc ? "unexpected argument (options only; see --help)"
+                        : o->trace && o->allreduce ? "--trace times the training or inference step, not --allreduce"
+                        : o->bytes && !o->allreduce ? "--bytes applies to --allreduce only"
+                                                    : NULL;
     if (clash) {
-        if (d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", clash);
-        return 1;
-    }
-    char terr[SV_ERR_LEN];
-    if (trace_path && sv_trace_check_path(d, trace_path, terr) != 0) {
-        if (d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", terr);
-        return 1;
-    }
-    if (steps < 1 || warmup < 0 || batch < 0) {
-        if (d->rank == 0) fprintf(stderr, "shiftvit bench: --steps must be >= 1, --warmup and --batch >= 0\n");
-        return 1;
-    }
-    sv_config cfg;
-    sv_config_defaults(&cfg);
-    if (sv_cli_load_config(&cfg, config, sets, nsets) != 0) return 1;
-    if (batch) cfg.batch_size = batch;
-    if (cfg.batch_size < d->world) {
-        if (d->rank == 0) fprintf(stderr, "shiftvit bench: batch %d is smaller than the world size %d\n", cfg.batch_size, d->world);
+        if (cli->d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", clash);
         return 1;
     }
     char err[SV_ERR_LEN];
-    sv_model m;
-    long start, n;
-    sv_shard(cfg.batch_size, d->rank, d->world, &start, &n);
-    if (allreduce) {
-        if (sv_model_create(&m, &cfg, 1, err) != 0) return 2;
-        size_t np = bytes ? (bytes + sizeof(float) - 1) / sizeof(float) : m.num_params;
-        sv_model_free(&m);
-        return bench_allreduce(d, np, steps, warmup, json);
+    if (o->trace && sv_trace_check_path(cli->d, o->trace, err) != 0) {
+        if (cli->d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", err);
+        return 1;
     }
-    if (!json) sv_cli_report_placement();
-    if (sv_model_create(&m, &cfg, (int)n, err) != 0) {
+    return -1;
+}
+
+/* ------------------------------------------------------------ the timed steps */
+
+/* Synthetic inputs: uniform pixels, labels cycling through the classes. */
+typedef struct {
+    float *x;
+    int *labels;
+    long *ids;   /* global sample ids (dropout and drop-path draws) */
+    int n;       /* this rank's images */
+} bench_batch;
+
+static void make_bench_batch(bench_batch *b, const sv_config *cfg, long start, long n) {
+    int S = cfg->image_size, K = cfg->num_classes;
+    b->n = (int)n;
+    b->x = sv_alloc((size_t)n * S * S * 3 * sizeof(float), "bench input");
+    b->labels = sv_alloc((size_t)n * sizeof(int), "bench labels");
+    b->ids = sv_alloc((size_t)n * sizeof(long), "bench ids");
+    uint64_t key = sv_rng_key(cfg->seed, 99, 0, 0, 0);
+    for (size_t i = 0; i < (size_t)n * S * S * 3; i++) b->x[i] = sv_rng_uniform(key, i);
+    for (long i = 0; i < n; i++) {
+        b->labels[i] = (int)(i % K);
+        b->ids[i] = start + i;
+    }
+}
+
+static void free_bench_batch(bench_batch *b) {
+    sv_free(b->x);
+    sv_free(b->labels);
+    sv_free(b->ids);
+}
+
+/* Runs warmup + steps steps (the trainer's step, or the inference forward
+ * pass); tot[s] gets each timed step's time (max over ranks), ph the summed
+ * phases (sv_step phase order). */
+static void run_steps(const bench_opts *o, const sv_config *cfg, sv_step *st, const bench_batch *b, double *tot,
+                      double ph[4]) {
+    sv_dist *d = st->d;
+    int warned = 0;
+    for (long s = -o->warmup; s < o->steps; s++) {
+        sv_dist_barrier(d);
+        d->step = s + o->warmup + 1; /* 1, 2, ... as in training */
+        double t0 = sv_now();
+        if (o->eval) {
+            sv_model_forward(st->m, b->x, b->n, NULL);
+            st->phase[0] = sv_now() - t0;
+        } else {
+            sv_train_rng rng = {cfg->seed, s + o->warmup, b->ids};
+            double sums[5] = {0, 0, 0, 0, 0};
+            sv_step_gradient(st, b->x, b->labels, b->n, cfg->batch_size, &rng, sums);
+            if (!sv_step_gradient_finite(st) && d->rank == 0 && !warned++) /* collective under ZeRO */
+                fprintf(stderr, "shiftvit bench: warning: non-finite gradient at step %ld (the updates are timed anyway)\n",
+                        d->step);
+            sv_step_update(st, 1e-4f);
+        }
+        double dt = sv_dist_max_double(d, sv_now() - t0);
+        if (s < 0) continue;
+        tot[s] = dt;
+        for (int i = 0; i < (o->eval ? 1 : 4); i++) ph[i] += st->phase[i];
+        if (o->eval) sv_trace_add(st->trace, SV_TR_FORWARD, t0, t0 + st->phase[0], s + 1, -1, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ the report */
+
+typedef struct {
+    double med, lo, hi;        /* step time, s */
+    double ips, gflops, flop_img;
+    double peak, mfu, peak16, mfu16;
+    double rss_mib, state_mib; /* peak RSS (max over ranks), AdamW state per rank */
+    double ph[4];              /* mean phase times, ms */
+} bench_result;
+
+static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
+                       int world) {
+    printf("{\"mode\":\"%s\",\"precision\":\"%s\",\"bf16_peak_gflops_per_rank\":%.2f,\"mfu_bf16\":%.4f,\"world_size\":%d,\"threads\":%d,\"global_batch\":%d,\"steps\":%ld,"
+           "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
+           "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
+           "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
+           "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f}\n",
+           o->eval ? "eval" : "train", m->bf16 ? "bf16" : "fp32", r->peak16, r->mfu16, world, omp_get_max_threads(),
+           cfg->batch_size, o->steps, 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi, r->ips, r->gflops, r->peak, r->mfu,
+           r->rss_mib, r->ph[0], r->ph[1], r->ph[2], r->ph[3], zero, r->state_mib);
+}
+
+static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
+                       int world) {
+    printf("%s step (%s), global batch %d on %d rank(s) x %d thread(s), %ld steps after %ld warm-up:\n",
+           o->eval ? "Inference" : "Training", m->bf16 ? "bf16" : "fp32", cfg->batch_size, world, omp_get_max_threads(),
+           o->steps, o->warmup);
+    if (m->bf16) printf("  precision   %s\n", sv_bf16_describe(m->bf16));
+    printf("  step time   median %.1f ms, min %.1f, max %.1f\n", 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi);
+    printf("  throughput  %.1f images/s, %.1f GFLOP/s (%.1f MFLOP per image)\n", r->ips, r->gflops, r->flop_img / 1e6);
+    printf("  MFU         %.1f%% of the measured sgemm peak (%.1f GFLOP/s per rank)\n", 100 * r->mfu, r->peak);
+    if (m->bf16)
+        printf("  MFU (bf16)  %.1f%% of the measured bf16 product (%.1f GFLOP/s per rank)\n", 100 * r->mfu16, r->peak16);
+    printf("  peak RSS    %.1f MiB per rank (max over ranks); AdamW state %.1f MiB per rank%s\n", r->rss_mib,
+           r->state_mib, zero ? " (ZeRO stage 1)" : "");
+    printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n", r->ph[0],
+           r->ph[1], r->ph[2], r->ph[3]);
+    printf("images_per_s=%.2f\n", r->ips);
+}
+
+/* Step statistics, FLOP rates against the measured GEMM peaks, memory. Collective. */
+static void summarize(const bench_opts *o, const sv_config *cfg, sv_model *m, const sv_adamw *opt, sv_dist *d,
+                      double *tot, const double ph[4], bench_result *r) {
+    stats(tot, (int)o->steps, &r->med, &r->lo, &r->hi);
+    r->flop_img = m->flops_forward * (o->eval ? 1.0 : 3.0);
+    r->ips = cfg->batch_size / r->med;
+    r->gflops = r->ips * r->flop_img / 1e9;
+    r->peak = measure_gemm_peak(NULL); /* per rank, with its threads */
+    r->mfu = r->gflops / (r->peak * d->world);
+    r->peak16 = m->bf16 ? measure_gemm_peak(m->bf16) : 0;
+    r->mfu16 = m->bf16 ? r->gflops / (r->peak16 * d->world) : 0;
+    r->rss_mib = sv_dist_max_ulong(d, sv_peak_rss()) / 1048576.0;
+    /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
+    r->state_mib = (2.0 * (double)opt->n + (d->zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
+    for (int i = 0; i < 4; i++) r->ph[i] = 1e3 * ph[i] / o->steps;
+}
+
+/* ------------------------------------------------------------ command */
+
+/* The config of the benchmark, with --batch applied and checked against the world size. */
+static int bench_config(const sv_cli *cli, const bench_opts *o, sv_config *cfg) {
+    sv_config_defaults(cfg);
+    if (sv_cli_load_config(cli, cfg, o->config, &o->sets) != 0) return 1;
+    if (o->batch) cfg->batch_size = (int)o->batch;
+    if (cfg->batch_size >= cli->d->world) return 0;
+    if (cli->d->rank == 0)
+        fprintf(stderr, "shiftvit bench: batch %d is smaller than the world size %d\n", cfg->batch_size, cli->d->world);
+    return 1;
+}
+
+/* The step benchmark: model, optimizer and step as the trainer makes them, timed steps, report. */
+static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *cfg) {
+    sv_dist *d = cli->d;
+    char err[SV_ERR_LEN];
+    long start, n;
+    sv_shard(cfg->batch_size, d->rank, d->world, &start, &n);
+    if (!o->json) sv_cli_report_placement(cli);
+    sv_model m;
+    if (sv_model_create(&m, cfg, (int)n, err) != 0) {
         fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
-    sv_model_init_weights(&m, cfg.seed);
+    sv_model_init_weights(&m, cfg->seed);
     sv_adamw opt;
-    sv_optimizer_setup(d, &m, &opt, &cfg, 4u << 20);
-    int zero = d->zero;
-    int S = cfg.image_size, K = cfg.num_classes;
-    float *x = sv_alloc((size_t)n * S * S * 3 * sizeof(float), "bench input");
-    float *probs = sv_alloc((size_t)n * K * sizeof(float), "bench");
-    float *dl = sv_alloc((size_t)n * K * sizeof(float), "bench");
-    int *labels = sv_alloc((size_t)n * sizeof(int), "bench");
-    long *ids = sv_alloc((size_t)n * sizeof(long), "bench");
-    uint64_t key = sv_rng_key(cfg.seed, 99, 0, 0, 0);
-    for (size_t i = 0; i < (size_t)n * S * S * 3; i++) x[i] = sv_rng_uniform(key, i);
-    for (long i = 0; i < n; i++) {
-        labels[i] = (int)(i % K);
-        ids[i] = start + i;
-    }
-    double *tot = calloc((size_t)steps, sizeof(double));
-    double ph[4] = {0, 0, 0, 0}; /* forward, backward, all-reduce wait, optimiser */
+    sv_optimizer_setup(d, &m, &opt, cfg, 4u << 20);
     sv_trace trace_buf, *trace = NULL;
-    if (trace_path) {
-        if (sv_trace_open(&trace_buf, d, (size_t)steps * (4 + 2 * (size_t)d->nbuckets), err) != 0) {
-            if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
-            return 2;
-        }
-        trace = &trace_buf;
-    }
-    for (int s = -warmup; s < steps; s++) {
-        sv_dist_barrier(d);
-        double t0 = sv_now(), t1, t2, t3, t4;
-        if (eval) {
-            sv_model_forward(&m, x, (int)n, NULL);
-            t1 = t2 = t3 = t4 = sv_now();
-        } else {
-            sv_train_rng rng = {cfg.seed, s + warmup, ids};
-            const float *lg = sv_model_forward(&m, x, (int)n, &rng);
-            sv_softmax_xent_forward(NULL, probs, lg, labels, (int)n, K, cfg.label_smoothing);
-            sv_softmax_xent_backward(dl, probs, labels, (int)n, K, 1.0f / cfg.batch_size, cfg.label_smoothing);
-            t1 = sv_now();
-            sv_allreduce_begin(d);
-            sv_model_backward(&m, dl, sv_allreduce_ready, d);
-            t2 = sv_now();
-            sv_allreduce_finish(d);
-            t3 = sv_now();
-            sv_optimizer_step(d, &m, &opt, 1e-4);
-            t4 = sv_now();
-        }
-        double dt = t4 - t0;
-        dt = sv_dist_max_double(d, dt);
-        if (s >= 0) {
-            tot[s] = dt;
-            ph[0] += t1 - t0; ph[1] += t2 - t1; ph[2] += t3 - t2; ph[3] += t4 - t3;
-            sv_trace_add(trace, SV_TR_FORWARD, t0, t1, s + 1, -1, NULL);
-            if (!eval) {
-                sv_trace_add(trace, SV_TR_BACKWARD, t1, t2, s + 1, -1, NULL);
-                sv_trace_add_buckets(trace, d, s + 1, zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
-                sv_trace_add(trace, SV_TR_OPTIMIZER, t3, t4, s + 1, -1, NULL);
-                if (zero) sv_trace_add_buckets(trace, d, s + 1, SV_TR_ALLGATHER);
-            }
-        }
-    }
-    if (trace && sv_trace_write(trace, d, trace_path, err) != 0) {
+    if (o->trace && sv_trace_open(&trace_buf, d, (size_t)o->steps * (4 + 2 * (size_t)d->nbuckets), err) != 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
-    if (trace && d->rank == 0 && !json) printf("Trace: %s (summary: scripts/trace_summary.py)\n", trace_path);
-    double med, lo, hi;
-    stats(tot, steps, &med, &lo, &hi);
-    double flop_img = m.flops_forward * (eval ? 1.0 : 3.0);
-    double ips = cfg.batch_size / med;
-    double gflops = ips * flop_img / 1e9;
-    double peak = measure_gemm_peak(NULL); /* per rank, with its threads */
-    double mfu = gflops / (peak * d->world);
-    /* bf16: MFU against the measured bf16 product as well */
-    double peak16 = m.bf16 ? measure_gemm_peak(m.bf16) : 0, mfu16 = m.bf16 ? gflops / (peak16 * d->world) : 0;
-    const char *prec = m.bf16 ? "bf16" : "fp32";
-    size_t rss_max = sv_dist_max_ulong(d, sv_peak_rss());
-    /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
-    double state_mib = (2.0 * (double)opt.n + (zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
-    for (int i = 0; i < 4; i++) ph[i] = 1e3 * ph[i] / steps;
-    if (d->rank == 0) {
-        if (json) {
-            printf("{\"mode\":\"%s\",\"precision\":\"%s\",\"bf16_peak_gflops_per_rank\":%.2f,\"mfu_bf16\":%.4f,\"world_size\":%d,\"threads\":%d,\"global_batch\":%d,\"steps\":%d,"
-                   "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
-                   "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
-                   "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
-                   "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f}\n",
-                   eval ? "eval" : "train", prec, peak16, mfu16, d->world, omp_get_max_threads(),
-                   cfg.batch_size, steps, 1e3 * med, 1e3 * lo, 1e3 * hi, ips, gflops, peak, mfu, rss_max / 1048576.0, ph[0], ph[1], ph[2], ph[3], zero, state_mib);
-        } else {
-            printf("%s step (%s), global batch %d on %d rank(s) x %d thread(s), %d steps after %d warm-up:\n",
-                   eval ? "Inference" : "Training", prec, cfg.batch_size, d->world, omp_get_max_threads(),
-                   steps, warmup);
-            if (m.bf16) printf("  precision   %s\n", sv_bf16_describe(m.bf16));
-            printf("  step time   median %.1f ms, min %.1f, max %.1f\n", 1e3 * med, 1e3 * lo, 1e3 * hi);
-            printf("  throughput  %.1f images/s, %.1f GFLOP/s (%.1f MFLOP per image)\n", ips, gflops, flop_img / 1e6);
-            printf("  MFU         %.1f%% of the measured sgemm peak (%.1f GFLOP/s per rank)\n", 100 * mfu, peak);
-            if (m.bf16)
-                printf("  MFU (bf16)  %.1f%% of the measured bf16 product (%.1f GFLOP/s per rank)\n", 100 * mfu16,
-                       peak16);
-            printf("  peak RSS    %.1f MiB per rank (max over ranks); AdamW state %.1f MiB per rank%s\n",
-                   rss_max / 1048576.0, state_mib, zero ? " (ZeRO stage 1)" : "");
-            printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n",
-                   ph[0], ph[1], ph[2], ph[3]);
-        }
-        if (!json) printf("images_per_s=%.2f\n", ips);
+    if (o->trace) trace = &trace_buf;
+    sv_step st;
+    sv_step_init(&st, &m, &opt, d, cfg->label_smoothing, trace);
+    bench_batch b;
+    make_bench_batch(&b, cfg, start, n);
+    double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};
+    run_steps(o, cfg, &st, &b, tot, ph);
+    int rc = 0;
+    if (trace && sv_trace_write(trace, d, o->trace, err) != 0) {
+        if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+        rc = 2;
+    } else if (trace && d->rank == 0 && !o->json) {
+        printf("Trace: %s (summary: scripts/trace_summary.py)\n", o->trace);
     }
-    free(tot);
-    sv_free(x); sv_free(probs); sv_free(dl); sv_free(labels); sv_free(ids);
+    bench_result r;
+    summarize(o, cfg, &m, &opt, d, tot, ph, &r);
+    if (d->rank == 0 && rc == 0) (o->json ? print_json : print_text)(o, cfg, &m, d->zero, &r, d->world);
+    sv_free(tot);
+    free_bench_batch(&b);
+    sv_step_free(&st);
     sv_adamw_free(&opt);
     sv_model_free(&m);
-    return 0;
+    return rc;
+}
+
+/* After the options: the config, then the all-reduce or the step benchmark. */
+static int run_bench(const sv_cli *cli, const bench_opts *o) {
+    sv_config cfg;
+    if (bench_config(cli, o, &cfg) != 0) return 1;
+    if (!o->allreduce) return bench_model(cli, o, &cfg);
+    sv_model m;
+    char err[SV_ERR_LEN];
+    if (sv_model_create(&m, &cfg, 1, err) != 0) return 2;
+    size_t np = o->bytes ? (o->bytes + sizeof(float) - 1) / sizeof(float) : m.num_params;
+    sv_model_free(&m);
+    return bench_allreduce(cli->d, np, (int)o->steps, (int)o->warmup, o->json);
+}
+
+int sv_cmd_bench(const sv_cli *cli, int argc, char **argv) {
+    bench_opts o = {.config = "configs/cifar10_keras.ini", .steps = 10, .warmup = 2};
+    int rc = parse_bench_options(cli, argc, argv, &o);
+    if (rc < 0) rc = run_bench(cli, &o);
+    sv_cli_sets_free(&o.sets);
+    return rc;
 }

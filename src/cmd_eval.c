@@ -1,6 +1,7 @@
 /* `shiftvit eval`: evaluates a checkpoint on the val or test split, on every
  * rank (contiguous shards, sums reduced), and prints the same line format as
  * training's final evaluation. */
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,65 +47,24 @@ static int all_ok(sv_dist *d, int ok, const char *err) {
     return all;
 }
 
-int sv_cmd_eval(int argc, char **argv) {
-    sv_dist *d = sv_cli_dist();
-    const char *ckpt = NULL, *split = "test", *data_dir = NULL, *precision = NULL;
-    long batch = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_next = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (d->rank == 0) eval_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--checkpoint") && has_next) {
-            ckpt = argv[++i];
-        } else if (!strcmp(a, "--split") && has_next) {
-            split = argv[++i];
-        } else if (!strcmp(a, "--data-dir") && has_next) {
-            data_dir = argv[++i];
-        } else if (!strcmp(a, "--precision") && has_next) {
-            precision = argv[++i];
-            if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
-                if (d->rank == 0) fprintf(stderr, "shiftvit eval: --precision '%s' must be fp32 or bf16\n", precision);
-                return 1;
-            }
-        } else if (!strcmp(a, "--batch") && has_next) {
-            char *end;
-            const char *v = argv[++i];
-            batch = strtol(v, &end, 10);
-            if (*end || end == v || batch < 1 || batch > 1000000) {
-                if (d->rank == 0)
-                    fprintf(stderr, "shiftvit eval: --batch '%s' must be an integer from 1 to 1000000\n", v);
-                return 1;
-            }
-        } else {
-            if (d->rank == 0) {
-                fprintf(stderr, "shiftvit eval: unknown or incomplete option '%s'\n\n", a);
-                eval_usage(stderr);
-            }
-            return 1;
-        }
-    }
-    if (!ckpt) {
-        if (d->rank == 0) {
-            fprintf(stderr, "shiftvit eval: --checkpoint CKPT is required\n\n");
-            eval_usage(stderr);
-        }
-        return 1;
-    }
-    int is_test = !strcmp(split, "test");
-    if (!is_test && strcmp(split, "val") != 0) {
-        if (d->rank == 0) fprintf(stderr, "shiftvit eval: --split '%s' must be val or test\n", split);
-        return 1;
-    }
+typedef struct {
+    const char *ckpt, *data_dir;
+    int split_test;  /* 1 test, 0 val */
+    int precision;   /* -1: the checkpoint's, else sv_precision */
+    long batch;      /* 0: the checkpoint's train.eval_batch_size */
+} eval_opts;
 
+/* Reads the checkpoint and the split on every rank, evaluates, prints on rank 0. */
+static int run_eval(sv_dist *d, const eval_opts *o) {
+    const char *ckpt = o->ckpt, *data_dir = o->data_dir;
+    int is_test = o->split_test;
     /* Every rank reads the checkpoint and the data itself. */
     char err[SV_ERR_LEN] = "";
     sv_config cfg;
     sv_config_defaults(&cfg);
     int ok = sv_checkpoint_read_config(ckpt, &cfg, err) == 0;
-    if (ok && batch > 0) cfg.eval_batch_size = (int)batch;
-    if (ok && precision) cfg.precision = !strcmp(precision, "bf16") ? SV_BF16 : SV_FP32; /* checked above */
+    if (ok && o->batch > 0) cfg.eval_batch_size = (int)o->batch;
+    if (ok && o->precision >= 0) cfg.precision = (sv_precision)o->precision;
     sv_model m;
     memset(&m, 0, sizeof m);
     int have_model = 0;
@@ -154,3 +114,57 @@ int sv_cmd_eval(int argc, char **argv) {
     sv_model_free(&m);
     return 0;
 }
+
+enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION };
+
+static const struct option eval_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"split", required_argument, NULL, OPT_SPLIT},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"precision", required_argument, NULL, OPT_PRECISION},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *const split_names[] = {"val", "test", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
+
+/* Returns -1 to go on, else the exit status (0 after --help). */
+static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opts *o) {
+    sv_cli_getopt_start();
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", eval_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            if (cli->d->rank == 0) eval_usage(stdout);
+            return 0;
+        case OPT_CHECKPOINT: o->ckpt = optarg; break;
+        case OPT_DATA_DIR: o->data_dir = optarg; break;
+        case OPT_SPLIT:
+            if (sv_cli_choice(cli, "eval", "--split", optarg, split_names, &o->split_test)) return 1;
+            break;
+        case OPT_PRECISION:
+            if (sv_cli_choice(cli, "eval", "--precision", optarg, precision_names, &o->precision)) return 1;
+            break;
+        case OPT_BATCH:
+            if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;
+            break;
+        default: return sv_cli_bad_option(cli, "eval", c, argv, eval_usage);
+        }
+    }
+    const char *why = optind < argc ? "unexpected argument" : !o->ckpt ? "--checkpoint CKPT is required" : NULL;
+    if (why && cli->d->rank == 0) {
+        fprintf(stderr, "shiftvit eval: %s%s%s%s\n\n", why, optind < argc ? " '" : "", optind < argc ? argv[optind] : "",
+                optind < argc ? "'" : "");
+        eval_usage(stderr);
+    }
+    return why ? 1 : -1;
+}
+
+int sv_cmd_eval(const sv_cli *cli, int argc, char **argv) {
+    eval_opts o = {NULL, NULL, 1, -1, 0};
+    int rc = parse_eval_options(cli, argc, argv, &o);
+    return rc >= 0 ? rc : run_eval(cli->d, &o);
+}
+

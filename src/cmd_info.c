@@ -1,4 +1,5 @@
 /* `shiftvit info`: model summary of a config, or what a checkpoint holds. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,15 +9,19 @@
 #include "shiftvit/text.h"
 #include "shiftvit/model.h"
 
-#define MAX_SETS 64
 
 static void info_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit info -c CONFIG [--set section.key=value]...\n"
-            "       shiftvit info CHECKPOINT.h5\n\n"
+            "       shiftvit info CHECKPOINT.h5\n"
+            "       shiftvit info --keys [--markdown]\n\n"
             "With a config: a Keras-style model summary (output shape and parameters per layer,\n"
             "total parameters, forward MFLOP per image). With a checkpoint: its config,\n"
-            "parameter count, step and epoch, and best val top-1.\n");
+            "parameter count, step and epoch, and best val top-1. With --keys: every config key\n"
+            "with its default and meaning (--markdown: the table of configs/README.md).\n\n"
+            "  -c, --config FILE  INI config\n"
+            "  --set S.K=V        override one config key (repeatable)\n"
+            "  -h, --help         this text\n");
 }
 
 static int info_checkpoint(const char *path) {
@@ -57,39 +62,11 @@ static int info_checkpoint(const char *path) {
     return 0;
 }
 
-int sv_cmd_info(int argc, char **argv) {
-    sv_dist *d = sv_cli_dist();
-    const char *config = NULL, *ckpt = NULL;
-    char *sets[MAX_SETS];
-    int nsets = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (d->rank == 0) info_usage(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc) {
-            config = argv[++i];
-        } else if (!strcmp(a, "--set") && i + 1 < argc && nsets < MAX_SETS) {
-            sets[nsets++] = argv[++i];
-        } else if (a[0] != '-' && !ckpt) {
-            ckpt = a;
-        } else {
-            if (d->rank == 0) {
-                fprintf(stderr, "shiftvit info: unknown or incomplete option '%s'\n\n", a);
-                info_usage(stderr);
-            }
-            return 1;
-        }
-    }
-    if (d->rank != 0) return 0;
-    if (ckpt && !config) return info_checkpoint(ckpt);
-    if (!config) {
-        info_usage(stderr);
-        return 1;
-    }
+/* The model summary of a config. */
+static int info_config(const sv_cli *cli, const char *config, const sv_cli_sets *sets) {
     sv_config cfg;
     sv_config_defaults(&cfg);
-    if (sv_cli_load_config(&cfg, config, sets, nsets) != 0) return 1;
+    if (sv_cli_load_config(cli, &cfg, config, sets) != 0) return 1;
     sv_model m;
     char err[SV_ERR_LEN];
     if (sv_model_create(&m, &cfg, 1, err) != 0) {
@@ -101,4 +78,48 @@ int sv_cmd_info(int argc, char **argv) {
     sv_model_print_summary(&m, stdout);
     sv_model_free(&m);
     return 0;
+}
+
+enum { OPT_SET = 256, OPT_KEYS, OPT_MARKDOWN };
+
+static const struct option info_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, 'c'},
+    {"set", required_argument, NULL, OPT_SET},
+    {"keys", no_argument, NULL, OPT_KEYS},
+    {"markdown", no_argument, NULL, OPT_MARKDOWN},
+    {NULL, 0, NULL, 0},
+};
+
+int sv_cmd_info(const sv_cli *cli, int argc, char **argv) {
+    const char *config = NULL;
+    sv_cli_sets sets = {0};
+    int keys = 0, markdown = 0, c, rc = -1;
+    sv_cli_getopt_start();
+    while (rc < 0 && (c = getopt_long(argc, argv, ":hc:", info_options, NULL)) != -1) {
+        switch (c) {
+        case 'h': rc = 0; if (cli->d->rank == 0) info_usage(stdout); break;
+        case 'c': config = optarg; break;
+        case OPT_SET: if (sv_cli_sets_add(&sets, optarg)) rc = 2; break;
+        case OPT_KEYS: keys = 1; break;
+        case OPT_MARKDOWN: markdown = 1; break;
+        default: rc = sv_cli_bad_option(cli, "info", c, argv, info_usage);
+        }
+    }
+    const char *ckpt = optind < argc ? argv[optind] : NULL;
+    const char *misuse = rc >= 0 ? NULL
+                         : optind + 1 < argc ? "one checkpoint at a time"
+                         : keys + !!config + !!ckpt != 1 ? "give one of -c CONFIG, CHECKPOINT.h5 or --keys"
+                         : markdown && !keys ? "--markdown goes with --keys" : NULL;
+    if (misuse && cli->d->rank == 0) {
+        fprintf(stderr, "shiftvit info: %s\n\n", misuse);
+        info_usage(stderr);
+    }
+    if (misuse) rc = 1;
+    if (rc < 0 && cli->d->rank == 0) {
+        if (keys) sv_config_describe_keys(stdout, markdown ? SV_KEYS_MARKDOWN : SV_KEYS_TEXT);
+        rc = keys ? 0 : ckpt ? info_checkpoint(ckpt) : info_config(cli, config, &sets);
+    }
+    sv_cli_sets_free(&sets);
+    return rc < 0 ? 0 : rc;
 }

@@ -5,6 +5,7 @@
  * mode, softmax, text or JSON output, and optionally a 3x3 grid of the images
  * titled with their predicted class (grid.h). */
 #include <ctype.h>
+#include <getopt.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -143,228 +144,259 @@ static const char *class_name(int k, int K, char *buf, size_t n) {
     return buf;
 }
 
+/* Softmax of one row of logits, in double. */
+static void probabilities(const float *logits, int K, double *prob) {
+    double mx = logits[0], se = 0;
+    for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
+    for (int k = 0; k < K; k++) se += (prob[k] = exp((double)logits[k] - mx));
+    for (int k = 0; k < K; k++) prob[k] /= se;
+}
+
+/* order = classes by descending probability, ties in class order. */
+static void rank_classes(const double *prob, int K, int *order) {
+    for (int k = 0; k < K; k++) order[k] = k;
+    for (int a = 1; a < K; a++) { /* stable insertion sort */
+        int v = order[a], b = a;
+        while (b > 0 && prob[order[b - 1]] < prob[v]) {
+            order[b] = order[b - 1];
+            b--;
+        }
+        order[b] = v;
+    }
+}
+
+static void print_json(const char *path, const double *prob, const int *order, int K, int topk) {
+    char cname[32];
+    fputs("{\"file\":", stdout);
+    if (sv_json_string(stdout, path)) {
+        /* Not UTF-8: "file" is lossy, "file_hex" holds the exact bytes. */
+        fputs(",\"file_hex\":\"", stdout);
+        sv_hex(stdout, path);
+        fputc('"', stdout);
+    }
+    fputs(",\"probabilities\":[", stdout);
+    /* JSON has no NaN or infinity: null (weights with non-finite values) */
+    for (int k = 0; k < K; k++) printf(isfinite(prob[k]) ? "%s%.9g" : "%snull", k ? "," : "", prob[k]);
+    fputs("],\"top\":[", stdout);
+    for (int t = 0; t < topk; t++) {
+        printf("%s{\"class\":", t ? "," : "");
+        sv_json_string(stdout, class_name(order[t], K, cname, sizeof cname));
+        printf(isfinite(prob[order[t]]) ? ",\"confidence\":%.9g}" : ",\"confidence\":null}", prob[order[t]]);
+    }
+    fputs("]}\n", stdout);
+}
+
+static void print_text(const char *path, int w, int h, const double *prob, const int *order, int K, int topk) {
+    char cname[32], q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    printf("%s (%dx%d)\n", sv_shell_quote(path, q, sizeof q), w, h);
+    for (int t = 0; t < topk; t++)
+        printf("  %d. %-11s %6.2f%%\n", t + 1, class_name(order[t], K, cname, sizeof cname), 100.0 * prob[order[t]]);
+    printf("  probabilities:");
+    for (int k = 0; k < K; k++)
+        printf(" %s %.4f%s", class_name(k, K, cname, sizeof cname), prob[k], k + 1 < K ? "," : "\n");
+}
+
+/* ------------------------------------------------------------ options */
+
+typedef struct {
+    const char *ckpt, *grid;
+    int topk, json;
+    int precision;        /* -1: the checkpoint's, else sv_precision */
+    int resize;           /* resize_mode */
+    char **inputs;        /* files and directories, in the order given */
+    int ninputs;
+} predict_opts;
+
+enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE };
+
+static const struct option predict_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"top-k", required_argument, NULL, OPT_TOPK},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"precision", required_argument, NULL, OPT_PRECISION},
+    {"grid", required_argument, NULL, OPT_GRID},
+    {"resize", required_argument, NULL, OPT_RESIZE},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
+static const char *const resize_names[] = {"nearest", "bilinear", "area", NULL}; /* resize_mode order */
+
+/* Returns -1 to go on, else the exit status (0 after --help). */
+static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predict_opts *o) {
+    sv_cli_getopt_start();
+    int c;
+    long k;
+    while ((c = getopt_long(argc, argv, ":h", predict_options, NULL)) != -1) {
+        switch (c) {
+        case 'h': predict_usage(stdout); return 0;
+        case OPT_CHECKPOINT: o->ckpt = optarg; break;
+        case OPT_JSON: o->json = 1; break;
+        case OPT_GRID: o->grid = optarg; break;
+        case OPT_TOPK:
+            if (sv_cli_int(cli, "predict", "--top-k", optarg, 1, 1000, &k)) return 1;
+            o->topk = (int)k;
+            break;
+        case OPT_PRECISION:
+            if (sv_cli_choice(cli, "predict", "--precision", optarg, precision_names, &o->precision)) return 1;
+            break;
+        case OPT_RESIZE:
+            if (sv_cli_choice(cli, "predict", "--resize", optarg, resize_names, &o->resize)) return 1;
+            break;
+        default: return sv_cli_bad_option(cli, "predict", c, argv, predict_usage);
+        }
+    }
+    o->inputs = argv + optind;
+    o->ninputs = argc - optind;
+    if (o->ckpt && o->ninputs > 0) return -1;
+    fprintf(stderr, "shiftvit predict: %s\n\n", !o->ckpt ? "--checkpoint CKPT is required" : "no image or directory given");
+    predict_usage(stderr);
+    return 1;
+}
+
 /* ------------------------------------------------------------ command */
 
-int sv_cmd_predict(int argc, char **argv) {
-    sv_dist *d = sv_cli_dist();
-    if (d->rank != 0) return 0; /* predict runs on rank 0 only */
-    const char *ckpt = NULL, *grid = NULL;
-    int topk = 3, json = 0;
-    const char *precision = NULL;
-    resize_mode mode = RESIZE_NEAREST;
-    strlist args = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_next = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            predict_usage(stdout);
-            strlist_free(&args);
-            return 0;
-        } else if (!strcmp(a, "--checkpoint") && has_next) {
-            ckpt = argv[++i];
-        } else if (!strcmp(a, "--top-k") && has_next) {
-            char *end;
-            const char *v = argv[++i];
-            long k = strtol(v, &end, 10);
-            if (*end || end == v || k < 1 || k > 1000) {
-                fprintf(stderr, "shiftvit predict: --top-k '%s' must be a positive integer\n", v);
-                strlist_free(&args);
-                return 1;
-            }
-            topk = (int)k;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--precision") && has_next) {
-            precision = argv[++i];
-            if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
-                fprintf(stderr, "shiftvit predict: --precision '%s' must be fp32 or bf16\n", precision);
-                strlist_free(&args);
-                return 1;
-            }
-        } else if (!strcmp(a, "--grid") && has_next) {
-            grid = argv[++i];
-        } else if (!strcmp(a, "--resize") && has_next) {
-            const char *v = argv[++i];
-            if (!strcmp(v, "nearest")) mode = RESIZE_NEAREST;
-            else if (!strcmp(v, "bilinear")) mode = RESIZE_BILINEAR;
-            else if (!strcmp(v, "area")) mode = RESIZE_AREA;
-            else {
-                fprintf(stderr, "shiftvit predict: --resize '%s' must be nearest, bilinear or area\n", v);
-                strlist_free(&args);
-                return 1;
-            }
-        } else if (!strcmp(a, "--")) {
-            for (i++; i < argc; i++) strlist_add(&args, argv[i]);
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "shiftvit predict: unknown or incomplete option '%s'\n\n", a);
-            predict_usage(stderr);
-            strlist_free(&args);
-            return 1;
-        } else {
-            strlist_add(&args, a);
+/* The files to classify: each argument, directories expanded. Returns the
+ * number of arguments that failed (unreadable or empty directory). */
+static int expand_inputs(const predict_opts *o, strlist *files) {
+    int failed = 0;
+    for (int i = 0; i < o->ninputs; i++) {
+        const char *a = o->inputs[i];
+        struct stat sb;
+        if (stat(a, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            strlist_add(files, a); /* errors (missing file...) are reported when it is decoded */
+            continue;
         }
+        int n = add_dir(files, a);
+        if (n < 0) fprintf(stderr, "shiftvit predict: %s: cannot read the directory: %s\n", a, strerror(errno));
+        else if (n == 0) fprintf(stderr, "shiftvit predict: %s: no image files in this directory\n", a);
+        failed += n <= 0;
     }
-    if (!ckpt || args.n == 0) {
-        fprintf(stderr, "shiftvit predict: %s\n\n",
-                !ckpt ? "--checkpoint CKPT is required" : "no image or directory given");
-        predict_usage(stderr);
-        strlist_free(&args);
-        return 1;
-    }
+    return failed;
+}
 
+/* The model of a checkpoint, in the precision asked for. */
+static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
     char err[SV_ERR_LEN];
-    sv_config cfg;
-    sv_config_defaults(&cfg);
-    if (sv_checkpoint_read_config(ckpt, &cfg, err) != 0) {
+    sv_config_defaults(cfg);
+    if (sv_checkpoint_read_config(o->ckpt, cfg, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
-        strlist_free(&args);
         return 1;
     }
-    if (precision) cfg.precision = !strcmp(precision, "bf16") ? SV_BF16 : SV_FP32; /* checked above */
-    sv_model m;
-    if (sv_model_create(&m, &cfg, 1, err) != 0) {
+    if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
+    if (sv_model_create(m, cfg, 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
-        strlist_free(&args);
         return 2;
     }
-    if (sv_checkpoint_load(ckpt, &m, NULL, NULL, err) != 0) {
+    if (sv_checkpoint_load(o->ckpt, m, NULL, NULL, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
-        sv_model_free(&m);
-        strlist_free(&args);
+        sv_model_free(m);
         return 1;
     }
-    int K = m.num_classes;
-    if (topk > K) topk = K;
     /* on stderr: stdout may be JSON */
-    if (m.bf16) fprintf(stderr, "shiftvit predict: precision: %s\n", sv_bf16_describe(m.bf16));
+    if (m->bf16) fprintf(stderr, "shiftvit predict: precision: %s\n", sv_bf16_describe(m->bf16));
+    return 0;
+}
 
-    /* Expand directories. */
-    int failed = 0;
-    strlist files = {0};
-    for (int i = 0; i < args.n; i++) {
-        struct stat sb;
-        if (stat(args.v[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            int n = add_dir(&files, args.v[i]);
-            if (n < 0) {
-                fprintf(stderr, "shiftvit predict: %s: cannot read the directory: %s\n", args.v[i],
-                        strerror(errno));
-                failed++;
-            } else if (n == 0) {
-                fprintf(stderr, "shiftvit predict: %s: no image files in this directory\n", args.v[i]);
-                failed++;
-            }
-        } else {
-            strlist_add(&files, args.v[i]); /* errors (missing file...) are reported below */
-        }
-    }
+/* Working memory of the classification loop. */
+typedef struct {
+    const predict_opts *o;
+    const sv_config *cfg;
+    sv_model *m;
+    float *x;             /* the model input, image_size^2 x 3 (NHWC, one image) */
+    double *prob;         /* K */
+    int *order;           /* K */
+    sv_grid_cell *cells;  /* SV_GRID_MAX, or NULL without --grid */
+    int ncells;
+} predictor;
 
-    int S = cfg.image_size;
-    float *x = sv_alloc((size_t)S * S * 3 * sizeof(float), "input image");
-    double *prob = sv_alloc((size_t)K * sizeof(double), "probabilities");
-    int *order = sv_alloc((size_t)K * sizeof(int), "class order");
-    sv_grid_cell *cells = grid ? calloc(SV_GRID_MAX, sizeof *cells) : NULL;
-    int ncells = 0, classified = 0;
+/* Decodes, resizes and classifies one file, prints its result and keeps its
+ * grid cell. Returns 0, or 1 after an error message. */
+static int classify_file(predictor *P, const char *path) {
+    const predict_opts *o = P->o;
+    char why[512], q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    int w = 0, h = 0, rc = 0, K = P->m->num_classes, topk = o->topk < K ? o->topk : K;
     uint8_t small[32 * 32 * 3];
-    char why[512], cname[32], qpath[SV_QUOTED_LEN(SV_PATH_LEN)];
-
-    for (int fi = 0; fi < files.n; fi++) {
-        const char *path = files.v[fi];
-        int w = 0, h = 0;
-        uint8_t *px = sv_image_decode(path, &w, &h, why, sizeof why);
-        if (!px) {
-            fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(path, qpath, sizeof qpath), why);
-            failed++;
-            continue;
-        }
-        int rc = 0;
-        if (mode == RESIZE_NEAREST) sv_image_resize_nearest(small, 32, 32, px, h, w);
-        else if (mode == RESIZE_BILINEAR) sv_image_resize_bilinear(small, 32, 32, px, h, w);
-        else rc = sv_image_resize_area(small, 32, 32, px, h, w);
-        if (rc == 0 && cells && ncells < SV_GRID_MAX) rc = sv_image_resize_area(cells[ncells].thumb, SV_GRID_THUMB, SV_GRID_THUMB, px, h, w);
-        sv_image_free(px);
-        if (rc != 0) {
-            fprintf(stderr, "shiftvit predict: %s: out of memory resizing %dx%d pixels\n",
-                    sv_shell_quote(path, qpath, sizeof qpath), w, h);
-            failed++;
-            continue;
-        }
-
-        sv_eval_image(x, small, cfg.resize_size, cfg.image_size);
-        const float *logits = sv_model_forward(&m, x, 1, NULL);
-        double mx = logits[0], se = 0;
-        for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-        for (int k = 0; k < K; k++) se += (prob[k] = exp((double)logits[k] - mx));
-        for (int k = 0; k < K; k++) prob[k] /= se;
-        for (int k = 0; k < K; k++) order[k] = k;
-        for (int a = 1; a < K; a++) { /* stable insertion sort, descending */
-            int v = order[a], b = a;
-            while (b > 0 && prob[order[b - 1]] < prob[v]) {
-                order[b] = order[b - 1];
-                b--;
-            }
-            order[b] = v;
-        }
-
-        if (json) {
-            fputs("{\"file\":", stdout);
-            if (sv_json_string(stdout, path)) {
-                /* Not UTF-8: "file" is lossy, "file_hex" holds the exact bytes. */
-                fputs(",\"file_hex\":\"", stdout);
-                sv_hex(stdout, path);
-                fputc('"', stdout);
-            }
-            fputs(",\"probabilities\":[", stdout);
-            /* JSON has no NaN or infinity: null (weights with non-finite values) */
-            for (int k = 0; k < K; k++) printf(isfinite(prob[k]) ? "%s%.9g" : "%snull", k ? "," : "", prob[k]);
-            fputs("],\"top\":[", stdout);
-            for (int t = 0; t < topk; t++) {
-                printf("%s{\"class\":", t ? "," : "");
-                sv_json_string(stdout, class_name(order[t], K, cname, sizeof cname));
-                printf(isfinite(prob[order[t]]) ? ",\"confidence\":%.9g}" : ",\"confidence\":null}", prob[order[t]]);
-            }
-            fputs("]}\n", stdout);
-        } else {
-            printf("%s (%dx%d)\n", sv_shell_quote(path, qpath, sizeof qpath), w, h);
-            for (int t = 0; t < topk; t++)
-                printf("  %d. %-11s %6.2f%%\n", t + 1, class_name(order[t], K, cname, sizeof cname),
-                       100.0 * prob[order[t]]);
-            printf("  probabilities:");
-            for (int k = 0; k < K; k++)
-                printf(" %s %.4f%s", class_name(k, K, cname, sizeof cname), prob[k], k + 1 < K ? "," : "\n");
-        }
-        fflush(stdout);
-        classified++;
-
-        if (cells && ncells < SV_GRID_MAX) {
-            sv_grid_cell *c = &cells[ncells++];
-            snprintf(c->title, sizeof c->title, "%s %.1f%%", class_name(order[0], K, cname, sizeof cname),
-                     100.0 * prob[order[0]]);
-            const char *base = strrchr(path, '/');
-            base = base ? base + 1 : path;
-            snprintf(c->name, sizeof c->name, "%.22s%s", base, strlen(base) > 22 ? "..." : "");
-        }
+    uint8_t *px = sv_image_decode(path, &w, &h, why, sizeof why);
+    if (!px) {
+        fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(path, q, sizeof q), why);
+        return 1;
     }
-
-    if (grid) {
-        if (ncells == 0) {
-            fprintf(stderr, "shiftvit predict: no image was classified; %s not written\n", grid);
-            failed++;
-        } else if (sv_grid_write(grid, cells, ncells, why, sizeof why) != 0) {
-            fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(grid, qpath, sizeof qpath), why);
-            failed++;
-        } else if (!json) {
-            printf("Grid of %d image(s): %s\n", ncells, sv_shell_quote(grid, qpath, sizeof qpath));
-        }
+    if (o->resize == RESIZE_NEAREST) sv_image_resize_nearest(small, 32, 32, px, h, w);
+    else if (o->resize == RESIZE_BILINEAR) sv_image_resize_bilinear(small, 32, 32, px, h, w);
+    else rc = sv_image_resize_area(small, 32, 32, px, h, w);
+    sv_grid_cell *cell = P->cells && P->ncells < SV_GRID_MAX ? &P->cells[P->ncells] : NULL;
+    if (rc == 0 && cell) rc = sv_image_resize_area(cell->thumb, SV_GRID_THUMB, SV_GRID_THUMB, px, h, w);
+    sv_image_free(px);
+    if (rc != 0) {
+        fprintf(stderr, "shiftvit predict: %s: out of memory resizing %dx%d pixels\n", sv_shell_quote(path, q, sizeof q), w, h);
+        return 1;
     }
-    if (failed && !json)
+    sv_eval_image(P->x, small, P->cfg->resize_size, P->cfg->image_size);
+    probabilities(sv_model_forward(P->m, P->x, 1, NULL), K, P->prob);
+    rank_classes(P->prob, K, P->order);
+    if (o->json) print_json(path, P->prob, P->order, K, topk);
+    else print_text(path, w, h, P->prob, P->order, K, topk);
+    fflush(stdout);
+    if (cell) {
+        char cname[32];
+        snprintf(cell->title, sizeof cell->title, "%s %.1f%%", class_name(P->order[0], K, cname, sizeof cname),
+                 100.0 * P->prob[P->order[0]]);
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        snprintf(cell->name, sizeof cell->name, "%.22s%s", base, strlen(base) > 22 ? "..." : "");
+        P->ncells++;
+    }
+    return 0;
+}
+
+/* --grid: the picture of the classified images. Returns 0 or 1 (failed). */
+static int write_grid(const predictor *P) {
+    const char *grid = P->o->grid;
+    char why[512], q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    if (P->ncells == 0) {
+        fprintf(stderr, "shiftvit predict: no image was classified; %s not written\n", grid);
+        return 1;
+    }
+    if (sv_grid_write(grid, P->cells, P->ncells, why, sizeof why) != 0) {
+        fprintf(stderr, "shiftvit predict: %s: %s\n", sv_shell_quote(grid, q, sizeof q), why);
+        return 1;
+    }
+    if (!P->o->json) printf("Grid of %d image(s): %s\n", P->ncells, sv_shell_quote(grid, q, sizeof q));
+    return 0;
+}
+
+static int run_predict(const predict_opts *o) {
+    sv_config cfg;
+    sv_model m;
+    int rc = load_model(o, &cfg, &m);
+    if (rc) return rc;
+    strlist files = {0};
+    int failed = expand_inputs(o, &files), classified = 0, S = cfg.image_size, K = m.num_classes;
+    predictor P = {o, &cfg, &m, sv_alloc((size_t)S * S * 3 * sizeof(float), "input image"),
+                   sv_alloc((size_t)K * sizeof(double), "probabilities"), sv_alloc((size_t)K * sizeof(int), "class order"),
+                   o->grid ? calloc(SV_GRID_MAX, sizeof(sv_grid_cell)) : NULL, 0};
+    for (int i = 0; i < files.n; i++) {
+        int bad = classify_file(&P, files.v[i]);
+        failed += bad;
+        classified += !bad;
+    }
+    if (o->grid) failed += write_grid(&P);
+    if (failed && !o->json)
         fprintf(stderr, "shiftvit predict: %d image(s) classified, %d error(s)\n", classified, failed);
-
-    free(cells);
-    sv_free(x);
-    sv_free(prob);
-    sv_free(order);
+    free(P.cells);
+    sv_free(P.x);
+    sv_free(P.prob);
+    sv_free(P.order);
     strlist_free(&files);
-    strlist_free(&args);
     sv_model_free(&m);
     return failed ? 1 : 0;
+}
+
+int sv_cmd_predict(const sv_cli *cli, int argc, char **argv) {
+    if (cli->d->rank != 0) return 0; /* predict runs on rank 0 only */
+    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST};
+    int rc = parse_predict_options(cli, argc, argv, &o);
+    return rc >= 0 ? rc : run_predict(&o);
 }

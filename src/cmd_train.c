@@ -1,4 +1,5 @@
 /* `shiftvit train`: parses options, loads the config, runs sv_train. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,6 @@
 #include "shiftvit/trace.h"
 #include "shiftvit/train.h"
 
-#define MAX_SETS 64
 
 static void train_usage(FILE *f) {
     fprintf(f,
@@ -49,6 +49,9 @@ static void train_usage(FILE *f) {
             "Exit status: 0 done or stopped after a checkpoint, 1 bad input, 2 runtime failure,\n"
             "3 non-finite loss or gradient, 4 a checkpoint could not be written, 5 a collective\n"
             "timed out (a rank was lost).\n");
+    if (f != stdout) return; /* after a usage error: the options are enough */
+    fprintf(f, "\nconfig keys (section.key = default; `shiftvit info --keys` explains each):\n");
+    sv_config_describe_keys(f, SV_KEYS_SUMMARY);
 }
 
 /* A batch size changed in the middle of an epoch: the epoch goes on at step
@@ -123,56 +126,20 @@ static void read_debug_switches(sv_train_opts *o) {
     o->inject_nan_step = n ? atol(n) : 0;
 }
 
-int sv_cmd_train(int argc, char **argv) {
-    sv_dist *d = sv_cli_dist();
-    const char *config = NULL;
-    char *sets[MAX_SETS];
-    int nsets = 0;
-    sv_train_opts o = {0};
-    int with_changes = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_next = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            if (d->rank == 0) train_usage(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && has_next) {
-            config = argv[++i];
-        } else if (!strcmp(a, "--set") && has_next) {
-            if (nsets == MAX_SETS) {
-                if (d->rank == 0) fprintf(stderr, "shiftvit train: at most %d --set options\n", MAX_SETS);
-                return 1;
-            }
-            sets[nsets++] = argv[++i];
-        } else if (!strcmp(a, "--data-dir") && has_next) {
-            o.data_dir = argv[++i];
-        } else if (!strcmp(a, "--out") && has_next) {
-            o.out_dir = argv[++i];
-        } else if (!strcmp(a, "--resume") && has_next) {
-            o.resume = argv[++i];
-        } else if (!strcmp(a, "--resume-with-changes")) {
-            with_changes = 1;
-        } else if (!strcmp(a, "--overwrite")) {
-            o.overwrite = 1;
-        } else if (!strcmp(a, "--trace") && has_next) {
-            o.trace = argv[++i];
-        } else {
-            if (d->rank == 0) {
-                fprintf(stderr, "shiftvit train: unknown or incomplete option '%s'\n\n", a);
-                train_usage(stderr);
-            }
-            return 1;
-        }
-    }
-    if (with_changes && !o.resume) {
+/* Everything after the options: the config (from the file, or the
+ * checkpoint's when resuming), the resume checks, then the trainer. */
+static int run_train(const sv_cli *cli, sv_train_opts *o, const char *config, const sv_cli_sets *sets,
+                     int with_changes) {
+    sv_dist *d = cli->d;
+    if (with_changes && !o->resume) {
         if (d->rank == 0) fprintf(stderr, "shiftvit train: --resume-with-changes needs --resume CKPT\n");
         return 1;
     }
     sv_config cfg, stored;
     sv_config_defaults(&cfg);
-    if (o.resume) {
+    if (o->resume) {
         char err[SV_ERR_LEN];
-        if (sv_checkpoint_read_config(o.resume, &stored, err) != 0) {
+        if (sv_checkpoint_read_config(o->resume, &stored, err) != 0) {
             if (d->rank == 0) fprintf(stderr, "shiftvit: cannot resume: %s\n", err);
             return 1;
         }
@@ -183,13 +150,13 @@ int sv_cmd_train(int argc, char **argv) {
     } else if (!config) {
         config = "configs/cifar10_keras.ini";
     }
-    if (sv_cli_load_config(&cfg, config, sets, nsets) != 0) return 1;
+    if (sv_cli_load_config(cli, &cfg, config, sets) != 0) return 1;
     char *changes = NULL;
-    if (o.resume) {
+    if (o->resume) {
         snprintf(cfg.name, sizeof cfg.name, "%s", stored.name); /* the run keeps its name */
-        if (resume_changes(&stored, &cfg, o.resume, with_changes, d->rank == 0, &changes) != 0)
+        if (resume_changes(&stored, &cfg, o->resume, with_changes, d->rank == 0, &changes) != 0)
             return 1;
-        o.changes = changes;
+        o->changes = changes;
         if (stored.zero_stage != cfg.zero_stage && d->rank == 0)
             printf("Resuming with train.zero_stage = %d: the checkpoint's run used %d (checkpoints have one layout)\n",
                    cfg.zero_stage, stored.zero_stage);
@@ -197,15 +164,72 @@ int sv_cmd_train(int argc, char **argv) {
             printf("Resuming in %s: the checkpoint's run trained in %s (a resume may change precision)\n",
                    cfg.precision == SV_BF16 ? "bf16" : "fp32", stored.precision == SV_BF16 ? "bf16" : "fp32");
     }
-    read_debug_switches(&o);
+    read_debug_switches(o);
     char err[SV_ERR_LEN];
-    if (o.trace && sv_trace_check_path(d, o.trace, err) != 0) {
+    if (o->trace && sv_trace_check_path(d, o->trace, err) != 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         free(changes);
         return 1;
     }
-    sv_cli_report_placement();
-    int rc = sv_train(&cfg, &o, d);
+    sv_cli_report_placement(cli);
+    int rc = sv_train(&cfg, o, d);
     free(changes);
+    return rc;
+}
+
+enum { OPT_SET = 256, OPT_DATA_DIR, OPT_OUT, OPT_OVERWRITE, OPT_RESUME, OPT_WITH_CHANGES, OPT_TRACE };
+
+static const struct option train_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, 'c'},
+    {"set", required_argument, NULL, OPT_SET},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"resume-with-changes", no_argument, NULL, OPT_WITH_CHANGES},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {NULL, 0, NULL, 0},
+};
+
+/* Fills o, *config, sets and *with_changes from the command line. Returns
+ * -1 to go on, else the exit status (0 after --help). */
+static int parse_train_options(const sv_cli *cli, int argc, char **argv, sv_train_opts *o, const char **config,
+                               sv_cli_sets *sets, int *with_changes) {
+    sv_cli_getopt_start();
+    int c;
+    while ((c = getopt_long(argc, argv, ":hc:", train_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            if (cli->d->rank == 0) train_usage(stdout);
+            return 0;
+        case 'c': *config = optarg; break;
+        case OPT_SET:
+            if (sv_cli_sets_add(sets, optarg) != 0) return 2;
+            break;
+        case OPT_DATA_DIR: o->data_dir = optarg; break;
+        case OPT_OUT: o->out_dir = optarg; break;
+        case OPT_OVERWRITE: o->overwrite = 1; break;
+        case OPT_RESUME: o->resume = optarg; break;
+        case OPT_WITH_CHANGES: *with_changes = 1; break;
+        case OPT_TRACE: o->trace = optarg; break;
+        default: return sv_cli_bad_option(cli, "train", c, argv, train_usage);
+        }
+    }
+    if (optind < argc) {
+        if (cli->d->rank == 0) fprintf(stderr, "shiftvit train: unexpected argument '%s' (options only; see --help)\n", argv[optind]);
+        return 1;
+    }
+    return -1;
+}
+
+int sv_cmd_train(const sv_cli *cli, int argc, char **argv) {
+    const char *config = NULL;
+    sv_cli_sets sets = {0};
+    sv_train_opts o = {0};
+    int with_changes = 0;
+    int rc = parse_train_options(cli, argc, argv, &o, &config, &sets, &with_changes);
+    if (rc < 0) rc = run_train(cli, &o, config, &sets, with_changes);
+    sv_cli_sets_free(&sets);
     return rc;
 }

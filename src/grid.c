@@ -37,7 +37,7 @@
  * canvas: a pixel is set when its centre lies inside a quad. */
 static void draw_text(uint8_t *img, int W, int H, float ox, float oy, float s, const char *text,
                       const uint8_t rgb[3]) {
-    static char vbuf[64 * 1024];
+    char vbuf[64 * 1024]; /* stb_easy_font's vertices: 16 bytes each, room for the 127 characters of t */
     char t[128];
     snprintf(t, sizeof t, "%s", text);
     int quads = stb_easy_font_print(0, 0, t, NULL, vbuf, (int)sizeof vbuf);

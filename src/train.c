@@ -26,7 +26,7 @@
 
 typedef struct {
     sv_dataset train, val, test;
-    float *x, *probs, *losses, *dlogits;
+    float *x;
     int *labels;
     long *perm, *idx;
 } buffers;
@@ -35,7 +35,7 @@ static void free_buffers(buffers *b) {
     sv_dataset_free(&b->train);
     sv_dataset_free(&b->val);
     sv_dataset_free(&b->test);
-    sv_free(b->x); sv_free(b->probs); sv_free(b->losses); sv_free(b->dlogits);
+    sv_free(b->x);
     sv_free(b->labels); sv_free(b->perm); sv_free(b->idx);
 }
 
@@ -60,6 +60,8 @@ typedef struct {
     sv_train_state st;
     sv_metrics *mt;
     sv_trace trace_buf, *trace;
+    sv_step step;                             /* the training step's buffers */
+    int have_step;
     ckpt_ctx cc;
     long replica_checks;
     double t_run0, t_epoch, t_steps, imgs_epoch; /* run and epoch clocks, this epoch's step time and images */
@@ -164,22 +166,21 @@ static int trainer_load_state(trainer *T, char *err) {
 
 /* Batch buffers, sized once (no allocation inside the step), and the trace. */
 static int trainer_alloc_buffers(trainer *T, char *err) {
-    int maxb = T->maxb, K = T->m.num_classes, S = T->cfg->image_size;
+    int maxb = T->maxb, S = T->cfg->image_size;
     buffers *B = &T->B;
     B->x = sv_alloc((size_t)maxb * S * S * 3 * sizeof(float), "input batch");
-    B->probs = sv_alloc((size_t)maxb * K * sizeof(float), "probabilities");
-    B->losses = sv_alloc((size_t)maxb * sizeof(float), "losses");
-    B->dlogits = sv_alloc((size_t)maxb * K * sizeof(float), "logit gradients");
     B->labels = sv_alloc((size_t)maxb * sizeof(int), "labels");
     B->idx = sv_alloc((size_t)maxb * sizeof(long), "indices");
     B->perm = sv_alloc((size_t)B->train.count * sizeof(long), "permutation");
-    if (!T->opts->trace) return 0;
-    if (sv_trace_open(&T->trace_buf, T->d, TRACE_EVENTS, err) != 0) {
+    if (T->opts->trace && sv_trace_open(&T->trace_buf, T->d, TRACE_EVENTS, err) != 0) {
         if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
         T->status = SV_EXIT_RUNTIME;
         return -1;
     }
-    T->trace = &T->trace_buf;
+    if (T->opts->trace) T->trace = &T->trace_buf;
+    sv_step_init(&T->step, &T->m, &T->opt, T->d, T->cfg->label_smoothing, T->trace);
+    T->step.inject_nan_step = T->opts->inject_nan_step;
+    T->have_step = 1;
     return 0;
 }
 
@@ -260,58 +261,22 @@ static int trainer_already_done(trainer *T) {
     return 1;
 }
 
-/* The gradient of one step: this rank's shard of the global batch forward,
- * loss and backward, the bucketed all-reduce (or reduce-scatter) started
- * during the backward pass and finished here. sums gets the loss, top-1 and
- * top-5 sums, the sample count and the stop-signal flag, summed over ranks. */
+/* The gradient of one step: this rank's shard of the global batch, then
+ * sv_step_gradient (forward, loss, backward, the bucketed collective; sums
+ * are the loss, top-1 and top-5 sums, the sample count and the stop-signal
+ * flag, summed over ranks). */
 static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
     const sv_config *cfg = T->cfg;
-    sv_dist *d = T->d;
     buffers *B = &T->B;
-    sv_model *m = &T->m;
     long g0 = T->st.step_in_epoch * cfg->batch_size;
     long gcount = B->train.count - g0 < cfg->batch_size ? B->train.count - g0 : cfg->batch_size;
     long s0, n;
-    sv_shard(gcount, d->rank, d->world, &s0, &n);
+    sv_shard(gcount, T->d->rank, T->d->world, &s0, &n);
     for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
-    sums[0] = sums[1] = sums[2] = 0;
+    if (n > 0) sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, cfg, epoch, 1);
+    sv_train_rng rng = {cfg->seed, epoch, B->idx};
     sums[4] = tr_stop_requested() ? 1.0 : 0.0;
-    inject_ctx ic = {d, NULL, 0};
-    if (T->opts->inject_nan_step == d->step && T->rank0) {
-        ic.offset = m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset;
-        ic.poison = m->grads + ic.offset;
-    }
-    if (n > 0) {
-        sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, cfg, epoch, 1);
-        sv_train_rng rng = {cfg->seed, epoch, B->idx};
-        double tf = sv_now();
-        const float *logits = sv_model_forward(m, B->x, (int)n, &rng);
-        tr_batch_metrics(logits, B->probs, B->losses, B->labels, (int)n, m->num_classes, cfg->label_smoothing,
-                      &sums[0], &sums[1], &sums[2]);
-        sv_softmax_xent_backward(B->dlogits, B->probs, B->labels, (int)n, m->num_classes, 1.0f / (float)gcount,
-                                 cfg->label_smoothing);
-        double tb = sv_now();
-        sv_trace_add(T->trace, SV_TR_FORWARD, tf, tb, d->step, -1, NULL);
-        sv_allreduce_begin(d);
-        sv_grad_ready_fn ready = ic.poison ? tr_ready_inject : sv_allreduce_ready;
-        void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
-        traced_ready_ctx tc = {ready, ready_ctx, T->trace, m, d->step, tb, tb, ""};
-        if (T->trace) sv_model_backward(m, B->dlogits, tr_ready_traced, &tc);
-        else sv_model_backward(m, B->dlogits, ready, ready_ctx);
-        if (T->trace) {
-            tr_traced_flush(&tc);
-            sv_trace_add(T->trace, SV_TR_BACKWARD, tb, sv_now(), d->step, -1, NULL);
-        }
-    } else {
-        /* More ranks than samples in this (last) batch: contribute zeros. */
-        memset(m->grads, 0, m->num_params * sizeof(float));
-        sv_allreduce_begin(d);
-        if (ic.poison) *ic.poison = NAN; /* no bucket has started yet */
-    }
-    sv_allreduce_finish(d);
-    sv_trace_add_buckets(T->trace, d, d->step, d->zero ? SV_TR_REDUCE_SCATTER : SV_TR_ALLREDUCE);
-    sums[3] = (double)n;
-    sv_allreduce_doubles(d, sums, 5);
+    sv_step_gradient(&T->step, B->x, B->labels, (int)n, gcount, &rng, sums);
 }
 
 /* The reduced gradient is the same on every rank (or, with ZeRO, every rank
@@ -319,8 +284,7 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
  * update touches the weights. Returns 0 when the step may go on. */
 static int trainer_check_finite(trainer *T, long epoch, double loss_sum) {
     sv_dist *d = T->d;
-    int finite = d->zero ? sv_dist_all_ok(d, tr_all_finite(d->gshard, d->shard_n))
-                         : tr_all_finite(T->m.grads, T->m.num_params);
+    int finite = sv_step_gradient_finite(&T->step);
     if (isfinite(loss_sum) && finite) return 0;
     if (T->rank0) {
         /* Stage 1: no rank holds the whole reduced gradient to name a tensor in. */
@@ -368,10 +332,7 @@ static int trainer_step(trainer *T, long epoch) {
     d->step = T->st.step + 1; /* named by a collective timeout and the trace */
     trainer_gradient(T, epoch, sums);
     if (trainer_check_finite(T, epoch, sums[0]) != 0) return -1;
-    double to = sv_now();
-    sv_optimizer_step(d, &T->m, &T->opt, lr);
-    sv_trace_add(T->trace, SV_TR_OPTIMIZER, to, sv_now(), d->step, -1, NULL);
-    if (d->zero) sv_trace_add_buckets(T->trace, d, d->step, SV_TR_ALLGATHER);
+    sv_step_update(&T->step, lr);
     T->st.step++;
     if (T->opts->check_replicas && d->world > 1) {
         if (!tr_replicas_identical(&T->m, d)) {
@@ -554,6 +515,7 @@ static void trainer_finish(trainer *T, char *err) {
 static void trainer_free(trainer *T) {
     if (T->rank0 && T->mt) sv_metrics_close(T->mt);
     if (T->trace) free(T->trace->ev); /* only when sv_trace_write was not reached */
+    if (T->have_step) sv_step_free(&T->step);
     if (T->have_model) {
         sv_adamw_free(&T->opt);
         sv_model_free(&T->m);

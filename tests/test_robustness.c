@@ -595,7 +595,7 @@ static void test_config_errors_through_cli(void **state) {
         {"", "config file is empty", NULL},
         {"", "binary content", NULL},
         {"", "No such file or directory", NULL},
-        {"-c " TINY " --no-such-option", "unknown or incomplete option", "--no-such-option"},
+        {"-c " TINY " --no-such-option", "unknown option", "--no-such-option"},
         {"-c " TINY " --set train.collective_timeout=-5", "collective_timeout", "-5"},
         {"-c " TINY " --set train.collective_timeout=soon", "collective_timeout", "soon"},
         {"-c " TINY " --trace /nonexistent-dir/t.json", "--trace /nonexistent-dir/t.json", "cannot create it"},

@@ -1,36 +1,68 @@
-/* Subcommands of build/shiftvit. Each takes the arguments after its name
- * (argv[0] is the subcommand), prints --help, and returns the process exit
- * status (0 success, 1 bad usage or input, 2 runtime failure). MPI is
- * initialised by main() before the call and finalised after it. */
+/* The command line of build/shiftvit: the subcommands and the helpers they
+ * share (option errors, numbers and choices in option values, --set lists,
+ * config loading, the placement report). Each subcommand takes the arguments
+ * after its name (argv[0] is the subcommand), parses them with getopt_long,
+ * prints --help, and returns the process exit status (0 success, 1 bad usage
+ * or input, 2 runtime failure; train has more, see train.h sv_exit_status).
+ * MPI is initialised by main() before the call and finalised after it. */
 #ifndef SHIFTVIT_CLI_H
 #define SHIFTVIT_CLI_H
 
+#include <stdio.h>
+
+#include "shiftvit/config.h"
 #include "shiftvit/dist.h"
 
-/* The MPI context main() initialised (rank, world size, communicator). */
-sv_dist *sv_cli_dist(void);
+/* What main() hands every subcommand. */
+typedef struct {
+    sv_dist *d;          /* the MPI context (rank, world size, communicator) */
+    const char *blis;    /* the BLIS kernel choice, as sv_blis_select described it */
+} sv_cli;
 
-/* Loads a config for a subcommand: defaults, then the file (may be NULL), then
- * each "--set section.key=value" in sets[0..nsets), then validation. Prints the
- * error on rank 0 and returns -1 on failure. */
-#include "shiftvit/config.h"
-int sv_cli_load_config(sv_config *cfg, const char *path, char **sets, int nsets);
+int sv_cmd_train(const sv_cli *cli, int argc, char **argv);
+int sv_cmd_eval(const sv_cli *cli, int argc, char **argv);
+int sv_cmd_predict(const sv_cli *cli, int argc, char **argv);
+int sv_cmd_bench(const sv_cli *cli, int argc, char **argv);
+int sv_cmd_info(const sv_cli *cli, int argc, char **argv);
 
-/* Sets the collective timeout of the MPI context from cfg->collective_timeout,
- * unless SHIFTVIT_COLLECTIVE_TIMEOUT set it (the environment wins, so that a job
- * script can set it for every command). sv_cli_load_config calls it. */
-void sv_cli_apply_timeout(const sv_config *cfg);
+/* Resets getopt_long's state before a subcommand's loop (optind = 1, its own
+ * messages off: sv_cli_bad_option prints ours). */
+void sv_cli_getopt_start(void);
 
+/* After getopt_long returned c = '?' or ':' (the option string must start
+ * with ':'): rank 0 prints "shiftvit CMD: unknown option '--x'" or "option
+ * '--set' needs a value", then the usage, to stderr. Returns 1 (the exit
+ * status). */
+int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, void (*usage)(FILE *));
+
+/* An integer option value in [lo, hi] into *out; else rank 0 prints
+ * "shiftvit CMD: OPT 'ARG' must be an integer from LO to HI" and -1. */
+int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
+
+/* An option value that must be one of names (NULL-terminated) into *index;
+ * else rank 0 prints "shiftvit CMD: OPT 'ARG' must be a, b or c" and -1. */
+int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
+                  int *index);
+
+/* The --set section.key=value options of a command, in order. */
+typedef struct {
+    char **v;
+    int n, cap;
+} sv_cli_sets;
+/* Appends one (the string is argv's, not copied); -1 when out of memory. */
+int sv_cli_sets_add(sv_cli_sets *s, char *assignment);
+void sv_cli_sets_free(sv_cli_sets *s);
+
+/* Loads a config for a subcommand: defaults, then the file (may be NULL),
+ * then each --set in order, then validation. Prints the error on rank 0 and
+ * returns -1 on failure. Sets the collective timeout of cli->d from
+ * train.collective_timeout unless SHIFTVIT_COLLECTIVE_TIMEOUT set it (the
+ * environment wins, so a job script can set it for every command). */
+int sv_cli_load_config(const sv_cli *cli, sv_config *cfg, const char *path, const sv_cli_sets *sets);
 /* Rank 0 prints world size, ranks per node, threads per rank, the BLIS choice
  * and each rank's CPU affinity, with a warning (and the fix) when a rank's
- * threads are confined to fewer cores than it runs threads (issue 5).
- * Collective: every rank must call it. */
-void sv_cli_report_placement(void);
-
-int sv_cmd_train(int argc, char **argv);
-int sv_cmd_eval(int argc, char **argv);
-int sv_cmd_predict(int argc, char **argv);
-int sv_cmd_bench(int argc, char **argv);
-int sv_cmd_info(int argc, char **argv);
+ * threads are confined to fewer cores than it runs threads, or a node is
+ * oversubscribed (issue 5). Collective: every rank must call it. */
+void sv_cli_report_placement(const sv_cli *cli);
 
 #endif

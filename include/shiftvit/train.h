@@ -9,6 +9,7 @@
 #include "shiftvit/dist.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
+#include "shiftvit/trace.h"
 
 #define SV_CHANGES_LEN 4096
 
@@ -96,5 +97,42 @@ void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config 
  * their moments) and then the all-gather of the parameters. Same arithmetic
  * per element either way (SPEC section 1). */
 void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr);
+
+/* One data-parallel training step (src/train_step.c), shared by the trainer
+ * and `bench` so that the timed step is the trained step. Buffers are sized
+ * once by sv_step_init (nothing is allocated inside the step). */
+typedef struct {
+    sv_model *m;
+    sv_adamw *opt;
+    sv_dist *d;                       /* d->step names the step in traces and timeouts */
+    float *probs, *losses, *dlogits;  /* m->max_batch x K, m->max_batch, m->max_batch x K (row-major) */
+    float label_smoothing;            /* train.label_smoothing */
+    sv_trace *trace;                  /* --trace, or NULL */
+    long inject_nan_step;             /* SHIFTVIT_INJECT_NAN_STEP: NaN in rank 0's classifier gradient at this d->step; 0 = never */
+    double phase[4];                  /* the last step, seconds: forward and loss, backward, all-reduce
+                                       * wait (with the metric sums), update */
+} sv_step;
+
+/* Allocates the step's buffers (exits with a message when out of memory, as sv_alloc). */
+void sv_step_init(sv_step *s, sv_model *m, sv_adamw *opt, sv_dist *d, float label_smoothing, sv_trace *trace);
+void sv_step_free(sv_step *s);
+
+/* Forward pass of this rank's n images x (n x S x S x 3, NHWC) with their
+ * labels, loss (cross-entropy, label smoothing as configured, scaled by
+ * 1 / gcount, the images of the global batch), backward pass with the
+ * bucketed gradient all-reduce (or ZeRO reduce-scatter) started as gradients
+ * become ready, and finished. n may be 0 (more ranks than images): the rank
+ * contributes zeros. sums: sums[4] is a flag the caller sets (a stop signal);
+ * on return sums[0..2] are the loss, top-1 and top-5 sums, sums[3] the image
+ * count and sums[4] the flag, each summed over ranks. Collective. */
+void sv_step_gradient(sv_step *s, const float *x, const int *labels, int n, long gcount, const sv_train_rng *rng,
+                      double sums[5]);
+
+/* 1 when the reduced gradient is finite everywhere (every rank decides the
+ * same; collective under ZeRO stage 1). */
+int sv_step_gradient_finite(sv_step *s);
+
+/* The update at learning rate lr: sv_optimizer_step, traced. */
+void sv_step_update(sv_step *s, float lr);
 
 #endif

@@ -1,0 +1,147 @@
+/* Helpers shared by the subcommands (cli.h): getopt_long errors, option
+ * values, --set lists, config loading and the placement report. */
+#include "shiftvit/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shiftvit/common.h"
+#include "shiftvit/platform.h"
+
+void sv_cli_getopt_start(void) {
+    optind = 1;
+    opterr = 0;
+}
+
+int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, void (*usage)(FILE *)) {
+    if (cli->d->rank != 0) return 1;
+    const char *arg = argv[optind - 1];
+    char shortopt[3] = {'-', (char)optopt, '\0'};
+    /* A short option is named by optopt (it may sit in a cluster like -xc),
+     * a long one by the argument itself. */
+    const char *name = optopt > 0 && optopt < 128 && arg[1] != '-' ? shortopt : arg;
+    if (c == ':') fprintf(stderr, "shiftvit %s: option '%s' needs a value\n\n", cmd, name);
+    else if (strchr(name, '=')) fprintf(stderr, "shiftvit %s: option '%s' takes no value\n\n", cmd, name);
+    else fprintf(stderr, "shiftvit %s: unknown option '%s'\n\n", cmd, name);
+    usage(stderr);
+    return 1;
+}
+
+int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (end != arg && !*end && errno == 0 && v >= lo && v <= hi) {
+        *out = v;
+        return 0;
+    }
+    if (cli->d->rank == 0) fprintf(stderr, "shiftvit %s: %s '%s' must be an integer from %ld to %ld\n", cmd, opt, arg, lo, hi);
+    return -1;
+}
+
+int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
+                  int *index) {
+    int n = 0;
+    for (; names[n]; n++)
+        if (!strcmp(arg, names[n])) {
+            *index = n;
+            return 0;
+        }
+    if (cli->d->rank != 0) return -1;
+    fprintf(stderr, "shiftvit %s: %s '%s' must be ", cmd, opt, arg);
+    for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", names[i], i + 2 < n ? ", " : i + 1 < n ? " or " : "\n");
+    return -1;
+}
+
+int sv_cli_sets_add(sv_cli_sets *s, char *assignment) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        char **v = realloc(s->v, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = assignment;
+    return 0;
+}
+
+void sv_cli_sets_free(sv_cli_sets *s) {
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static void apply_timeout(const sv_cli *cli, const sv_config *cfg) {
+    if (!cli->d->timeout_from_env) cli->d->timeout = cfg->collective_timeout;
+}
+
+int sv_cli_load_config(const sv_cli *cli, sv_config *cfg, const char *path, const sv_cli_sets *sets) {
+    char err[SV_ERR_LEN];
+    int rc = 0;
+    if (path && sv_config_load(cfg, path, err) != 0) rc = -1;
+    for (int i = 0; rc == 0 && sets && i < sets->n; i++)
+        if (sv_config_set(cfg, sets->v[i], err) != 0) rc = -1;
+    if (rc == 0 && sv_config_validate(cfg, err) != 0) rc = -1;
+    if (rc != 0 && cli->d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
+    if (rc == 0) apply_timeout(cli, cfg);
+    return rc;
+}
+
+/* Threads of all ranks on this node (node_threads) and the CPUs they may
+ * use together (node_cpus, the union of their masks `mine`). Collective. */
+static void node_load(sv_dist *d, const cpu_set_t *mine, int threads, int *node_threads, int *node_cpus) {
+    cpu_set_t set = *mine;
+    sv_dist_node_or(d, (unsigned long *)&set, (int)(sizeof set / sizeof(unsigned long)));
+    *node_threads = sv_dist_node_sum_int(d, threads);
+    *node_cpus = CPU_COUNT(&set);
+}
+
+void sv_cli_report_placement(const sv_cli *cli) {
+    sv_dist *d = cli->d;
+    cpu_set_t mine;
+    char cpus[256];
+    int ncpu = sv_affinity_set(&mine);
+    sv_cpu_list(&mine, cpus, sizeof cpus);
+    int threads = omp_get_max_threads();
+    int load[2]; /* this node's threads and CPUs; rank 0 gathers every rank's */
+    node_load(d, &mine, threads, &load[0], &load[1]);
+    int *loads = d->rank == 0 ? malloc(2 * sizeof(int) * (size_t)d->world) : NULL;
+    sv_dist_gather(d, load, sizeof load, loads);
+    int over_threads = 0, over_cpus = 1; /* the most oversubscribed node */
+    for (int r = 0; d->rank == 0 && r < d->world; r++) {
+        int t = loads[2 * r], c = loads[2 * r + 1];
+        if (c > 0 && t > c && (long)t * over_cpus > (long)over_threads * c) {
+            over_threads = t;
+            over_cpus = c;
+        }
+    }
+    free(loads);
+    const char *host = d->hosts[d->rank];
+    char line[512];
+    snprintf(line, sizeof line, "  rank %d on %s: %d threads, CPUs %s (%d)%s", d->rank, host, threads,
+             cpus, ncpu, ncpu < threads ? "  <-- fewer cores than threads" : "");
+    int confined = ncpu < threads, any = confined;
+    char *all = NULL;
+    if (d->rank == 0) all = malloc((size_t)d->world * sizeof line);
+    sv_dist_gather(d, line, sizeof line, all);
+    any = sv_dist_max_int(d, confined);
+    if (d->rank == 0) {
+        printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
+               d->local_size, threads, cli->blis);
+        for (int r = 0; r < d->world; r++) printf("%s\n", all + (size_t)r * sizeof line);
+        if (over_threads > 0)
+            printf("WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s) on one node: they oversubscribe it, and every step waits for the slowest thread. "
+                   "Fix: OMP_NUM_THREADS = CPUs per node / ranks per node (mpirun -x OMP_NUM_THREADS=N, srun --cpus-per-task=N), or fewer ranks per node.\n",
+                   over_threads, over_cpus);
+        else if (any)
+            printf("WARNING: a rank's threads share fewer cores than it runs threads (Open MPI binds each rank to one core when it starts 2 ranks or fewer). "
+                   "Fix: mpirun --map-by slot:PE=%d --bind-to core ..., or --bind-to none; under SLURM: srun --cpus-per-task=%d.\n",
+                   threads, threads);
+        fflush(stdout);
+        free(all);
+    }
+}
+
