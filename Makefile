@@ -39,7 +39,7 @@ LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test deps clean demo train train-fast bench test-slurm test-multinode fuzz
+.PHONY: all test deps clean demo train train-fast bench test-slurm test-multinode fuzz check-shape
 all: $(BUILD)/shiftvit
 
 deps:
@@ -112,6 +112,11 @@ test-multinode: deps
 # libFuzzer targets (CIFAR reader, config parser, predict's image decoding),
 # each for FUZZ_SECONDS (default 60); crashes are kept as regression inputs.
 FUZZ_SECONDS ?= 60
+# Files <= 600 lines, functions <= 80, MPI only in src/dist.c, no test
+# including a .c file (README "Developers").
+check-shape:
+	python3 scripts/check_code_shape.py
+
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
