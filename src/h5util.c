@@ -1,4 +1,4 @@
-/* HDF5 helpers shared by checkpoint.c and metrics.c (see h5util.h). */
+/* HDF5 helpers shared by the checkpoint code and metrics.c (see h5util.h). */
 #include "shiftvit/h5util.h"
 
 void sv_h5_quiet_begin(sv_h5_quiet *q) {

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/common.h"
 #include "shiftvit/text.h"
 #include "shiftvit/h5util.h"
@@ -243,7 +244,7 @@ static int parse_row(const char *line, size_t len, int ncols, double *row) {
 }
 
 /* Keeps the header and the complete rows whose first column is <= keep;
- * rewrites the file (temporary + rename) and returns the kept rows in out.
+ * rewrites the file (atomic_file.h) and returns the kept rows in out.
  * A missing or empty file is created with the header. */
 static int csv_truncate(const char *path, const char *header, int ncols, long keep,
                         rowbuf *out, char *err) {
@@ -266,14 +267,13 @@ static int csv_truncate(const char *path, const char *header, int ncols, long ke
         return sv_fail(err, "%s: cannot read: %s", path, strerror(errno));
     }
 
-    char tmp[SV_PATH_LEN + 128];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *o = fopen(tmp, "w");
-    if (!o) {
+    sv_atomic_file a;
+    char why[SV_ERR_LEN];
+    if (sv_atomic_begin(&a, path, why) != 0) {
         free(text);
-        return sv_fail(err, "%s: cannot open for writing: %s", tmp, strerror(errno));
+        return sv_fail(err, "%s: cannot open for writing: %s", path, why);
     }
-    fprintf(o, "%s\n", header);
+    fprintf(a.f, "%s\n", header);
     double row[16];
     size_t pos = 0;
     int first = 1;
@@ -288,20 +288,15 @@ static int csv_truncate(const char *path, const char *header, int ncols, long ke
             if (parse_row(line, ll, ncols, row) != 0) continue;
         }
         if (parse_row(line, ll, ncols, row) != 0 || row[0] > (double)keep) continue;
-        fwrite(line, 1, ll + 1, o);
+        sv_atomic_write(&a, line, ll + 1);
         if (rowbuf_push(out, row) != 0) {
-            fclose(o);
-            unlink(tmp);
+            sv_atomic_abort(&a);
             free(text);
             return sv_fail(err, "%s: out of memory", path);
         }
     }
     free(text);
-    if (fclose(o) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return sv_fail(err, "%s: cannot rewrite: %s", path, strerror(e));
-    }
+    if (sv_atomic_commit(&a, why) != 0) return sv_fail(err, "%s: cannot rewrite: %s", path, why);
     return 0;
 }
 

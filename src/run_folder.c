@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/text.h"
@@ -144,39 +145,30 @@ int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char
     return rc;
 }
 
-/* Copies src to dst through a temporary file in dst's folder, flushed to disk
- * before the rename: dst is either the old file or the whole copy. */
+/* Copies src to dst atomically (atomic_file.h): dst is either the old file
+ * or the whole copy. */
 static int copy_file(const char *src, const char *dst, char *err) {
-    char tmp[SV_PATH_LEN + 64], qs[SV_QUOTED_LEN(SV_PATH_LEN)], qd[SV_QUOTED_LEN(SV_PATH_LEN)];
+    char qs[SV_QUOTED_LEN(SV_PATH_LEN)], qd[SV_QUOTED_LEN(SV_PATH_LEN)], why[SV_ERR_LEN];
     sv_shell_quote(src, qs, sizeof qs);
     sv_shell_quote(dst, qd, sizeof qd);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
     int in = open(src, O_RDONLY);
     if (in < 0) return sv_fail(err, "cannot read %s: %s", qs, strerror(errno));
-    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0664);
-    if (out < 0) {
+    sv_atomic_file a;
+    if (sv_atomic_begin(&a, dst, why) != 0) {
         close(in);
-        return sv_fail(err, "cannot create a copy of %s next to %s: %s", qs, qd, strerror(errno));
+        return sv_fail(err, "cannot create a copy of %s next to %s: %s", qs, qd, why);
     }
     char buf[1 << 16];
-    ssize_t n = 0;
-    int bad = 0;
-    while (!bad && (n = read(in, buf, sizeof buf)) > 0)
-        for (ssize_t done = 0; done < n && !bad;) {
-            ssize_t w = write(out, buf + done, (size_t)(n - done));
-            if (w < 0) bad = 1;
-            else done += w;
-        }
-    if (n < 0) bad = 1;
-    int saved = errno;
-    if (!bad && fsync(out) != 0) bad = 1, saved = errno;
-    if (close(out) != 0 && !bad) bad = 1, saved = errno;
-    close(in);
-    if (!bad && rename(tmp, dst) != 0) bad = 1, saved = errno;
-    if (bad) {
-        unlink(tmp);
-        return sv_fail(err, "cannot copy %s to %s: %s", qs, qd, strerror(saved));
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0 && sv_atomic_write(&a, buf, (size_t)n) == 0) {
     }
+    int e = n < 0 ? errno : 0;
+    close(in);
+    if (e) {
+        sv_atomic_abort(&a);
+        return sv_fail(err, "cannot copy %s to %s: %s", qs, qd, strerror(e));
+    }
+    if (sv_atomic_commit(&a, why) != 0) return sv_fail(err, "cannot copy %s to %s: %s", qs, qd, why);
     return 0;
 }
 

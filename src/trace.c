@@ -2,12 +2,11 @@
  * rank 0 and written as Chrome trace-event JSON (trace.h). */
 #include "shiftvit/trace.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
 #include "shiftvit/text.h"
@@ -19,14 +18,12 @@ static const char *const kind_names[SV_TR_KINDS] = {
 int sv_trace_check_path(sv_dist *d, const char *path, char *err) {
     int ok = 1;
     if (d->rank == 0) {
-        char tmp[SV_PATH_LEN + 16];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            fclose(f);
-            unlink(tmp);
+        sv_atomic_file a;
+        char why[SV_ERR_LEN];
+        if (sv_atomic_begin(&a, path, why) == 0) {
+            sv_atomic_abort(&a);
         } else {
-            sv_fail(err, "--trace %s: cannot create it: %s", path, strerror(errno));
+            sv_fail(err, "--trace %s: cannot create it: %s", path, why);
             ok = 0;
         }
     }
@@ -88,10 +85,10 @@ static void write_event(FILE *f, const sv_trace_event *e, int rank, double origi
  * its own origin) as one JSON document. */
 static int write_file(const char *path, const sv_dist *d, const sv_trace_event *all, const size_t *counts,
                       const long *dropped, const double *origins, char *err) {
-    char tmp[SV_PATH_LEN + 16];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return sv_fail(err, "--trace %s: cannot create it: %s", path, strerror(errno));
+    sv_atomic_file a;
+    char why[SV_ERR_LEN];
+    if (sv_atomic_begin(&a, path, why) != 0) return sv_fail(err, "--trace %s: cannot create it: %s", path, why);
+    FILE *f = a.f;
     long total_dropped = 0;
     for (int r = 0; r < d->world; r++) total_dropped += dropped[r];
     fprintf(f, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"world_size\":%d,\"dropped_events\":%ld},\n\"traceEvents\":[",
@@ -110,14 +107,7 @@ static int write_file(const char *path, const sv_dist *d, const sv_trace_event *
         for (size_t i = 0; i < counts[r] / sizeof *all; i++, k++) write_event(f, &all[k], r, origins[r], 0);
     }
     fputs("\n]}\n", f);
-    int bad = ferror(f);
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return sv_fail(err, "--trace %s: writing failed: %s", path, strerror(e));
-    }
+    if (sv_atomic_commit(&a, why) != 0) return sv_fail(err, "--trace %s: writing failed: %s", path, why);
     return 0;
 }
 

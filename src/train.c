@@ -194,14 +194,9 @@ static int trainer_open_outputs(trainer *T, char *err) {
                                   sv_run_folder_adopt(T->out, o->resume, &T->st, err) != 0))
         ok = 0;
     if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
+    if (T->rank0) ok = tr_write_config_ini(T->out, cfg, err) == 0;
+    if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
     if (T->rank0) {
-        char cpath[SV_PATH_LEN + 32];
-        snprintf(cpath, sizeof cpath, "%s/config.ini", T->out);
-        FILE *cf = fopen(cpath, "w");
-        if (cf) {
-            sv_config_write(cfg, cf);
-            fclose(cf);
-        }
         T->mt = sv_metrics_open(T->out, o->resume != NULL, T->st.step, T->st.epoch, err);
         ok = T->mt != NULL;
     }

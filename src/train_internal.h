@@ -49,6 +49,8 @@ typedef struct {
 
 /* Creates the run folder and proves it writable (-1 with a message). */
 int tr_prepare_out_dir(const char *dir, char *err);
+/* dir/config.ini, the resolved config, written atomically (-1 with a message). */
+int tr_write_config_ini(const char *dir, const sv_config *cfg, char *err);
 /* --out, else output.dir, else results/runs/<config name>-<rank 0's timestamp>. Collective. */
 void tr_resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts *o, sv_dist *d);
 /* Rank 0 writes dir/name (atomically; ZeRO stage 1: the moments gathered

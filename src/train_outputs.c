@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/layers.h"
@@ -42,6 +43,17 @@ int tr_prepare_out_dir(const char *dir, char *err) {
     bad |= fclose(f) != 0;
     unlink(probe);
     if (bad) return sv_fail(err, "output directory %s: writing failed: %s", dir, strerror(errno));
+    return 0;
+}
+
+/* dir/config.ini: the resolved config, written atomically. */
+int tr_write_config_ini(const char *dir, const sv_config *cfg, char *err) {
+    char path[SV_PATH_LEN + 32], why[SV_ERR_LEN];
+    snprintf(path, sizeof path, "%s/config.ini", dir);
+    sv_atomic_file a;
+    if (sv_atomic_begin(&a, path, why) != 0) return sv_fail(err, "cannot write %s: %s", path, why);
+    sv_config_write(cfg, a.f);
+    if (sv_atomic_commit(&a, why) != 0) return sv_fail(err, "cannot write %s: %s", path, why);
     return 0;
 }
 

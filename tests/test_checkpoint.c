@@ -1,6 +1,7 @@
 /* Tests of the HDF5 checkpoints (round trip, rejection of bad files,
- * atomicity under SIGKILL and write failures) and of the metrics logs (CSV and
- * metrics.h5, append mode with the resume limits). Run from the repository
+ * atomicity under SIGKILL and write failures), of the metrics logs (CSV and
+ * metrics.h5, append mode with the resume limits) and of the atomic file
+ * writer they rely on. Run from the repository
  * root; files go to a fresh directory under /tmp. */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +22,7 @@
 
 #include "test_util.h"
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
@@ -673,6 +675,84 @@ static void test_metrics_append(void **state) {
     assert_non_null(strstr(err, d3));
 }
 
+/* ------------------------------------------------------------ atomic writer */
+
+/* sv_atomic_begin/commit/abort (atomic_file.h): the target is the old file
+ * until commit, then the whole new one; a failed write or an abort leaves
+ * the old file and no temporary file. */
+static void test_atomic_file(void **state) {
+    (void)state;
+    char dir[400], p[600], why[SV_ERR_LEN];
+    path_in(dir, sizeof dir, "atomic");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(p, sizeof p, "%s/config.ini", dir);
+    write_text(p, "old\n");
+
+    /* Commit replaces the file; until then readers see the old one. */
+    sv_atomic_file a;
+    if (sv_atomic_begin(&a, p, why) != 0) fail_msg("begin: %s", why);
+    assert_non_null(strstr(a.tmp, dir));
+    fprintf(a.f, "new %d\n", 42);
+    assert_int_equal(count_temp_files(dir), 1);
+    char *s = read_all(p);
+    assert_string_equal(s, "old\n");
+    free(s);
+    if (sv_atomic_commit(&a, why) != 0) fail_msg("commit: %s", why);
+    s = read_all(p);
+    assert_string_equal(s, "new 42\n");
+    free(s);
+    assert_int_equal(count_temp_files(dir), 0);
+
+    /* Abort: the old file stays, the temporary file goes. */
+    if (sv_atomic_begin(&a, p, why) != 0) fail_msg("begin: %s", why);
+    fputs("half", a.f);
+    sv_atomic_abort(&a);
+    sv_atomic_abort(&a); /* a second abort does nothing */
+    s = read_all(p);
+    assert_string_equal(s, "new 42\n");
+    free(s);
+    assert_int_equal(count_temp_files(dir), 0);
+
+    /* A write failure (file size limit, like a full disk) fails the commit
+     * with the file and the reason named; the old file stays whole. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {4096, 4096};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        static char big[1 << 16];
+        memset(big, 'x', sizeof big);
+        char e[SV_ERR_LEN] = "";
+        sv_atomic_file b;
+        if (sv_atomic_begin(&b, p, e) != 0) _exit(2);
+        int wrc = sv_atomic_write(&b, big, sizeof big);
+        int rc = sv_atomic_commit(&b, e);
+        fprintf(stderr, "      commit under a file size limit: %s\n", rc ? e : "succeeded?");
+        _exit(wrc == -1 && rc == -1 && strstr(e, "/.config.ini.tmp.") && strstr(e, "File too large") ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    s = read_all(p);
+    assert_string_equal(s, "new 42\n");
+    free(s);
+    assert_int_equal(count_temp_files(dir), 0);
+
+    /* A folder that does not exist: nothing created, the path named. */
+    char q[700];
+    snprintf(q, sizeof q, "%s/missing/x.ini", dir);
+    assert_int_equal(sv_atomic_begin(&a, q, why), -1);
+    assert_non_null(strstr(why, "/missing/.x.ini.tmp."));
+    assert_non_null(strstr(why, "No such file or directory"));
+    assert_null(a.f);
+    snprintf(q, sizeof q, "%s/", dir);
+    assert_int_equal(sv_atomic_begin(&a, q, why), -1);
+    assert_non_null(strstr(why, "names a directory"));
+    assert_int_equal(count_temp_files(dir), 0);
+}
+
 /* ------------------------------------------------------------ main */
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -704,6 +784,7 @@ int main(void) {
         cmocka_unit_test(test_kill_during_save),
         cmocka_unit_test(test_stale_temp_removed),
         cmocka_unit_test(test_metrics_append),
+        cmocka_unit_test(test_atomic_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,15 +9,17 @@
  *   /config_changes             keys changed by resumes with --resume-with-changes,
  *                               one line each (string; only when there were any)
  *   / (attribute format_version) SV_CHECKPOINT_VERSION
- * Written by rank 0 only, atomically (temporary file in the same directory,
- * flush + fsync, rename, fsync of the directory). */
+ * Written by rank 0 only, atomically (atomic_file.h: temporary file in the
+ * same directory, flush + fsync, rename, fsync of the directory).
+ * Code: src/checkpoint_write.c (save), src/checkpoint_read.c (checks and
+ * loads), src/checkpoint_errors.c (HDF5 errors as one-line reasons). */
 #ifndef SHIFTVIT_CHECKPOINT_H
 #define SHIFTVIT_CHECKPOINT_H
 
 #include "shiftvit/config.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
-#include "shiftvit/train.h"
+#include "shiftvit/train_state.h"
 
 #define SV_CHECKPOINT_VERSION 1
 

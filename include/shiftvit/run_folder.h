@@ -10,7 +10,7 @@
 #ifndef SHIFTVIT_RUN_FOLDER_H
 #define SHIFTVIT_RUN_FOLDER_H
 
-#include "shiftvit/train.h"
+#include "shiftvit/train_state.h"
 
 /* Checks that `dir` may receive this run: it does not exist, holds no run
  * files, or is the folder of the checkpoint being resumed (`resume`, NULL for a

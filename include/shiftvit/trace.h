@@ -55,7 +55,7 @@ void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long st
  * ZeRO stage 1 SV_TR_REDUCE_SCATTER and SV_TR_ALLGATHER), on tid 1. */
 void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step, sv_trace_kind kind);
 /* Collective: gathers every rank's events to rank 0, which writes `path`
- * (atomically: temp file, then rename). Returns -1 with a message on rank 0
+ * (atomically: atomic_file.h). Returns -1 with a message on rank 0
  * when the file cannot be written. Frees the events. */
 int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err);
 

@@ -1,346 +1,24 @@
-/* HDF5 checkpoints (see checkpoint.h): atomic writes, fully checked reads.
- *
+/* Reading HDF5 checkpoints (the format: include/shiftvit/checkpoint.h):
+ * every file is checked before any data is read (HDF5 signature, format
+ * version, each tensor's presence, type and shape, the /state attributes),
+ * and every failure is a one-line message naming the path and the object.
  * Every HDF5 call here runs with the library's automatic error printing
- * switched off; failures are turned into one-line messages naming the path,
- * the object and, when the library reports one, the system error. */
+ * switched off. */
 #include "shiftvit/checkpoint.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <hdf5.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "checkpoint_internal.h"
 #include "shiftvit/common.h"
 #include "shiftvit/h5util.h"
-
-/* ------------------------------------------------------------------------ */
-/* HDF5 error handling                                                      */
-
-
-typedef struct {
-    char msg[256];
-    int found;
-} walk_ctx;
-
-/* Keeps the innermost error description (the first one walking upward). */
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    walk_ctx *w = data;
-    (void)n;
-    if (!w->found && e->desc && e->desc[0]) {
-        const char *d = e->desc;
-        /* System errors read "... error message = 'No space left on device' ...". */
-        const char *em = strstr(d, "error message = '");
-        if (em) {
-            em += strlen("error message = '");
-            const char *end = strchr(em, '\'');
-            size_t len = end ? (size_t)(end - em) : strlen(em);
-            if (len >= sizeof w->msg) len = sizeof w->msg - 1;
-            memcpy(w->msg, em, len);
-            w->msg[len] = '\0';
-        } else {
-            snprintf(w->msg, sizeof w->msg, "%s", d);
-        }
-        w->found = 1;
-    }
-    return 0;
-}
-
-/* The innermost HDF5 error message of the current stack (then cleared). */
-static const char *h5_reason(char *buf, size_t n) {
-    walk_ctx w = {{0}, 0};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
-    H5Eclear2(H5E_DEFAULT);
-    snprintf(buf, n, "%s", w.found ? w.msg : "HDF5 error");
-    return buf;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Writing                                                                  */
-
-typedef struct {
-    hid_t file, lcpl;
-    const char *path; /* target path, for messages */
-    char *err;
-    int failed;
-} writer;
-
-static int wfail(writer *w, const char *what) {
-    char reason[256];
-    h5_reason(reason, sizeof reason);
-    w->failed = 1;
-    return sv_fail(w->err, "cannot write checkpoint %s: %s: %s", w->path, what, reason);
-}
-
-static int write_floats(writer *w, const char *name, int ndim, const int *shape,
-                        const float *data) {
-    hsize_t dims[4];
-    for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
-    hid_t space = H5Screate_simple(ndim, dims, NULL);
-    if (space < 0) return wfail(w, name);
-    hid_t ds = H5Dcreate2(w->file, name, H5T_IEEE_F32LE, space, w->lcpl, H5P_DEFAULT,
-                          H5P_DEFAULT);
-    H5Sclose(space);
-    if (ds < 0) return wfail(w, name);
-    herr_t rc = H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (H5Dclose(ds) < 0 || rc < 0) return wfail(w, name);
-    return 0;
-}
-
-static int write_attr(writer *w, hid_t obj, const char *objname, const char *name,
-                      hid_t file_type, hid_t mem_type, const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    if (space < 0) return wfail(w, name);
-    hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5Sclose(space);
-    char what[160];
-    snprintf(what, sizeof what, "attribute %s of %s", name, objname);
-    if (a < 0) return wfail(w, what);
-    herr_t rc = H5Awrite(a, mem_type, value);
-    if (H5Aclose(a) < 0 || rc < 0) return wfail(w, what);
-    return 0;
-}
-
-static int write_tensor_set(writer *w, const char *prefix, const sv_model *m,
-                            const float *buf) {
-    char name[SV_MAX_NAME + 64];
-    for (int t = 0; t < m->num_tensors; t++) {
-        const sv_param_info *T = &m->tensors[t];
-        snprintf(name, sizeof name, "%s/%s", prefix, T->name);
-        if (write_floats(w, name, T->ndim, T->shape, buf + T->offset)) return -1;
-    }
-    return 0;
-}
-
-static int write_string(writer *w, const char *name, const char *text) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    if (type < 0) return wfail(w, name);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t ds = H5Dcreate2(w->file, name, type, space, w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    H5Sclose(space);
-    if (ds < 0) {
-        H5Tclose(type);
-        return wfail(w, name);
-    }
-    herr_t rc = H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text);
-    H5Tclose(type);
-    if (H5Dclose(ds) < 0 || rc < 0) return wfail(w, name);
-    return 0;
-}
-
-static int write_state(writer *w, const sv_train_state *st) {
-    hid_t g = H5Gcreate2(w->file, "/state", w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return wfail(w, "/state");
-    const char *o = "/state";
-    int rc = 0;
-#define WL(field) if (!rc) rc = write_attr(w, g, o, #field, H5T_STD_I64LE, H5T_NATIVE_LONG, &st->field)
-#define WD(field) if (!rc) rc = write_attr(w, g, o, #field, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &st->field)
-    WL(step);
-    WL(epoch);
-    WL(step_in_epoch);
-    WD(best_val_top1);
-    WL(best_epoch);
-    WL(bad_epochs);
-    WD(run_loss);
-    WD(run_top1);
-    WD(run_top5);
-    WD(run_count);
-    WD(wall_time);
-    WD(epoch_time);
-#undef WL
-#undef WD
-    if (!rc) rc = write_attr(w, g, o, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &st->seed);
-    if (!rc) rc = write_attr(w, g, o, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT, &st->world_size);
-    if (H5Gclose(g) < 0 && !rc) rc = wfail(w, "/state");
-    return rc;
-}
-
-static int write_contents(writer *w, const sv_model *m, const sv_adamw *opt,
-                          const sv_train_state *st, const sv_config *cfg) {
-    int version = SV_CHECKPOINT_VERSION;
-    if (write_attr(w, w->file, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version))
-        return -1;
-    if (write_tensor_set(w, "/model", m, m->params)) return -1;
-    if (opt) {
-        hid_t g = H5Gcreate2(w->file, "/optimizer", w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) return wfail(w, "/optimizer");
-        int rc = write_attr(w, g, "/optimizer", "t", H5T_STD_I64LE, H5T_NATIVE_LONG, &opt->t);
-        if (H5Gclose(g) < 0 && !rc) rc = wfail(w, "/optimizer");
-        if (rc) return -1;
-        if (write_tensor_set(w, "/optimizer/m", m, opt->m)) return -1;
-        if (write_tensor_set(w, "/optimizer/v", m, opt->v)) return -1;
-    }
-    if (st && write_state(w, st)) return -1;
-    if (st && st->config_changes[0] && write_string(w, "/config_changes", st->config_changes))
-        return -1;
-    if (cfg) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f) return sv_fail(w->err, "cannot write checkpoint %s: out of memory", w->path);
-        sv_config_write(cfg, f);
-        if (fclose(f) != 0 || !text) {
-            free(text);
-            return sv_fail(w->err, "cannot write checkpoint %s: out of memory", w->path);
-        }
-        int rc = write_string(w, "/config", text);
-        free(text);
-        if (rc) return -1;
-    }
-    if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) return wfail(w, "flush");
-    return 0;
-}
-
-static int fsync_path(const char *path, int dir, char *why, size_t n) {
-    int fd = open(path, dir ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-    if (fd < 0) {
-        snprintf(why, n, "open: %s", strerror(errno));
-        return -1;
-    }
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0 && !(dir && (e == EINVAL || e == EROFS))) {
-        snprintf(why, n, "fsync: %s", strerror(e));
-        return -1;
-    }
-    return 0;
-}
-
-/* Removes temporary files ".<base>.tmp.<pid>" left in dir by writers that
- * were killed: the process is gone and the file untouched for a minute. */
-static void remove_stale_temps(const char *dir, const char *base) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    char prefix[SV_PATH_LEN + 16];
-    snprintf(prefix, sizeof prefix, ".%s.tmp.", base);
-    size_t pl = strlen(prefix);
-    struct dirent *e;
-    time_t now = time(NULL);
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, prefix, pl) != 0) continue;
-        char *end;
-        long pid = strtol(e->d_name + pl, &end, 10);
-        if (*end || pid <= 0 || pid == (long)getpid()) continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char p[2 * SV_PATH_LEN + 64];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && now - sb.st_mtime > 60) unlink(p);
-    }
-    closedir(d);
-}
-
-int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
-                       const sv_train_state *st, const sv_config *cfg, char *err) {
-    if (!path || !path[0]) return sv_fail(err, "checkpoint: empty path");
-    if (opt && opt->n != m->num_params)
-        return sv_fail(err, "cannot write checkpoint %s: optimizer holds %zu moments, model has %zu parameters",
-                       path, opt->n, m->num_params);
-
-    /* Temporary file ".<name>.tmp.<pid>" beside the target. */
-    const char *slash = strrchr(path, '/');
-    char dir[SV_PATH_LEN + 8], tmp[SV_PATH_LEN + 96];
-    const char *base = slash ? slash + 1 : path;
-    if (slash) {
-        size_t dl = (size_t)(slash - path);
-        if (dl == 0) dl = 1; /* "/name" */
-        if (dl >= sizeof dir) return sv_fail(err, "checkpoint path too long: %s", path);
-        memcpy(dir, path, dl);
-        dir[dl] = '\0';
-    } else {
-        strcpy(dir, ".");
-    }
-    if (!base[0]) return sv_fail(err, "checkpoint path %s names a directory, not a file", path);
-    int n = snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, base, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof tmp) return sv_fail(err, "checkpoint path too long: %s", path);
-
-    /* Create it ourselves first, for a plain system error message. */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0)
-        return sv_fail(err, "cannot write checkpoint %s: cannot create temporary file %s: %s", path,
-                       tmp, strerror(errno));
-    close(fd);
-
-    sv_h5_quiet q;
-    sv_h5_quiet_begin(&q);
-    writer w = {-1, -1, path, err, 0};
-    int rc = 0;
-    w.lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (w.lcpl < 0 || H5Pset_create_intermediate_group(w.lcpl, 1) < 0) rc = wfail(&w, "property list");
-    /* The file is built in memory (HDF5's core driver, no backing store) and
-     * written out with write(2): a full disk or a file size limit is then a
-     * plain write error with its errno, and HDF5 never holds a file it cannot
-     * close (with the default driver a failed write leaves the file id open
-     * and HDF5 crashes on it at exit). */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0) rc = wfail(&w, "property list");
-    if (!rc) {
-        w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        if (w.file < 0) rc = wfail(&w, "cannot create the file in memory");
-    }
-    if (fapl >= 0) H5Pclose(fapl);
-    if (!rc) rc = write_contents(&w, m, opt, st, cfg);
-    char *image = NULL;
-    ssize_t image_len = 0;
-    if (!rc) {
-        image_len = H5Fget_file_image(w.file, NULL, 0);
-        image = image_len > 0 ? malloc((size_t)image_len) : NULL;
-        if (!image) rc = sv_fail(err, "cannot write checkpoint %s: out of memory for %lld bytes", path, (long long)image_len);
-        else if (H5Fget_file_image(w.file, image, (size_t)image_len) != image_len) rc = wfail(&w, "file image");
-    }
-    if (w.file >= 0 && H5Fclose(w.file) < 0 && !rc) rc = wfail(&w, "close");
-    if (w.lcpl >= 0) H5Pclose(w.lcpl);
-    sv_h5_quiet_end(&q);
-    if (!rc) {
-        int wfd = open(tmp, O_WRONLY | O_TRUNC);
-        int e = wfd < 0 ? errno : 0;
-        ssize_t done = 0;
-        while (wfd >= 0 && done < image_len) {
-            ssize_t k = write(wfd, image + done, (size_t)(image_len - done));
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) {
-                e = k < 0 ? errno : ENOSPC;
-                break;
-            }
-            done += k;
-        }
-        if (wfd >= 0 && close(wfd) != 0 && !e) e = errno;
-        if (e)
-            rc = sv_fail(err, "cannot write checkpoint %s: %s (writing %s: %lld of %lld bytes written)", path,
-                         strerror(e), tmp, (long long)done, (long long)image_len);
-    }
-    free(image);
-
-    char why[256];
-    if (!rc && fsync_path(tmp, 0, why, sizeof why)) {
-        rc = sv_fail(err, "cannot write checkpoint %s: %s of %s", path, why, tmp);
-    }
-    if (!rc && rename(tmp, path) != 0) {
-        rc = sv_fail(err, "cannot write checkpoint %s: rename from %s: %s", path, tmp, strerror(errno));
-    }
-    if (rc) {
-        unlink(tmp);
-        return -1;
-    }
-    if (fsync_path(dir, 1, why, sizeof why))
-        return sv_fail(err, "checkpoint %s written, but %s of directory %s", path, why, dir);
-    remove_stale_temps(dir, base);
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Reading                                                                  */
 
 typedef struct {
     hid_t file;
@@ -355,7 +33,7 @@ static int rfail_h5(reader *r, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    h5_reason(reason, sizeof reason);
+    ckpt_h5_reason(reason, sizeof reason);
     return sv_fail(r->err, "checkpoint %s: %s (%s)", r->path, what, reason);
 }
 
@@ -383,7 +61,7 @@ static int open_checked(reader *r) {
     r->file = sv_h5_open(path, H5F_ACC_RDONLY);
     if (r->file < 0) {
         char reason[256];
-        h5_reason(reason, sizeof reason);
+        ckpt_h5_reason(reason, sizeof reason);
         if (strstr(reason, "truncated"))
             return sv_fail(r->err, "checkpoint %s is truncated or damaged (%lld bytes): cannot open it as HDF5",
                            path, (long long)sb.st_size);
