@@ -36,8 +36,11 @@ endif
 
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
-TEST_SRC := $(wildcard tests/test_*.c)
+# tests/test_util.c holds the helpers every test program links with; it is not
+# a test program itself.
+TEST_SRC := $(filter-out tests/test_util.c,$(wildcard tests/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_UTIL := $(BUILD)/tests/test_util.o
 
 .PHONY: all test deps clean demo train train-fast bench test-slurm test-multinode fuzz check-shape
 all: $(BUILD)/shiftvit
@@ -60,8 +63,16 @@ $(BUILD)/libshiftvit.a: $(LIB_OBJ)
 $(BUILD)/shiftvit: $(BUILD)/obj/main.o $(BUILD)/libshiftvit.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libshiftvit.a | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libshiftvit.a $(LDFLAGS) $(LDLIBS) \
+$(TEST_UTIL): tests/test_util.c tests/test_util.h | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests -c $< -o $@
+
+# A glob over tests/test_*.c also names test_util: that builds the object only.
+.PHONY: $(BUILD)/tests/test_util
+$(BUILD)/tests/test_util: $(TEST_UTIL)
+	@:
+
+$(BUILD)/tests/%: tests/%.c tests/test_util.h $(TEST_UTIL) $(BUILD)/libshiftvit.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests $< $(TEST_UTIL) -o $@ $(BUILD)/libshiftvit.a $(LDFLAGS) $(LDLIBS) \
 	    $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(BUILD)/obj $(BUILD)/tests:

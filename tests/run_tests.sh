@@ -13,6 +13,7 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_supp
 export ASAN_OPTIONS=${ASAN_OPTIONS:-fast_unwind_on_malloc=0}
 passed=0 failed=0 skipped=0 broken=() skipped_names=()
 for t in "$BUILD"/tests/test_*; do
+  case $(basename "$t") in test_util*) continue ;; esac # the shared helpers, not a test
   [ -x "$t" ] || continue
   name=$(basename "$t")
   echo "=== $name"

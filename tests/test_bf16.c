@@ -27,7 +27,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
@@ -234,14 +233,12 @@ static char g_tmp[64], g_bin[256];
 
 /* Trains the tiny config with P ranks (1 thread each) into g_tmp/name. */
 static void train_tiny(const char *name, int P, const char *sets) {
-    char cmd[2048];
+    char cmd[2048], mpirun[256];
+    sv_test_mpirun(mpirun, sizeof mpirun, P, SV_TEST_THREAD_VARS);
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 timeout -k 10 300 mpirun --oversubscribe %s--bind-to none "
-             "-np %d -x OMP_NUM_THREADS -x BLIS_NUM_THREADS %s train -c configs/tiny.ini %s --out %s/%s 2>&1",
-             geteuid() == 0 ? "--allow-run-as-root " : "", P, g_bin, sets, g_tmp, name);
-    int status;
-    char *out = sv_test_capture(cmd, &status);
-    if (status != 0) fail_msg("%s: exit %d\n%s", cmd, status, out);
+             "OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 timeout -k 10 300 %s %s train -c configs/tiny.ini %s --out %s/%s 2>&1",
+             mpirun, g_bin, sets, g_tmp, name);
+    char *out = sv_test_run_ok(cmd, NULL).out;
     if (strstr(sets, "bf16") && !strstr(out, "Precision: bf16")) fail_msg("no precision line:\n%s", out);
     free(out);
 }
@@ -310,9 +307,7 @@ static void test_resume_in_other_precision(void **state) {
              "OMP_NUM_THREADS=1 %s train --resume %s/switch/last.h5 --out %s/switch --set train.precision=bf16 "
              "--set train.max_steps=6 2>&1",
              g_bin, g_tmp, g_tmp);
-    int status;
-    char *out = sv_test_capture(cmd, &status);
-    if (status != 0) fail_msg("%s: exit %d\n%s", cmd, status, out);
+    char *out = sv_test_run_ok(cmd, NULL).out;
     if (!strstr(out, "Resuming in bf16: the checkpoint's run trained in fp32"))
         fail_msg("the switch is not stated:\n%s", out);
     if (!strstr(out, "Precision: bf16")) fail_msg("no precision line:\n%s", out);

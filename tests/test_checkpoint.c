@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -105,34 +104,6 @@ static void save_or_fail(const char *path, const fixture *f) {
         fail_msg("save %s: %s", path, err);
 }
 
-static long file_size(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
-}
-
-static void copy_file(const char *from, const char *to, long limit) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    assert_non_null(a);
-    assert_non_null(b);
-    char buf[65536];
-    long done = 0;
-    size_t n;
-    while ((limit < 0 || done < limit) && (n = fread(buf, 1, sizeof buf, a)) > 0) {
-        if (limit >= 0 && done + (long)n > limit) n = (size_t)(limit - done);
-        assert_int_equal(fwrite(buf, 1, n, b), n);
-        done += (long)n;
-    }
-    fclose(a);
-    assert_int_equal(fclose(b), 0);
-}
-
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
-}
-
 /* Loads `path` into a fresh tiny model and expects failure with every one of
  * the given substrings in the message. */
 static void expect_load_error(const char *path, const char *s1, const char *s2, const char *s3) {
@@ -149,17 +120,6 @@ static void expect_load_error(const char *path, const char *s1, const char *s2, 
     print_message("      rejected: %s\n", err);
 }
 
-static int count_temp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 /* ------------------------------------------------------------ round trip */
 
 static void test_round_trip(void **state) {
@@ -169,7 +129,7 @@ static void test_round_trip(void **state) {
     char path[512], err[SV_ERR_LEN];
     path_in(path, sizeof path, "rt.h5");
     save_or_fail(path, &a);
-    assert_int_equal(count_temp_files(g_dir), 0);
+    assert_int_equal(sv_test_count_temp_files(g_dir), 0);
 
     fixture_make(&b, 24, 99); /* different weights, then overwritten */
     memset(b.opt.m, 0, b.m.num_params * sizeof(float));
@@ -260,7 +220,7 @@ static void test_config_round_trip(void **state) {
 
 /* Opens a copy of a good checkpoint read-write for surgery. */
 static hid_t open_copy(const char *good, const char *copy) {
-    copy_file(good, copy, -1);
+    sv_test_copy_file(good, copy, -1);
     hid_t f = H5Fopen(copy, H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(f >= 0);
     return f;
@@ -279,15 +239,15 @@ static void test_bad_files(void **state) {
     expect_load_error(p, p, "No such file", NULL);
 
     path_in(p, sizeof p, "empty.h5");
-    write_text(p, "");
+    sv_test_write_text(p, "");
     expect_load_error(p, p, "empty", NULL);
 
     path_in(p, sizeof p, "half.h5");
-    copy_file(good, p, file_size(good) / 2);
+    sv_test_copy_file(good, p, sv_test_file_size(good) / 2);
     expect_load_error(p, p, "truncated", NULL);
 
     path_in(p, sizeof p, "text.h5");
-    write_text(p, "[model]\nembed_dim = 24\n");
+    sv_test_write_text(p, "[model]\nembed_dim = 24\n");
     expect_load_error(p, p, "not an HDF5 file", NULL);
 
     /* The config reader rejects them the same way. */
@@ -397,7 +357,7 @@ static void test_save_fails_cleanly(void **state) {
         snprintf(p, sizeof p, "%s/x.h5", ro);
         assert_int_equal(sv_checkpoint_save(p, &a.m, &a.opt, &a.st, &a.cfg, err), -1);
         assert_non_null(strstr(err, "Permission denied"));
-        assert_int_equal(count_temp_files(ro), 0);
+        assert_int_equal(sv_test_count_temp_files(ro), 0);
         chmod(ro, 0755);
     }
 
@@ -410,7 +370,7 @@ static void test_save_fails_cleanly(void **state) {
     fixture old;
     fixture_make(&old, 24, 11);
     save_or_fail(p, &old);
-    long before = file_size(p);
+    long before = sv_test_file_size(p);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -426,8 +386,8 @@ static void test_save_fails_cleanly(void **state) {
     waitpid(pid, &status, 0);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    assert_int_equal(count_temp_files(dir), 0);
-    assert_int_equal(file_size(p), before);
+    assert_int_equal(sv_test_count_temp_files(dir), 0);
+    assert_int_equal(sv_test_file_size(p), before);
     fixture chk;
     fixture_make(&chk, 24, 1);
     if (sv_checkpoint_load(p, &chk.m, &chk.opt, &chk.st, err) != 0) fail_msg("old file: %s", err);
@@ -492,7 +452,7 @@ static void test_kill_during_save(void **state) {
             assert_memory_equal(chk.opt.v, a.opt.v, a.m.num_params * sizeof(float));
             loaded++;
         }
-        mid_write += count_temp_files(dir) > 0;
+        mid_write += sv_test_count_temp_files(dir) > 0;
         remove_temp_files(dir); /* a killed writer leaves its temporary file */
     }
     print_message("      30 kills, %d during a write; the newest checkpoint loaded %d times\n",
@@ -513,8 +473,8 @@ static void test_stale_temp_removed(void **state) {
     snprintf(p, sizeof p, "%s/last.h5", dir);
     snprintf(stale, sizeof stale, "%s/.last.h5.tmp.999999999", dir);
     snprintf(fresh, sizeof fresh, "%s/.last.h5.tmp.999999998", dir);
-    write_text(stale, "partial");
-    write_text(fresh, "partial");
+    sv_test_write_text(stale, "partial");
+    sv_test_write_text(fresh, "partial");
     struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
     assert_int_equal(utimensat(AT_FDCWD, stale, old, 0), 0);
     fixture a;
@@ -527,24 +487,6 @@ static void test_stale_temp_removed(void **state) {
 
 /* ------------------------------------------------------------ metrics */
 
-
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    return s;
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
 
 /* Reads 1-D float64 dataset `name` of an HDF5 file; returns its length. */
 static long read_h5_column(const char *path, const char *name, double *out, long cap) {
@@ -598,16 +540,14 @@ static void test_metrics_append(void **state) {
     sv_metrics_close(mt);
 
     snprintf(p, sizeof p, "%s/metrics_steps.csv", dir);
-    char *s = read_all(p);
-    assert_non_null(s);
-    assert_int_equal(count_lines(s), 1 + 15);
+    char *s = sv_test_slurp(p, NULL);
+    assert_int_equal(sv_test_count(s, "\n"), 1 + 15);
     const char *hdr = "step,epoch,lr,loss,top1,top5,images_per_s\n";
     assert_true(strncmp(s, hdr, strlen(hdr)) == 0);
     free(s);
     snprintf(p, sizeof p, "%s/metrics_epochs.csv", dir);
-    s = read_all(p);
-    assert_non_null(s);
-    assert_int_equal(count_lines(s), 1 + 3);
+    s = sv_test_slurp(p, NULL);
+    assert_int_equal(sv_test_count(s, "\n"), 1 + 3);
     assert_non_null(strstr(s, "\n3,"));
     assert_null(strstr(s, "\n4,"));
     free(s);
@@ -638,7 +578,7 @@ static void test_metrics_append(void **state) {
     /* A damaged metrics.h5 (and a half-written CSV line) on resume: the
      * HDF5 log is rebuilt from the CSV rows that are kept. */
     snprintf(p, sizeof p, "%s/metrics.h5", dir);
-    write_text(p, "garbage, not HDF5");
+    sv_test_write_text(p, "garbage, not HDF5");
     snprintf(p, sizeof p, "%s/metrics_steps.csv", dir);
     FILE *fa = fopen(p, "a");
     fputs("16,3,0.0", fa);
@@ -652,9 +592,7 @@ static void test_metrics_append(void **state) {
     assert_int_equal(read_h5_column(p, "/steps/images_per_s", col, 256), 12);
     assert_int_equal(read_h5_column(p, "/epochs/epoch", col, 256), 2);
     snprintf(p, sizeof p, "%s/metrics_steps.csv", dir);
-    s = read_all(p);
-    assert_int_equal(count_lines(s), 1 + 12);
-    free(s);
+    assert_int_equal(sv_test_file_lines(p), 1 + 12);
 
     /* Append mode on a directory without logs creates them. */
     char d2[512];
@@ -755,23 +693,14 @@ static void test_atomic_file(void **state) {
 
 /* ------------------------------------------------------------ main */
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    chmod(p, 0755);
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/sv_test_ckpt.XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return sv_test_mkdtemp(g_dir, sizeof g_dir, "sv_test_ckpt");
 }
 
 static int teardown(void **state) {
     (void)state;
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    sv_test_rm_rf(g_dir);
     return 0;
 }
 

@@ -4,7 +4,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "test_util.h"
 
@@ -16,36 +15,21 @@ static int nfiles;
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sv_test_config_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return sv_test_mkdtemp(tmpdir, sizeof tmpdir, "sv_test_config");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char path[512];
-    for (int i = 0; i < nfiles; i++) {
-        snprintf(path, sizeof path, "%s/f%d.ini", tmpdir, i);
-        unlink(path);
-    }
-    return rmdir(tmpdir);
+    return sv_test_rm_rf(tmpdir);
 }
 
 /* Writes len bytes to a fresh file in tmpdir; returns its path (static). */
 static const char *write_file(const char *data, size_t len) {
     static char path[512];
     snprintf(path, sizeof path, "%s/f%d.ini", tmpdir, nfiles++);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
+    sv_test_write_file(path, data, len);
     return path;
 }
-
-#define assert_contains(haystack, needle)                                                  \
-    do {                                                                                   \
-        if (!strstr((haystack), (needle)))                                                 \
-            fail_msg("message \"%s\" does not contain \"%s\"", (haystack), (needle));    \
-    } while (0)
 
 /* Loads text (as a file) onto the defaults; expects failure and returns the message. */
 static const char *load_fails(const char *text) {

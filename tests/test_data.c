@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,12 +63,6 @@ static double max_abs_diff(const float *a, const float *b, size_t n, size_t *whe
                      #b, m_, w_, (double)(a)[w_], (double)(b)[w_], (double)(tol)); \
     } while (0)
 
-#define assert_has(msg, needle)                                                   \
-    do {                                                                          \
-        if (!strstr((msg), (needle)))                                             \
-            fail_msg("message \"%s\" lacks \"%s\"", (msg), (needle));             \
-    } while (0)
-
 /* Raw record `r` (3073 bytes) of a file. */
 static void read_raw_record(const char *path, long r, unsigned char *rec) {
     FILE *f = fopen(path, "rb");
@@ -86,13 +79,6 @@ static void assert_image_is_record(const uint8_t *img, const unsigned char *rec)
             if (img[3 * p + c] != rec[1 + c * 1024 + p])
                 fail_msg("pixel %d channel %d: %u, raw planar byte %u", p, c, img[3 * p + c],
                          rec[1 + c * 1024 + p]);
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot create %s: %s", path, strerror(errno));
-    if (n) assert_int_equal(fwrite(data, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
 }
 
 static void u8_to_float(float *dst, const uint8_t *src, size_t n) {
@@ -425,23 +411,23 @@ static void test_load_splits(void **state) {
 
     /* too many records */
     assert_int_equal(sv_cifar_load_splits(SV_TEST_CIFAR, 45000, 10000, 0, &tr, &va, &te, err), -1);
-    assert_has(err, "55000");
-    assert_has(err, "50000");
-    assert_has(err, "data_batch_1");
+    assert_contains(err, "55000");
+    assert_contains(err, "50000");
+    assert_contains(err, "data_batch_1");
     assert_null(tr.images);
     assert_int_equal(sv_cifar_load_splits(SV_TEST_CIFAR, 10, 10, 10001, &tr, &va, &te, err), -1);
-    assert_has(err, "10001");
-    assert_has(err, "test_batch.bin");
+    assert_contains(err, "10001");
+    assert_contains(err, "test_batch.bin");
     assert_null(tr.images);
     assert_null(va.images);
     assert_int_equal(sv_cifar_load_splits(SV_TEST_CIFAR, -1, 10, 0, &tr, &va, &te, err), -1);
-    assert_has(err, "-1");
+    assert_contains(err, "-1");
 
     const char *p1 = SV_TEST_CIFAR "/data_batch_1.bin";
     assert_int_equal(sv_cifar_load(&tr, &p1, 1, 9990, 20, err), -1);
-    assert_has(err, "data_batch_1.bin");
-    assert_has(err, "10000 records");
-    assert_has(err, "10010");
+    assert_contains(err, "data_batch_1.bin");
+    assert_contains(err, "10000 records");
+    assert_contains(err, "10010");
     assert_null(tr.images);
 }
 
@@ -465,9 +451,9 @@ static void expect_check_error(const char *name, const char *n1, const char *n2)
     long n = 77;
     tmp_path(path, sizeof path, name);
     assert_int_equal(sv_cifar_check_file(path, &n, err), -1);
-    assert_has(err, path);
-    if (n1) assert_has(err, n1);
-    if (n2) assert_has(err, n2);
+    assert_contains(err, path);
+    if (n1) assert_contains(err, n1);
+    if (n2) assert_contains(err, n2);
     /* loading reports the same problem */
     sv_dataset ds;
     const char *p = path;
@@ -483,27 +469,27 @@ static void test_bad_files(void **state) {
     char path[256];
 
     tmp_path(path, sizeof path, "empty.bin");
-    write_file(path, buf, 0);
+    sv_test_write_file(path, buf, 0);
     expect_check_error("empty.bin", "empty", NULL);
 
     tmp_path(path, sizeof path, "short.bin"); /* one record minus its last byte */
-    write_file(path, buf, 3072);
+    sv_test_write_file(path, buf, 3072);
     expect_check_error("short.bin", "3072 bytes", "remainder 3072");
 
     make_record(buf, 1);
     make_record(buf + SV_CIFAR_RECORD, 2);
     tmp_path(path, sizeof path, "tail.bin"); /* 2 records + 100 stray bytes */
-    write_file(path, buf, 2 * SV_CIFAR_RECORD + 100);
+    sv_test_write_file(path, buf, 2 * SV_CIFAR_RECORD + 100);
     expect_check_error("tail.bin", "6246 bytes", "remainder 100");
 
     make_record(buf + SV_CIFAR_RECORD, 10);
     tmp_path(path, sizeof path, "label10.bin");
-    write_file(path, buf, 2 * SV_CIFAR_RECORD);
+    sv_test_write_file(path, buf, 2 * SV_CIFAR_RECORD);
     expect_check_error("label10.bin", "record 1 ", "label 10");
 
     make_record(buf, 255);
     tmp_path(path, sizeof path, "label255.bin");
-    write_file(path, buf, SV_CIFAR_RECORD);
+    sv_test_write_file(path, buf, SV_CIFAR_RECORD);
     expect_check_error("label255.bin", "record 0 ", "label 255");
 
     tmp_path(path, sizeof path, "data_batch_1.bin");
@@ -516,7 +502,7 @@ static void test_bad_files(void **state) {
     for (int k = 0; k < 4; k++) make_record(buf + k * SV_CIFAR_RECORD, (unsigned)k * 3);
     char good[256], bad[256], err[SV_ERR_LEN] = "";
     tmp_path(good, sizeof good, "good.bin");
-    write_file(good, buf, 4 * SV_CIFAR_RECORD);
+    sv_test_write_file(good, buf, 4 * SV_CIFAR_RECORD);
     long n = 0;
     if (sv_cifar_check_file(good, &n, err)) fail_msg("%s", err);
     assert_int_equal(n, 4);
@@ -524,7 +510,7 @@ static void test_bad_files(void **state) {
     const char *list[2] = {good, bad};
     sv_dataset ds;
     assert_int_equal(sv_cifar_load(&ds, list, 2, 0, 2, err), -1);
-    assert_has(err, bad);
+    assert_contains(err, bad);
     /* the good file alone loads, labels and pixels as written */
     if (sv_cifar_load(&ds, list, 1, 1, 3, err)) fail_msg("%s", err);
     assert_int_equal(ds.labels[0], 3);
@@ -532,14 +518,14 @@ static void test_bad_files(void **state) {
     assert_image_is_record(ds.images, buf + SV_CIFAR_RECORD);
     sv_dataset_free(&ds);
     assert_int_equal(sv_cifar_load(&ds, list, 1, 3, 2, err), -1);
-    assert_has(err, "fewer");
-    assert_has(err, good);
+    assert_contains(err, "fewer");
+    assert_contains(err, good);
 
     /* a split over a folder whose data_batch_1.bin is a directory */
     sv_dataset tr, va, te;
     assert_int_equal(sv_cifar_load_splits(g_tmp, 10, 10, 0, &tr, &va, &te, err), -1);
-    assert_has(err, "data_batch_1.bin");
-    assert_has(err, "directory");
+    assert_contains(err, "data_batch_1.bin");
+    assert_contains(err, "directory");
 }
 
 /* ------------------------------------------------------ data directory */
@@ -554,17 +540,17 @@ static void test_find_data_dir(void **state) {
 
     /* explicit folders that lack the files are errors naming them */
     assert_int_equal(sv_find_data_dir(empty_dir, NULL, out, err), -1);
-    assert_has(err, empty_dir);
-    assert_has(err, "--data-dir");
-    assert_has(err, "data_batch_1.bin");
+    assert_contains(err, empty_dir);
+    assert_contains(err, "--data-dir");
+    assert_contains(err, "data_batch_1.bin");
     assert_int_equal(sv_find_data_dir(missing, "", out, err), -1);
-    assert_has(err, missing);
-    assert_has(err, strerror(ENOENT));
+    assert_contains(err, missing);
+    assert_contains(err, strerror(ENOENT));
     assert_int_equal(sv_find_data_dir("", empty_dir, out, err), -1);
-    assert_has(err, empty_dir);
-    assert_has(err, "data.dir");
+    assert_contains(err, empty_dir);
+    assert_contains(err, "data.dir");
     assert_int_equal(sv_find_data_dir(g_tmp, NULL, out, err), -1); /* data_batch_1.bin is a dir */
-    assert_has(err, g_tmp);
+    assert_contains(err, g_tmp);
 
     /* first found wins: cli, then the config */
     if (sv_find_data_dir(SV_TEST_CIFAR, empty_dir, out, err)) fail_msg("%s", err);
@@ -591,11 +577,11 @@ static void test_find_data_dir(void **state) {
     assert_int_equal(chdir(g_root), 0);
     if (old) setenv("CIFAR10_DIR", saved, 1);
     assert_int_equal(rc, -1);
-    assert_has(err, "CIFAR10_DIR");
-    assert_has(err, "data/cifar-10-batches-bin");
-    assert_has(err, "../shared/data/cifar-10-batches-bin");
-    assert_has(err, "scripts/get-cifar10.sh");
-    assert_has(err, "--data-dir");
+    assert_contains(err, "CIFAR10_DIR");
+    assert_contains(err, "data/cifar-10-batches-bin");
+    assert_contains(err, "../shared/data/cifar-10-batches-bin");
+    assert_contains(err, "scripts/get-cifar10.sh");
+    assert_contains(err, "--data-dir");
 }
 
 /* ----------------------------------------------------------------- batch */
@@ -650,24 +636,16 @@ static void test_make_batch(void **state) {
 
 /* ----------------------------------------------------------------- main */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
     (void)state;
     if (!getcwd(g_root, sizeof g_root)) return -1;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_test_data_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
+    return sv_test_mkdtemp(g_tmp, sizeof g_tmp, "sv_test_data");
 }
 
 static int group_teardown(void **state) {
     (void)state;
     if (chdir(g_root) != 0) return -1;
-    return nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return sv_test_rm_rf(g_tmp);
 }
 
 int main(void) {

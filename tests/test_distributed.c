@@ -19,13 +19,9 @@
  * (SV_TEST_KEEP=1 keeps it). SV_TEST_PERTURB=1 tightens the loss and weight
  * limits to 1e-12 so that those comparisons must fail (a check of the test). */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -43,115 +39,42 @@ static double g_loss_rtol = LOSS_RTOL, g_weight_rtol = WEIGHT_RTOL;
 
 /* ------------------------------------------------------------ running */
 
-typedef struct {
-    int status;  /* exit status, or 128 + signal */
-    char *out;   /* stdout and stderr together */
-} run_result;
-
-static void run_free(run_result *r) {
-    free(r->out);
-    r->out = NULL;
-}
-
-/* Last `n` characters of s, for failure messages. */
-static const char *tail(const char *s, size_t n) {
-    size_t len = strlen(s);
-    return len > n ? s + len - n : s;
-}
-
-/* Runs a shell command; collects its output and exit status. */
-static run_result run_sh(const char *cmd) {
-    run_result r = {-1, NULL};
-    FILE *p = popen(cmd, "r");
-    if (!p) fail_msg("popen(%s): %s", cmd, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    r.out = malloc(cap);
-    assert_non_null(r.out);
-    for (;;) {
-        if (cap - len < 4096) {
-            cap *= 2;
-            r.out = realloc(r.out, cap);
-            assert_non_null(r.out);
-        }
-        size_t got = fread(r.out + len, 1, cap - len - 1, p);
-        if (got == 0) break;
-        len += got;
-    }
-    r.out[len] = '\0';
-    int st = pclose(p);
-    if (st == -1) r.status = -1;
-    else if (WIFEXITED(st)) r.status = WEXITSTATUS(st);
-    else if (WIFSIGNALED(st)) r.status = 128 + WTERMSIG(st);
-    return r;
-}
-
 /* The mpirun prefix for P ranks, with `env` assignments (e.g.
  * "SHIFTVIT_CHECK_REPLICAS=1") exported to every rank. */
 static void mpirun_prefix(char *buf, size_t n, int P, const char *env) {
-    char names[256] = "";
-    if (env && *env) {
-        /* -x NAME for each NAME=value */
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", env);
-        for (char *save = NULL, *tok = strtok_r(tmp, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-            char *eq = strchr(tok, '=');
-            if (eq) *eq = '\0';
-            size_t l = strlen(names);
-            snprintf(names + l, sizeof names - l, " -x %s", tok);
-        }
-    }
-    snprintf(buf, n,
-             "%s timeout -k 10 %d mpirun --oversubscribe %s--bind-to none -np %d "
-             "-x OMP_NUM_THREADS -x BLIS_NUM_THREADS%s",
-             env ? env : "", RUN_LIMIT_S, geteuid() == 0 ? "--allow-run-as-root " : "", P, names);
+    char pass[512], mpirun[768];
+    snprintf(pass, sizeof pass, SV_TEST_THREAD_VARS " %s", env ? env : "");
+    sv_test_mpirun(mpirun, sizeof mpirun, P, pass);
+    snprintf(buf, n, "%s timeout -k 10 %d %s", env ? env : "", RUN_LIMIT_S, mpirun);
 }
 
 /* Trains the tiny config with P ranks into g_tmp/<name>; `sets` is a list of
  * extra "--set k=v" arguments (may be ""). Fails the test unless the run
  * exits 0. The caller frees the result. */
-static run_result train(const char *name, int P, const char *sets, const char *env) {
-    char pre[512], cmd[2048];
+static sv_test_result train(const char *name, int P, const char *sets, const char *env) {
+    char pre[1024], cmd[2048], what[128];
     mpirun_prefix(pre, sizeof pre, P, env);
     snprintf(cmd, sizeof cmd, "%s %s train -c " TINY " --out %s/%s %s 2>&1", pre, g_bin, g_tmp,
              name, sets ? sets : "");
-    run_result r = run_sh(cmd);
-    if (r.status != 0) {
-        print_error("command: %s\n", cmd);
-        fail_msg("training %s with P = %d exited with status %d; output ends:\n%s", name, P,
-                 r.status, tail(r.out, 3000));
-    }
-    return r;
+    snprintf(what, sizeof what, "training %s with P = %d", name, P);
+    return sv_test_run_ok(cmd, what);
 }
 
 /* `shiftvit eval` of g_tmp/<name>/last.h5 with P ranks; must exit 0. */
-static run_result eval_ckpt(const char *name, int P, const char *split) {
-    char pre[512], cmd[2048];
+static sv_test_result eval_ckpt(const char *name, int P, const char *split) {
+    char pre[1024], cmd[2048], what[128];
     mpirun_prefix(pre, sizeof pre, P, NULL);
     snprintf(cmd, sizeof cmd, "%s %s eval --checkpoint %s/%s/last.h5 --split %s 2>&1", pre, g_bin,
              g_tmp, name, split);
-    run_result r = run_sh(cmd);
-    if (r.status != 0) {
-        print_error("command: %s\n", cmd);
-        fail_msg("eval of %s with P = %d exited with status %d; output ends:\n%s", name, P,
-                 r.status, tail(r.out, 3000));
-    }
-    return r;
+    snprintf(what, sizeof what, "eval of %s with P = %d", name, P);
+    return sv_test_run_ok(cmd, what);
 }
 
 /* Copies the line of `out` that starts with `prefix` (at the start of the
  * output or after '\n' or '\r') into line; fails the test when absent. */
 static void find_line(const char *out, const char *prefix, char *line, size_t n) {
-    size_t pl = strlen(prefix);
-    for (const char *p = out; *p; p++) {
-        if ((p == out || p[-1] == '\n' || p[-1] == '\r') && !strncmp(p, prefix, pl)) {
-            size_t l = strcspn(p, "\r\n");
-            if (l >= n) l = n - 1;
-            memcpy(line, p, l);
-            line[l] = '\0';
-            return;
-        }
-    }
-    fail_msg("no line starting with '%s' in the output, which ends:\n%s", prefix, tail(out, 2000));
+    if (!sv_test_line_starting(out, prefix, line, n))
+        fail_msg("no line starting with '%s' in the output, which ends:\n%s", prefix, sv_test_tail(out, 2000));
 }
 
 /* ------------------------------------------------------------ metrics CSV */
@@ -335,7 +258,7 @@ static void expect_same_state(const char *ref, const char *name) {
 /* ------------------------------------------------------------ output lines */
 
 /* "Evaluated N test images on P rank(s)" says N and P exactly. */
-static void expect_evaluated(const run_result *r, long n, int P) {
+static void expect_evaluated(const sv_test_result *r, long n, int P) {
     char line[256], want[128];
     find_line(r->out, "Evaluated ", line, sizeof line);
     snprintf(want, sizeof want, "Evaluated %ld test images on %d rank(s)", n, P);
@@ -388,13 +311,13 @@ static void test_same_results_any_world_size(void **state) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char ref[64];
         snprintf(ref, sizeof ref, "same_%s_p1", cases[c].tag);
-        run_result r = train(ref, 1, cases[c].sets, NULL);
-        run_free(&r);
+        sv_test_result r = train(ref, 1, cases[c].sets, NULL);
+        sv_test_result_free(&r);
         for (int P = 2; P <= 3; P++) {
             char name[64];
             snprintf(name, sizeof name, "same_%s_p%d", cases[c].tag, P);
             r = train(name, P, cases[c].sets, NULL);
-            run_free(&r);
+            sv_test_result_free(&r);
             expect_same_losses(ref, name, cases[c].steps, 2);
             expect_same_weights(ref, name);
         }
@@ -417,14 +340,14 @@ static void test_replicas_bitwise_identical(void **state) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char name[64], want[160];
         snprintf(name, sizeof name, "replicas_%zu_p%d", c, cases[c].P);
-        run_result r = train(name, cases[c].P, cases[c].sets, "SHIFTVIT_CHECK_REPLICAS=1");
+        sv_test_result r = train(name, cases[c].P, cases[c].sets, "SHIFTVIT_CHECK_REPLICAS=1");
         snprintf(want, sizeof want,
                  "Replica check: weights bitwise identical on all %d ranks after each of %d updates",
                  cases[c].P, cases[c].updates);
         if (!strstr(r.out, want))
             fail_msg("P = %d %s: no line '%s'; output ends:\n%s", cases[c].P, cases[c].sets, want,
-                     tail(r.out, 2000));
-        run_free(&r);
+                     sv_test_tail(r.out, 2000));
+        sv_test_result_free(&r);
     }
 }
 
@@ -437,11 +360,11 @@ static void test_eval_counts_exact(void **state) {
     for (int i = 0; i < 3; i++) {
         char name[64];
         snprintf(name, sizeof name, "eval_p%d", Ps[i]);
-        run_result r = train(name, Ps[i], "", NULL);
+        sv_test_result r = train(name, Ps[i], "", NULL);
         expect_evaluated(&r, 128, Ps[i]);
         find_line(r.out, "TEST loss=", train_line[i], sizeof train_line[i]);
         expect_whole_counts(train_line[i], 128);
-        run_free(&r);
+        sv_test_result_free(&r);
     }
     /* Each checkpoint, evaluated with 1, 3 and 4 ranks, gives the TEST line
      * its training run printed; val gives the last epoch's val figures. */
@@ -452,12 +375,12 @@ static void test_eval_counts_exact(void **state) {
         last_val(name, v);
         for (int j = 0; j < 3; j++) {
             char line[256];
-            run_result r = eval_ckpt(name, Ps[j], "test");
+            sv_test_result r = eval_ckpt(name, Ps[j], "test");
             find_line(r.out, "TEST ", line, sizeof line);
             if (strcmp(line, train_line[i]) != 0)
                 fail_msg("eval of %s/last.h5 with P = %d printed '%s'; training (P = %d) printed '%s'",
                          name, Ps[j], line, Ps[i], train_line[i]);
-            run_free(&r);
+            sv_test_result_free(&r);
             if (j == 1) { /* val once per checkpoint, with 3 ranks (128 = 43 + 43 + 42) */
                 double e[3];
                 r = eval_ckpt(name, Ps[j], "val");
@@ -469,7 +392,7 @@ static void test_eval_counts_exact(void **state) {
                         fail_msg("eval --split val of %s with P = %d: '%s' but metrics_epochs.csv "
                                  "has val %.6f %.6f %.6f",
                                  name, Ps[j], line, v[0], v[1], v[2]);
-                run_free(&r);
+                sv_test_result_free(&r);
             }
         }
     }
@@ -484,18 +407,18 @@ static void test_eval_counts_exact(void **state) {
         char name[64], sets[128], line[256], eline[256];
         snprintf(name, sizeof name, "evalsize_%ld_p%d", sizes[c].n, sizes[c].P);
         snprintf(sets, sizeof sets, "--set data.test_size=%ld --set train.epochs=1", sizes[c].n);
-        run_result r = train(name, sizes[c].P, sets, NULL);
+        sv_test_result r = train(name, sizes[c].P, sets, NULL);
         expect_evaluated(&r, sizes[c].n, sizes[c].P);
         find_line(r.out, "TEST loss=", line, sizeof line);
         expect_whole_counts(line, sizes[c].n);
-        run_free(&r);
+        sv_test_result_free(&r);
         if (sizes[c].n == 7) {
             r = eval_ckpt(name, 1, "test");
             find_line(r.out, "TEST ", eline, sizeof eline);
             if (strcmp(line, eline) != 0)
                 fail_msg("test_size %ld: training with P = %d printed '%s', eval with P = 1 '%s'",
                          sizes[c].n, sizes[c].P, line, eline);
-            run_free(&r);
+            sv_test_result_free(&r);
         }
     }
 }
@@ -516,27 +439,22 @@ static void test_ranks_without_samples(void **state) {
                  cases[c].train_size);
         snprintf(ref, sizeof ref, "empty_%d_p1", cases[c].train_size);
         snprintf(name, sizeof name, "empty_%d_p%d", cases[c].train_size, cases[c].P);
-        run_result r = train(ref, 1, sets, NULL);
-        run_free(&r);
+        sv_test_result r = train(ref, 1, sets, NULL);
+        sv_test_result_free(&r);
         r = train(name, cases[c].P, sets, "SHIFTVIT_CHECK_REPLICAS=1");
         snprintf(want, sizeof want,
                  "Replica check: weights bitwise identical on all %d ranks after each of 4 updates",
                  cases[c].P);
         if (!strstr(r.out, want))
-            fail_msg("no line '%s'; output ends:\n%s", want, tail(r.out, 2000));
+            fail_msg("no line '%s'; output ends:\n%s", want, sv_test_tail(r.out, 2000));
         expect_evaluated(&r, 128, cases[c].P);
-        run_free(&r);
+        sv_test_result_free(&r);
         expect_same_losses(ref, name, 4, 2);
         expect_same_weights(ref, name);
     }
 }
 
 /* ------------------------------------------------------------ setup */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state) {
     (void)state;
@@ -546,43 +464,20 @@ static int setup(void **state) {
      * fail: a check that the assertions can fail at all. */
     const char *perturb = getenv("SV_TEST_PERTURB");
     if (perturb && !strcmp(perturb, "1")) g_loss_rtol = g_weight_rtol = 1e-12;
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "test_distributed: %s is not an executable (run `make` first)\n", g_bin);
-        return -1;
-    }
     /* The program takes $CIFAR10_DIR before ../shared (issue 3's search order). */
     const char *data = getenv("CIFAR10_DIR");
     if (!data || !*data) data = SV_TEST_CIFAR;
-    static const char *const files[] = {"data_batch_1.bin", "test_batch.bin"};
-    for (int i = 0; i < 2; i++) {
-        char path[512];
-        struct stat sb;
-        snprintf(path, sizeof path, "%s/%s", data, files[i]);
-        if (stat(path, &sb) != 0 || access(path, R_OK) != 0) {
-            fprintf(stderr, "test_distributed: CIFAR-10 not found: %s: %s\n", path, strerror(errno));
-            return -1;
-        }
-        if (sb.st_size < 3073 * 256 || sb.st_size % 3073 != 0) {
-            fprintf(stderr, "test_distributed: %s is damaged: %lld bytes, expected 30730000\n", path,
-                    (long long)sb.st_size);
-            return -1;
-        }
-    }
-    if (system("command -v mpirun >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "test_distributed: mpirun or timeout is not on PATH\n");
+    if (sv_test_check_bin(g_bin) || sv_test_check_cifar(data) || sv_test_check_commands("mpirun timeout"))
         return -1;
-    }
     setenv("OMP_NUM_THREADS", "1", 1);
     setenv("BLIS_NUM_THREADS", "1", 1);
     unsetenv("SHIFTVIT_CHECK_REPLICAS");
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_test_dist_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
+    return sv_test_mkdtemp(g_tmp, sizeof g_tmp, "sv_test_dist");
 }
 
 static int teardown(void **state) {
     (void)state;
-    if (g_tmp[0] && !getenv("SV_TEST_KEEP")) nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (g_tmp[0]) fprintf(stderr, "test_distributed: outputs kept in %s\n", g_tmp);
+    sv_test_clean_tmp(g_tmp);
     return 0;
 }
 
@@ -596,16 +491,16 @@ static void test_trace(void **state) {
     char sets[512], cmd[1024], path[400];
     snprintf(path, sizeof path, "%s/trace_p2.json", g_tmp);
     snprintf(sets, sizeof sets, "--set train.epochs=1 --trace %s", path);
-    run_result r = train("trace_p2", 2, sets, NULL);
+    sv_test_result r = train("trace_p2", 2, sets, NULL);
     assert_non_null(strstr(r.out, "Trace: "));
     free(r.out);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py --check %s --ranks 2 2>&1", path);
-    r = run_sh(cmd);
+    r = sv_test_run(cmd);
     if (r.status != 0 || !strstr(r.out, ": OK")) fail_msg("%s:\n%s", cmd, r.out);
     print_message("      %s", r.out);
     free(r.out);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py %s 2>&1", path);
-    r = run_sh(cmd);
+    r = sv_test_run(cmd);
     if (r.status != 0 || !strstr(r.out, "hidden behind the backward pass") || !strstr(r.out, "rank 1 on "))
         fail_msg("%s:\n%s", cmd, r.out);
     free(r.out);
@@ -622,12 +517,9 @@ static void test_trace(void **state) {
         "{\"name\":\"allreduce\",\"ph\":\"X\",\"pid\":0,\"tid\":1,\"ts\":8,\"dur\":9,\"args\":{\"step\":1,\"bucket\":1}},"
         "{\"name\":\"allreduce\",\"ph\":\"X\",\"pid\":1,\"tid\":1,\"ts\":8,\"dur\":9,\"args\":{\"step\":1,\"bucket\":0}}]}";
     snprintf(path, sizeof path, "%s/trace_bad.json", g_tmp);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(bad, f);
-    fclose(f);
+    sv_test_write_text(path, bad);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 scripts/trace_summary.py --check %s --ranks 2 2>&1", path);
-    r = run_sh(cmd);
+    r = sv_test_run(cmd);
     assert_int_equal(r.status, 1);
     if (!strstr(r.out, "backward at 5.0 us overlaps forward") || !strstr(r.out, "rank 1, step 1: bucket 1 appears 0 times"))
         fail_msg("the checker missed a planted problem:\n%s", r.out);
@@ -646,27 +538,27 @@ static void test_zero_stage1(void **state) {
         char ref[64], name[64];
         snprintf(ref, sizeof ref, "zero0_p%d", P);
         snprintf(name, sizeof name, "zero1_p%d", P);
-        run_result r = train(ref, P, "", NULL);
-        run_free(&r);
+        sv_test_result r = train(ref, P, "", NULL);
+        sv_test_result_free(&r);
         r = train(name, P, "--set train.zero_stage=1", NULL);
         if (!strstr(r.out, "ZeRO stage 1: each rank holds the AdamW state of 1/P"))
-            fail_msg("stage 1 with P = %d did not say so:\n%s", P, tail(r.out, 2000));
-        run_free(&r);
+            fail_msg("stage 1 with P = %d did not say so:\n%s", P, sv_test_tail(r.out, 2000));
+        sv_test_result_free(&r);
         expect_same_losses(ref, name, 16, 2);
         expect_same_state(ref, name);
     }
-    run_result r = train("zero1_part", 2, "--set train.zero_stage=1 --set train.max_steps=10", NULL);
-    run_free(&r);
+    sv_test_result r = train("zero1_part", 2, "--set train.zero_stage=1 --set train.max_steps=10", NULL);
+    sv_test_result_free(&r);
     char sets[600];
     snprintf(sets, sizeof sets, "--set train.zero_stage=1 --resume %s/zero1_part/last.h5", g_tmp);
     r = train("zero1_resumed_p3", 3, sets, NULL);
-    if (!strstr(r.out, "Resumed from ")) fail_msg("no resume:\n%s", tail(r.out, 2000));
-    run_free(&r);
+    if (!strstr(r.out, "Resumed from ")) fail_msg("no resume:\n%s", sv_test_tail(r.out, 2000));
+    sv_test_result_free(&r);
     expect_same_losses("zero0_p2", "zero1_resumed_p3", 16, 2);
     expect_same_state("zero0_p2", "zero1_resumed_p3");
     snprintf(sets, sizeof sets, "--resume %s/zero1_part/last.h5", g_tmp);
     r = train("zero1_resumed_p1", 1, sets, NULL);
-    run_free(&r);
+    sv_test_result_free(&r);
     expect_same_losses("zero0_p2", "zero1_resumed_p1", 16, 2);
     expect_same_state("zero0_p2", "zero1_resumed_p1");
 }

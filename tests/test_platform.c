@@ -6,16 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "test_util.h"
 
-static const char *bin(void) {
-    static char path[512];
-    const char *b = getenv("BUILD");
-    snprintf(path, sizeof path, "%s/shiftvit", b && *b ? b : "build");
-    return path;
-}
+static char g_bin[512];
 
 /* The "BLIS ..." line of a one-step tiny bench run with the given environment prefix. */
 static void blis_line(const char *env, char *line, size_t n) {
@@ -23,17 +17,12 @@ static void blis_line(const char *env, char *line, size_t n) {
     snprintf(cmd, sizeof cmd,
              "env -u BLIS_ARCH_TYPE -u OMP_PROC_BIND -u OMP_PLACES %s OMP_NUM_THREADS=1 %s bench -c configs/tiny.ini "
              "--steps 1 --warmup 0 2>&1",
-             env, bin());
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char buf[1024];
-    line[0] = '\0';
-    while (fgets(buf, sizeof buf, p))
-        if (!strncmp(buf, "BLIS ", 5) && !line[0]) snprintf(line, n, "%s", buf);
-    int st = pclose(p);
-    if (st != 0) fail_msg("%s exited with status %d", cmd, st);
+             env, g_bin);
+    char *out = sv_test_run_ok(cmd, NULL).out;
+    sv_test_line_starting(out, "BLIS ", line, n);
+    free(out);
     if (!line[0]) fail_msg("%s printed no BLIS line", cmd);
-    print_message("      %s: %s", env[0] ? env : "(default)", line);
+    print_message("      %s: %s\n", env[0] ? env : "(default)", line);
 }
 
 static void test_avx512_cpu_gets_skx(void **state) {
@@ -65,43 +54,36 @@ static void test_user_choice_respected(void **state) {
  * line of a 2-thread run must list as many CPUs as a run without binding. */
 static void test_proc_bind_keeps_cpus(void **state) {
     (void)state;
-    char cmd[1024], buf[1024];
+    char cmd[1024];
     int cpus[2] = {-1, -1};
     const char *envs[2] = {"", "OMP_PROC_BIND=true"};
     for (int k = 0; k < 2; k++) {
         snprintf(cmd, sizeof cmd,
                  "env -u OMP_PROC_BIND -u OMP_PLACES %s OMP_NUM_THREADS=2 %s bench -c configs/tiny.ini "
-                 "--steps 1 --warmup 0 2>&1", envs[k], bin());
-        FILE *p = popen(cmd, "r");
-        assert_non_null(p);
-        while (fgets(buf, sizeof buf, p)) {
-            const char *c = strstr(buf, " threads, CPUs ");
+                 "--steps 1 --warmup 0 2>&1", envs[k], g_bin);
+        char *out = sv_test_run_ok(cmd, NULL).out;
+        for (char *save, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            const char *c = strstr(line, " threads, CPUs ");
             const char *open = c ? strchr(c, '(') : NULL;
             if (open && cpus[k] < 0) cpus[k] = atoi(open + 1);
         }
-        int st = pclose(p);
-        if (st != 0) fail_msg("%s exited with status %d", cmd, st);
+        free(out);
         if (cpus[k] < 1) fail_msg("%s printed no placement line", cmd);
         print_message("      %s: %d CPU(s)\n", envs[k][0] ? envs[k] : "(no binding)", cpus[k]);
     }
     assert_int_equal(cpus[1], cpus[0]);
 }
 
-/* Output of a one-step tiny bench with 2 ranks, no binding, T threads each. */
+/* Output of a one-step tiny bench with 2 ranks, no binding, T threads each
+ * (caller frees). */
 static char *two_ranks(int T) {
-    char cmd[1024];
+    char cmd[1024], mpirun[256];
+    sv_test_mpirun(mpirun, sizeof mpirun, 2, "OMP_NUM_THREADS");
     snprintf(cmd, sizeof cmd,
-             "env -u OMP_PROC_BIND -u OMP_PLACES OMP_NUM_THREADS=%d timeout -k 5 120 mpirun %s--oversubscribe "
-             "--bind-to none -np 2 -x OMP_NUM_THREADS %s bench -c configs/tiny.ini --steps 1 --warmup 0 2>&1",
-             T, geteuid() == 0 ? "--allow-run-as-root " : "", bin());
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    static char out[16384];
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    if (st != 0) fail_msg("%s exited with status %d:\n%s", cmd, st, out);
-    return out;
+             "env -u OMP_PROC_BIND -u OMP_PLACES OMP_NUM_THREADS=%d timeout -k 5 120 %s %s bench -c configs/tiny.ini "
+             "--steps 1 --warmup 0 2>&1",
+             T, mpirun, g_bin);
+    return sv_test_run_ok(cmd, NULL).out;
 }
 
 /* Issue 14: 2 ranks x C threads on C CPUs oversubscribe the node; the
@@ -114,17 +96,20 @@ static void test_oversubscription_warned(void **state) {
     char want[128];
     snprintf(want, sizeof want, "WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s)",
              2 * C, C);
-    const char *out = two_ranks(C);
+    char *out = two_ranks(C);
     const char *w = strstr(out, want);
     if (!w) fail_msg("no \"%s\" in:\n%s", want, out);
     if (strstr(w + 1, "WARNING: ")) fail_msg("warned more than once:\n%s", out);
+    free(out);
     if (C >= 2) {
         out = two_ranks(1);
         if (strstr(out, "oversubscribe")) fail_msg("2 ranks x 1 thread on %d CPUs warned:\n%s", C, out);
+        free(out);
     }
 }
 
 int main(void) {
+    sv_test_bin(g_bin, sizeof g_bin);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oversubscription_warned),
         cmocka_unit_test(test_avx512_cpu_gets_skx),

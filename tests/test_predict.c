@@ -7,14 +7,11 @@
  * files are made with /usr/bin/python3 + PIL (Debian python3-pil, a dependency
  * of python3-matplotlib); those tests are skipped without it. Run from the
  * repository root. */
-#include <errno.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <stb/stb_image.h>
@@ -38,46 +35,25 @@ static sv_model g_model;
 /* ------------------------------------------------------------ helpers */
 
 typedef struct {
-    int status;    /* exit status, -1 if it did not exit normally */
+    int status;    /* exit status (sv_test_exit_status) */
     char *out;     /* stdout */
     char *err;     /* stderr */
 } run_result;
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = '\0';
-    fclose(f);
-    return s;
-}
 
 /* Runs `build/shiftvit predict --checkpoint CKPT ARGS`. */
 static run_result run_predict(const char *args) {
     char cmd[4096], out[600], err[600];
     snprintf(out, sizeof out, "%s/stdout.txt", g_dir);
     snprintf(err, sizeof err, "%s/stderr.txt", g_dir);
-    snprintf(cmd, sizeof cmd, "%s predict --checkpoint %s %s >%s 2>%s", g_bin, g_ckpt, args, out, err);
-    int st = system(cmd);
+    snprintf(cmd, sizeof cmd, "%s predict --checkpoint %s %s", g_bin, g_ckpt, args);
     run_result r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
+    r.out = sv_test_run_split(cmd, out, err, &r.status, &r.err);
     return r;
 }
 
 static void run_free(run_result *r) {
     free(r->out);
     free(r->err);
-}
-
-static int count_str(const char *s, const char *needle) {
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
 }
 
 /* The JSON line of `file` in the output, or NULL. */
@@ -159,8 +135,7 @@ static void test_help_and_usage(void **state) {
     (void)state;
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s predict --help >/dev/null 2>&1", g_bin);
-    int st = system(cmd);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(sv_test_system(cmd), 0);
     run_result r = run_predict(""); /* no images */
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "no image"));
@@ -179,8 +154,8 @@ static void test_inference_set(void **state) {
     }
     run_result r = run_predict("--json " INFERENCE_SET "/");
     if (r.status != 0) fail_msg("exit %d, stderr:\n%s", r.status, r.err);
-    assert_int_equal(count_str(r.out, "{\"file\":"), 12);
-    assert_int_equal(count_str(r.out, "\n"), 12);
+    assert_int_equal(sv_test_count(r.out, "{\"file\":"), 12);
+    assert_int_equal(sv_test_count(r.out, "\n"), 12);
     assert_string_equal(r.err, ""); /* labels.txt is skipped silently */
     check_probs(r.out, INFERENCE_SET "/000_cat.jpg");
     check_probs(r.out, INFERENCE_SET "/011_bird.jpg");
@@ -195,10 +170,10 @@ static void test_inference_set(void **state) {
     snprintf(args, sizeof args, "--top-k 2 --resize area --grid %s " INFERENCE_SET "/", grid);
     r = run_predict(args);
     if (r.status != 0) fail_msg("exit %d, stderr:\n%s", r.status, r.err);
-    assert_int_equal(count_str(r.out, "  1. "), 12);
-    assert_int_equal(count_str(r.out, "  2. "), 12);
-    assert_int_equal(count_str(r.out, "  3. "), 0);
-    assert_int_equal(count_str(r.out, "probabilities: airplane"), 12);
+    assert_int_equal(sv_test_count(r.out, "  1. "), 12);
+    assert_int_equal(sv_test_count(r.out, "  2. "), 12);
+    assert_int_equal(sv_test_count(r.out, "  3. "), 0);
+    assert_int_equal(sv_test_count(r.out, "probabilities: airplane"), 12);
     assert_non_null(strstr(r.out, "%"));
     int w = 0, h = 0, c = 0;
     if (!stbi_info(grid, &w, &h, &c)) fail_msg("grid %s is not a readable PNG", grid);
@@ -234,10 +209,7 @@ static void test_odd_and_bad_files(void **state) {
     snprintf(dir, sizeof dir, "%s/imgs", g_dir);
     assert_int_equal(mkdir(dir, 0755), 0);
     snprintf(py, sizeof py, "%s/make_images.py", g_dir);
-    FILE *f = fopen(py, "w");
-    assert_non_null(f);
-    fputs(make_images_py, f);
-    fclose(f);
+    sv_test_write_text(py, make_images_py);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s %s/000_cat.jpg", py, dir, INFERENCE_SET);
     assert_int_equal(system(cmd), 0);
 
@@ -252,7 +224,7 @@ static void test_odd_and_bad_files(void **state) {
         snprintf(p, sizeof p, "%s/%s", dir, good[i]);
         check_probs(r.out, p);
     }
-    assert_int_equal(count_str(r.out, "{\"file\":"), 5);
+    assert_int_equal(sv_test_count(r.out, "{\"file\":"), 5);
     /* Each bad file gets one line naming it and the reason. */
     struct {
         const char *file, *reason;
@@ -323,23 +295,10 @@ static void test_matches_forward(void **state) {
 
 /* ------------------------------------------------------------ main */
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *build = getenv("BUILD");
-    snprintf(g_bin, sizeof g_bin, "%s/shiftvit", build && *build ? build : "build");
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "test_predict: %s not built (run make first)\n", g_bin);
-        return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/sv_test_predict.XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    sv_test_bin(g_bin, sizeof g_bin);
+    if (sv_test_check_bin(g_bin) || sv_test_mkdtemp(g_dir, sizeof g_dir, "sv_test_predict")) return -1;
     char err[SV_ERR_LEN];
     sv_config_defaults(&g_cfg);
     if (sv_config_load(&g_cfg, "configs/tiny.ini", err) != 0) {
@@ -369,7 +328,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     sv_model_free(&g_model);
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    sv_test_rm_rf(g_dir);
     return 0;
 }
 

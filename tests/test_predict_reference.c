@@ -29,14 +29,10 @@
  * to a mkdtemp directory under /tmp, removed at the end (kept with
  * SV_TEST_KEEP=1). SV_TEST_PERTURB=1 sets every tolerance to 0 and changes one
  * printed probability, so every comparison must fail. */
-#include <errno.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <stb/stb_image.h>
@@ -65,37 +61,20 @@ static double g_rtol = RTOL, g_atol = ATOL, g_jpeg_rtol = JPEG_RTOL, g_jpeg_atol
 
 /* ------------------------------------------------------------ helpers */
 
-typedef struct {
+/* Runs cmd with stdout to a file, stderr to another; returns stdout (caller
+ * frees). Fails the test unless cmd exits 0. */
+static char *run_cmd(const char *cmd_body, const char *tag) {
+    char out[256], err[256], *e;
     int status;
-    char *out; /* stdout only */
-} run_result;
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = '\0';
-    fclose(f);
-    return s;
-}
-
-/* Runs cmd with stdout to a file, stderr to another; returns stdout. */
-static run_result run_cmd(const char *cmd_body, const char *tag) {
-    char out[256], err[256], cmd[8192];
     snprintf(out, sizeof out, "%s/%s.out", g_tmp, tag);
     snprintf(err, sizeof err, "%s/%s.err", g_tmp, tag);
-    snprintf(cmd, sizeof cmd, "%s >%s 2>%s", cmd_body, out, err);
-    int st = system(cmd);
-    run_result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out)};
-    if (r.status != 0) {
-        char *e = slurp(err);
+    char *o = sv_test_run_split(cmd_body, out, err, &status, &e);
+    if (status != 0) {
         print_error("command: %s\n", cmd_body);
-        fail_msg("%s exited with status %d; stderr:\n%s", tag, r.status, e);
+        fail_msg("%s exited with status %d; stderr:\n%s", tag, status, e);
     }
-    return r;
+    free(e);
+    return o;
 }
 
 /* One parsed JSON line: the file name and the probabilities. */
@@ -160,13 +139,12 @@ static void classify_all(void) {
         snprintf(list + l, sizeof list - l, " '%s'", g_files[i]);
     }
     snprintf(body, sizeof body, "%s predict --json --checkpoint %s%s", g_bin, g_ckpt, list);
-    run_result r = run_cmd(body, "predict");
-    int nc = parse_json_lines(r.out, g_c, MAX_IMAGES, "predict");
-    free(r.out);
+    char *out = run_cmd(body, "predict");
+    int nc = parse_json_lines(out, g_c, MAX_IMAGES, "predict");
+    free(out);
     snprintf(body, sizeof body, "OMP_NUM_THREADS=1 %s %s --self-check %s%s", PYTHON, REFERENCE, g_ckpt, list);
-    r = run_cmd(body, "reference");
-    int np = parse_json_lines(r.out, g_py, MAX_IMAGES, "reference");
-    g_py_out = r.out;
+    g_py_out = run_cmd(body, "reference");
+    int np = parse_json_lines(g_py_out, g_py, MAX_IMAGES, "reference");
     assert_int_equal(nc, g_nfiles);
     assert_int_equal(np, g_nfiles);
     for (int i = 0; i < g_nfiles; i++) {
@@ -285,10 +263,10 @@ static void test_jpeg_same_as_its_png(void **state) {
         snprintf(list + l, sizeof list - l, " " INFERENCE_SET "/%s.jpg %s", photos[i], g_png[i]);
     }
     snprintf(body, sizeof body, "%s predict --json --checkpoint %s%s", g_bin, g_ckpt, list);
-    run_result r = run_cmd(body, "predict_jpeg_png");
+    char *out = run_cmd(body, "predict_jpeg_png");
     result res[MAX_IMAGES];
-    assert_int_equal(parse_json_lines(r.out, res, MAX_IMAGES, "predict"), 2 * NPHOTOS);
-    free(r.out);
+    assert_int_equal(parse_json_lines(out, res, MAX_IMAGES, "predict"), 2 * NPHOTOS);
+    free(out);
     if (g_perturb) res[1].text[0][0] ^= 1;
     for (int i = 0; i < NPHOTOS; i++)
         for (int k = 0; k < K; k++)
@@ -318,27 +296,10 @@ static void test_jpeg_matches_reference(void **state) {
 
 /* ------------------------------------------------------------ setup */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *b = getenv("BUILD");
-    if (b && *b) snprintf(g_bin, sizeof g_bin, "%s/shiftvit", b);
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "test_predict_reference: %s is not an executable (run `make` first)\n", g_bin);
-        return -1;
-    }
-    struct stat sb;
-    if (stat(SV_TEST_CIFAR "/data_batch_1.bin", &sb) != 0 || sb.st_size < 3073L * 256 ||
-        stat(SV_TEST_CIFAR "/test_batch.bin", &sb) != 0 || sb.st_size < 3073L * 128) {
-        fprintf(stderr, "test_predict_reference: CIFAR-10 binary files missing or short in %s\n", SV_TEST_CIFAR);
-        return -1;
-    }
+    sv_test_bin(g_bin, sizeof g_bin);
+    if (sv_test_check_bin(g_bin) || sv_test_check_cifar(SV_TEST_CIFAR)) return -1;
     if (access(INFERENCE_SET "/000_cat.jpg", R_OK) != 0) {
         fprintf(stderr, "test_predict_reference: %s not found\n", INFERENCE_SET);
         return -1;
@@ -349,8 +310,7 @@ static int setup(void **state) {
         g_perturb = 1;
         g_rtol = g_atol = g_jpeg_rtol = g_jpeg_atol = 0;
     }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_test_predref_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (sv_test_mkdtemp(g_tmp, sizeof g_tmp, "sv_test_predref")) return -1;
     if (make_pngs() != 0) return -1;
     static char jpegs[NPHOTOS][256];
     for (int i = 0; i < g_npng; i++) g_files[g_nfiles++] = g_png[i];
@@ -375,8 +335,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     free(g_py_out);
-    if (g_tmp[0] && !getenv("SV_TEST_KEEP")) nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (g_tmp[0]) fprintf(stderr, "test_predict_reference: outputs kept in %s\n", g_tmp);
+    sv_test_clean_tmp(g_tmp);
     return 0;
 }
 

@@ -35,15 +35,11 @@
  * read); both demand a message the bad-checkpoint runs do not print. Every
  * test must then fail. */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -69,95 +65,25 @@ static double g_train_seconds = 0;
 
 /* ------------------------------------------------------------ running */
 
-typedef struct {
-    int status;     /* exit status, 128 + signal, or -1 */
-    double seconds; /* wall time */
-    char *out;      /* stdout and stderr together */
-} run_result;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static const char *tail(const char *s, size_t n) {
-    size_t len = strlen(s);
-    return len > n ? s + len - n : s;
-}
-
-static run_result run_sh(const char *cmd) {
-    run_result r = {-1, 0, NULL};
-    double t0 = now_s();
-    FILE *p = popen(cmd, "r");
-    if (!p) fail_msg("popen(%s): %s", cmd, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    r.out = malloc(cap);
-    assert_non_null(r.out);
-    for (;;) {
-        if (cap - len < 4096) {
-            cap *= 2;
-            r.out = realloc(r.out, cap);
-            assert_non_null(r.out);
-        }
-        size_t got = fread(r.out + len, 1, cap - len - 1, p);
-        if (got == 0) break;
-        len += got;
-    }
-    r.out[len] = '\0';
-    int st = pclose(p);
-    r.seconds = now_s() - t0;
-    if (st != -1 && WIFEXITED(st)) r.status = WEXITSTATUS(st);
-    else if (st != -1 && WIFSIGNALED(st)) r.status = 128 + WTERMSIG(st);
-    return r;
-}
-
 /* Command prefix that runs the program with P ranks under a time limit;
  * `wrap` (may be NULL) is put between the launcher and the program. */
 static void launcher(char *buf, size_t n, int P, int limit_s, const char *wrap) {
-    if (P == 1)
-        snprintf(buf, n, "timeout -k 5 %d %s%s%s", limit_s, wrap ? wrap : "", wrap ? " " : "", g_bin);
-    else
-        snprintf(buf, n,
-                 "OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 timeout -k 5 %d mpirun --oversubscribe %s"
-                 "--bind-to none -np %d -x OMP_NUM_THREADS -x BLIS_NUM_THREADS%s %s%s%s",
-                 limit_s, geteuid() == 0 ? "--allow-run-as-root " : "", P,
-                 wrap ? " -x SV_RC_DIR" : "", wrap ? wrap : "", wrap ? " " : "", g_bin);
+    char mpirun[512] = "";
+    if (P > 1) sv_test_mpirun(mpirun, sizeof mpirun, P, wrap ? SV_TEST_THREAD_VARS " SV_RC_DIR" : SV_TEST_THREAD_VARS);
+    snprintf(buf, n, "%stimeout -k 5 %d %s%s%s%s%s", P > 1 ? "OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 " : "", limit_s,
+             mpirun, P > 1 ? " " : "", wrap ? wrap : "", wrap ? " " : "", g_bin);
 }
 
 /* `shiftvit train ARGS` with P ranks; fails the test unless it exits 0. */
-static run_result train(int P, const char *args) {
-    char pre[1024], cmd[4096];
+static sv_test_result train(int P, const char *args) {
+    char pre[1024], cmd[4096], what[64];
     launcher(pre, sizeof pre, P, RUN_LIMIT_S, NULL);
     snprintf(cmd, sizeof cmd, "%s train %s 2>&1", pre, args);
-    run_result r = run_sh(cmd);
-    if (r.status != 0) {
-        print_error("command: %s\n", cmd);
-        fail_msg("training with P = %d exited with status %d; output ends:\n%s", P, r.status,
-                 tail(r.out, 3000));
-    }
+    snprintf(what, sizeof what, "training with P = %d", P);
+    sv_test_result r = sv_test_run_ok(cmd, what);
     g_train_runs++;
     g_train_seconds += r.seconds;
     return r;
-}
-
-static void run_free(run_result *r) {
-    free(r->out);
-    r->out = NULL;
-}
-
-static void assert_has(const char *hay, const char *needle) {
-    if (!strstr(hay, needle)) fail_msg("expected \"%s\" in the output:\n%s", needle, tail(hay, 3000));
-}
-
-/* Copies the line of out that starts with prefix into line ("" if none). */
-static void find_line(const char *out, const char *prefix, char *line, size_t n) {
-    line[0] = '\0';
-    for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, prefix, strlen(prefix))) {
-            snprintf(line, n, "%.*s", (int)strcspn(p, "\n"), p);
-            return;
-        }
 }
 
 /* Straight runs (4 epochs) per world size, trained once and shared, with
@@ -172,10 +98,10 @@ static const char *straight(int P) {
     if (!g_straight_done[P]) {
         char args[512];
         snprintf(args, sizeof args, "-c " TINY " --out %s --set train.epochs=%d", dirs[P], EPOCHS);
-        run_result r = train(P, args);
-        find_line(r.out, "TEST loss=", g_straight_test[P], sizeof g_straight_test[P]);
-        if (!g_straight_test[P][0]) fail_msg("no TEST line in:\n%s", tail(r.out, 3000));
-        run_free(&r);
+        sv_test_result r = train(P, args);
+        if (!sv_test_line_starting(r.out, "TEST loss=", g_straight_test[P], sizeof g_straight_test[P]))
+            fail_msg("no TEST line in:\n%s", sv_test_tail(r.out, 3000));
+        sv_test_result_free(&r);
         g_straight_done[P] = 1;
     }
     return dirs[P];
@@ -186,17 +112,17 @@ static void train_part1(int P, const char *dir, long max_steps) {
     char args[512], want[128];
     snprintf(args, sizeof args, "-c " TINY " --out %s --set train.epochs=%d --set train.max_steps=%ld",
              dir, EPOCHS, max_steps);
-    run_result r = train(P, args);
+    sv_test_result r = train(P, args);
     /* max_steps: last.h5 written, the test split evaluated (also at an epoch
      * boundary, after that epoch's validation). */
     snprintf(want, sizeof want, "Reached train.max_steps = %ld", max_steps);
-    assert_has(r.out, want);
-    assert_has(r.out, "TEST loss=");
+    assert_contains(r.out, want);
+    assert_contains(r.out, "TEST loss=");
     if (max_steps % STEPS_PER_EPOCH == 0) {
         snprintf(want, sizeof want, "epoch %ld/%d: train loss", max_steps / STEPS_PER_EPOCH, EPOCHS);
-        assert_has(r.out, want);
+        assert_contains(r.out, want);
     }
-    run_free(&r);
+    sv_test_result_free(&r);
 }
 
 /* Part 2: resume DIR/last.h5 into DIR with P ranks, to the end; copies its
@@ -204,14 +130,13 @@ static void train_part1(int P, const char *dir, long max_steps) {
 static void train_resume(int P, const char *dir, long from_step, char *test_line, size_t n) {
     char args[512], want[128];
     snprintf(args, sizeof args, "--resume %s/last.h5 --out %s --set train.max_steps=0", dir, dir);
-    run_result r = train(P, args);
+    sv_test_result r = train(P, args);
     snprintf(want, sizeof want, "step %ld (%ld in epoch)", from_step, from_step % STEPS_PER_EPOCH);
-    assert_has(r.out, want);
+    assert_contains(r.out, want);
     snprintf(want, sizeof want, "epoch %d/%d: train loss", EPOCHS, EPOCHS);
-    assert_has(r.out, want);
-    find_line(r.out, "TEST loss=", test_line, n);
-    if (!test_line[0]) fail_msg("no TEST line in:\n%s", tail(r.out, 3000));
-    run_free(&r);
+    assert_contains(r.out, want);
+    if (!sv_test_line_starting(r.out, "TEST loss=", test_line, n)) fail_msg("no TEST line in:\n%s", sv_test_tail(r.out, 3000));
+    sv_test_result_free(&r);
 }
 
 /* ------------------------------------------------------------ CSV */
@@ -660,42 +585,26 @@ static void expect_bad_resume(const char *ckpt, const char *extra, const char *a
     launcher(pre, sizeof pre, 2, BAD_LIMIT_S, wrap);
     snprintf(cmd, sizeof cmd, "SV_RC_DIR=%s %s train %s --resume %s --out %s/bad_out 2>&1", rcdir, pre,
              extra ? extra : "", ckpt, g_tmp);
-    run_result r = run_sh(cmd);
+    sv_test_result r = sv_test_run(cmd);
     if (r.status == 124 || r.status == 137 || r.status == 128 + 9)
-        fail_msg("resume from %s hung: killed after %d s; output ends:\n%s", ckpt, BAD_LIMIT_S, tail(r.out, 2000));
+        fail_msg("resume from %s hung: killed after %d s; output ends:\n%s", ckpt, BAD_LIMIT_S, sv_test_tail(r.out, 2000));
     for (int rank = 0; rank < 2; rank++) {
         char p[512];
         snprintf(p, sizeof p, "%s/rc.%d", rcdir, rank);
         FILE *f = fopen(p, "r");
-        if (!f) fail_msg("rank %d did not exit (no %s); output:\n%s", rank, p, tail(r.out, 2000));
+        if (!f) fail_msg("rank %d did not exit (no %s); output:\n%s", rank, p, sv_test_tail(r.out, 2000));
         int st = -1;
         if (fscanf(f, "%d", &st) != 1) st = -1;
         fclose(f);
-        if (st == 0) fail_msg("rank %d exited 0 resuming from %s; output:\n%s", rank, ckpt, tail(r.out, 2000));
+        if (st == 0) fail_msg("rank %d exited 0 resuming from %s; output:\n%s", rank, ckpt, sv_test_tail(r.out, 2000));
     }
-    if (!strstr(r.out, ckpt)) fail_msg("the error does not name %s:\n%s", ckpt, tail(r.out, 2000));
-    if (also) assert_has(r.out, also);
-    if (g_perturb) assert_has(r.out, "(SV_TEST_PERTURB: a message that is not there)");
+    if (!strstr(r.out, ckpt)) fail_msg("the error does not name %s:\n%s", ckpt, sv_test_tail(r.out, 2000));
+    if (also) assert_contains(r.out, also);
+    if (g_perturb) assert_contains(r.out, "(SV_TEST_PERTURB: a message that is not there)");
     if (r.seconds > BAD_MAX_S)
         fail_msg("refusing %s took %.1f s", ckpt, r.seconds);
     print_message("    %s: refused by both ranks in %.1f s\n", strrchr(ckpt, '/') + 1, r.seconds);
-    run_free(&r);
-}
-
-static void copy_prefix(const char *src, const char *dst, long n) {
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
-    char buf[65536];
-    while (n > 0) {
-        size_t want = n < (long)sizeof buf ? (size_t)n : sizeof buf;
-        size_t got = fread(buf, 1, want, in);
-        if (got == 0) break;
-        assert_int_equal(fwrite(buf, 1, got, out), got);
-        n -= (long)got;
-    }
-    fclose(in);
-    assert_int_equal(fclose(out), 0);
+    sv_test_result_free(&r);
 }
 
 static void test_bad_checkpoints(void **state) {
@@ -707,19 +616,16 @@ static void test_bad_checkpoints(void **state) {
 
     /* a text file (the config is read from the checkpoint: fails before training starts) */
     snprintf(p, sizeof p, "%s/text.h5", g_tmp);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs("this is a text file, not a checkpoint\n", f);
-    fclose(f);
+    sv_test_write_text(p, "this is a text file, not a checkpoint\n");
     expect_bad_resume(p, NULL, NULL);
 
     /* truncated copies: half the file, and all but the last byte (with -c the
      * config comes from the INI file and the weights fail to load inside train) */
     snprintf(p, sizeof p, "%s/truncated_half.h5", g_tmp);
-    copy_prefix(good, p, sb.st_size / 2);
+    sv_test_copy_file(good, p, sb.st_size / 2);
     expect_bad_resume(p, NULL, NULL);
     snprintf(p, sizeof p, "%s/truncated_last_byte.h5", g_tmp);
-    copy_prefix(good, p, sb.st_size - 1);
+    sv_test_copy_file(good, p, sb.st_size - 1);
     expect_bad_resume(p, "-c " TINY, NULL);
 
     snprintf(p, sizeof p, "%s/does_not_exist.h5", g_tmp);
@@ -730,8 +636,8 @@ static void test_bad_checkpoints(void **state) {
      * with --resume-with-changes the shape check names the tensor */
     snprintf(dir, sizeof dir, "%s/embed12", g_tmp);
     snprintf(args, sizeof args, "-c " TINY " --out %s --set model.embed_dim=12 --set train.max_steps=1", dir);
-    run_result r = train(1, args);
-    run_free(&r);
+    sv_test_result r = train(1, args);
+    sv_test_result_free(&r);
     snprintf(p, sizeof p, "%s/last.h5", dir);
     expect_bad_resume(p, "-c " TINY, "model.embed_dim is 12 in the run of");
     expect_bad_resume(p, "-c " TINY " --resume-with-changes", "patch_projection/kernel");
@@ -739,31 +645,11 @@ static void test_bad_checkpoints(void **state) {
 
 /* ------------------------------------------------------------ setup */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *b = getenv("BUILD");
-    if (b && *b) snprintf(g_bin, sizeof g_bin, "%s/shiftvit", b);
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "test_resume: %s is not an executable (run `make` first)\n", g_bin);
+    sv_test_bin(g_bin, sizeof g_bin);
+    if (sv_test_check_bin(g_bin) || sv_test_check_cifar(SV_TEST_CIFAR) || sv_test_check_commands("mpirun timeout"))
         return -1;
-    }
-    struct stat sb;
-    if (stat(SV_TEST_CIFAR "/data_batch_1.bin", &sb) != 0 || sb.st_size < 3073L * 256 ||
-        stat(SV_TEST_CIFAR "/test_batch.bin", &sb) != 0 || sb.st_size < 3073L * 128) {
-        fprintf(stderr, "test_resume: CIFAR-10 binary files missing or short in %s\n", SV_TEST_CIFAR);
-        return -1;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "test_resume: mpirun or timeout is not on PATH\n");
-        return -1;
-    }
     const char *perturb = getenv("SV_TEST_PERTURB");
     if (perturb && (!strcmp(perturb, "1") || !strcmp(perturb, "2"))) {
         g_perturb = atoi(perturb);
@@ -777,8 +663,7 @@ static int setup(void **state) {
     unsetenv("SHIFTVIT_CHECK_REPLICAS");
     unsetenv("SHIFTVIT_INJECT_NAN_STEP");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_test_resume_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (sv_test_mkdtemp(g_tmp, sizeof g_tmp, "sv_test_resume")) return -1;
     /* Every run uses one copy of the program: a rebuild of build/shiftvit
      * while the tests run would otherwise compare two different binaries. */
     char copy[256], cmd[1024];
@@ -791,18 +676,14 @@ static int setup(void **state) {
     snprintf(g_bin, sizeof g_bin, "%s", copy);
     char wrap[128];
     snprintf(wrap, sizeof wrap, "%s/wrap.sh", g_tmp);
-    FILE *f = fopen(wrap, "w");
-    if (!f) return -1;
-    fputs("#!/bin/sh\n\"$@\"\necho $? > \"$SV_RC_DIR/rc.${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}\"\nexit 0\n", f);
-    fclose(f);
+    sv_test_write_text(wrap, "#!/bin/sh\n\"$@\"\necho $? > \"$SV_RC_DIR/rc.${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}\"\nexit 0\n");
     return chmod(wrap, 0755);
 }
 
 static int teardown(void **state) {
     (void)state;
     print_message("test_resume: %d training runs, %.1f s in all\n", g_train_runs, g_train_seconds);
-    if (g_tmp[0] && !getenv("SV_TEST_KEEP")) nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (g_tmp[0]) fprintf(stderr, "test_resume: outputs kept in %s\n", g_tmp);
+    sv_test_clean_tmp(g_tmp);
     return 0;
 }
 

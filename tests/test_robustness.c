@@ -27,7 +27,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -58,47 +57,11 @@
 
 static char g_tmp[64];
 static char g_bin[512] = "build/shiftvit";
-static char g_mpirun[384];  /* "mpirun --oversubscribe ... -x ..." without -np */
 static char g_ref[256];     /* a finished P = 1 tiny run (checkpoints to copy) */
 static char g_mnt[320];     /* tmpfs mounted by the disk-full test, "" if none */
 static int g_seq;
 
 /* ------------------------------------------------------------ helpers */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_s(double s) {
-    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)(n > 0 ? n : 0) + 1);
-    if (n > 0 && fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = '\0';
-    fclose(f);
-    return s;
-}
-
-static const char *tail(const char *s, size_t n) {
-    size_t len = strlen(s);
-    return len > n ? s + len - n : s;
-}
-
-static long file_size(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
-}
-
-static int exists(const char *path) { return access(path, F_OK) == 0; }
 
 /* Problems found by one test, reported together at its end. */
 static char g_probs[8192];
@@ -153,7 +116,7 @@ static job start(const char *cmd) {
     snprintf(j.outfile, sizeof j.outfile, "%s/out_%03d.txt", g_tmp, ++g_seq);
     fflush(stdout);
     fflush(stderr);
-    j.t0 = now_s();
+    j.t0 = sv_test_now();
     j.pid = fork();
     if (j.pid < 0) fail_msg("fork: %s", strerror(errno));
     if (j.pid == 0) {
@@ -186,23 +149,23 @@ static run_result finish_job(job *j, double limit, const char *cmd) {
     memset(&r, 0, sizeof r);
     snprintf(r.cmd, sizeof r.cmd, "%s", cmd);
     while (!job_ended(j)) {
-        if (now_s() - j->t0 > limit) {
+        if (sv_test_now() - j->t0 > limit) {
             kill(-j->pid, SIGKILL);
             waitpid(j->pid, &j->st, 0);
             j->done = 1;
             r.status = TIMED_OUT;
             break;
         }
-        sleep_s(0.02);
+        sv_test_sleep(0.02);
     }
-    r.secs = now_s() - j->t0;
+    r.secs = sv_test_now() - j->t0;
     /* Ranks left behind by a killed mpirun must not outlive the test. */
     kill(-j->pid, SIGKILL);
     if (r.status != TIMED_OUT) {
         r.signaled = WIFSIGNALED(j->st);
-        r.status = WIFEXITED(j->st) ? WEXITSTATUS(j->st) : r.signaled ? 128 + WTERMSIG(j->st) : -1;
+        r.status = sv_test_exit_status(j->st);
     }
-    r.out = slurp(j->outfile);
+    r.out = sv_test_slurp_or_empty(j->outfile);
     return r;
 }
 
@@ -234,28 +197,16 @@ static void report(const char *what, const run_result *r) {
     g_probs[0] = '\0';
     if (r)
         fail_msg("%s:\n%scommand: %s\nstatus %d after %.1f s; output ends:\n%s", what, probs, r->cmd,
-                 r->status, r->secs, tail(r->out, 2500));
+                 r->status, r->secs, sv_test_tail(r->out, 2500));
     fail_msg("%s:\n%s", what, probs);
 }
 
 /* "exec mpirun ... -np P [extra] shiftvit rest". */
 static void mpirun_cmd(char *buf, size_t n, int P, const char *extra, const char *rest) {
-    snprintf(buf, n, "exec %s -np %d %s %s %s", g_mpirun, P, extra ? extra : "", g_bin, rest);
-}
-
-/* Copies the first line of out that starts with prefix. */
-static int line_starting(const char *out, const char *prefix, char *line, size_t n) {
-    size_t pl = strlen(prefix);
-    for (const char *p = out; *p; p++) {
-        if ((p == out || p[-1] == '\n' || p[-1] == '\r') && !strncmp(p, prefix, pl)) {
-            size_t l = strcspn(p, "\r\n");
-            if (l >= n) l = n - 1;
-            memcpy(line, p, l);
-            line[l] = '\0';
-            return 1;
-        }
-    }
-    return 0;
+    char mpirun[512];
+    sv_test_mpirun(mpirun, sizeof mpirun, P,
+                   SV_TEST_THREAD_VARS " SHIFTVIT_PROGRESS ASAN_OPTIONS LSAN_OPTIONS");
+    snprintf(buf, n, "exec %s %s %s %s", mpirun, extra ? extra : "", g_bin, rest);
 }
 
 /* Copies the line of out that contains needle (up to the newline). */
@@ -273,10 +224,10 @@ static int line_with(const char *out, const char *needle, char *line, size_t n) 
 /* Waits (at most limit s from the job's start) for path to exist while the
  * job runs. Returns 1 when it appeared. */
 static int wait_for_file(job *j, const char *path, double limit) {
-    while (now_s() - j->t0 < limit) {
-        if (exists(path)) return 1;
+    while (sv_test_now() - j->t0 < limit) {
+        if (sv_test_exists(path)) return 1;
         if (job_ended(j)) return 0;
-        sleep_s(0.02);
+        sv_test_sleep(0.02);
     }
     return 0;
 }
@@ -375,12 +326,12 @@ static void check_loads(const char *ckpt, long want_step) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec %s info %s", g_bin, ckpt);
     run_result r = run(cmd, LIMIT_S);
-    CHECK(r.status == 0, "`shiftvit info %s` exited %d: %s", ckpt, r.status, tail(r.out, 300));
+    CHECK(r.status == 0, "`shiftvit info %s` exited %d: %s", ckpt, r.status, sv_test_tail(r.out, 300));
     if (want_step >= 0) {
         char want[64];
         snprintf(want, sizeof want, "Step: %ld,", want_step);
         char line[256] = "";
-        line_starting(r.out, "Step: ", line, sizeof line);
+        sv_test_line_starting(r.out, "Step: ", line, sizeof line);
         CHECK(strstr(r.out, want) != NULL, "%s: info does not say \"%s\" but \"%s\"", ckpt, want, line);
     }
     run_free(&r);
@@ -409,16 +360,6 @@ static void newest_ckpt(const char *dir, char *out, size_t n) {
         }
     }
     closedir(d);
-}
-
-static int count_temp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) n += strstr(e->d_name, ".tmp.") != NULL;
-    closedir(d);
-    return n;
 }
 
 /* Last step number logged in DIR/metrics_steps.csv (0 if none). */
@@ -539,11 +480,11 @@ static void test_data_errors_through_train(void **state) {
         check_sane(&r);
         CHECK(r.status == 1, "exit status %d, expected 1", r.status);
         char line[1024] = "";
-        if (!line_starting(r.out, "shiftvit: ", line, sizeof line)) problem("no line starting \"shiftvit: \"");
+        if (!sv_test_line_starting(r.out, "shiftvit: ", line, sizeof line)) problem("no line starting \"shiftvit: \"");
         CHECK(strstr(line, path) != NULL, "the message does not name %s", path);
         CHECK(strstr(line, cases[c].want1) != NULL, "the message lacks \"%s\"", cases[c].want1);
         CHECK(!cases[c].want2 || strstr(line, cases[c].want2), "the message lacks \"%s\"", cases[c].want2);
-        CHECK(!exists(out), "%s was created although the data failed to load", out);
+        CHECK(!sv_test_exists(out), "%s was created although the data failed to load", out);
         CHECK(!strstr(r.out, "Epoch 1/"), "training started");
         print_message("      %-10s exit %d: %s\n", cases[c].tag, r.status, line);
         report(cases[c].tag, &r);
@@ -571,14 +512,9 @@ static void test_config_errors_through_cli(void **state) {
     snprintf(empty, sizeof empty, "%s/empty.ini", g_tmp);
     snprintf(binary, sizeof binary, "%s/binary.ini", g_tmp);
     snprintf(missing, sizeof missing, "%s/missing.ini", g_tmp);
-    FILE *f = fopen(empty, "w");
-    assert_non_null(f);
-    fclose(f);
-    f = fopen(binary, "wb");
-    assert_non_null(f);
+    sv_test_write_text(empty, "");
     const unsigned char junk[] = {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0xff, 0xfe, '[', 0, ']'};
-    fwrite(junk, 1, sizeof junk, f);
-    fclose(f);
+    sv_test_write_file(binary, junk, sizeof junk);
     struct {
         char args[512];
         const char *want1, *want2;
@@ -617,7 +553,7 @@ static void test_config_errors_through_cli(void **state) {
         if (!line_with(r.out, cases[c].want1, line, sizeof line))
             problem("no line with \"%s\"", cases[c].want1);
         CHECK(!cases[c].want2 || strstr(line, cases[c].want2), "the message lacks \"%s\"", cases[c].want2);
-        CHECK(!exists(out), "%s was created", out);
+        CHECK(!sv_test_exists(out), "%s was created", out);
         print_message("      exit %d: %s\n", r.status, line);
         report(cases[c].args, &r);
         run_free(&r);
@@ -635,7 +571,7 @@ static void test_bad_timeout_env(void **state) {
     check_sane(&r);
     CHECK(r.status == 1, "exit status %d, expected 1 (bad input)", r.status);
     CHECK(strstr(r.out, "SHIFTVIT_COLLECTIVE_TIMEOUT = '5min'") != NULL, "the message does not name the variable and value");
-    CHECK(!exists(out), "%s was created", out);
+    CHECK(!sv_test_exists(out), "%s was created", out);
     report("SHIFTVIT_COLLECTIVE_TIMEOUT=5min", &r);
     run_free(&r);
 }
@@ -652,7 +588,7 @@ static void test_batch_smaller_than_world(void **state) {
     CHECK(r.status == 1, "exit status %d, expected 1", r.status);
     CHECK(strstr(r.out, "batch_size = 2 is smaller than the world size 3") != NULL,
           "no message naming the batch and the world size");
-    CHECK(!exists(out), "%s was created", out);
+    CHECK(!sv_test_exists(out), "%s was created", out);
     CHECK(!strstr(r.out, "Epoch 1/"), "training started");
     report("batch 2 on 3 ranks", &r);
     run_free(&r);
@@ -664,10 +600,7 @@ static void test_unwritable_out_dir(void **state) {
     (void)state;
     char file[300];
     snprintf(file, sizeof file, "%s/plain_file", g_tmp);
-    FILE *f = fopen(file, "w");
-    assert_non_null(f);
-    fputs("not a directory\n", f);
-    fclose(f);
+    sv_test_write_text(file, "not a directory\n");
     const char *subs[] = {"/run", "/a/b/c", ""};
     for (int i = 0; i < 3; i++) {
         char out[400], cmd[4096];
@@ -681,7 +614,7 @@ static void test_unwritable_out_dir(void **state) {
         CHECK(strstr(line, out) != NULL, "the message does not name %s", out);
         CHECK(strstr(line, "Not a directory") != NULL, "the message lacks the reason");
         CHECK(!strstr(r.out, "Epoch 1/"), "training started before the output directory was checked");
-        CHECK(file_size(file) == 16, "%s was changed", file);
+        CHECK(sv_test_file_size(file) == 16, "%s was changed", file);
         print_message("      exit %d: %s\n", r.status, line);
         report(out, &r);
         run_free(&r);
@@ -696,25 +629,17 @@ static void test_resume_bad_checkpoint(void **state) {
     snprintf(good, sizeof good, "%s/last.h5", g_ref);
     snprintf(trunc, sizeof trunc, "%s/truncated.h5", g_tmp);
     snprintf(text, sizeof text, "%s/text.h5", g_tmp);
-    long n = file_size(good);
+    long n = sv_test_file_size(good);
     assert_true(n > 0);
-    char *all = slurp(good);
-    FILE *f = fopen(trunc, "wb");
-    assert_non_null(f);
-    fwrite(all, 1, (size_t)n / 2, f);
-    fclose(f);
-    free(all);
-    f = fopen(text, "w");
-    assert_non_null(f);
-    fputs("[model]\nembed_dim = 24\n", f);
-    fclose(f);
+    sv_test_copy_file(good, trunc, n / 2);
+    sv_test_write_text(text, "[model]\nembed_dim = 24\n");
     /* A checkpoint of another architecture (embed_dim 36). */
     char cmd[4096], rest[2048];
     snprintf(wide_dir, sizeof wide_dir, "%s/run_wide", g_tmp);
     snprintf(cmd, sizeof cmd, "exec %s train -c " TINY " --set model.embed_dim=36 --set train.max_steps=1 --out %s",
              g_bin, wide_dir);
     run_result r = run(cmd, LIMIT_S);
-    if (r.status != 0) fail_msg("making the embed_dim 36 checkpoint failed: %s", tail(r.out, 1000));
+    if (r.status != 0) fail_msg("making the embed_dim 36 checkpoint failed: %s", sv_test_tail(r.out, 1000));
     run_free(&r);
     snprintf(wide, sizeof wide, "%s/last.h5", wide_dir);
 
@@ -786,7 +711,7 @@ static void nan_injection(int P, int at) {
     }
     char p[400];
     snprintf(p, sizeof p, "%s/last.h5", out);
-    if (exists(p)) check_finite_file(p);
+    if (sv_test_exists(p)) check_finite_file(p);
     print_message("      P = %d, NaN at step %d: exit %d after %.1f s, newest checkpoint %s: %s\n", P, at,
                   r.status, r.secs, newest, line);
     char what[64];
@@ -862,7 +787,7 @@ static void test_disk_full(void **state) {
     char ref_ckpt[320], ref_metrics[320];
     snprintf(ref_ckpt, sizeof ref_ckpt, "%s/last.h5", g_ref);
     snprintf(ref_metrics, sizeof ref_metrics, "%s/metrics.h5", g_ref);
-    long C = file_size(ref_ckpt), M = file_size(ref_metrics);
+    long C = sv_test_file_size(ref_ckpt), M = sv_test_file_size(ref_metrics);
     assert_true(C > 0 && M > 0);
     /* Epoch 1 leaves best.h5, epoch_0001.h5, last.h5, metrics.h5, two CSVs
      * and config.ini; epoch 2's first save needs a whole checkpoint more. */
@@ -893,12 +818,12 @@ static void test_disk_full(void **state) {
         problem("no message about a checkpoint that could not be written");
     CHECK(strstr(r.out, "No space left on device") != NULL,
           "no message says \"No space left on device\" (first checkpoint message: %s)", line);
-    CHECK(count_temp_files(out) == 0, "%d temporary files left in %s", count_temp_files(out), out);
+    CHECK(sv_test_count_temp_files(out) == 0, "%d temporary files left in %s", sv_test_count_temp_files(out), out);
     char p[500];
     const char *keep[] = {"last.h5", "epoch_0001.h5"};
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "%s/%s", out, keep[i]);
-        if (!exists(p)) {
+        if (!sv_test_exists(p)) {
             problem("%s is gone", p);
             continue;
         }
@@ -969,7 +894,7 @@ static void check_resume(const char *dir, int P, const char *resume_args) {
     else mpirun_cmd(cmd, sizeof cmd, P, NULL, rest);
     run_result r = run(cmd, LIMIT_S);
     check_sane(&r);
-    CHECK(r.status == 0, "the resume `%s` exited %d: %s", cmd, r.status, tail(r.out, 1500));
+    CHECK(r.status == 0, "the resume `%s` exited %d: %s", cmd, r.status, sv_test_tail(r.out, 1500));
     char want[640];
     snprintf(want, sizeof want, "Resumed from %s: ", ckpt);
     CHECK(strstr(r.out, want) != NULL, "the resume did not print \"%s\"", want);
@@ -993,14 +918,14 @@ static job start_and_find_rank1(const char *out, const char *ckpt, const char *e
     job j = start(cmd);
     if (!wait_for_file(&j, ckpt, LIMIT_S)) {
         run_result r = finish_job(&j, 1, cmd);
-        fail_msg("%s did not appear; output ends:\n%s", ckpt, tail(r.out, 2000));
+        fail_msg("%s did not appear; output ends:\n%s", ckpt, sv_test_tail(r.out, 2000));
     }
     *victim = find_rank(j.pid, 1);
     if (*victim <= 0) {
         kill(-j.pid, SIGKILL);
         run_result r = finish_job(&j, 1, cmd);
         fail_msg("rank 1 not found among the children of mpirun %d; output ends:\n%s", (int)j.pid,
-                 tail(r.out, 1000));
+                 sv_test_tail(r.out, 1000));
     }
     return j;
 }
@@ -1014,11 +939,11 @@ static void test_rank_killed(void **state) {
     snprintf(ckpt, sizeof ckpt, "%s/epoch_0002.h5", out);
     pid_t victim;
     job j = start_and_find_rank1(out, ckpt, NULL, &victim, cmd, sizeof cmd);
-    sleep_s(0.15); /* mid-epoch 3 */
-    double t_kill = now_s();
+    sv_test_sleep(0.15); /* mid-epoch 3 */
+    double t_kill = sv_test_now();
     kill(victim, SIGKILL);
     run_result r = finish_job(&j, (t_kill - j.t0) + KILL_LIMIT_S + 5, cmd);
-    double after = now_s() - t_kill;
+    double after = sv_test_now() - t_kill;
     check_sane(&r);
     CHECK(r.status != 0 && r.status != TIMED_OUT, "exit status %d, expected non-zero", r.status);
     CHECK(after <= KILL_LIMIT_S, "the job ended %.1f s after the kill (limit %.0f s)", after, KILL_LIMIT_S);
@@ -1041,10 +966,10 @@ static void test_rank_frozen(void **state) {
     snprintf(ckpt, sizeof ckpt, "%s/epoch_0001.h5", out);
     pid_t victim;
     job j = start_and_find_rank1(out, ckpt, "-x SHIFTVIT_COLLECTIVE_TIMEOUT=3", &victim, cmd, sizeof cmd);
-    double t_stop = now_s();
+    double t_stop = sv_test_now();
     kill(victim, SIGSTOP);
     run_result r = finish_job(&j, (t_stop - j.t0) + KILL_LIMIT_S + 5, cmd);
-    double after = now_s() - t_stop;
+    double after = sv_test_now() - t_stop;
     kill(victim, SIGKILL);
     check_sane(&r);
     CHECK(r.status == 5, "exit status %d, expected 5 (a collective timed out)", r.status);
@@ -1082,13 +1007,13 @@ static int signal_run(int P, int sig, const char *tag) {
     job j = start(cmd);
     if (!wait_for_file(&j, ckpt, LIMIT_S)) {
         run_result r = finish_job(&j, 1, cmd);
-        fail_msg("%s did not appear; output ends:\n%s", ckpt, tail(r.out, 2000));
+        fail_msg("%s did not appear; output ends:\n%s", ckpt, sv_test_tail(r.out, 2000));
     }
-    sleep_s(0.15);
-    double t_sig = now_s();
+    sv_test_sleep(0.15);
+    double t_sig = sv_test_now();
     kill(j.pid, sig);
     run_result r = finish_job(&j, (t_sig - j.t0) + 60, cmd);
-    double after = now_s() - t_sig;
+    double after = sv_test_now() - t_sig;
     check_sane(&r);
     char line[1024] = "";
     if (!line_with(r.out, "Resume with: ", line, sizeof line)) problem("no \"Resume with: \" line");
@@ -1164,36 +1089,18 @@ static void test_sigusr1_mpirun(void **state) {
 
 /* ------------------------------------------------------------ setup */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state) {
     (void)state;
-    const char *build = getenv("BUILD");
-    if (build && *build) snprintf(g_bin, sizeof g_bin, "%s/shiftvit", build);
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "test_robustness: %s is not built (run make first)\n", g_bin);
+    sv_test_bin(g_bin, sizeof g_bin);
+    if (sv_test_check_bin(g_bin) || sv_test_check_cifar(SV_TEST_CIFAR) || sv_test_check_commands("mpirun"))
         return -1;
-    }
-    if (access(SV_TEST_CIFAR "/data_batch_1.bin", R_OK) != 0 ||
-        access(SV_TEST_CIFAR "/test_batch.bin", R_OK) != 0) {
-        fprintf(stderr, "test_robustness: CIFAR-10 not found in %s\n", SV_TEST_CIFAR);
-        return -1;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "test_robustness: mpirun is not on PATH\n");
-        return -1;
-    }
     setenv("OMP_NUM_THREADS", "1", 1);
     setenv("BLIS_NUM_THREADS", "1", 1);
     setenv("SHIFTVIT_PROGRESS", "lines", 1);
     unsetenv("SHIFTVIT_INJECT_NAN_STEP");
     unsetenv("SHIFTVIT_CHECK_REPLICAS");
     unsetenv("CIFAR10_DIR");
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sv_test_robust_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (sv_test_mkdtemp(g_tmp, sizeof g_tmp, "sv_test_robust")) return -1;
     /* A sanitizer build (BUILD=build-sanitize): LeakSanitizer would report
      * the memory Open MPI's MPI_Init_thread, MPI_Finalize and progress
      * threads (libevent loops) never free and turn every exit status into 1.
@@ -1204,10 +1111,7 @@ static int setup(void **state) {
     if (!getenv("LSAN_OPTIONS")) {
         char supp[128], opt[256];
         snprintf(supp, sizeof supp, "%s/lsan.supp", g_tmp);
-        FILE *f = fopen(supp, "w");
-        if (!f) return -1;
-        fputs("leak:MPI_Init_thread\nleak:ompi_mpi_finalize\nleak:event_base_loop\n", f);
-        fclose(f);
+        sv_test_write_text(supp, "leak:MPI_Init_thread\nleak:ompi_mpi_finalize\nleak:event_base_loop\n");
         snprintf(opt, sizeof opt, "suppressions=%s:print_suppressions=0", supp);
         setenv("LSAN_OPTIONS", opt, 1);
         const char *a = getenv("ASAN_OPTIONS");
@@ -1215,17 +1119,13 @@ static int setup(void **state) {
         setenv("ASAN_OPTIONS", opt, 1);
     }
     if (!getenv("ASAN_OPTIONS")) setenv("ASAN_OPTIONS", "", 1);
-    snprintf(g_mpirun, sizeof g_mpirun,
-             "mpirun --oversubscribe %s--bind-to none -x OMP_NUM_THREADS -x BLIS_NUM_THREADS -x SHIFTVIT_PROGRESS "
-             "-x ASAN_OPTIONS -x LSAN_OPTIONS",
-             geteuid() == 0 ? "--allow-run-as-root " : "");
     /* A finished tiny run: checkpoint sizes, files to damage. */
     snprintf(g_ref, sizeof g_ref, "%s/run_ref", g_tmp);
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec %s train -c " TINY " --set train.epochs=1 --out %s", g_bin, g_ref);
     run_result r = run(cmd, LIMIT_S);
     int ok = r.status == 0;
-    if (!ok) fprintf(stderr, "test_robustness: `%s` failed (%d):\n%s\n", cmd, r.status, tail(r.out, 2000));
+    if (!ok) fprintf(stderr, "test_robustness: `%s` failed (%d):\n%s\n", cmd, r.status, sv_test_tail(r.out, 2000));
     run_free(&r);
     if (!ok) return -1;
     return 0;
@@ -1234,8 +1134,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     if (g_mnt[0]) umount2(g_mnt, MNT_DETACH);
-    if (g_tmp[0] && !getenv("SV_TEST_KEEP")) nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (g_tmp[0]) fprintf(stderr, "test_robustness: outputs kept in %s\n", g_tmp);
+    sv_test_clean_tmp(g_tmp);
     return 0;
 }
 

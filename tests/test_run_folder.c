@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -65,23 +64,6 @@ static char *shiftvit_ok(const char *what, const char *args) {
     char *out = shiftvit(&status, "%s", args);
     if (status != 0) fail_msg("%s: `shiftvit %s` exited %d:\n%s", what, args, status, out);
     return out;
-}
-
-static int exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
-static int count_lines(const char *path) {
-    char *s = sv_test_slurp(path, NULL);
-    int n = 0;
-    for (char *p = s; *p; p++) n += *p == '\n';
-    free(s);
-    return n;
-}
-
-static void must_contain(const char *out, const char *needle) {
-    if (!strstr(out, needle)) fail_msg("expected \"%s\" in:\n%s", needle, out);
 }
 
 /* /state attribute `name` of a checkpoint, as a 64-bit integer. */
@@ -133,14 +115,14 @@ static void test_trajectory_change_refused(void **state) {
     int status;
     char *out = shiftvit(&status, "train -c " TINY " --resume %s --out %s --set train.batch_size=64", ckpt, a);
     assert_int_equal(status, 1);
-    must_contain(out, "train.batch_size is 32 in the run of");
-    must_contain(out, "but 64 here");
-    must_contain(out, "--resume-with-changes");
+    assert_contains(out, "train.batch_size is 32 in the run of");
+    assert_contains(out, "but 64 here");
+    assert_contains(out, "--resume-with-changes");
     free(out);
     out = shiftvit(&status, "train --resume %s --out %s --set train.seed=7", ckpt, a);
     assert_int_equal(status, 1);
-    must_contain(out, "train.seed is 42 in the run of");
-    must_contain(out, "but 7 here");
+    assert_contains(out, "train.seed is 42 in the run of");
+    assert_contains(out, "but 7 here");
     free(out);
 
     size_t n1, s1;
@@ -153,7 +135,7 @@ static void test_trajectory_change_refused(void **state) {
     snprintf(args, sizeof args, "train --resume %s --out %s --set train.log_every=2 --set output.keep_last=1", ckpt, a);
     out = shiftvit_ok("resume with log_every and keep_last", args);
     if (strstr(out, "changed keys")) fail_msg("harmless keys reported as changes:\n%s", out);
-    must_contain(out, "TEST loss=");
+    assert_contains(out, "TEST loss=");
     free(out);
 }
 
@@ -169,13 +151,13 @@ static void test_resume_with_changes_recorded(void **state) {
     snprintf(args, sizeof args, "train --resume %s --out %s --resume-with-changes --set train.seed=7 --set train.max_steps=5",
              ckpt, b);
     char *out = shiftvit_ok("resume with a new seed", args);
-    must_contain(out, "Continuing with changed keys from step 3:\n  train.seed 42 -> 7\n");
+    assert_contains(out, "Continuing with changed keys from step 3:\n  train.seed 42 -> 7\n");
     free(out);
     assert_int_equal(state_attr(ckpt, "step"), 5);
     assert_int_equal(state_attr(ckpt, "seed"), 7);
     char *cfg = h5_string(ckpt, "/config"), *changes = h5_string(ckpt, "/config_changes");
     assert_non_null(cfg);
-    must_contain(cfg, "\nseed = 7\n");
+    assert_contains(cfg, "\nseed = 7\n");
     assert_non_null(changes);
     assert_string_equal(changes, "step 3: train.seed 42 -> 7\n");
     free(cfg);
@@ -195,7 +177,7 @@ static void test_resume_with_changes_recorded(void **state) {
     int status;
     out = shiftvit(&status, "train -c " TINY " --resume-with-changes --out %s/nowhere", g_tmp);
     assert_int_equal(status, 1);
-    must_contain(out, "--resume-with-changes needs --resume");
+    assert_contains(out, "--resume-with-changes needs --resume");
     free(out);
 }
 
@@ -226,23 +208,23 @@ static void test_resume_into_other_folder(void **state) {
 
     snprintf(args, sizeof args, "train --resume %s/epoch_0001.h5 --out %s", a, bdir);
     char *out = shiftvit_ok("resume into another folder", args);
-    must_contain(out, "Continuing the run of");
-    must_contain(out, "best.h5 (epoch 1");
+    assert_contains(out, "Continuing the run of");
+    assert_contains(out, "best.h5 (epoch 1");
     free(out);
     snprintf(p, sizeof p, "%s/best.h5", bdir);
-    if (!exists(p)) fail_msg("%s is missing", p);
+    if (!sv_test_exists(p)) fail_msg("%s is missing", p);
     assert_int_equal(state_attr(p, "epoch"), 1);
     snprintf(p, sizeof p, "%s/metrics_epochs.csv", bdir);
-    assert_int_equal(count_lines(p), 4); /* header + epochs 1-3 */
+    assert_int_equal(sv_test_file_lines(p), 4); /* header + epochs 1-3 */
     char la[512], lb[512];
     nth_line(p, 1, lb, sizeof lb);
     snprintf(q, sizeof q, "%s/metrics_epochs.csv", a);
     nth_line(q, 1, la, sizeof la);
     assert_string_equal(lb, la);
     snprintf(p, sizeof p, "%s/metrics_steps.csv", bdir);
-    assert_int_equal(count_lines(p), 1 + 24);
+    assert_int_equal(sv_test_file_lines(p), 1 + 24);
     snprintf(p, sizeof p, "%s/metrics.h5", bdir);
-    assert_true(exists(p));
+    assert_true(sv_test_exists(p));
 }
 
 static void test_folder_holds_another_run(void **state) {
@@ -260,9 +242,9 @@ static void test_folder_holds_another_run(void **state) {
     int status;
     char *out = shiftvit(&status, "train -c " TINY " --set train.seed=7 --set train.epochs=1 --out %s", c);
     assert_int_equal(status, 1);
-    must_contain(out, "holds another run");
-    must_contain(out, "seed 42, 3 of 3 epochs done");
-    must_contain(out, "--overwrite");
+    assert_contains(out, "holds another run");
+    assert_contains(out, "seed 42, 3 of 3 epochs done");
+    assert_contains(out, "--overwrite");
     free(out);
     char *m1 = sv_test_slurp(p, &n1);
     assert_true(n0 == n1 && memcmp(m0, m1, n0) == 0);
@@ -271,15 +253,15 @@ static void test_folder_holds_another_run(void **state) {
 
     snprintf(args, sizeof args, "train -c " TINY " --set train.seed=7 --set train.epochs=1 --out %s --overwrite", c);
     out = shiftvit_ok("--overwrite", args);
-    must_contain(out, "--overwrite: removed the files of the earlier run");
+    assert_contains(out, "--overwrite: removed the files of the earlier run");
     free(out);
-    assert_int_equal(count_lines(p), 2);
+    assert_int_equal(sv_test_file_lines(p), 2);
     snprintf(p, sizeof p, "%s/epoch_0003.h5", c);
-    assert_false(exists(p));
+    assert_false(sv_test_exists(p));
     snprintf(p, sizeof p, "%s/last.h5", c);
     assert_int_equal(state_attr(p, "seed"), 7);
     snprintf(p, sizeof p, "%s/notes.txt", c);
-    assert_true(exists(p));
+    assert_true(sv_test_exists(p));
 }
 
 /* Two runs started at once into one folder: the second is refused while the
@@ -298,9 +280,9 @@ static void test_concurrent_run_refused(void **state) {
         "\"$SV_BIN\" train -c " TINY " --set train.seed=9 --out \"$SV_BUSY\" 2>&1; echo \"second exit $?\"; "
         "kill -USR1 $p; wait $p; echo \"first exit $?\"",
         &status);
-    must_contain(out, "is in use by another shiftvit run (process");
-    must_contain(out, "second exit 1");
-    must_contain(out, "first exit 0");
+    assert_contains(out, "is in use by another shiftvit run (process");
+    assert_contains(out, "second exit 1");
+    assert_contains(out, "first exit 0");
     free(out);
 }
 
@@ -316,17 +298,17 @@ static void test_rewind_in_place(void **state) {
     long long best_step = state_attr(p, "step");
     snprintf(args, sizeof args, "train --resume %s/epoch_0001.h5 --out %s --set train.max_steps=9", dir, dir);
     char *out = shiftvit_ok("resume from epoch 1", args);
-    must_contain(out, "Rewound: removed");
+    assert_contains(out, "Rewound: removed");
     free(out);
     snprintf(p, sizeof p, "%s/epoch_0002.h5", dir);
-    assert_false(exists(p));
+    assert_false(sv_test_exists(p));
     snprintf(p, sizeof p, "%s/epoch_0003.h5", dir);
-    assert_false(exists(p));
+    assert_false(sv_test_exists(p));
     snprintf(p, sizeof p, "%s/last.h5", dir);
     assert_int_equal(state_attr(p, "step"), 9);
     snprintf(p, sizeof p, "%s/best.h5", dir);
     if (best_step > 8) { /* the best was from an abandoned epoch: back to epoch 1's weights */
-        assert_true(exists(p));
+        assert_true(sv_test_exists(p));
         assert_int_equal(state_attr(p, "step"), 8);
     } else {
         assert_int_equal(state_attr(p, "step"), best_step);
@@ -342,10 +324,7 @@ static void test_nonfinite_checkpoint_refused(void **state) {
     free(shiftvit_ok("short run", args));
     snprintf(src, sizeof src, "%s/last.h5", dir);
     snprintf(bad, sizeof bad, "%s/inf.h5", g_tmp);
-    size_t len;
-    char *bytes = sv_test_slurp(src, &len);
-    sv_test_write_file(bad, bytes, len);
-    free(bytes);
+    sv_test_copy_file(src, bad, -1);
     hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
     assert_true(f >= 0);
     hid_t ds = H5Dopen2(f, "/model/classifier/bias", H5P_DEFAULT);
@@ -358,7 +337,7 @@ static void test_nonfinite_checkpoint_refused(void **state) {
     int status;
     char *out = shiftvit(&status, "train --resume %s --out %s/from_inf", bad, g_tmp);
     assert_int_equal(status, 1);
-    must_contain(out, "/model/classifier/bias holds a non-finite value (inf at element 3)");
+    assert_contains(out, "/model/classifier/bias holds a non-finite value (inf at element 3)");
     free(out);
 }
 
@@ -393,7 +372,7 @@ static void test_odd_names_in_output(void **state) {
              "shiftvit() { OMP_NUM_THREADS=1 timeout -k 5 120 \"$SV_BIN\" \"$@\"; }\n%s --set train.max_steps=1 2>&1\n", cmd);
     char path[128];
     snprintf(path, sizeof path, "%s/paste.sh", g_tmp);
-    sv_test_write_file(path, script, strlen(script));
+    sv_test_write_text(path, script);
     char run[256];
     snprintf(run, sizeof run, "bash %s", path);
     out = sv_test_capture(run, &status);
@@ -404,11 +383,7 @@ static void test_odd_names_in_output(void **state) {
 
     /* predict: a photo with an odd name, JSON checked by Python's strict parser. */
     assert_int_equal(mkdir(imgs, 0775), 0);
-    char *jpg = NULL;
-    size_t len;
-    jpg = sv_test_slurp(SV_TEST_SHARED "/data/inference_set/000_cat.jpg", &len);
-    sv_test_write_file(img, jpg, len);
-    free(jpg);
+    sv_test_copy_file(SV_TEST_SHARED "/data/inference_set/000_cat.jpg", img, -1);
     out = sv_test_capture(
         "OMP_NUM_THREADS=1 \"$SV_BIN\" predict --checkpoint \"$SV_ODD/last.h5\" --json \"$SV_IMG\" | "
         "python3 -c 'import json, os, sys\n"
@@ -422,13 +397,13 @@ static void test_odd_names_in_output(void **state) {
     out = sv_test_capture("OMP_NUM_THREADS=1 \"$SV_BIN\" predict --checkpoint \"$SV_ODD/last.h5\" \"$SV_IMG\" 2>&1", &status);
     assert_int_equal(status, 0);
     if (strstr(out, img)) fail_msg("predict printed the raw file name:\n%s", out);
-    must_contain(out, "$'\\n\\xfe'");
+    assert_contains(out, "$'\\n\\xfe'");
     free(out);
     /* An error naming such a file stays one line, its odd bytes as \xHH. */
     out = sv_test_capture("OMP_NUM_THREADS=1 \"$SV_BIN\" eval --checkpoint \"$SV_ODD/missing.h5\" 2>&1", &status);
     assert_int_not_equal(status, 0);
     if (strchr(out, '\n') != out + strlen(out) - 1) fail_msg("the error is not one line:\n%s", out);
-    must_contain(out, "\\x0a\\xff/missing.h5");
+    assert_contains(out, "\\x0a\\xff/missing.h5");
     free(out);
 }
 

@@ -12,7 +12,6 @@
  * Needs bash and python3 (both on every Debian machine this runs on). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shiftvit/text.h"
@@ -29,13 +28,7 @@ static char *bash_echo(const char *word, int *status) {
     close(fd);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "bash %s", tmpl);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char *out = calloc(1, 9000);
-    size_t n = fread(out, 1, 8999, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char *out = sv_test_capture(cmd, status);
     unlink(tmpl);
     return out;
 }
@@ -114,9 +107,9 @@ static void assert_json(const char *name) {
              "assert d[\"s\"] == raw.decode(\"utf-8\", errors=\"replace\"), (d, raw)\n"
              "sys.exit(3 if %d != (raw.decode(\"utf-8\", errors=\"replace\").encode() != raw) else 0)' %s",
              lossy, tmpl);
-    int st = system(cmd);
+    int st = sv_test_system(cmd);
     unlink(tmpl);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("JSON of name #%s# failed in Python (status %d)", name, st);
+    if (st != 0) fail_msg("JSON of name #%s# failed in Python (status %d)", name, st);
 }
 
 static void test_json_strings(void **state) {

@@ -24,8 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -86,12 +84,6 @@ static void read_epochs(const char *name, epochs_csv *e) {
     fclose(f);
 }
 
-static int count_lines_with(const char *out, const char *needle) {
-    int n = 0;
-    for (const char *p = out; (p = strstr(p, needle)); p++) n++;
-    return n;
-}
-
 static void test_val_every(void **state) {
     (void)state;
     char *out = train("every2", "--set train.epochs=5 --set train.val_every=2 --set train.patience=0");
@@ -105,8 +97,8 @@ static void test_val_every(void **state) {
                      validated ? "a value" : "nan");
         if (validated) assert_true(e.val_top1[i] >= 0 && e.val_top1[i] <= 1);
     }
-    assert_int_equal(count_lines_with(out, "val not run (train.val_every)"), 2); /* epochs 1, 3 */
-    assert_int_equal(count_lines_with(out, "| val loss "), 3);                  /* 2, 4, 5 */
+    assert_int_equal(sv_test_count(out, "val not run (train.val_every)"), 2); /* epochs 1, 3 */
+    assert_int_equal(sv_test_count(out, "| val loss "), 3);                  /* 2, 4, 5 */
     assert_non_null(strstr(out, "TEST loss="));
     char path[256];
     snprintf(path, sizeof path, "%s/every2/best.h5", g_tmp);
@@ -231,17 +223,14 @@ static void fill_dataset(const char *path, const char *name, float value) {
 /* `eval --split test` of a checkpoint: its TEST line's top1 and top5 as
  * printed (4 decimals) and the loss text. */
 static void eval_test(const char *ckpt, char *loss, double *top1, double *top5) {
-    char cmd[1024];
+    char cmd[1024], line[512];
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 60 %s eval --checkpoint %s --split test 2>&1", g_bin, ckpt);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char line[512];
-    int found = 0;
-    while (fgets(line, sizeof line, p))
-        if (sscanf(line, "TEST loss=%31s top1=%lf top5=%lf", loss, top1, top5) == 3) found = 1;
-    int st = pclose(p);
-    if (!found || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("%s: no TEST line or exit status %d", cmd, st);
+    int st;
+    char *out = sv_test_capture(cmd, &st);
+    int found = sv_test_line_starting(out, "TEST loss=", line, sizeof line) &&
+                sscanf(line, "TEST loss=%31s top1=%lf top5=%lf", loss, top1, top5) == 3;
+    free(out);
+    if (!found || st != 0) fail_msg("%s: no TEST line or exit status %d", cmd, st);
 }
 
 static void test_accuracy_ties_and_nan(void **state) {
@@ -288,11 +277,6 @@ static hssize_t h5_rows(const char *path, const char *dataset) {
     return n;
 }
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Opens path read-only as an HDF5 reader does (shared file lock), retrying
  * for up to 10 s while the writer holds its exclusive lock for a flush. */
 static hid_t open_reader(const char *path) {
@@ -303,7 +287,7 @@ static hid_t open_reader(const char *path) {
     hid_t f = -1;
     for (int i = 0; i < 1000 && f < 0; i++) {
         f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-        if (f < 0) sleep_ms(10);
+        if (f < 0) sv_test_sleep(0.01);
     }
     H5Eset_auto2(H5E_DEFAULT, func, data);
     if (f < 0) fail_msg("cannot open %s for reading within 10 s", path);
@@ -324,7 +308,7 @@ static void test_reader_does_not_cost_rows(void **state) {
     snprintf(h5, sizeof h5, "%s/locked/metrics.h5", g_tmp);
     int lines = 0; /* header + complete rows written so far */
     for (int i = 0; i < 2400 && lines < 2; i++) {
-        sleep_ms(25);
+        sv_test_sleep(0.025);
         FILE *c = fopen(csv, "r");
         if (!c) continue;
         int ch;
@@ -334,7 +318,7 @@ static void test_reader_does_not_cost_rows(void **state) {
     assert_true(lines >= 2);
     epochs_csv e;
     hid_t reader = open_reader(h5);
-    sleep_ms(3000);
+    sv_test_sleep(3);
     H5Fclose(reader);
     int status;
     char *out = sv_test_read_all(p, &status);
