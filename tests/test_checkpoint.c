@@ -624,32 +624,32 @@ static void test_atomic_file(void **state) {
     path_in(dir, sizeof dir, "atomic");
     assert_int_equal(mkdir(dir, 0755), 0);
     snprintf(p, sizeof p, "%s/config.ini", dir);
-    write_text(p, "old\n");
+    sv_test_write_text(p, "old\n");
 
     /* Commit replaces the file; until then readers see the old one. */
     sv_atomic_file a;
     if (sv_atomic_begin(&a, p, why) != 0) fail_msg("begin: %s", why);
     assert_non_null(strstr(a.tmp, dir));
     fprintf(a.f, "new %d\n", 42);
-    assert_int_equal(count_temp_files(dir), 1);
-    char *s = read_all(p);
+    assert_int_equal(sv_test_count_temp_files(dir), 1);
+    char *s = sv_test_slurp(p, NULL);
     assert_string_equal(s, "old\n");
     free(s);
     if (sv_atomic_commit(&a, why) != 0) fail_msg("commit: %s", why);
-    s = read_all(p);
+    s = sv_test_slurp(p, NULL);
     assert_string_equal(s, "new 42\n");
     free(s);
-    assert_int_equal(count_temp_files(dir), 0);
+    assert_int_equal(sv_test_count_temp_files(dir), 0);
 
     /* Abort: the old file stays, the temporary file goes. */
     if (sv_atomic_begin(&a, p, why) != 0) fail_msg("begin: %s", why);
     fputs("half", a.f);
     sv_atomic_abort(&a);
     sv_atomic_abort(&a); /* a second abort does nothing */
-    s = read_all(p);
+    s = sv_test_slurp(p, NULL);
     assert_string_equal(s, "new 42\n");
     free(s);
-    assert_int_equal(count_temp_files(dir), 0);
+    assert_int_equal(sv_test_count_temp_files(dir), 0);
 
     /* A write failure (file size limit, like a full disk) fails the commit
      * with the file and the reason named; the old file stays whole. */
@@ -673,10 +673,10 @@ static void test_atomic_file(void **state) {
     waitpid(pid, &status, 0);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    s = read_all(p);
+    s = sv_test_slurp(p, NULL);
     assert_string_equal(s, "new 42\n");
     free(s);
-    assert_int_equal(count_temp_files(dir), 0);
+    assert_int_equal(sv_test_count_temp_files(dir), 0);
 
     /* A folder that does not exist: nothing created, the path named. */
     char q[700];
@@ -688,7 +688,7 @@ static void test_atomic_file(void **state) {
     snprintf(q, sizeof q, "%s/", dir);
     assert_int_equal(sv_atomic_begin(&a, q, why), -1);
     assert_non_null(strstr(why, "names a directory"));
-    assert_int_equal(count_temp_files(dir), 0);
+    assert_int_equal(sv_test_count_temp_files(dir), 0);
 }
 
 /* ------------------------------------------------------------ main */
