@@ -9,7 +9,7 @@ TRIPLET := $(shell gcc -print-multiarch)
 # another installation.
 BLIS_INC ?= /usr/include/$(TRIPLET)/blis-openmp
 BLIS_LIB ?= /usr/lib/$(TRIPLET)/blis-openmp
-PKGS    := hdf5 inih stb
+PKGS    := hdf5 inih stb libpng libjpeg
 
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-sign-compare
 CFLAGS  ?= -O3 -march=$(ARCH)

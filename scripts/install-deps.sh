@@ -12,7 +12,8 @@ PKGS=(
   libhdf5-dev hdf5-tools                # checkpoints, metrics log, h5dump
   libcmocka-dev                         # C test framework
   libinih-dev                           # INI config parser
-  libstb-dev                            # stb_image / stb_image_write (predict, grid)
+  libjpeg62-turbo-dev libpng-dev        # predict's photo decoding
+  libstb-dev                            # stb_image_write, stb_easy_font (predict's grid)
   clang                                 # libFuzzer targets (make fuzz)
   valgrind                              # tests/valgrind.sh
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib

@@ -2,7 +2,8 @@
  * or $BUILD/shiftvit) on a checkpoint of a freshly initialised tiny model:
  * the 12 photos of ../shared/data/inference_set, awkward but valid images
  * (grayscale JPEG, PNG with alpha, 16-bit PNG), bad files (text named .jpg,
- * truncated JPEG, PNG header claiming 100000x100000, missing file), the grid,
+ * truncated JPEG and PNG copies of a photo, PNG header claiming 100000x100000,
+ * missing file), the grid,
  * and the probabilities against the library's own forward pass. The odd image
  * files are made with /usr/bin/python3 + PIL (Debian python3-pil, a dependency
  * of python3-matplotlib); those tests are skipped without it. Run from the
@@ -14,7 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
 #include "test_util.h"
@@ -23,6 +23,7 @@
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
 #include "shiftvit/data.h"
+#include "shiftvit/image.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
 
@@ -122,6 +123,10 @@ static const char *make_images_py =
     "open(os.path.join(d, 'x.jpg'), 'w').write('this is a text file, not a JPEG\\n' * 10)\n"
     "data = open(sys.argv[2], 'rb').read()\n"
     "open(os.path.join(d, 'truncated.jpg'), 'wb').write(data[:len(data) // 2])\n"
+    "src.save(os.path.join(d, 'whole.png'))\n"
+    "p = open(os.path.join(d, 'whole.png'), 'rb').read()\n"
+    "os.remove(os.path.join(d, 'whole.png'))\n"
+    "open(os.path.join(d, 'truncated.png'), 'wb').write(p[:len(p) // 2])\n"
     "open(os.path.join(d, 'good.jpg'), 'wb').write(data)\n"
     "i = data.find(b'\\xff\\xc0')\n"
     "big = data[:i + 5] + struct.pack('>HH', 60000, 60000) + data[i + 9:]\n"
@@ -175,8 +180,11 @@ static void test_inference_set(void **state) {
     assert_int_equal(sv_test_count(r.out, "  3. "), 0);
     assert_int_equal(sv_test_count(r.out, "probabilities: airplane"), 12);
     assert_non_null(strstr(r.out, "%"));
-    int w = 0, h = 0, c = 0;
-    if (!stbi_info(grid, &w, &h, &c)) fail_msg("grid %s is not a readable PNG", grid);
+    int w = 0, h = 0;
+    char why[512];
+    uint8_t *px = sv_image_decode(grid, &w, &h, why, sizeof why);
+    if (!px) fail_msg("grid %s is not a readable PNG: %s", grid, why);
+    sv_image_free(px);
     assert_int_equal(w, 3 * 144); /* 3 columns of 128-pixel images */
     assert_true(h > 3 * 128);
     run_free(&r);
@@ -230,12 +238,13 @@ static void test_odd_and_bad_files(void **state) {
         const char *file, *reason;
     } bad[] = {
         {"x.jpg", "not a JPEG or PNG image"},
-        {"truncated.jpg", "truncated or corrupt"},
+        {"truncated.jpg", "truncated or corrupt JPEG"},
+        {"truncated.png", "truncated or corrupt PNG"},
         {"huge.png", "declares 100000x100000 pixels"},
         {"huge.jpg", "declares 60000x60000 pixels"},
         {"empty.png", "empty file"},
     };
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (int)(sizeof bad / sizeof *bad); i++) {
         snprintf(p, sizeof p, "%s/%s: ", dir, bad[i].file);
         const char *line = strstr(r.err, p);
         if (!line) fail_msg("no error line for %s in:\n%s", bad[i].file, r.err);

@@ -11,11 +11,13 @@
 #define SV_IMAGE_MAX_SIDE 16384
 #define SV_IMAGE_MAX_PIXELS (64L * 1024 * 1024)
 
-/* Decodes the JPEG or PNG file at `path` to RGB uint8 (*h x *w x 3) after
- * checking its declared size and the structures stb_image mishandles
- * (oversized JPEG Huffman tables, fill bytes before SOI, bad PNG chunks).
- * Returns the pixels (free with sv_image_free) or NULL with a one-line,
- * user-facing reason in why (never empty). */
+/* Decodes the JPEG (libjpeg-turbo) or PNG (libpng) file at `path`, told by
+ * its first bytes, to RGB uint8 (*h x *w x 3) as PIL's convert("RGB") does:
+ * gray replicated, alpha dropped (not composited), 16-bit to the high byte,
+ * CMYK converted. The declared size is checked before any pixel is
+ * allocated; truncated files are refused. Returns the pixels (free with
+ * sv_image_free) or NULL with a one-line, user-facing reason in why (never
+ * empty). */
 uint8_t *sv_image_decode(const char *path, int *w, int *h, char *why, size_t whylen);
 void sv_image_free(uint8_t *px);
 

@@ -2,24 +2,25 @@
  * called as sv_cmd_predict calls it: sv_image_decode(path), the 32x32 resize
  * (nearest, bilinear, area), the grid thumbnail (area) and the evaluation
  * transform. The input is written to a file because sv_image_decode takes a
- * path. stb_image's implementation is compiled in here (the same Debian
- * header libstb.so is built from) so that the fuzzer sees its branches and
- * the sanitizers its memory accesses; src/image.c links against it. Invariant besides the
- * sanitizers: a refused image always has a reason, a decoded one a size
- * within the limits. Built and run by tests/fuzz/run.sh.
+ * path. The decoders are Debian's libpng and libjpeg-turbo, linked as they
+ * are: not instrumented, so the fuzzer sees the branches of src/image.c only
+ * and the sanitizers check the libraries' memory accesses only where they go
+ * through intercepted calls (memcpy, malloc...) - the libraries are fuzzed
+ * upstream (OSS-Fuzz). run.sh defines FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION,
+ * which makes libpng ignore chunk CRCs (mutated inputs rarely fix them).
+ * Invariant besides the sanitizers: a refused image always has a reason, a
+ * decoded one a size within the limits. Built and run by tests/fuzz/run.sh.
  *
- * Regression inputs (corpus/fuzz_image/regress_*), found by this target:
- *   regress_dht_*.jpg  a DHT segment declaring more than 256 codes makes
- *                      stb_image 2.27 write past its Huffman tables (memory
- *                      corruption); _after_ff_fill has 0xFF fill bytes before
- *                      SOI, which stb_image accepts as a JPEG too;
+ * Regression inputs (corpus/fuzz_image/regress_*), found by this target
+ * when src/image.c decoded with Debian's stb_image 2.27, kept for the new
+ * decoders (all refused, without a sanitizer report):
+ *   regress_dht_*.jpg  a DHT segment declaring more than 256 codes made
+ *                      stb_image write past its Huffman tables; _after_ff_fill
+ *                      has 0xFF fill bytes before SOI;
+ *   regress_undefined_ac_table.jpg  a scan using a Huffman table never defined;
  *   regress_pnm_int_overflow.pgm  signed overflow in stb_image's PNM reader;
- *   regress_png_empty_first_idat.png  NULL + 0 in stb_image's PNG reader
- *                      (harmless; suppressed by run.sh's ubsan.supp).
- * The first two fail until sv_image_decode refuses such files itself. */
-#define STB_IMAGE_IMPLEMENTATION
-#include <stb/stb_image.h>
-
+ *   regress_png_*.png  a chunk length far beyond the file (stb_image
+ *                      allocated it), NULL + 0 in stb_image's PNG reader. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

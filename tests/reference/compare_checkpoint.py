@@ -17,7 +17,7 @@ predict` does):
 The chain (SPEC section 1 "Inference" and "Evaluation / inference transform"),
 computed in float64:
   1. decode with PIL to RGB uint8 (grayscale and palette expanded, alpha
-     dropped, 16-bit grayscale scaled down by >> 8, as stb_image does);
+     dropped, 16-bit grayscale scaled down by >> 8, as `predict` does);
   2. resize to 32x32 with nearest neighbour, TensorFlow 2 / PIL semantics
      (half-pixel centres): src = floor((dst + 0.5) * in / out), clamped to
      in - 1; this is `shiftvit predict`'s default (`--resize nearest`);
@@ -32,9 +32,9 @@ NEAREST and TF2's float32 (x + 0.5) * scale and prints one line ending in "ok"
 (then classifies the images, if any are given).
 
 Note: JPEG decoders are not bit-exact (the JPEG standard allows IDCT
-differences): PIL (libjpeg-turbo) and stb_image (what `predict` uses) differ by
-up to a few grey levels on some pixels of the same file. For a bitwise-equal
-input chain compare on lossless PNG files.
+differences). `predict` decodes with libjpeg-turbo, as Debian's PIL does, and
+gets the same pixels (results/image_decoding/README.md); under a PIL built on
+another JPEG library, compare on lossless PNG files.
 
 Run with Debian's /usr/bin/python3 (torch 1.13, numpy, h5py, PIL).
 """
@@ -110,7 +110,7 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------- images
 
 def decode_rgb(path):
-    """uint8 array [H, W, 3]. Conversions follow stb_image's req_comp = 3:
+    """uint8 array [H, W, 3]. Conversions as predict's (src/image.c):
     gray -> (g, g, g), alpha dropped (no compositing), 16-bit -> high byte."""
     with Image.open(path) as im:
         im.load()
