@@ -50,7 +50,7 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h) | $(BUILD)/obj
 
 # GCC turns the shift's 8-float channel-group copies into memmove calls,
 # whose call overhead made the shift 2% of a training step.
-$(BUILD)/obj/layers.o: CFLAGS += -fno-tree-loop-distribute-patterns
+$(BUILD)/obj/shift.o: CFLAGS += -fno-tree-loop-distribute-patterns
 
 $(BUILD)/libshiftvit.a: $(LIB_OBJ)
 	ar rcs $@ $^

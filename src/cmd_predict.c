@@ -22,6 +22,7 @@
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/grid.h"
 #include "shiftvit/image.h"
+#include "shiftvit/layers.h"
 #include "shiftvit/model.h"
 #include "shiftvit/text.h"
 
@@ -291,10 +292,8 @@ int sv_cmd_predict(int argc, char **argv) {
 
         sv_eval_image(x, small, cfg.resize_size, cfg.image_size);
         const float *logits = sv_model_forward(&m, x, 1, NULL);
-        double mx = logits[0], se = 0;
-        for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-        for (int k = 0; k < K; k++) se += (prob[k] = exp((double)logits[k] - mx));
-        for (int k = 0; k < K; k++) prob[k] /= se;
+        sv_log_softmax_row(prob, logits, K); /* log-probabilities, then their exp */
+        for (int k = 0; k < K; k++) prob[k] = exp(prob[k]);
         for (int k = 0; k < K; k++) order[k] = k;
         for (int a = 1; a < K; a++) { /* stable insertion sort, descending */
             int v = order[a], b = a;
