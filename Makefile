@@ -53,7 +53,7 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h src/*.h) | $(BUILD)/ob
 
 # GCC turns the shift's 8-float channel-group copies into memmove calls,
 # whose call overhead made the shift 2% of a training step.
-$(BUILD)/obj/layers.o: CFLAGS += -fno-tree-loop-distribute-patterns
+$(BUILD)/obj/shift.o: CFLAGS += -fno-tree-loop-distribute-patterns
 
 # Rebuilt from scratch so that the object of a removed source file goes too.
 $(BUILD)/libshiftvit.a: $(LIB_OBJ)

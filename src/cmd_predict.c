@@ -23,6 +23,7 @@
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/grid.h"
 #include "shiftvit/image.h"
+#include "shiftvit/layers.h"
 #include "shiftvit/model.h"
 #include "shiftvit/text.h"
 
@@ -144,12 +145,11 @@ static const char *class_name(int k, int K, char *buf, size_t n) {
     return buf;
 }
 
-/* Softmax of one row of logits, in double. */
+/* Softmax of one row of logits, in double: the exp of the log-softmax that
+ * the training and validation losses use (layers.h). */
 static void probabilities(const float *logits, int K, double *prob) {
-    double mx = logits[0], se = 0;
-    for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-    for (int k = 0; k < K; k++) se += (prob[k] = exp((double)logits[k] - mx));
-    for (int k = 0; k < K; k++) prob[k] /= se;
+    sv_log_softmax_row(prob, logits, K);
+    for (int k = 0; k < K; k++) prob[k] = exp(prob[k]);
 }
 
 /* order = classes by descending probability, ties in class order. */

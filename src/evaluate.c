@@ -1,7 +1,5 @@
 /* Evaluation of a split, sharded over the ranks (SPEC section 4: every image
  * counts once for any world size). */
-#include <math.h>
-
 #include "shiftvit/layers.h"
 #include "shiftvit/train.h"
 
@@ -22,11 +20,9 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
         const float *logits = sv_model_forward(m, x, n, NULL);
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * K;
-            float mx = l[0];
-            for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
-            double se = 0;
-            for (int k = 0; k < K; k++) se += exp((double)l[k] - mx);
-            sums[0] += mx + log(se) - l[labels[i]];
+            /* -log softmax(l)[label] by the training loss's log-softmax,
+             * summed in double (not rounded to float per image) */
+            sums[0] += sv_log_softmax_row(NULL, l, K) - l[labels[i]];
             sums[1] += sv_topk_correct(l, K, labels[i], 1);
             sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
         }

@@ -203,7 +203,7 @@ int sv_model_first_nonfinite(const sv_model *m, const float *buf, size_t *elem) 
 }
 
 /* The three products of a dense layer [T][in] x [in][out] (forward, input
- * gradient unless the layer has none, weight gradient), as layers.c runs them. */
+ * gradient unless the layer has none, weight gradient), as gemm.c runs them. */
 static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx) {
     sv_bf16_prepare(m->bf16, 0, 0, T, out, in, out);
     if (has_dx) sv_bf16_prepare(m->bf16, 0, 1, T, in, out, in);
@@ -259,9 +259,11 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     m->grads = fbuf(m->num_params, "gradients");
     alloc_acts(m, A);
     m->flops_forward = flops_per_image(m);
+    /* Scratch for the widest reduction (the last stage's fc1 bias gradient,
+     * mlp_ratio x C3 channels, or the classifier's bias), with margin. */
     int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
     if (m->num_classes > maxc) maxc = m->num_classes;
-    sv_layers_reserve(maxc);
+    m->scratch = sv_scratch_create(maxc);
     m->bf16 = cfg->precision == SV_BF16 ? sv_bf16_create(0) : NULL;
     if (m->bf16) prepare_products(m, max_batch);
     return 0;
@@ -290,6 +292,7 @@ void sv_model_free(sv_model *m) {
     sv_free(m->grads);
     free(m->tensors);
     sv_bf16_free(m->bf16);
+    sv_scratch_free(m->scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -397,18 +400,18 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
     int T = N * S * S;
     int use_mask = m->dropout > 0.f;
     int use_dp = B->drop_path_rate > 0.f;
-    sv_residual_dropout_backward(A->z, G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C, use_mask,
-                                 m->dropout, use_dp ? B->dp : NULL);
-    sv_dense_backward_mp(m->bf16, A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
+    sv_residual_dropout_backward(m->scratch, A->z, G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C,
+                                 use_mask, m->dropout, use_dp ? B->dp : NULL);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
     notify(m, ready, ctx, B->p.fc2_w);
-    sv_gelu_dropout_backward(A->dh, G(m, B->p.fc1_b), A->dh, B->h, T, H);
-    sv_dense_backward_mp(m->bf16, A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
+    sv_gelu_dropout_backward(m->scratch, A->dh, G(m, B->p.fc1_b), A->dh, B->h, T, H);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of
      * xs; LayerNorm's input gradient adds to it before the shift's adjoint. */
-    sv_layernorm_shift_backward(dx, G(m, B->p.ln_g), G(m, B->p.ln_b), dy, A->dln, B->xs,
-                                B->mean, B->rstd, P(m, B->p.ln_g), N, S, S, C, m->num_div,
-                                m->shift_pixel);
+    sv_layernorm_shift_backward(m->scratch, dx, G(m, B->p.ln_g), G(m, B->p.ln_b), dy, A->dln,
+                                B->xs, B->mean, B->rstd, P(m, B->p.ln_g), N, S, S, C,
+                                m->num_div, m->shift_pixel);
     notify(m, ready, ctx, B->p.ln_g);
 }
 
@@ -417,10 +420,10 @@ static void merge_backward(sv_model *m, int s, const float *x, float *dy, float 
     struct sv_model_acts *A = m->acts;
     merge_acts *M = &A->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_dense_backward_mp(m->bf16, A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
     notify(m, ready, ctx, M->p.red_w);
-    sv_layernorm_window_backward(dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dcols, x, M->mean,
-                                 M->rstd, P(m, M->p.ln_g), N, S, S, C, 2);
+    sv_layernorm_window_backward(m->scratch, dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dcols, x,
+                                 M->mean, M->rstd, P(m, M->p.ln_g), N, S, S, C, 2);
     notify(m, ready, ctx, M->p.ln_g);
 }
 
@@ -430,8 +433,8 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
     SV_CHECK(A->last_training);
     int N = A->last_n;
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
-    sv_dense_backward_mp(m->bf16, A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits, A->pooled,
-                      P(m, A->head_w), N, C3, m->num_classes);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits,
+                         A->pooled, P(m, A->head_w), N, C3, m->num_classes);
     notify(m, ready, ready_ctx, A->head_w);
     float *dy = A->dx0, *dx = A->dx1, *tmp;
     sv_avgpool_backward(dy, A->dpooled, N, S3 * S3, C3);
@@ -448,8 +451,8 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
         }
     }
     int p = m->patch_size, S0 = m->sides[0];
-    sv_dense_backward_mp(m->bf16, NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols, P(m, A->patch_w),
-                      N * S0 * S0, p * p * 3, m->channels[0]);
+    sv_dense_backward_mp(m->bf16, m->scratch, NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols,
+                         P(m, A->patch_w), N * S0 * S0, p * p * 3, m->channels[0]);
     notify(m, ready, ready_ctx, A->patch_w);
 }
 

@@ -143,12 +143,12 @@ static void test_dense_layer(void **state) {
     fill(w, (size_t)in * out, 12, 0.3f);
     fill(b, (size_t)out, 13, 0.1f);
     fill(dy, (size_t)T * out, 14, 0.01f);
-    sv_layers_reserve(256);
+    sv_scratch *ws = sv_scratch_create(256);
     sv_bf16 *bf = sv_bf16_create(0);
     sv_dense_forward(y32, x, w, b, T, in, out);
     sv_dense_forward_mp(bf, y16, x, w, b, T, in, out);
-    sv_dense_backward(dx32, dw32, db32, dy, x, w, T, in, out);
-    sv_dense_backward_mp(bf, dx16, dw16, db16, dy, x, w, T, in, out);
+    sv_dense_backward(ws, dx32, dw32, db32, dy, x, w, T, in, out);
+    sv_dense_backward_mp(bf, ws, dx16, dw16, db16, dy, x, w, T, in, out);
     double bound = 0x1p-7 + 0x1p-16 + 512 * U32;
     for (int t = 0; t < T; t++)
         for (int o = 0; o < out; o++) {
@@ -172,6 +172,7 @@ static void test_dense_layer(void **state) {
     /* the bias gradient does not go through a product: bitwise fp32 */
     assert_memory_equal(db16, db32, (size_t)out * 4);
     sv_bf16_free(bf);
+    sv_scratch_free(ws);
     sv_free(x); sv_free(w); sv_free(b); sv_free(dy); sv_free(y32); sv_free(y16); sv_free(dx32); sv_free(dx16);
     sv_free(dw32); sv_free(dw16); sv_free(db32); sv_free(db16);
 }

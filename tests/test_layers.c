@@ -1,4 +1,5 @@
-/* Verification of the layer kernels (src/layers.c) and of the model's
+/* Verification of the layer kernels (src/gemm.c, norms.c, activations.c,
+ * shift.c, loss.c, with the scratch of scratch.c) and of the model's
  * backward pass (src/model.c).
  *
  * 1. Gradient checks by central finite differences, using the float kernels
@@ -102,9 +103,19 @@ static void assert_arrays_close(const char *what, const float *a, const float *b
             fail_msg("%s[%zu] = %.9g, expected %.9g", what, i, (double)a[i], (double)b[i]);
 }
 
-static int setup_reserve(void **state) {
+/* The backward kernels' scratch, as a model owns one (for up to 512 channels). */
+static sv_scratch *g_ws;
+
+static int setup_scratch(void **state) {
     (void)state;
-    sv_layers_reserve(512);
+    g_ws = sv_scratch_create(512);
+    return 0;
+}
+
+static int teardown_scratch(void **state) {
+    (void)state;
+    sv_scratch_free(g_ws);
+    g_ws = NULL;
     return 0;
 }
 
@@ -137,7 +148,7 @@ static void test_dense_fd(void **state) {
     for (size_t i = 0; i < nw; i++) dw[i] = -1e3f;
     for (int i = 0; i < d.out; i++) db[i] = 7e2f;
     dense_loss(&d);
-    sv_dense_backward(dx, dw, db, d.R, d.x, d.w, d.T, d.in, d.out);
+    sv_dense_backward(g_ws, dx, dw, db, d.R, d.x, d.w, d.T, d.in, d.out);
     check_fd("dense dx", d.x, dx, nx, dense_loss, &d);
     check_fd("dense dw", d.w, dw, nw, dense_loss, &d);
     check_fd("dense db", d.b, db, d.out, dense_loss, &d);
@@ -157,7 +168,7 @@ static void test_dense_fd(void **state) {
         for (int o = 0; o < d.out; o++)
             assert_close(y2[t * d.out + o] + d.b[o], d.y[t * d.out + o], 1e-5, 1e-5);
     float *dw2 = falloc(nw);
-    sv_dense_backward(NULL, dw2, NULL, d.R, d.x, d.w, d.T, d.in, d.out);
+    sv_dense_backward(NULL, NULL, dw2, NULL, d.R, d.x, d.w, d.T, d.in, d.out);
     assert_arrays_close("dense dw (dx, db NULL)", dw2, dw, nw, 0, 0);
     sv_free(y2); sv_free(dw2);
     sv_free(d.x); sv_free(d.w); sv_free(d.b); sv_free(d.y); sv_free(d.R);
@@ -173,7 +184,7 @@ static void test_dense_bias_grad_many_rows(void **state) {
     fill_uniform(x, (size_t)T * in, 5, 1.f);
     fill_uniform(w, (size_t)in * out, 6, 1.f);
     fill_uniform(dy, (size_t)T * out, 7, 1.f);
-    sv_dense_backward(NULL, dw, db, dy, x, w, T, in, out);
+    sv_dense_backward(g_ws, NULL, dw, db, dy, x, w, T, in, out);
     for (int o = 0; o < out; o++) {
         double s = 0;
         for (int t = 0; t < T; t++) s += dy[(size_t)t * out + o];
@@ -218,7 +229,7 @@ static void test_layernorm_fd(void **state) {
     for (int c = 0; c < d.C; c++) dg[c] = db[c] = 1e3f; /* overwritten */
     ln_loss(&d);
     memset(dx, 0, n * sizeof(float)); /* dx accumulates */
-    sv_layernorm_backward(dx, dg, db, d.R, d.x, d.mean, d.rstd, d.g, d.T, d.C);
+    sv_layernorm_backward(g_ws, dx, dg, db, d.R, d.x, d.mean, d.rstd, d.g, d.T, d.C);
     check_fd("layernorm dx", d.x, dx, n, ln_loss, &d);
     check_fd("layernorm dgamma", d.g, dg, d.C, ln_loss, &d);
     check_fd("layernorm dbeta", d.b, db, d.C, ln_loss, &d);
@@ -228,7 +239,7 @@ static void test_layernorm_fd(void **state) {
     float *acc = falloc(n), *D = falloc(n);
     fill_uniform(D, n, 14, 5.f);
     memcpy(acc, D, n * sizeof(float));
-    sv_layernorm_backward(acc, dg, db, d.R, d.x, d.mean, d.rstd, d.g, d.T, d.C);
+    sv_layernorm_backward(g_ws, acc, dg, db, d.R, d.x, d.mean, d.rstd, d.g, d.T, d.C);
     for (size_t i = 0; i < n; i++) assert_close(acc[i] - D[i], dx[i], 1e-5, 2e-6);
     sv_free(acc); sv_free(D);
     sv_free(d.x); sv_free(d.g); sv_free(d.b); sv_free(d.y); sv_free(d.mean);
@@ -247,7 +258,7 @@ static void test_layernorm_param_grads_many_rows(void **state) {
     fill_uniform(dy, n, 16, 1.f);
     for (int c = 0; c < C; c++) g[c] = 1.f + 0.1f * c;
     sv_layernorm_forward(y, mean, rstd, x, g, b, T, C, 1e-5f);
-    sv_layernorm_backward(dx, dg, db, dy, x, mean, rstd, g, T, C);
+    sv_layernorm_backward(g_ws, dx, dg, db, dy, x, mean, rstd, g, T, C);
     for (int c = 0; c < C; c++) {
         double sg = 0, sb = 0;
         for (int t = 0; t < T; t++) {
@@ -337,7 +348,7 @@ static void test_gelu_grid(void **state) {
     memcpy(g, x, NG * sizeof(float));
     sv_gelu_dropout_forward(a, g, NULL, 1, 1, NG, NULL, 0.f, 1);
     sv_gelu_dropout_forward(a2, x, NULL, 1, 1, NG, NULL, 0.f, 0);
-    sv_gelu_dropout_backward(dh, NULL, one, g, 1, NG);
+    sv_gelu_dropout_backward(g_ws, dh, NULL, one, g, 1, NG);
     double worst = 0, worst_g = 0;
     for (int i = 0; i < NG; i++) {
         double xd = x[i], cdf = 0.5 * (1.0 + erf(xd / sqrt(2.0)));
@@ -400,7 +411,7 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     gd_loss(&d);
     int use_mask = keys && p > 0;
     float *dh = falloc(n), *db = falloc(d.H);
-    sv_gelu_dropout_backward(dh, db, d.R, d.hb, d.N * d.L, d.H);
+    sv_gelu_dropout_backward(g_ws, dh, db, d.R, d.hb, d.N * d.L, d.H);
     check_fd("gelu/dropout dh", d.h, dh, n, gd_loss, &d);
     check_fd("gelu/dropout dbias", d.b, db, d.H, gd_loss, &d);
     /* Forward values, the saved derivative, the inference path and the
@@ -426,7 +437,7 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     sv_free(a_inf); sv_free(h_copy);
     float *inplace = falloc(n);
     memcpy(inplace, d.R, n * sizeof(float));
-    sv_gelu_dropout_backward(inplace, NULL, inplace, d.hb, d.N * d.L, d.H);
+    sv_gelu_dropout_backward(NULL, inplace, NULL, inplace, d.hb, d.N * d.L, d.H);
     assert_arrays_close("gelu/dropout in-place backward", inplace, dh, n, 0, 0);
     sv_free(inplace); sv_free(dh); sv_free(db);
     sv_free(d.h); sv_free(d.hb); sv_free(d.b); sv_free(d.a); sv_free(d.R);
@@ -479,13 +490,13 @@ static void run_residual_fd(const uint64_t *keys, float p, const float *dp) {
     int use_mask = keys && p > 0;
     float *dz = falloc(n), *db = falloc(d.C);
     for (size_t i = 0; i < n; i++) dz[i] = 99.f;
-    sv_residual_dropout_backward(dz, db, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
+    sv_residual_dropout_backward(g_ws, dz, db, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
     check_fd("residual dz", d.z, dz, n, rd_loss, &d);
     check_fd("residual dbias", d.b, db, d.C, rd_loss, &d);
     check_fd("residual dx (identity)", d.x, d.R, n, rd_loss, &d);
     /* Without a bias gradient requested, dz is the same. */
     float *dz2 = falloc(n);
-    sv_residual_dropout_backward(dz2, NULL, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
+    sv_residual_dropout_backward(g_ws, dz2, NULL, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
     assert_arrays_close("residual dz without dbias", dz2, dz, n, 0, 0);
     sv_free(dz2);
     /* Forward values. */
@@ -774,10 +785,10 @@ static void test_shift_layernorm_fused(void **state) {
         assert_arrays_close("fused layernorm", y, y2, n, 1e-6, 1e-6);
         assert_arrays_close("fused mean", mean, mean2, T, 1e-6, 1e-6);
         assert_arrays_close("fused rstd", rstd, rstd2, T, 1e-6, 1e-6);
-        sv_layernorm_shift_backward(dx, dg, db, dres, dy, xs, mean, rstd, gamma, N, H, W, C, DIV,
-                                    pix);
+        sv_layernorm_shift_backward(g_ws, dx, dg, db, dres, dy, xs, mean, rstd, gamma, N, H, W, C,
+                                    DIV, pix);
         memcpy(acc, dres, n * sizeof(float));
-        sv_layernorm_backward(acc, dg2, db2, dy, xs2, mean2, rstd2, gamma, T, C);
+        sv_layernorm_backward(g_ws, acc, dg2, db2, dy, xs2, mean2, rstd2, gamma, T, C);
         sv_shift_backward(dx2, acc, N, H, W, C, DIV, pix);
         assert_arrays_close("fused backward dx", dx, dx2, n, 1e-5, 1e-6);
         assert_arrays_close("fused backward dgamma", dg, dg2, C, 1e-5, 1e-6);
@@ -815,10 +826,11 @@ static void test_layernorm_window_fused(void **state) {
         float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
         float *dln = falloc(n), *dx2 = falloc(n), *dg2 = falloc(C), *db2 = falloc(C);
         for (size_t i = 0; i < n; i++) dx[i] = NAN;
-        sv_layernorm_window_backward(dx, dg, db, dcols, x, mean, rstd, gamma, N, H, W, C, K);
+        sv_layernorm_window_backward(g_ws, dx, dg, db, dcols, x, mean, rstd, gamma, N, H, W, C,
+                                     K);
         sv_window_scatter(dln, dcols, N, H, W, C, K);
         memset(dx2, 0, n * sizeof(float));
-        sv_layernorm_backward(dx2, dg2, db2, dln, x, mean2, rstd2, gamma, (int)T, C);
+        sv_layernorm_backward(g_ws, dx2, dg2, db2, dln, x, mean2, rstd2, gamma, (int)T, C);
         assert_arrays_close("fused window backward dx", dx, dx2, n, 1e-5, 1e-6);
         assert_arrays_close("fused window backward dgamma", dg, dg2, C, 1e-5, 1e-6);
         assert_arrays_close("fused window backward dbeta", db, db2, C, 1e-5, 1e-6);
@@ -1044,6 +1056,34 @@ static void test_softmax_xent_hand(void **state) {
     float probs2[6];
     sv_softmax_xent_forward(NULL, probs2, logits, labels, 2, 3, 0.f);
     assert_memory_equal(probs2, probs, sizeof probs);
+}
+
+/* The one log-softmax (training loss, evaluation and predict): logits
+ * [1, 2, 3] and the same shifted by 1000 give lse - shift = log(e + e^2 +
+ * e^3) = 3.40760596444438013 (Python's math module) and log-probabilities
+ * l - lse; the training loss is exactly lse - l[label] rounded to float and
+ * its probabilities exactly exp(l - lse) rounded to float; NaN and +inf rows
+ * give a NaN lse. */
+static void test_log_softmax_row(void **state) {
+    (void)state;
+    const float logits[6] = {1, 2, 3, 1001, 1002, 1003};
+    const int labels[2] = {0, 2};
+    float probs[6], losses[2];
+    sv_softmax_xent_forward(losses, probs, logits, labels, 2, 3, 0.f);
+    for (int n = 0; n < 2; n++) {
+        const float *l = logits + 3 * n;
+        double logp[3];
+        double lse = sv_log_softmax_row(logp, l, 3);
+        assert_close(lse - 1000.0 * n, 3.40760596444438013, 1e-12, 0);
+        assert_true(sv_log_softmax_row(NULL, l, 3) == lse);
+        for (int k = 0; k < 3; k++) {
+            assert_true(logp[k] == (double)l[k] - lse);
+            assert_true(probs[3 * n + k] == (float)exp(logp[k]));
+        }
+        assert_true(losses[n] == (float)(lse - l[labels[n]]));
+    }
+    const float bad[2][3] = {{0.f, NAN, 1.f}, {0.f, INFINITY, 1.f}};
+    for (int r = 0; r < 2; r++) assert_true(isnan(sv_log_softmax_row(NULL, bad[r], 3)));
 }
 
 /* layers.h: Keras's definitions (issue 14): argmax with ties to the lowest
@@ -1358,8 +1398,8 @@ int main(void) {
         cmocka_unit_test(test_dropout_masks),
         cmocka_unit_test(test_shift_fd),
         cmocka_unit_test(test_shift_hand),
-        cmocka_unit_test_setup(test_shift_layernorm_fused, setup_reserve),
-        cmocka_unit_test_setup(test_layernorm_window_fused, setup_reserve),
+        cmocka_unit_test(test_shift_layernorm_fused),
+        cmocka_unit_test(test_layernorm_window_fused),
         cmocka_unit_test(test_window_fd),
         cmocka_unit_test(test_window_hand),
         cmocka_unit_test(test_avgpool_fd),
@@ -1367,11 +1407,12 @@ int main(void) {
         cmocka_unit_test(test_softmax_xent_smoothing_fd),
         cmocka_unit_test(test_softmax_xent_smoothing_hand),
         cmocka_unit_test(test_softmax_xent_hand),
+        cmocka_unit_test(test_log_softmax_row),
         cmocka_unit_test(test_topk_ties),
         cmocka_unit_test(test_model_fd),
         cmocka_unit_test(test_model_fd_dropout_drop_path),
         cmocka_unit_test(test_model_modes_and_ready),
         cmocka_unit_test(test_model_batch_consistency),
     };
-    return cmocka_run_group_tests(tests, setup_reserve, NULL);
+    return cmocka_run_group_tests(tests, setup_scratch, teardown_scratch);
 }

@@ -4,22 +4,48 @@
  * T = N*H*W tokens and C contiguous channels. Weights use Keras' layouts:
  * Dense kernel [in][out], Conv2D kernel [kh][kw][cin][cout] (flattened it is a
  * (kh*kw*cin) x cout matrix). GEMMs go through BLIS; element-wise kernels are
- * OpenMP loops. None of these functions allocates memory or fails: shapes are
+ * OpenMP loops. None of the kernels allocates memory or fails (the one
+ * allocation is sv_scratch_create, when the model is built): shapes are
  * checked by the caller (model.c) once, when the model is built.
  *
  * Unless noted, a backward function OVERWRITES its input gradient (dx) and its
  * parameter gradients (dw, db, dgamma, dbeta): every tensor is used exactly
- * once per step, so no gradient needs accumulation. */
+ * once per step, so no gradient needs accumulation. The backward functions
+ * that sum over rows (bias and LayerNorm parameter gradients) take the
+ * caller's scratch (sv_scratch, below).
+ *
+ * Sources, by kernel family: src/scratch.c (sv_scratch), src/gemm.c (GEMM,
+ * dense), src/norms.c (LayerNorm), src/activations.c (GELU, dropout, drop
+ * path, residual), src/shift.c (shift, windows, average pool, and the fused
+ * LayerNorm variants of the shift and the windows), src/loss.c
+ * (log-softmax, cross-entropy, top-k). */
 #ifndef SHIFTVIT_LAYERS_H
 #define SHIFTVIT_LAYERS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Reserves the per-thread scratch used by column reductions (bias and
- * LayerNorm parameter gradients) for up to max_channels channels. Call once at
- * start-up, outside parallel regions; the backward kernels never allocate. */
-void sv_layers_reserve(int max_channels);
+/* Workspace of the backward kernels that reduce over rows (bias and
+ * LayerNorm parameter gradients): each thread sums its share of the rows into
+ * its own slab of partial column sums, then the slabs are added in thread
+ * order, so the sums are deterministic for a fixed thread count; the fused
+ * LayerNorm + shift backward also keeps one row per thread in it. Owned by
+ * the caller: sv_model creates one with the model (model.h, m->scratch)
+ * and passes it to every backward kernel, so no kernel allocates and no
+ * state is global. A kernel called with more than max_channels channels, or
+ * with more OpenMP threads (omp_get_max_threads()) than at creation, aborts
+ * (SV_CHECK). Not shared by concurrent calls. */
+typedef struct sv_scratch sv_scratch;
+
+/* Floats a scratch holds for max_channels channels and `threads` threads:
+ * threads * 3 * max_channels (two partial sums and one row element per
+ * channel and thread). */
+size_t sv_scratch_floats(int max_channels, int threads);
+/* Allocates a scratch of sv_scratch_floats(max_channels,
+ * omp_get_max_threads()) floats, zeroed; exits with a message if memory is
+ * exhausted (as sv_alloc). Call outside parallel regions. */
+sv_scratch *sv_scratch_create(int max_channels);
+void sv_scratch_free(sv_scratch *ws); /* NULL is a no-op */
 
 /* y[M][N] = alpha * op(A) op(B) + beta * y, row-major, through BLIS's typed API.
  * op(A) is M x K (A stored K x M when ta), op(B) is K x N (B stored N x K when tb).
@@ -31,8 +57,9 @@ void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
 void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int T, int in, int out);
 /* dx[T][in] = dy w^T (skipped if dx is NULL); dw[in][out] = x^T dy;
- * db[out] = column sums of dy (skipped if db is NULL). */
-void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
+ * db[out] = column sums of dy (skipped if db is NULL). ws: scratch for at
+ * least `out` channels; only read for db, so it may be NULL when db is. */
+void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out);
 
 /* The same two layers with the matrix products in mixed precision when bf is
@@ -42,8 +69,9 @@ void sv_dense_backward(float *dx, float *dw, float *db, const float *dy,
 struct sv_bf16;
 void sv_dense_forward_mp(struct sv_bf16 *bf, float *y, const float *x, const float *w,
                          const float *b, int T, int in, int out);
-void sv_dense_backward_mp(struct sv_bf16 *bf, float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const float *w, int T, int in, int out);
+void sv_dense_backward_mp(struct sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
+                          const float *dy, const float *x, const float *w, int T, int in,
+                          int out);
 
 /* LayerNorm over the last axis (Ba, Kiros & Hinton 2016; Keras
  * LayerNormalization): y = (x - mean) * rstd * gamma + beta,
@@ -53,8 +81,9 @@ void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int T, int C,
                           float eps);
 /* dx[T][C] += LayerNorm input gradient (ACCUMULATES, for residual paths);
- * dgamma, dbeta [C] overwritten. x is the forward input. */
-void sv_layernorm_backward(float *dx, float *dgamma, float *dbeta,
+ * dgamma, dbeta [C] overwritten. x is the forward input. ws: scratch for at
+ * least C channels. */
+void sv_layernorm_backward(sv_scratch *ws, float *dx, float *dgamma, float *dbeta,
                            const float *dy, const float *x, const float *mean,
                            const float *rstd, const float *gamma, int T, int C);
 
@@ -78,8 +107,9 @@ void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L
 /* dh[T][H] = da * grad, with grad the h that sv_gelu_dropout_forward left
  * (save_grad != 0), T = N*L; overwrites dh, which may alias da.
  * dbias[H] = column sums of dh over the T rows (overwritten; skipped when
- * NULL) -- the fc1 bias gradient, fused here to save a sweep over dh. */
-void sv_gelu_dropout_backward(float *dh, float *dbias, const float *da,
+ * NULL) -- the fc1 bias gradient, fused here to save a sweep over dh.
+ * ws: scratch for at least H channels; may be NULL when dbias is. */
+void sv_gelu_dropout_backward(sv_scratch *ws, float *dh, float *dbias, const float *da,
                               const float *grad, int T, int H);
 
 /* Fused fc2 bias + dropout + drop path + residual (drop path: Huang et al.
@@ -94,8 +124,9 @@ void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
                                  const float *dp);
 /* dz = dout * dp[n] * mask / keep (overwrites dz), the gradient of z + bias;
  * dbias[C] = column sums of dz (overwritten; skipped when NULL). The x path
- * is identity. */
-void sv_residual_dropout_backward(float *dz, float *dbias, const float *dout,
+ * is identity. ws: scratch for at least C channels; may be NULL when dbias
+ * is. */
+void sv_residual_dropout_backward(sv_scratch *ws, float *dz, float *dbias, const float *dout,
                                   const uint8_t *mask, int N, int L, int C,
                                   int use_mask, float p, const float *dp);
 
@@ -125,8 +156,9 @@ void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
  * gradient of dy at xs), where dres is the gradient reaching xs through the
  * residual (the block output's gradient). dx: [N][H][W][C], OVERWRITTEN (the
  * border groups that the shift drops get 0); dgamma, dbeta [C] overwritten.
- * dres, dy and xs are read only. dx must not alias dres or dy. */
-void sv_layernorm_shift_backward(float *dx, float *dgamma, float *dbeta,
+ * dres, dy and xs are read only. dx must not alias dres or dy. ws: scratch
+ * for at least C channels. */
+void sv_layernorm_shift_backward(sv_scratch *ws, float *dx, float *dgamma, float *dbeta,
                                  const float *dres, const float *dy, const float *xs,
                                  const float *mean, const float *rstd,
                                  const float *gamma, int N, int H, int W, int C,
@@ -153,8 +185,8 @@ void sv_layernorm_window_forward(float *cols, float *mean, float *rstd, const fl
                                  int C, int k, float eps);
 /* Its backward: dx[N][H][W][C] = LayerNorm input gradient of the scattered
  * dcols (OVERWRITES dx: every input token lies in exactly one window);
- * dgamma, dbeta [C] overwritten. */
-void sv_layernorm_window_backward(float *dx, float *dgamma, float *dbeta,
+ * dgamma, dbeta [C] overwritten. ws: scratch for at least C channels. */
+void sv_layernorm_window_backward(sv_scratch *ws, float *dx, float *dgamma, float *dbeta,
                                   const float *dcols, const float *x, const float *mean,
                                   const float *rstd, const float *gamma, int N, int H,
                                   int W, int C, int k);
@@ -164,11 +196,25 @@ void sv_avgpool_forward(float *y, const float *x, int N, int HW, int C);
 /* dx[n][t][c] = dy[n][c] / HW (overwrites dx). */
 void sv_avgpool_backward(float *dx, const float *dy, int N, int HW, int C);
 
+/* The one log-softmax of the project (training loss, evaluation loss and
+ * predict's probabilities all come from it): for one row of K logits
+ * (K >= 1) returns lse = log sum_k exp(logits[k]) in nats, so that
+ * log softmax(logits)[k] = logits[k] - lse. Computed stably (the max shift
+ * of log-sum-exp; Goodfellow, Bengio & Courville, Deep Learning, 2016,
+ * section 4.1) as m + log(sum_k exp(logits[k] - m)), m the largest logit
+ * (float), the exponentials and their sum in double, in index order
+ * (bitwise the same for a given row everywhere). logp[K] (may be NULL)
+ * receives logits[k] - lse in double. A NaN or +infinite logit makes lse
+ * NaN, as do logits that are all -infinite (no error: e.g. predict prints
+ * null). */
+double sv_log_softmax_row(double *logp, const float *logits, int K);
+
 /* Softmax cross-entropy per sample, with optional label smoothing (Szegedy et
  * al. 2016; Keras CategoricalCrossentropy(label_smoothing)): the target is
  * t[k] = (1 - smoothing) [k == label] + smoothing / K. probs[N][K] =
- * softmax(logits[N][K]) (row-major); losses[n] = -sum_k t[k] log probs[n][k],
- * computed as logsumexp - sum_k t[k] logits[n][k] in double (nats). smoothing
+ * softmax(logits[N][K]) (row-major) = exp(logits - lse) with lse from
+ * sv_log_softmax_row; losses[n] = -sum_k t[k] log probs[n][k], computed as
+ * lse - sum_k t[k] logits[n][k] in double, rounded to float (nats). smoothing
  * in [0, 1); 0 is the plain loss, bitwise. losses may be NULL. */
 void sv_softmax_xent_forward(float *losses, float *probs, const float *logits,
                              const int *labels, int N, int K, float smoothing);

@@ -62,10 +62,14 @@ typedef struct sv_model {
     struct sv_model_acts *acts;
     struct sv_bf16 *bf16; /* train.precision = bf16: the matrix products' context
                            * (gemm_bf16.h); NULL for fp32 */
+    struct sv_scratch *scratch; /* the backward kernels' workspace (layers.h),
+                                 * created with the model for its widest tensor
+                                 * and the OpenMP threads of that moment */
 } sv_model;
 
-/* Builds the parameter table and allocates params, grads and activations for
- * batches of up to max_batch samples (all memory touched once, now). The
+/* Builds the parameter table and allocates params, grads, activations for
+ * batches of up to max_batch samples and the backward scratch (all memory
+ * touched once, now; forward and backward allocate nothing). The
  * config must have passed sv_config_validate. Returns 0, or -1 with a message
  * in err if memory cannot be had. Weights are zero until sv_model_init_weights.
  * With cfg->precision = bf16 every matrix product (forward and both backward

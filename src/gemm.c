@@ -1,0 +1,70 @@
+/* Matrix products and the dense layer (layers.h): sv_gemm through BLIS, the
+ * fp32 / bf16 product dispatch, dense forward and backward. */
+#include <blis.h>
+
+#include "layers_internal.h"
+#include "shiftvit/gemm_bf16.h"
+
+/* BLIS's own split of 2 threads over its loops left 7-9% of the GEMM time on
+ * the table on this model's shapes (T x C times C x 2C and the weight
+ * gradients, measured on 2 cores); splitting the micro-panel loop (jr) was
+ * the best or within noise of the best on every shape. With more threads the
+ * jr share is capped so that each thread still gets >= 4 micro-panels of N
+ * (NR = 12 in the skx sgemm kernel); the rest of the threads split the MC
+ * loop (ic). */
+static void gemm_ways(rntm_t *rntm, int N) {
+    int nt = omp_get_max_threads(), jr = 1;
+    for (int d = 1; d <= nt; d++)
+        if (nt % d == 0 && N >= 48 * d) jr = d;
+    bli_rntm_set_ways(1, 1, nt / jr, jr, 1, rntm);
+}
+
+void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    gemm_ways(&rntm, N);
+    bli_sgemm_ex(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N, K, &alpha,
+                 (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1, NULL, &rntm);
+}
+
+/* C = op(A) x op(B) (alpha 1, beta 0) in fp32 through BLIS, or with bf16
+ * operands when bf is not NULL. */
+static void product(sv_bf16 *bf, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                    const float *B, int ldb, float *C, int ldc) {
+    if (bf) sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    else sv_gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
+}
+
+void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
+                      int T, int in, int out) {
+    sv_dense_forward_mp(NULL, y, x, w, b, T, in, out);
+}
+
+void sv_dense_forward_mp(sv_bf16 *bf, float *y, const float *x, const float *w, const float *b,
+                         int T, int in, int out) {
+    /* beta = 0, bias added after: BLIS 0.9.0 with beta != 0 reads one float
+     * past a narrow C (e.g. the 64 x 10 logits; tests/valgrind.sh found it). */
+    product(bf, 0, 0, T, out, in, x, in, w, out, y, out);
+    if (b) {
+#pragma omp parallel for
+        for (long t = 0; t < T; t++) {
+            float *yr = y + t * out;
+#pragma omp simd
+            for (int o = 0; o < out; o++) yr[o] += b[o];
+        }
+    }
+}
+
+void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const float *dy,
+                       const float *x, const float *w, int T, int in, int out) {
+    sv_dense_backward_mp(NULL, ws, dx, dw, db, dy, x, w, T, in, out);
+}
+
+void sv_dense_backward_mp(sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
+                          const float *dy, const float *x, const float *w, int T, int in,
+                          int out) {
+    if (dx) product(bf, 0, 1, T, in, out, dy, out, w, out, dx, in);
+    product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
+    if (db) ly_column_sums(ws, db, dy, T, out);
+}
