@@ -688,17 +688,23 @@ static void test_long_lines(void **state) {
     assert_contains(e, "too long");
 }
 
+/* sv_config_describe_keys's text in a string (caller frees); *len its length. */
+static char *describe_keys(sv_keys_format format, size_t *len) {
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    assert_non_null(f);
+    sv_config_describe_keys(f, format);
+    fclose(f);
+    return text;
+}
+
 /* configs/README.md's key table is the key table of src/config_keys.c: a key
  * added, a default or a meaning changed in one place and not the other fails
  * here (regenerate with build/shiftvit info --keys --markdown). */
 static void test_readme_key_table_matches(void **state) {
     (void)state;
-    char *generated = NULL;
     size_t glen = 0;
-    FILE *f = open_memstream(&generated, &glen);
-    assert_non_null(f);
-    sv_config_describe_keys(f, SV_KEYS_MARKDOWN);
-    fclose(f);
+    char *generated = describe_keys(SV_KEYS_MARKDOWN, &glen);
     char *readme = sv_test_slurp("configs/README.md", NULL);
     const char *open_mark = strstr(readme, "tests/test_config.c fails when this copy differs");
     assert_non_null(open_mark);
@@ -725,12 +731,8 @@ static void test_readme_key_table_matches(void **state) {
  * every key to the default it shows, starting from zeros, gives the defaults. */
 static void test_key_summary_lists_every_key(void **state) {
     (void)state;
-    char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_non_null(f);
-    sv_config_describe_keys(f, SV_KEYS_SUMMARY);
-    fclose(f);
+    char *text = describe_keys(SV_KEYS_SUMMARY, &len);
     sv_config c, d;
     memset(&c, 0, sizeof c);
     sv_config_defaults(&d);
