@@ -20,6 +20,9 @@ int sv_atomic_begin(sv_atomic_file *a, const char *path, char *why) {
     size_t len = strlen(path);
     if (path[len - 1] == '/') return sv_fail(why, "%s names a directory, not a file", path);
     if (len >= sizeof a->path) return sv_fail(why, "path too long: %s", path);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) /* else found only by the rename, after the work */
+        return sv_fail(why, "%s is a directory, not a file", path);
     memcpy(a->path, path, len + 1);
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;

@@ -47,6 +47,8 @@ static int open_checked(reader *r) {
         return sv_fail(r->err, "cannot open checkpoint %s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode))
         return sv_fail(r->err, "checkpoint %s is a directory, not a file", path);
+    if (!S_ISREG(sb.st_mode)) /* a FIFO would block the open */
+        return sv_fail(r->err, "checkpoint %s is not a regular file (a device, FIFO or socket)", path);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return sv_fail(r->err, "cannot open checkpoint %s: %s", path, strerror(errno));
     close(fd);

@@ -2,33 +2,94 @@
  * values, --set lists, config loading and the placement report. */
 #include "shiftvit/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <omp.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "shiftvit/common.h"
 #include "shiftvit/platform.h"
+#include "shiftvit/text.h"
 
 void sv_cli_getopt_start(void) {
     optind = 1;
     opterr = 0;
 }
 
-int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, void (*usage)(FILE *)) {
+int sv_cli_next(int argc, char **argv, const char *shortopts, const struct option *longopts) {
+    int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+    /* "--out --overwrite": the value taken is the next option. Refused as a
+     * missing value (write --out=--x for a value that starts with '-'); a
+     * negative number is left to the value's own check. */
+    if (c != -1 && c != '?' && c != ':' && optarg && optarg == argv[optind - 1] && optarg[0] == '-' &&
+        (optarg[1] == '-' || isalpha((unsigned char)optarg[1]))) {
+        optind--;
+        optopt = c < 128 ? c : 0;
+        return ':';
+    }
+    return c;
+}
+
+/* The long options that start with name (without "--" and "=value"), "a, b". */
+static int prefix_matches(const struct option *longopts, const char *name, char *out, size_t n) {
+    size_t len = strcspn(name, "="), used = 0;
+    int count = 0;
+    out[0] = '\0';
+    for (const struct option *o = longopts; o->name; o++)
+        if (!strncmp(o->name, name, len) && used < n) {
+            used += (size_t)snprintf(out + used, n - used, "%s--%s", count ? ", " : "", o->name);
+            count++;
+        }
+    return count;
+}
+
+int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, const struct option *longopts) {
     if (cli->d->rank != 0) return 1;
     const char *arg = argv[optind - 1];
-    char shortopt[3] = {'-', (char)optopt, '\0'};
+    char shortopt[3] = {'-', (char)optopt, '\0'}, q[SV_QUOTED_LEN(256)], matches[512];
     /* A short option is named by optopt (it may sit in a cluster like -xc),
      * a long one by the argument itself. */
     const char *name = optopt > 0 && optopt < 128 && arg[1] != '-' ? shortopt : arg;
-    if (c == ':') fprintf(stderr, "shiftvit %s: option '%s' needs a value\n\n", cmd, name);
-    else if (strchr(name, '=')) fprintf(stderr, "shiftvit %s: option '%s' takes no value\n\n", cmd, name);
-    else fprintf(stderr, "shiftvit %s: unknown option '%s'\n\n", cmd, name);
-    usage(stderr);
+    char shown[256];
+    snprintf(shown, sizeof shown, "%s", name);
+    sv_shell_quote(shown, q, sizeof q);
+    const char *next = argv[optind];
+    if (c == ':' && next && next[0] == '-')
+        fprintf(stderr, "shiftvit %s: option %s needs a value (the next argument is the option %.64s; "
+                        "write %s=VALUE for a value that starts with '-')\n", cmd, q, next, name);
+    else if (c == ':') fprintf(stderr, "shiftvit %s: option %s needs a value\n", cmd, q);
+    else if (name[0] == '-' && name[1] == '-' && prefix_matches(longopts, name + 2, matches, sizeof matches) > 1)
+        fprintf(stderr, "shiftvit %s: option %s is ambiguous: %s\n", cmd, q, matches);
+    else if (strchr(name, '=')) fprintf(stderr, "shiftvit %s: option %s takes no value\n", cmd, q);
+    else fprintf(stderr, "shiftvit %s: unknown option %s\n", cmd, q);
+    fprintf(stderr, "(shiftvit %s --help lists the options)\n", cmd);
     return 1;
+}
+
+int sv_cli_extra_argument(const sv_cli *cli, const char *cmd, const char *arg) {
+    if (cli->d->rank == 0) {
+        char q[SV_QUOTED_LEN(256)], shown[256];
+        snprintf(shown, sizeof shown, "%s", arg);
+        fprintf(stderr, "shiftvit %s: unexpected argument %s (shiftvit %s --help lists the options)\n", cmd,
+                sv_shell_quote(shown, q, sizeof q), cmd);
+    }
+    return 1;
+}
+
+int sv_cli_path(const sv_cli *cli, const char *cmd, const char *opt, const char *path) {
+    if (!path) return 0;
+    size_t n = strlen(path);
+    if (n > 0 && n < SV_PATH_LEN) return 0;
+    if (cli->d->rank == 0) {
+        if (n == 0) fprintf(stderr, "shiftvit %s: %s '': an empty path\n", cmd, opt);
+        else fprintf(stderr, "shiftvit %s: %s is %zu bytes long, at most %d: a shorter path, please (a symbolic link helps)\n",
+                     cmd, opt, n, SV_PATH_LEN - 1);
+    }
+    return -1;
 }
 
 int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out) {
@@ -39,7 +100,12 @@ int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *
         *out = v;
         return 0;
     }
-    if (cli->d->rank == 0) fprintf(stderr, "shiftvit %s: %s '%s' must be an integer from %ld to %ld\n", cmd, opt, arg, lo, hi);
+    if (cli->d->rank == 0) {
+        char q[SV_QUOTED_LEN(256)], shown[256];
+        snprintf(shown, sizeof shown, "%s", arg);
+        fprintf(stderr, "shiftvit %s: %s %s must be an integer from %ld to %ld\n", cmd, opt,
+                sv_shell_quote(shown, q, sizeof q), lo, hi);
+    }
     return -1;
 }
 
@@ -47,12 +113,14 @@ int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const cha
                   int *index) {
     int n = 0;
     for (; names[n]; n++)
-        if (!strcmp(arg, names[n])) {
+        if (!strcasecmp(arg, names[n])) { /* as config values: BF16 = bf16 */
             *index = n;
             return 0;
         }
     if (cli->d->rank != 0) return -1;
-    fprintf(stderr, "shiftvit %s: %s '%s' must be ", cmd, opt, arg);
+    char q[SV_QUOTED_LEN(256)], shown[256];
+    snprintf(shown, sizeof shown, "%s", arg);
+    fprintf(stderr, "shiftvit %s: %s %s must be ", cmd, opt, sv_shell_quote(shown, q, sizeof q));
     for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", names[i], i + 2 < n ? ", " : i + 1 < n ? " or " : "\n");
     return -1;
 }

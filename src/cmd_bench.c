@@ -39,7 +39,8 @@ static void bench_usage(FILE *f) {
             "                     KiB, MiB, GiB) instead of the model's gradient\n"
             "  --trace FILE       write the timeline of the timed steps (Chrome trace-event\n"
             "                     JSON, as train --trace)\n"
-            "  --json             print the results as one JSON object\n");
+            "  --json             print the results as one JSON object\n"
+            "  -h, --help         this text\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -181,7 +182,7 @@ static int bench_option(const sv_cli *cli, int c, char **argv, bench_opts *o) {
                              : "expected a size of at least 4 bytes such as 4096, 64K, 45M or 1G");
         return 1;
     }
-    default: return sv_cli_bad_option(cli, "bench", c, argv, bench_usage);
+    default: return sv_cli_bad_option(cli, "bench", c, argv, bench_options);
     }
 }
 
@@ -189,10 +190,11 @@ static int bench_option(const sv_cli *cli, int c, char **argv, bench_opts *o) {
 static int parse_bench_options(const sv_cli *cli, int argc, char **argv, bench_opts *o) {
     sv_cli_getopt_start();
     int c, rc = -1;
-    while (rc < 0 && (c = getopt_long(argc, argv, ":hc:", bench_options, NULL)) != -1) rc = bench_option(cli, c, argv, o);
+    while (rc < 0 && (c = sv_cli_next(argc, argv, ":hc:", bench_options)) != -1) rc = bench_option(cli, c, argv, o);
     if (rc >= 0) return rc;
-    const char *clash = optind < argc ? "unexpected argument (options only; see --help)"
-                        : o->trace && o->allreduce ? "--trace times the training or inference step, not --allreduce"
+    if (optind < argc) return sv_cli_extra_argument(cli, "bench", argv[optind]);
+    if (sv_cli_path(cli, "bench", "-c", o->config) || sv_cli_path(cli, "bench", "--trace", o->trace)) return 1;
+    const char *clash = o->trace && o->allreduce ? "--trace times the training or inference step, not --allreduce"
                         : o->bytes && !o->allreduce ? "--bytes applies to --allreduce only"
                                                     : NULL;
     if (clash) {
@@ -243,8 +245,10 @@ static void free_bench_batch(bench_batch *b) {
 static void run_steps(const bench_opts *o, const sv_config *cfg, sv_step *st, const bench_batch *b, double *tot,
                       double ph[4]) {
     sv_dist *d = st->d;
+    sv_trace *trace = st->trace;
     int warned = 0;
     for (long s = -o->warmup; s < o->steps; s++) {
+        st->trace = s >= 0 ? trace : NULL; /* the timed steps only */
         sv_dist_barrier(d);
         d->step = s + o->warmup + 1; /* 1, 2, ... as in training */
         double t0 = sv_now();
@@ -354,7 +358,7 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     sv_adamw opt;
     sv_optimizer_setup(d, &m, &opt, cfg, 4u << 20);
     sv_trace trace_buf, *trace = NULL;
-    if (o->trace && sv_trace_open(&trace_buf, d, (size_t)o->steps * (4 + 2 * (size_t)d->nbuckets), err) != 0) {
+    if (o->trace && sv_trace_open(&trace_buf, d, (size_t)o->steps * (128 + 4 * (size_t)d->nbuckets), err) != 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }

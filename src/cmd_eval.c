@@ -17,7 +17,8 @@
 
 static void eval_usage(FILE *f) {
     fprintf(f,
-            "usage: shiftvit eval --checkpoint CKPT [--split val|test] [--data-dir DIR] [--batch N]\n\n"
+            "usage: shiftvit eval --checkpoint CKPT [--split val|test] [--data-dir DIR] [--batch N]\n"
+            "                     [--precision fp32|bf16]\n\n"
             "Evaluates a checkpoint on a CIFAR-10 split with the evaluation transform and prints\n"
             "  TEST loss=... top1=... top5=...   (or VAL ... for --split val)\n"
             "The model and the split sizes come from the config stored in the checkpoint. Runs on\n"
@@ -134,7 +135,7 @@ static const char *const precision_names[] = {"fp32", "bf16", NULL};
 static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opts *o) {
     sv_cli_getopt_start();
     int c;
-    while ((c = getopt_long(argc, argv, ":h", eval_options, NULL)) != -1) {
+    while ((c = sv_cli_next(argc, argv, ":h", eval_options)) != -1) {
         switch (c) {
         case 'h':
             if (cli->d->rank == 0) eval_usage(stdout);
@@ -150,16 +151,16 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
         case OPT_BATCH:
             if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;
             break;
-        default: return sv_cli_bad_option(cli, "eval", c, argv, eval_usage);
+        default: return sv_cli_bad_option(cli, "eval", c, argv, eval_options);
         }
     }
-    const char *why = optind < argc ? "unexpected argument" : !o->ckpt ? "--checkpoint CKPT is required" : NULL;
-    if (why && cli->d->rank == 0) {
-        fprintf(stderr, "shiftvit eval: %s%s%s%s\n\n", why, optind < argc ? " '" : "", optind < argc ? argv[optind] : "",
-                optind < argc ? "'" : "");
-        eval_usage(stderr);
+    if (optind < argc) return sv_cli_extra_argument(cli, "eval", argv[optind]);
+    if (!o->ckpt) {
+        if (cli->d->rank == 0) fprintf(stderr, "shiftvit eval: --checkpoint CKPT is required (shiftvit eval --help lists the options)\n");
+        return 1;
     }
-    return why ? 1 : -1;
+    if (sv_cli_path(cli, "eval", "--checkpoint", o->ckpt) || sv_cli_path(cli, "eval", "--data-dir", o->data_dir)) return 1;
+    return -1;
 }
 
 int sv_cmd_eval(const sv_cli *cli, int argc, char **argv) {

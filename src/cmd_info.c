@@ -20,7 +20,9 @@ static void info_usage(FILE *f) {
             "parameter count, step and epoch, and best val top-1. With --keys: every config key\n"
             "with its default and meaning (--markdown: the table of configs/README.md).\n\n"
             "  -c, --config FILE  INI config\n"
-            "  --set S.K=V        override one config key (repeatable)\n"
+            "  --set S.K=V        override one config key (repeatable), with -c\n"
+            "  --keys             every config key, its default and meaning\n"
+            "  --markdown         with --keys: as the Markdown table of configs/README.md\n"
             "  -h, --help         this text\n");
 }
 
@@ -96,21 +98,23 @@ int sv_cmd_info(const sv_cli *cli, int argc, char **argv) {
     sv_cli_sets sets = {0};
     int keys = 0, markdown = 0, c, rc = -1;
     sv_cli_getopt_start();
-    while (rc < 0 && (c = getopt_long(argc, argv, ":hc:", info_options, NULL)) != -1) {
+    while (rc < 0 && (c = sv_cli_next(argc, argv, ":hc:", info_options)) != -1) {
         switch (c) {
         case 'h': rc = 0; if (cli->d->rank == 0) info_usage(stdout); break;
         case 'c': config = optarg; break;
         case OPT_SET: if (sv_cli_sets_add(&sets, optarg)) rc = 2; break;
         case OPT_KEYS: keys = 1; break;
         case OPT_MARKDOWN: markdown = 1; break;
-        default: rc = sv_cli_bad_option(cli, "info", c, argv, info_usage);
+        default: rc = sv_cli_bad_option(cli, "info", c, argv, info_options);
         }
     }
     const char *ckpt = optind < argc ? argv[optind] : NULL;
     const char *misuse = rc >= 0 ? NULL
                          : optind + 1 < argc ? "one checkpoint at a time"
-                         : keys + !!config + !!ckpt != 1 ? "give one of -c CONFIG, CHECKPOINT.h5 or --keys"
-                         : markdown && !keys ? "--markdown goes with --keys" : NULL;
+                         : keys + !!config + !!ckpt > 1 ? "-c CONFIG, CHECKPOINT.h5 and --keys exclude each other: give one"
+                         : keys + !!config + !!ckpt == 0 ? "give one of -c CONFIG, CHECKPOINT.h5 or --keys"
+                         : markdown && !keys ? "--markdown goes with --keys"
+                         : sets.n && !config ? "--set goes with -c CONFIG" : NULL;
     if (misuse && cli->d->rank == 0) {
         fprintf(stderr, "shiftvit info: %s\n\n", misuse);
         info_usage(stderr);

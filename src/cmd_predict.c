@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "shiftvit/atomic_file.h"
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
@@ -228,7 +229,7 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
     sv_cli_getopt_start();
     int c;
     long k;
-    while ((c = getopt_long(argc, argv, ":h", predict_options, NULL)) != -1) {
+    while ((c = sv_cli_next(argc, argv, ":h", predict_options)) != -1) {
         switch (c) {
         case 'h': predict_usage(stdout); return 0;
         case OPT_CHECKPOINT: o->ckpt = optarg; break;
@@ -244,7 +245,7 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
         case OPT_RESIZE:
             if (sv_cli_choice(cli, "predict", "--resize", optarg, resize_names, &o->resize)) return 1;
             break;
-        default: return sv_cli_bad_option(cli, "predict", c, argv, predict_usage);
+        default: return sv_cli_bad_option(cli, "predict", c, argv, predict_options);
         }
     }
     o->inputs = argv + optind;
@@ -370,6 +371,13 @@ static int write_grid(const predictor *P) {
 static int run_predict(const predict_opts *o) {
     sv_config cfg;
     sv_model m;
+    sv_atomic_file probe; /* --grid's folder is checked before the work, not after it */
+    char why[SV_ERR_LEN];
+    if (o->grid && sv_atomic_begin(&probe, o->grid, why) != 0) {
+        fprintf(stderr, "shiftvit predict: --grid: %s\n", why);
+        return 1;
+    }
+    if (o->grid) sv_atomic_abort(&probe);
     int rc = load_model(o, &cfg, &m);
     if (rc) return rc;
     strlist files = {0};

@@ -198,7 +198,7 @@ static int parse_train_options(const sv_cli *cli, int argc, char **argv, sv_trai
                                sv_cli_sets *sets, int *with_changes) {
     sv_cli_getopt_start();
     int c;
-    while ((c = getopt_long(argc, argv, ":hc:", train_options, NULL)) != -1) {
+    while ((c = sv_cli_next(argc, argv, ":hc:", train_options)) != -1) {
         switch (c) {
         case 'h':
             if (cli->d->rank == 0) train_usage(stdout);
@@ -213,13 +213,14 @@ static int parse_train_options(const sv_cli *cli, int argc, char **argv, sv_trai
         case OPT_RESUME: o->resume = optarg; break;
         case OPT_WITH_CHANGES: *with_changes = 1; break;
         case OPT_TRACE: o->trace = optarg; break;
-        default: return sv_cli_bad_option(cli, "train", c, argv, train_usage);
+        default: return sv_cli_bad_option(cli, "train", c, argv, train_options);
         }
     }
-    if (optind < argc) {
-        if (cli->d->rank == 0) fprintf(stderr, "shiftvit train: unexpected argument '%s' (options only; see --help)\n", argv[optind]);
-        return 1;
-    }
+    if (optind < argc) return sv_cli_extra_argument(cli, "train", argv[optind]);
+    const char *paths[][2] = {{"-c", *config}, {"--data-dir", o->data_dir}, {"--out", o->out_dir},
+                              {"--resume", o->resume}, {"--trace", o->trace}};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
+        if (sv_cli_path(cli, "train", paths[i][0], paths[i][1]) != 0) return 1;
     return -1;
 }
 

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -255,6 +256,10 @@ static int parse_text(sv_config *c, const char *text, size_t len, const char *or
 }
 
 int sv_config_load(sv_config *c, const char *path, char *err) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) /* a FIFO would block the read */
+        return sv_fail(err, "config file %s is %s, not a regular file", path,
+                       S_ISDIR(sb.st_mode) ? "a directory" : "a device, FIFO or socket");
     FILE *f = fopen(path, "rb");
     if (!f) return sv_fail(err, "cannot open config file %s: %s", path, strerror(errno));
     char *buf = malloc(SV_CONFIG_MAX_BYTES + 1);

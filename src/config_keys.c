@@ -240,7 +240,7 @@ void sv_config_describe_keys(FILE *f, sv_keys_format format) {
         char lead[80];
         snprintf(lead, sizeof lead, "  %s", key);
         if (format == SV_KEYS_SUMMARY) {
-            wrap(f, lead, doc, first_sentence(doc), 36, 100);
+            wrap(f, lead, doc, first_sentence(doc), 36, 88);
             continue;
         }
         if (strcmp(section, k->section) != 0) fprintf(f, "%s[%s]\n", *section ? "\n" : "", k->section);

@@ -309,6 +309,11 @@ fail:
  * JPEG's SOI marker followed by another marker (FF D8 FF, as PIL and file(1)
  * tell a JPEG). */
 uint8_t *sv_image_decode(const char *path, int *w, int *h, char *why, size_t whylen) {
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) { /* a FIFO would block the open */
+        snprintf(why, whylen, "%s, not an image file", S_ISDIR(pre.st_mode) ? "a directory" : "a device, FIFO or socket");
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(why, whylen, "cannot open: %s", strerror(errno));

@@ -16,7 +16,7 @@ static void usage(FILE *f) {
             "  train     train a model (-c CONFIG; --resume CKPT)\n"
             "  eval      evaluate a checkpoint on the val or test split\n"
             "  predict   classify your own JPEG/PNG images with a checkpoint\n"
-            "  bench     time training or inference steps (images/s, GFLOP/s, per-layer)\n"
+            "  bench     time training or inference steps (images/s, GFLOP/s, MFU, per-phase times)\n"
             "  info      model summary of a config, or the contents of a checkpoint\n\n"
             "'shiftvit COMMAND --help' describes each command.\n");
 }

@@ -535,6 +535,10 @@ static void test_config_errors_through_cli(void **state) {
         {"-c " TINY " --set train.collective_timeout=-5", "collective_timeout", "-5"},
         {"-c " TINY " --set train.collective_timeout=soon", "collective_timeout", "soon"},
         {"-c " TINY " --trace /nonexistent-dir/t.json", "--trace /nonexistent-dir/t.json", "cannot create it"},
+        {"-c " TINY " --data-dir --overwrite", "--data-dir needs a value", "--overwrite"},
+        {"-c " TINY " --o x", "ambiguous", "--out, --overwrite"},
+        {"-c " TINY " --trace /tmp", "--trace /tmp", "is a directory"},
+        {"-c " TINY " --resume ''", "--resume ''", "empty path"},
     };
     snprintf(cases[9].args, sizeof cases[9].args, "-c %s", empty);
     snprintf(cases[10].args, sizeof cases[10].args, "-c %s", binary);

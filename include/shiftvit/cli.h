@@ -8,6 +8,7 @@
 #ifndef SHIFTVIT_CLI_H
 #define SHIFTVIT_CLI_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include "shiftvit/config.h"
@@ -29,17 +30,34 @@ int sv_cmd_info(const sv_cli *cli, int argc, char **argv);
  * messages off: sv_cli_bad_option prints ours). */
 void sv_cli_getopt_start(void);
 
-/* After getopt_long returned c = '?' or ':' (the option string must start
- * with ':'): rank 0 prints "shiftvit CMD: unknown option '--x'" or "option
- * '--set' needs a value", then the usage, to stderr. Returns 1 (the exit
- * status). */
-int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, void (*usage)(FILE *));
+/* getopt_long (the option string must start with ':'), except that an
+ * option's value that is itself an option ("--out --overwrite") is refused:
+ * it returns ':' as for a missing value, leaving that option to be read
+ * next. A value starting with '-' is given as --out=-x. */
+int sv_cli_next(int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/* After sv_cli_next returned c = '?' or ':': rank 0 prints to stderr
+ * "shiftvit CMD: unknown option '--x'", "option '--set' needs a value",
+ * "option '--o' is ambiguous: --out, --overwrite" or "option '--json=1'
+ * takes no value" (odd bytes shell-quoted), then where the options are
+ * listed. Returns 1 (the exit status). */
+int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, const struct option *longopts);
+
+/* A positional argument where the command takes none: rank 0 names it.
+ * Returns 1. */
+int sv_cli_extra_argument(const sv_cli *cli, const char *cmd, const char *arg);
+
+/* A path option's value (NULL: not given, fine): refused when empty or when
+ * it does not fit SV_PATH_LEN (a longer one would be cut short silently
+ * where it is copied). Rank 0 prints why; returns 0 or -1. */
+int sv_cli_path(const sv_cli *cli, const char *cmd, const char *opt, const char *path);
 
 /* An integer option value in [lo, hi] into *out; else rank 0 prints
  * "shiftvit CMD: OPT 'ARG' must be an integer from LO to HI" and -1. */
 int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
 
-/* An option value that must be one of names (NULL-terminated) into *index;
+/* An option value that must be one of names (NULL-terminated, compared
+ * without case, as config values are) into *index;
  * else rank 0 prints "shiftvit CMD: OPT 'ARG' must be a, b or c" and -1. */
 int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
                   int *index);
