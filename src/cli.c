@@ -34,6 +34,14 @@ int sv_cli_next(int argc, char **argv, const char *shortopts, const struct optio
     return c;
 }
 
+/* An argument as one shell word for a message (odd bytes as $'\xHH'), its
+ * first 255 bytes. */
+static const char *quoted(const char *arg, char *q, size_t n) {
+    char shown[256];
+    snprintf(shown, sizeof shown, "%s", arg);
+    return sv_shell_quote(shown, q, n);
+}
+
 /* The long options that start with name (without "--" and "=value"), "a, b". */
 static int prefix_matches(const struct option *longopts, const char *name, char *out, size_t n) {
     size_t len = strcspn(name, "="), used = 0;
@@ -50,17 +58,15 @@ static int prefix_matches(const struct option *longopts, const char *name, char 
 int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, const struct option *longopts) {
     if (cli->d->rank != 0) return 1;
     const char *arg = argv[optind - 1];
-    char shortopt[3] = {'-', (char)optopt, '\0'}, q[SV_QUOTED_LEN(256)], matches[512];
+    char shortopt[3] = {'-', (char)optopt, '\0'}, q[SV_QUOTED_LEN(256)], qnext[SV_QUOTED_LEN(256)], matches[512];
     /* A short option is named by optopt (it may sit in a cluster like -xc),
      * a long one by the argument itself. */
     const char *name = optopt > 0 && optopt < 128 && arg[1] != '-' ? shortopt : arg;
-    char shown[256];
-    snprintf(shown, sizeof shown, "%s", name);
-    sv_shell_quote(shown, q, sizeof q);
+    quoted(name, q, sizeof q);
     const char *next = argv[optind];
     if (c == ':' && next && next[0] == '-')
-        fprintf(stderr, "shiftvit %s: option %s needs a value (the next argument is the option %.64s; "
-                        "write %s=VALUE for a value that starts with '-')\n", cmd, q, next, name);
+        fprintf(stderr, "shiftvit %s: option %s needs a value (the next argument is the option %s; "
+                        "write %s=VALUE for a value that starts with '-')\n", cmd, q, quoted(next, qnext, sizeof qnext), q);
     else if (c == ':') fprintf(stderr, "shiftvit %s: option %s needs a value\n", cmd, q);
     else if (name[0] == '-' && name[1] == '-' && prefix_matches(longopts, name + 2, matches, sizeof matches) > 1)
         fprintf(stderr, "shiftvit %s: option %s is ambiguous: %s\n", cmd, q, matches);
@@ -71,12 +77,10 @@ int sv_cli_bad_option(const sv_cli *cli, const char *cmd, int c, char **argv, co
 }
 
 int sv_cli_extra_argument(const sv_cli *cli, const char *cmd, const char *arg) {
-    if (cli->d->rank == 0) {
-        char q[SV_QUOTED_LEN(256)], shown[256];
-        snprintf(shown, sizeof shown, "%s", arg);
+    char q[SV_QUOTED_LEN(256)];
+    if (cli->d->rank == 0)
         fprintf(stderr, "shiftvit %s: unexpected argument %s (shiftvit %s --help lists the options)\n", cmd,
-                sv_shell_quote(shown, q, sizeof q), cmd);
-    }
+                quoted(arg, q, sizeof q), cmd);
     return 1;
 }
 
@@ -100,12 +104,10 @@ int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *
         *out = v;
         return 0;
     }
-    if (cli->d->rank == 0) {
-        char q[SV_QUOTED_LEN(256)], shown[256];
-        snprintf(shown, sizeof shown, "%s", arg);
-        fprintf(stderr, "shiftvit %s: %s %s must be an integer from %ld to %ld\n", cmd, opt,
-                sv_shell_quote(shown, q, sizeof q), lo, hi);
-    }
+    char q[SV_QUOTED_LEN(256)];
+    if (cli->d->rank == 0)
+        fprintf(stderr, "shiftvit %s: %s %s must be an integer from %ld to %ld\n", cmd, opt, quoted(arg, q, sizeof q), lo,
+                hi);
     return -1;
 }
 
@@ -118,9 +120,8 @@ int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const cha
             return 0;
         }
     if (cli->d->rank != 0) return -1;
-    char q[SV_QUOTED_LEN(256)], shown[256];
-    snprintf(shown, sizeof shown, "%s", arg);
-    fprintf(stderr, "shiftvit %s: %s %s must be ", cmd, opt, sv_shell_quote(shown, q, sizeof q));
+    char q[SV_QUOTED_LEN(256)];
+    fprintf(stderr, "shiftvit %s: %s %s must be ", cmd, opt, quoted(arg, q, sizeof q));
     for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", names[i], i + 2 < n ? ", " : i + 1 < n ? " or " : "\n");
     return -1;
 }

@@ -31,17 +31,22 @@ void sv_step_free(sv_step *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* SHIFTVIT_INJECT_NAN_STEP: the gradient element to poison at this step
+ * (rank 0's first classifier-kernel element), or NULL. */
+static float *nan_target(const sv_step *s) {
+    const sv_model *m = s->m;
+    if (s->inject_nan_step <= 0 || s->inject_nan_step != s->d->step || s->d->rank != 0) return NULL;
+    return m->grads + m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset;
+}
+
 /* Backward pass of the logit gradient in s->dlogits, starting the bucketed
  * collective as gradients become ready (with --trace, timed per block; with
  * SHIFTVIT_INJECT_NAN_STEP, a NaN planted first). */
 static void backward(sv_step *s, double tb) {
     sv_model *m = s->m;
     sv_dist *d = s->d;
-    inject_ctx ic = {d, NULL, 0};
-    if (s->inject_nan_step > 0 && s->inject_nan_step == d->step && d->rank == 0) {
-        ic.offset = m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset;
-        ic.poison = m->grads + ic.offset;
-    }
+    inject_ctx ic = {d, nan_target(s), 0};
+    if (ic.poison) ic.offset = (size_t)(ic.poison - m->grads);
     sv_grad_ready_fn ready = ic.poison ? tr_ready_inject : sv_allreduce_ready;
     void *ready_ctx = ic.poison ? (void *)&ic : (void *)d;
     if (!s->trace) {
@@ -74,8 +79,8 @@ void sv_step_gradient(sv_step *s, const float *x, const int *labels, int n, long
         /* More ranks than samples in this (last) batch: contribute zeros. */
         memset(m->grads, 0, m->num_params * sizeof(float));
         sv_allreduce_begin(d);
-        if (s->inject_nan_step > 0 && s->inject_nan_step == d->step && d->rank == 0) /* no bucket has started yet */
-            m->grads[m->tensors[sv_model_tensor_index(m, "classifier/kernel")].offset] = NAN;
+        float *poison = nan_target(s);
+        if (poison) *poison = NAN; /* no bucket has started yet */
     }
     double tw = sv_now();
     sv_allreduce_finish(d);
