@@ -70,7 +70,32 @@ static inline float gelu_and_grad(float x, float *grad) {
     return x * cdf;
 }
 
-void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L,
+/* One row of the fused bias + GELU + dropout: a (fp32 or bf16) from h; in
+ * training h is overwritten by da/dh, all that backward needs (no mask is
+ * stored and no erf is evaluated twice). */
+LY_INLINE void gelu_dropout_row(void *a, int bf16, float *hr, const float *bias, uint64_t key,
+                                uint32_t base, uint32_t thr, float inv_keep, int drop, int save_grad,
+                                int H) {
+    if (save_grad) {
+#pragma omp simd
+        for (int c = 0; c < H; c++) {
+            float x = hr[c] + (bias ? bias[c] : 0.f), d;
+            float g = gelu_and_grad(x, &d);
+            float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
+            ly_put(a, bf16, (size_t)c, g * s);
+            hr[c] = d * s;
+        }
+    } else {
+#pragma omp simd
+        for (int c = 0; c < H; c++) {
+            float g = gelu_inline(hr[c] + (bias ? bias[c] : 0.f));
+            float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
+            ly_put(a, bf16, (size_t)c, g * s);
+        }
+    }
+}
+
+void sv_gelu_dropout_forward(void *a, sv_dtype at, float *h, const float *bias, int N, int L,
                              int H, const uint64_t *keys, float p, int save_grad) {
     int drop = keys && p > 0.f;
     float inv_keep = drop ? 1.0f / (1.0f - p) : 1.0f;
@@ -79,49 +104,47 @@ void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L
     for (int n = 0; n < N; n++) {
         for (int l = 0; l < L; l++) {
             size_t row = ((size_t)n * L + l) * H;
-            float *hr = h + row, *ar = a + row;
             uint64_t key = drop ? keys[n] : 0;
             uint32_t base = (uint32_t)l * (uint32_t)H;
-            if (save_grad) {
-                /* h is overwritten by da/dh, all that backward needs: no
-                 * mask is stored and no erf is evaluated twice. */
-#pragma omp simd
-                for (int c = 0; c < H; c++) {
-                    float x = hr[c] + (bias ? bias[c] : 0.f), d;
-                    float g = gelu_and_grad(x, &d);
-                    float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
-                    ar[c] = g * s;
-                    hr[c] = d * s;
-                }
-            } else {
-#pragma omp simd
-                for (int c = 0; c < H; c++) {
-                    float g = gelu_inline(hr[c] + (bias ? bias[c] : 0.f));
-                    float s = (!drop || sv_rng_bits24(key, base + (uint32_t)c) >= thr) ? inv_keep : 0.f;
-                    ar[c] = g * s;
-                }
-            }
+            void *ar = ly_elem(a, at, row);
+            if (at == SV_DT_BF16)
+                gelu_dropout_row(ar, 1, h + row, bias, key, base, thr, inv_keep, drop, save_grad, H);
+            else
+                gelu_dropout_row(ar, 0, h + row, bias, key, base, thr, inv_keep, drop, save_grad, H);
         }
     }
 }
 
-void sv_gelu_dropout_backward(sv_scratch *ws, float *dh, float *dbias, const float *da,
+/* Rows [lo, hi) of dh = da * grad (fp32 or bf16), their fp32 values summed
+ * into pb (may be NULL). */
+LY_INLINE void gelu_backward_rows(void *dh, int bf16, float *pb, const float *da, const float *grad,
+                                  long lo, long hi, int H) {
+    for (long t = lo; t < hi; t++) {
+        const float *dar = da + t * H, *gr = grad + t * H;
+        void *dhr = ly_elem(dh, bf16 ? SV_DT_BF16 : SV_DT_F32, (size_t)t * H);
+        if (pb) {
+#pragma omp simd
+            for (int c = 0; c < H; c++) {
+                float v = dar[c] * gr[c];
+                ly_put(dhr, bf16, (size_t)c, v);
+                pb[c] += v;
+            }
+        } else {
+#pragma omp simd
+            for (int c = 0; c < H; c++) ly_put(dhr, bf16, (size_t)c, dar[c] * gr[c]);
+        }
+    }
+}
+
+void sv_gelu_dropout_backward(sv_scratch *ws, void *dh, sv_dtype dht, float *dbias, const float *da,
                               const float *grad, int T, int H) {
 #pragma omp parallel num_threads(dbias ? ly_partials_threads(ws, H) : omp_get_max_threads())
     {
         float *pb = dbias ? ly_partials_slab(ws, H) : NULL;
         long lo, hi;
         ly_thread_rows(T, &lo, &hi);
-        for (long t = lo; t < hi; t++) {
-            const float *dar = da + t * H, *gr = grad + t * H;
-            float *dhr = dh + t * H;
-#pragma omp simd
-            for (int c = 0; c < H; c++) dhr[c] = dar[c] * gr[c];
-            if (pb) {
-#pragma omp simd
-                for (int c = 0; c < H; c++) pb[c] += dhr[c];
-            }
-        }
+        if (dht == SV_DT_BF16) gelu_backward_rows(dh, 1, pb, da, grad, lo, hi, H);
+        else gelu_backward_rows(dh, 0, pb, da, grad, lo, hi, H);
         if (dbias) ly_partials_combine(ws, dbias, NULL, H);
     }
 }
@@ -165,33 +188,38 @@ void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
     }
 }
 
-void sv_residual_dropout_backward(sv_scratch *ws, float *dz, float *dbias, const float *dout,
-                                  const uint8_t *mask, int N, int L, int C,
+/* Rows [lo, hi) of dz = dout * dp[n] * mask / keep (fp32 or bf16), their
+ * fp32 values summed into pb (may be NULL). */
+LY_INLINE void residual_backward_rows(void *dz, int bf16, float *pb, const float *dout,
+                                      const uint8_t *mask, const float *dp, float inv_keep, long lo,
+                                      long hi, int L, int C) {
+    for (long t = lo; t < hi; t++) {
+        const float *gr = dout + t * C;
+        const uint8_t *mr = mask ? mask + t * C : NULL;
+        void *dzr = ly_elem(dz, bf16 ? SV_DT_BF16 : SV_DT_F32, (size_t)t * C);
+        float s = (dp ? dp[t / L] : 1.0f) * inv_keep;
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float v = (!mr || mr[c]) ? gr[c] * s : 0.f;
+            ly_put(dzr, bf16, (size_t)c, v);
+            if (pb) pb[c] += v;
+        }
+    }
+}
+
+void sv_residual_dropout_backward(sv_scratch *ws, void *dz, sv_dtype dzt, float *dbias,
+                                  const float *dout, const uint8_t *mask, int N, int L, int C,
                                   int use_mask, float p, const float *dp) {
     long T = (long)N * L;
     float inv_keep = use_mask ? 1.0f / (1.0f - p) : 1.0f;
+    const uint8_t *m = use_mask ? mask : NULL;
 #pragma omp parallel num_threads(dbias ? ly_partials_threads(ws, C) : omp_get_max_threads())
     {
         float *pb = dbias ? ly_partials_slab(ws, C) : NULL;
         long lo, hi;
         ly_thread_rows(T, &lo, &hi);
-        for (long t = lo; t < hi; t++) {
-            const float *gr = dout + t * C;
-            float *dzr = dz + t * C;
-            float s = (dp ? dp[t / L] : 1.0f) * inv_keep;
-            if (use_mask) {
-                const uint8_t *mr = mask + t * C;
-#pragma omp simd
-                for (int c = 0; c < C; c++) dzr[c] = mr[c] ? gr[c] * s : 0.f;
-            } else {
-#pragma omp simd
-                for (int c = 0; c < C; c++) dzr[c] = gr[c] * s;
-            }
-            if (pb) {
-#pragma omp simd
-                for (int c = 0; c < C; c++) pb[c] += dzr[c];
-            }
-        }
+        if (dzt == SV_DT_BF16) residual_backward_rows(dz, 1, pb, dout, m, dp, inv_keep, lo, hi, L, C);
+        else residual_backward_rows(dz, 0, pb, dout, m, dp, inv_keep, lo, hi, L, C);
         if (dbias) ly_partials_combine(ws, dbias, NULL, C);
     }
 }

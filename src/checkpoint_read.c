@@ -427,6 +427,7 @@ int sv_checkpoint_load(const char *path, sv_model *m, sv_adamw *opt, sv_train_st
     sv_train_state s;
     if (!rc && st) rc = read_state(&r, &s);
     if (!rc) rc = read_tensors(&r, "/model", m, m->params);
+    sv_model_params_changed(m); /* even a failed read may have written some */
     if (!rc && opt) rc = check_finite(&r, "/model", m, m->params);
     if (!rc && opt) {
         rc = read_tensors(&r, "/optimizer/m", m, opt->m);

@@ -3,6 +3,7 @@
 #include <blis.h>
 
 #include "layers_internal.h"
+#include "shiftvit/common.h"
 #include "shiftvit/gemm_bf16.h"
 
 /* BLIS's own split of 2 threads over its loops left 7-9% of the GEMM time on
@@ -29,19 +30,23 @@ void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
 }
 
 /* C = op(A) x op(B) (alpha 1, beta 0) in fp32 through BLIS, or with bf16
- * operands when bf is not NULL. */
-static void product(sv_bf16 *bf, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                    const float *B, int ldb, float *C, int ldc) {
-    if (bf) sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
-    else sv_gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
+ * operands when bf is not NULL; without bf both operands must be fp32. */
+static void product(sv_bf16 *bf, int ta, int tb, int M, int N, int K, sv_matrix A, int lda,
+                    sv_matrix B, int ldb, float *C, int ldc) {
+    if (bf) {
+        sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        return;
+    }
+    SV_CHECK(A.type == SV_DT_F32 && B.type == SV_DT_F32);
+    sv_gemm(ta, tb, M, N, K, 1.f, A.data, lda, B.data, ldb, 0.f, C, ldc);
 }
 
 void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int T, int in, int out) {
-    sv_dense_forward_mp(NULL, y, x, w, b, T, in, out);
+    sv_dense_forward_mp(NULL, y, sv_mat_f32(x), sv_mat_f32(w), b, T, in, out);
 }
 
-void sv_dense_forward_mp(sv_bf16 *bf, float *y, const float *x, const float *w, const float *b,
+void sv_dense_forward_mp(sv_bf16 *bf, float *y, sv_matrix x, sv_matrix w, const float *b,
                          int T, int in, int out) {
     /* beta = 0, bias added after: BLIS 0.9.0 with beta != 0 reads one float
      * past a narrow C (e.g. the 64 x 10 logits; tests/valgrind.sh found it). */
@@ -58,13 +63,15 @@ void sv_dense_forward_mp(sv_bf16 *bf, float *y, const float *x, const float *w, 
 
 void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out) {
-    sv_dense_backward_mp(NULL, ws, dx, dw, db, dy, x, w, T, in, out);
+    sv_dense_backward_mp(NULL, ws, dx, dw, db, sv_mat_f32(dy), sv_mat_f32(x), sv_mat_f32(w), T, in, out);
 }
 
 void sv_dense_backward_mp(sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
-                          const float *dy, const float *x, const float *w, int T, int in,
-                          int out) {
+                          sv_matrix dy, sv_matrix x, sv_matrix w, int T, int in, int out) {
     if (dx) product(bf, 0, 1, T, in, out, dy, out, w, out, dx, in);
     product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
-    if (db) ly_column_sums(ws, db, dy, T, out);
+    if (db) {
+        SV_CHECK(dy.type == SV_DT_F32); /* a bf16 dy's producer sums the bias gradient */
+        ly_column_sums(ws, db, dy.data, T, out);
+    }
 }

@@ -17,7 +17,7 @@
 #define MAX_SHAPES 256
 
 typedef struct {
-    int ta, tb, M, N, K, ldc;
+    int ta, tb, M, N, K, lda, ldb, ldc; /* lda, ldb as read: compact for a rounded copy */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;
 } shape_entry;
@@ -28,7 +28,8 @@ struct sv_bf16 {
     dnnl_stream_t stream;
     shape_entry shapes[MAX_SHAPES];
     int nshapes;
-    void *abuf, *bbuf;     /* rounded operands: uint16_t (native) or float (emulated) */
+    void *abuf, *bbuf;     /* operand copies: fp32 ones rounded to bf16 (native), or
+                            * fp32 copies of the bf16 values (emulated) */
     size_t acap, bcap;     /* bytes */
     char desc[192];
 };
@@ -97,12 +98,19 @@ static void *reserve(void **buf, size_t *cap, size_t bytes) {
     return *buf;
 }
 
-/* Rounds the rows x cols matrix src (leading dimension ld) into a compact
- * buffer: bf16 bits, or (emulation) the rounded values as fp32. */
-static void round_matrix(void *dst, int as_float, const float *src, int rows, int cols, int ld) {
+/* The rows x cols matrix src (leading dimension ld, stored as `type`) as a
+ * compact buffer: bf16 bits, or (emulation, as_float) fp32 copies of the bf16
+ * values. */
+static void convert_matrix(void *dst, int as_float, sv_matrix src, int rows, int cols, int ld) {
 #pragma omp parallel for
     for (long r = 0; r < rows; r++) {
-        const float *s = src + r * (long)ld;
+        if (src.type == SV_DT_BF16) {
+            const uint16_t *s = (const uint16_t *)src.data + r * (long)ld;
+            float *d = (float *)dst + r * (long)cols; /* only emulation converts bf16 */
+            for (int c = 0; c < cols; c++) d[c] = sv_bf16_to_float(s[c]);
+            continue;
+        }
+        const float *s = (const float *)src.data + r * (long)ld;
         if (as_float) {
             float *d = (float *)dst + r * (long)cols;
             for (int c = 0; c < cols; c++) d[c] = sv_bf16_to_float(sv_bf16_round(s[c]));
@@ -111,6 +119,11 @@ static void round_matrix(void *dst, int as_float, const float *src, int rows, in
             for (int c = 0; c < cols; c++) d[c] = sv_bf16_round(s[c]);
         }
     }
+}
+
+void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n) {
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) dst[i] = sv_bf16_round(src[i]);
 }
 
 static void init_md(dnnl_memory_desc_t *md, int rows, int cols, int transposed, dnnl_data_type_t t,
@@ -122,17 +135,20 @@ static void init_md(dnnl_memory_desc_t *md, int rows, int cols, int transposed, 
     check(dnnl_memory_desc_init_by_strides(md, 2, dims, t, strides), "memory descriptor");
 }
 
-static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int ldc) {
+static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int lda, int ldb,
+                               int ldc) {
     for (int i = 0; i < ctx->nshapes; i++) {
         shape_entry *e = &ctx->shapes[i];
-        if (e->ta == ta && e->tb == tb && e->M == M && e->N == N && e->K == K && e->ldc == ldc) return e;
+        if (e->ta == ta && e->tb == tb && e->M == M && e->N == N && e->K == K && e->lda == lda &&
+            e->ldb == ldb && e->ldc == ldc)
+            return e;
     }
     SV_CHECK(ctx->nshapes < MAX_SHAPES);
     shape_entry *e = &ctx->shapes[ctx->nshapes++];
-    *e = (shape_entry){ta, tb, M, N, K, ldc, NULL, NULL, NULL, NULL};
+    *e = (shape_entry){ta, tb, M, N, K, lda, ldb, ldc, NULL, NULL, NULL, NULL};
     dnnl_memory_desc_t a, b, c;
-    init_md(&a, M, K, ta, dnnl_bf16, ta ? M : K);
-    init_md(&b, K, N, tb, dnnl_bf16, tb ? K : N);
+    init_md(&a, M, K, ta, dnnl_bf16, lda);
+    init_md(&b, K, N, tb, dnnl_bf16, ldb);
     init_md(&c, M, N, 0, dnnl_f32, ldc);
     dnnl_matmul_desc_t desc;
     check(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "matmul descriptor");
@@ -146,29 +162,45 @@ static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K
     return e;
 }
 
-void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int ldc) {
-    size_t elt = ctx->native ? sizeof(uint16_t) : sizeof(float);
-    reserve(&ctx->abuf, &ctx->acap, (size_t)M * K * elt);
-    reserve(&ctx->bbuf, &ctx->bcap, (size_t)K * N * elt);
-    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, ldc);
+/* Bytes of the compact copy of a rows x cols operand of type t: none for a
+ * bf16 operand on the native path (read in place). */
+static size_t copy_bytes(const sv_bf16 *ctx, sv_dtype t, int rows, int cols) {
+    if (ctx->native && t == SV_DT_BF16) return 0;
+    return (size_t)rows * cols * (ctx->native ? sizeof(uint16_t) : sizeof(float));
 }
 
-void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                  const float *B, int ldb, float *C, int ldc) {
-    int as_float = !ctx->native;
-    size_t elt = as_float ? sizeof(float) : sizeof(uint16_t);
+void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt,
+                     int ldc) {
     int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
-    void *a = reserve(&ctx->abuf, &ctx->acap, (size_t)arows * acols * elt);
-    void *b = reserve(&ctx->bbuf, &ctx->bcap, (size_t)brows * bcols * elt);
-    round_matrix(a, as_float, A, arows, acols, lda);
-    round_matrix(b, as_float, B, brows, bcols, ldb);
-    if (as_float) {
-        sv_gemm(ta, tb, M, N, K, 1.f, a, acols, b, bcols, 0.f, C, ldc);
+    size_t abytes = copy_bytes(ctx, at, arows, acols), bbytes = copy_bytes(ctx, bt, brows, bcols);
+    if (abytes) reserve(&ctx->abuf, &ctx->acap, abytes);
+    if (bbytes) reserve(&ctx->bbuf, &ctx->bcap, bbytes);
+    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, acols, bcols, ldc);
+}
+
+/* The operand as the product reads it: in place (bf16, native), or its
+ * compact copy in *buf; *ld is set to the leading dimension read. */
+static const void *operand(sv_bf16 *ctx, sv_matrix X, int rows, int cols, int *ld, void **buf, size_t *cap) {
+    size_t bytes = copy_bytes(ctx, X.type, rows, cols);
+    if (!bytes) return X.data;
+    void *copy = reserve(buf, cap, bytes);
+    convert_matrix(copy, !ctx->native, X, rows, cols, *ld);
+    *ld = cols;
+    return copy;
+}
+
+void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A, int lda,
+                  sv_matrix B, int ldb, float *C, int ldc) {
+    int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
+    const void *a = operand(ctx, A, arows, acols, &lda, &ctx->abuf, &ctx->acap);
+    const void *b = operand(ctx, B, brows, bcols, &ldb, &ctx->bbuf, &ctx->bcap);
+    if (!ctx->native) {
+        sv_gemm(ta, tb, M, N, K, 1.f, a, lda, b, ldb, 0.f, C, ldc);
         return;
     }
-    shape_entry *e = find_shape(ctx, ta, tb, M, N, K, ldc);
-    check(dnnl_memory_set_data_handle(e->a, a), "set handle");
-    check(dnnl_memory_set_data_handle(e->b, b), "set handle");
+    shape_entry *e = find_shape(ctx, ta, tb, M, N, K, lda, ldb, ldc);
+    check(dnnl_memory_set_data_handle(e->a, (void *)a), "set handle");
+    check(dnnl_memory_set_data_handle(e->b, (void *)b), "set handle");
     check(dnnl_memory_set_data_handle(e->c, C), "set handle");
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
     check(dnnl_primitive_execute(e->prim, ctx->stream, 3, args), "matmul");

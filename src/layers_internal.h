@@ -10,7 +10,23 @@
 #include <omp.h>
 #include <stddef.h>
 
+#include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
+
+/* Writes v as element i of dst, stored as fp32 or (bf16 != 0) as bf16 bits
+ * rounded to nearest even (an activation that feeds a matrix product, issue
+ * 12). Row kernels that call it are always-inline and are called with a
+ * constant bf16, so each loop is compiled once per type, without a branch. */
+static inline void ly_put(void *dst, int bf16, size_t i, float v) {
+    if (bf16) ((uint16_t *)dst)[i] = sv_bf16_round(v);
+    else ((float *)dst)[i] = v;
+}
+#define LY_INLINE static inline __attribute__((always_inline))
+
+/* Address of element i of a buffer stored as t. */
+static inline void *ly_elem(void *p, sv_dtype t, size_t i) {
+    return (char *)p + i * (t == SV_DT_BF16 ? sizeof(uint16_t) : sizeof(float));
+}
 
 /* ---- scratch.c ---- */
 
@@ -49,11 +65,12 @@ static inline void ly_thread_rows(long T, long *lo, long *hi) {
 
 /* ---- LayerNorm rows (norms.c, and the fused kernels of shift.c) ---- */
 
-/* One row of LayerNorm. Two passes (mean, then squared deviations) keep the
- * variance accurate for large means, and each pass vectorises. */
-static inline void ly_ln_row_forward(float *restrict y, float *mean, float *rstd,
-                                     const float *restrict x, const float *gamma,
-                                     const float *beta, int C, float eps) {
+/* One row of LayerNorm, y stored as fp32 or (bf16 != 0) bf16. Two passes
+ * (mean, then squared deviations) keep the variance accurate for large
+ * means, and each pass vectorises. */
+LY_INLINE void ly_ln_row_store(void *restrict y, int bf16, float *mean, float *rstd,
+                               const float *restrict x, const float *gamma, const float *beta,
+                               int C, float eps) {
     float s = 0.f;
 #pragma omp simd reduction(+ : s)
     for (int c = 0; c < C; c++) s += x[c];
@@ -66,9 +83,17 @@ static inline void ly_ln_row_forward(float *restrict y, float *mean, float *rstd
     }
     float r = 1.0f / sqrtf(v / (float)C + eps);
 #pragma omp simd
-    for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * gamma[c] + beta[c];
+    for (int c = 0; c < C; c++) ly_put(y, bf16, (size_t)c, (x[c] - m) * r * gamma[c] + beta[c]);
     *mean = m;
     *rstd = r;
+}
+
+/* The same with the type known only at run time (one branch per row). */
+static inline void ly_ln_row_forward(void *restrict y, sv_dtype yt, float *mean, float *rstd,
+                                     const float *restrict x, const float *gamma,
+                                     const float *beta, int C, float eps) {
+    if (yt == SV_DT_BF16) ly_ln_row_store(y, 1, mean, rstd, x, gamma, beta, C, eps);
+    else ly_ln_row_store(y, 0, mean, rstd, x, gamma, beta, C, eps);
 }
 
 /* One row of the LayerNorm backward: out = base + input gradient (base may

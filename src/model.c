@@ -20,11 +20,13 @@ typedef struct {
     float drop_path_rate;
     block_params p;
     float *xs;          /* shifted input = residual base   [T][C] */
-    float *ln;          /* LayerNorm output                [T][C] */
+    void *ln;           /* LayerNorm output, act_type(m)   [T][C] */
     float *mean, *rstd; /* LayerNorm statistics            [T] */
     float *h;           /* fc1 output; in training, overwritten by
                            d GELU-dropout / dh             [T][hid] */
-    float *a;           /* dropout(GELU(h))                [T][hid] */
+    void *a;            /* dropout(GELU(h)), act_type(m)   [T][hid];
+                           in bf16 backward, after fc2's weight gradient
+                           has read it, the bf16 d GELU-dropout input */
     float *out;         /* block output                    [T][C] */
     uint8_t *mask2;     /* dropout mask after fc2          [T][C] */
     float *dp;          /* drop-path scale per sample      [N] */
@@ -34,7 +36,7 @@ typedef struct {
 typedef struct {
     merge_params p;
     float *mean, *rstd;      /* LayerNorm statistics of the stage output [T] */
-    float *cols;             /* LayerNorm output in 2x2 windows [To][4C] */
+    void *cols;              /* LayerNorm output in 2x2 windows, act_type(m) [To][4C] */
     float *out;              /* merged tokens                [To][2C] */
 } merge_acts;
 
@@ -43,12 +45,12 @@ struct sv_model_acts {
     block_acts *blocks;
     merge_acts merges[SV_NUM_STAGES - 1];
     int patch_w, patch_b, head_w, head_b;
-    float *patch_cols; /* [T0][p*p*3] */
+    void *patch_cols;  /* act_type(m) [T0][p*p*3] */
     float *patch_out;  /* [T0][C0] */
     float *pooled;     /* [N][C3] */
     float *logits;     /* [N][K] */
     /* Backward scratch, sized for the largest stage. */
-    float *z;          /* fc2 output / its gradient   [maxTC] */
+    float *z;          /* fc2 output / its gradient (act_type(m)) [maxTC] */
     float *dh;         /* gradient of a and h         [maxTH] */
     float *dln;        /* gradient of LayerNorm output [maxTC] */
     float *dx0, *dx1;  /* ping-pong activation gradients [maxTC] */
@@ -126,22 +128,33 @@ static void build_table(sv_model *m, struct sv_model_acts *A) {
 
 static float *fbuf(size_t n, const char *what) { return sv_alloc(n * sizeof(float), what); }
 
+/* Storage of the activations that only feed matrix products. */
+static sv_dtype act_type(const sv_model *m) { return m->act_bf16 ? SV_DT_BF16 : SV_DT_F32; }
+
+/* n elements of such an activation. */
+static void *abuf(const sv_model *m, size_t n, const char *what) {
+    return sv_alloc(n * (m->act_bf16 ? sizeof(uint16_t) : sizeof(float)), what);
+}
+
+/* One of them as a product's operand. */
+static sv_matrix act(const sv_model *m, const void *p) { return sv_mat(p, act_type(m)); }
+
 static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
     int N = m->max_batch;
     size_t maxTC = 0, maxTH = 0, maxCols = 0;
     int s0 = m->sides[0];
-    A->patch_cols = fbuf((size_t)N * s0 * s0 * m->patch_size * m->patch_size * 3, "patch columns");
+    A->patch_cols = abuf(m, (size_t)N * s0 * s0 * m->patch_size * m->patch_size * 3, "patch columns");
     A->patch_out = fbuf((size_t)N * s0 * s0 * m->channels[0], "patch projection output");
     for (int i = 0; i < A->num_blocks; i++) {
         block_acts *B = &A->blocks[i];
         int S = m->sides[B->stage], C = m->channels[B->stage];
         size_t T = (size_t)N * S * S, H = (size_t)m->mlp_ratio * C;
         B->xs = fbuf(T * C, "block activations");
-        B->ln = fbuf(T * C, "block activations");
+        B->ln = abuf(m, T * C, "block activations");
         B->mean = fbuf(T, "block activations");
         B->rstd = fbuf(T, "block activations");
         B->h = fbuf(T * H, "block activations");
-        B->a = fbuf(T * H, "block activations");
+        B->a = abuf(m, T * H, "block activations");
         B->out = fbuf(T * C, "block activations");
         B->mask2 = sv_alloc(T * C, "dropout masks");
         B->dp = fbuf((size_t)N, "drop path");
@@ -157,7 +170,7 @@ static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
         size_t T = (size_t)N * S * S, To = (size_t)N * So * So;
         M->mean = fbuf(T, "patch merging activations");
         M->rstd = fbuf(T, "patch merging activations");
-        M->cols = fbuf(To * 4 * C, "patch merging activations");
+        M->cols = abuf(m, To * 4 * C, "patch merging activations");
         M->out = fbuf(To * 2 * C, "patch merging activations");
         if (To * 4 * C > maxCols) maxCols = To * 4 * C;
     }
@@ -203,27 +216,34 @@ int sv_model_first_nonfinite(const sv_model *m, const float *buf, size_t *elem) 
 }
 
 /* The three products of a dense layer [T][in] x [in][out] (forward, input
- * gradient unless the layer has none, weight gradient), as gemm.c runs them. */
-static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx) {
-    sv_bf16_prepare(m->bf16, 0, 0, T, out, in, out);
-    if (has_dx) sv_bf16_prepare(m->bf16, 0, 1, T, in, out, in);
-    sv_bf16_prepare(m->bf16, 1, 0, in, out, T, out);
+ * gradient unless the layer has none, weight gradient), as gemm.c runs them,
+ * with the operand types model.c gives them: x as stored (xt), the weights'
+ * bf16 copy, the output gradient as stored (dyt). */
+static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx, sv_dtype xt, sv_dtype dyt) {
+    sv_bf16_prepare(m->bf16, 0, 0, T, out, in, xt, SV_DT_BF16, out);
+    if (has_dx) sv_bf16_prepare(m->bf16, 0, 1, T, in, out, dyt, SV_DT_BF16, in);
+    sv_bf16_prepare(m->bf16, 1, 0, in, out, T, xt, dyt, out);
 }
 
-/* bf16: every product of a batch of N, prepared at model creation. */
+/* bf16: every product of a batch of N, prepared at model creation. In a
+ * block fc1 reads the LayerNorm output and fc2 the GELU output, both stored
+ * as bf16, and their output gradients come as bf16 from the GELU and
+ * residual backward kernels; the merges and the patch projection get fp32
+ * output gradients, the classifier fp32 pooled features. */
 static void prepare_products(sv_model *m, int N) {
+    const sv_dtype B16 = SV_DT_BF16, F32 = SV_DT_F32;
     int p = m->patch_size, S0 = m->sides[0];
-    prepare_dense(m, N * S0 * S0, p * p * 3, m->channels[0], 0);
+    prepare_dense(m, N * S0 * S0, p * p * 3, m->channels[0], 0, B16, F32);
     for (int s = 0; s < SV_NUM_STAGES; s++) {
         int S = m->sides[s], C = m->channels[s], H = m->mlp_ratio * C;
-        prepare_dense(m, N * S * S, C, H, 1);
-        prepare_dense(m, N * S * S, H, C, 1);
+        prepare_dense(m, N * S * S, C, H, 1, B16, B16);
+        prepare_dense(m, N * S * S, H, C, 1, B16, B16);
         if (s + 1 < SV_NUM_STAGES) {
             int So = m->sides[s + 1];
-            prepare_dense(m, N * So * So, 4 * C, 2 * C, 1);
+            prepare_dense(m, N * So * So, 4 * C, 2 * C, 1, B16, F32);
         }
     }
-    prepare_dense(m, N, m->channels[SV_NUM_STAGES - 1], m->num_classes, 1);
+    prepare_dense(m, N, m->channels[SV_NUM_STAGES - 1], m->num_classes, 1, F32, F32);
 }
 
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
@@ -257,6 +277,9 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     build_table(m, A);
     m->params = fbuf(m->num_params, "parameters");
     m->grads = fbuf(m->num_params, "gradients");
+    m->act_bf16 = cfg->precision == SV_BF16;
+    if (m->act_bf16) m->params_bf16 = sv_alloc(m->num_params * sizeof(uint16_t), "bf16 weights");
+    m->params_bf16_stale = 1;
     alloc_acts(m, A);
     m->flops_forward = flops_per_image(m);
     /* Scratch for the widest reduction (the last stage's fc1 bias gradient,
@@ -290,13 +313,24 @@ void sv_model_free(sv_model *m) {
     }
     sv_free(m->params);
     sv_free(m->grads);
+    sv_free(m->params_bf16);
     free(m->tensors);
     sv_bf16_free(m->bf16);
     sv_scratch_free(m->scratch);
     memset(m, 0, sizeof *m);
 }
 
+void sv_model_params_changed(sv_model *m) { m->params_bf16_stale = 1; }
+
+/* bf16: the weights' copy, rounded again if params changed since. */
+static void refresh_bf16_weights(sv_model *m) {
+    if (!m->params_bf16 || !m->params_bf16_stale) return;
+    sv_bf16_round_array(m->params_bf16, m->params, m->num_params);
+    m->params_bf16_stale = 0;
+}
+
 void sv_model_init_weights(sv_model *m, uint64_t seed) {
+    sv_model_params_changed(m);
     for (int t = 0; t < m->num_tensors; t++) {
         const sv_param_info *T = &m->tensors[t];
         float *w = m->params + T->offset;
@@ -320,6 +354,11 @@ int sv_model_find(const sv_model *m, const char *name) {
 
 static inline float *P(sv_model *m, int t) { return m->params + m->tensors[t].offset; }
 static inline float *G(sv_model *m, int t) { return m->grads + m->tensors[t].offset; }
+/* Tensor t as a product's weight operand: its bf16 copy, or fp32. */
+static inline sv_matrix W(sv_model *m, int t) {
+    size_t o = m->tensors[t].offset;
+    return m->params_bf16 ? sv_mat_bf16(m->params_bf16 + o) : sv_mat_f32(m->params + o);
+}
 
 static void draw_keys(block_acts *B, int N, const sv_train_rng *rng) {
     for (int n = 0; n < N; n++) {
@@ -338,14 +377,14 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
     int T = N * S * S;
     int training = rng != NULL;
     if (training) draw_keys(B, N, rng);
-    sv_shift_layernorm_forward(B->xs, B->ln, B->mean, B->rstd, x, P(m, B->p.ln_g),
+    sv_shift_layernorm_forward(B->xs, B->ln, act_type(m), B->mean, B->rstd, x, P(m, B->p.ln_g),
                                P(m, B->p.ln_b), N, S, S, C, m->num_div, m->shift_pixel, m->eps);
     /* The biases are added inside the GELU and residual kernels, which sweep
      * over those tensors anyway. */
-    sv_dense_forward_mp(m->bf16, B->h, B->ln, P(m, B->p.fc1_w), NULL, T, C, H);
-    sv_gelu_dropout_forward(B->a, B->h, P(m, B->p.fc1_b), N, S * S, H,
+    sv_dense_forward_mp(m->bf16, B->h, act(m, B->ln), W(m, B->p.fc1_w), NULL, T, C, H);
+    sv_gelu_dropout_forward(B->a, act_type(m), B->h, P(m, B->p.fc1_b), N, S * S, H,
                             training ? B->keys1 : NULL, m->dropout, training);
-    sv_dense_forward_mp(m->bf16, A->z, B->a, P(m, B->p.fc2_w), NULL, T, H, C);
+    sv_dense_forward_mp(m->bf16, A->z, act(m, B->a), W(m, B->p.fc2_w), NULL, T, H, C);
     int use_dp = training && B->drop_path_rate > 0.f;
     if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
     sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, P(m, B->p.fc2_b), N, S * S, C,
@@ -355,9 +394,9 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
 static void merge_forward(sv_model *m, int s, const float *x, int N) {
     merge_acts *M = &m->acts->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_layernorm_window_forward(M->cols, M->mean, M->rstd, x, P(m, M->p.ln_g), P(m, M->p.ln_b),
-                                N, S, S, C, 2, m->eps);
-    sv_dense_forward_mp(m->bf16, M->out, M->cols, P(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
+    sv_layernorm_window_forward(M->cols, act_type(m), M->mean, M->rstd, x, P(m, M->p.ln_g),
+                                P(m, M->p.ln_b), N, S, S, C, 2, m->eps);
+    sv_dense_forward_mp(m->bf16, M->out, act(m, M->cols), W(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
 }
 
 const float *sv_model_forward(sv_model *m, const float *x, int N,
@@ -365,9 +404,10 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
     SV_CHECK(N >= 1 && N <= m->max_batch);
     struct sv_model_acts *A = m->acts;
     int p = m->patch_size, S0 = m->sides[0];
-    sv_window_gather(A->patch_cols, x, N, m->image_size, m->image_size, 3, p);
-    sv_dense_forward_mp(m->bf16, A->patch_out, A->patch_cols, P(m, A->patch_w), P(m, A->patch_b),
-                     N * S0 * S0, p * p * 3, m->channels[0]);
+    refresh_bf16_weights(m);
+    sv_window_gather(A->patch_cols, act_type(m), x, N, m->image_size, m->image_size, 3, p);
+    sv_dense_forward_mp(m->bf16, A->patch_out, act(m, A->patch_cols), W(m, A->patch_w), P(m, A->patch_b),
+                        N * S0 * S0, p * p * 3, m->channels[0]);
     const float *cur = A->patch_out;
     int bi = 0;
     for (int s = 0; s < SV_NUM_STAGES; s++) {
@@ -382,7 +422,8 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
     }
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
     sv_avgpool_forward(A->pooled, cur, N, S3 * S3, C3);
-    sv_dense_forward_mp(m->bf16, A->logits, A->pooled, P(m, A->head_w), P(m, A->head_b), N, C3, m->num_classes);
+    sv_dense_forward_mp(m->bf16, A->logits, sv_mat_f32(A->pooled), W(m, A->head_w), P(m, A->head_b), N, C3,
+                        m->num_classes);
     A->last_n = N;
     A->last_training = rng != NULL;
     return A->logits;
@@ -400,12 +441,17 @@ static void block_backward(sv_model *m, block_acts *B, float *dy, float *dx, int
     int T = N * S * S;
     int use_mask = m->dropout > 0.f;
     int use_dp = B->drop_path_rate > 0.f;
-    sv_residual_dropout_backward(m->scratch, A->z, G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C,
+    /* dz (fc2's output gradient) goes to A->z; in bf16 the d GELU-dropout
+     * input goes to B->a, which nothing reads after fc2's weight gradient. */
+    sv_residual_dropout_backward(m->scratch, A->z, act_type(m), G(m, B->p.fc2_b), dy, B->mask2, N, S * S, C,
                                  use_mask, m->dropout, use_dp ? B->dp : NULL);
-    sv_dense_backward_mp(m->bf16, m->scratch, A->dh, G(m, B->p.fc2_w), NULL, A->z, B->a, P(m, B->p.fc2_w), T, H, C);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dh, G(m, B->p.fc2_w), NULL, act(m, A->z), act(m, B->a),
+                         W(m, B->p.fc2_w), T, H, C);
     notify(m, ready, ctx, B->p.fc2_w);
-    sv_gelu_dropout_backward(m->scratch, A->dh, G(m, B->p.fc1_b), A->dh, B->h, T, H);
-    sv_dense_backward_mp(m->bf16, m->scratch, A->dln, G(m, B->p.fc1_w), NULL, A->dh, B->ln, P(m, B->p.fc1_w), T, C, H);
+    void *dh = m->act_bf16 ? B->a : A->dh;
+    sv_gelu_dropout_backward(m->scratch, dh, act_type(m), G(m, B->p.fc1_b), A->dh, B->h, T, H);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dln, G(m, B->p.fc1_w), NULL, act(m, dh), act(m, B->ln),
+                         W(m, B->p.fc1_w), T, C, H);
     notify(m, ready, ctx, B->p.fc1_w);
     /* The residual adds the shifted x, so dy is the identity path's gradient of
      * xs; LayerNorm's input gradient adds to it before the shift's adjoint. */
@@ -420,7 +466,8 @@ static void merge_backward(sv_model *m, int s, const float *x, float *dy, float 
     struct sv_model_acts *A = m->acts;
     merge_acts *M = &A->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_dense_backward_mp(m->bf16, m->scratch, A->dcols, G(m, M->p.red_w), NULL, dy, M->cols, P(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dcols, G(m, M->p.red_w), NULL, sv_mat_f32(dy), act(m, M->cols),
+                         W(m, M->p.red_w), N * So * So, 4 * C, 2 * C);
     notify(m, ready, ctx, M->p.red_w);
     sv_layernorm_window_backward(m->scratch, dx, G(m, M->p.ln_g), G(m, M->p.ln_b), A->dcols, x,
                                  M->mean, M->rstd, P(m, M->p.ln_g), N, S, S, C, 2);
@@ -433,8 +480,8 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
     SV_CHECK(A->last_training);
     int N = A->last_n;
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
-    sv_dense_backward_mp(m->bf16, m->scratch, A->dpooled, G(m, A->head_w), G(m, A->head_b), dlogits,
-                         A->pooled, P(m, A->head_w), N, C3, m->num_classes);
+    sv_dense_backward_mp(m->bf16, m->scratch, A->dpooled, G(m, A->head_w), G(m, A->head_b), sv_mat_f32(dlogits),
+                         sv_mat_f32(A->pooled), W(m, A->head_w), N, C3, m->num_classes);
     notify(m, ready, ready_ctx, A->head_w);
     float *dy = A->dx0, *dx = A->dx1, *tmp;
     sv_avgpool_backward(dy, A->dpooled, N, S3 * S3, C3);
@@ -451,8 +498,8 @@ void sv_model_backward(sv_model *m, const float *dlogits, sv_grad_ready_fn ready
         }
     }
     int p = m->patch_size, S0 = m->sides[0];
-    sv_dense_backward_mp(m->bf16, m->scratch, NULL, G(m, A->patch_w), G(m, A->patch_b), dy, A->patch_cols,
-                         P(m, A->patch_w), N * S0 * S0, p * p * 3, m->channels[0]);
+    sv_dense_backward_mp(m->bf16, m->scratch, NULL, G(m, A->patch_w), G(m, A->patch_b), sv_mat_f32(dy),
+                         act(m, A->patch_cols), W(m, A->patch_w), N * S0 * S0, p * p * 3, m->channels[0]);
     notify(m, ready, ready_ctx, A->patch_w);
 }
 

@@ -8,7 +8,7 @@ void sv_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
                           float eps) {
 #pragma omp parallel for
     for (long t = 0; t < T; t++)
-        ly_ln_row_forward(y + t * C, mean + t, rstd + t, x + t * C, gamma, beta, C, eps);
+        ly_ln_row_forward(y + t * C, SV_DT_F32, mean + t, rstd + t, x + t * C, gamma, beta, C, eps);
 }
 
 void sv_layernorm_backward(sv_scratch *ws, float *dx, float *dgamma, float *dbeta,

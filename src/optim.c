@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/gemm_bf16.h"
 
 int sv_schedule_init(sv_schedule *s, double lr_start, double lr_max,
                      long warmup, long total, char *err) {
@@ -52,14 +53,13 @@ void sv_adamw_free(sv_adamw *o) {
     o->m = o->v = NULL;
 }
 
-void sv_adamw_update(const sv_adamw *o, long t, float *w, const float *g, float *m, float *v, size_t n,
-                     double lr) {
-    double b1 = o->beta1, b2 = o->beta2;
-    float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t)));
-    float decay = (float)(o->decay_mode == SV_DECAY_TORCH ? lr * o->weight_decay : o->weight_decay);
-    float fb1 = (float)b1, fb2 = (float)b2, eps = (float)o->eps;
-    /* 1 - b2 in double: (1 - (float)0.999) is 1.3e-5 relative off */
-    float one_b1 = (float)(1.0 - b1), one_b2 = (float)(1.0 - b2);
+/* Elements [0, n) of the update (see sv_adamw_update); with_bf16 constant
+ * after inlining, so the fp32-only loop carries no store it does not need. */
+static inline __attribute__((always_inline)) void adamw_loop(float *w, uint16_t *wb, int with_bf16,
+                                                             const float *g, float *m, float *v,
+                                                             size_t n, float decay, float lr_t,
+                                                             float fb1, float fb2, float one_b1,
+                                                             float one_b2, float eps) {
 #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         float wi = w[i] - decay * w[i];
@@ -68,11 +68,25 @@ void sv_adamw_update(const sv_adamw *o, long t, float *w, const float *g, float 
         float vi = fb2 * v[i] + one_b2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        w[i] = wi - lr_t * mi / (sqrtf(vi) + eps);
+        float wn = wi - lr_t * mi / (sqrtf(vi) + eps);
+        w[i] = wn;
+        if (with_bf16) wb[i] = sv_bf16_round(wn);
     }
 }
 
-void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr) {
-    sv_adamw_update(o, o->t + 1, w, g, o->m, o->v, o->n, lr);
+void sv_adamw_update(const sv_adamw *o, long t, float *w, uint16_t *wb, const float *g, float *m, float *v,
+                     size_t n, double lr) {
+    double b1 = o->beta1, b2 = o->beta2;
+    float lr_t = (float)(lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t)));
+    float decay = (float)(o->decay_mode == SV_DECAY_TORCH ? lr * o->weight_decay : o->weight_decay);
+    float fb1 = (float)b1, fb2 = (float)b2, eps = (float)o->eps;
+    /* 1 - b2 in double: (1 - (float)0.999) is 1.3e-5 relative off */
+    float one_b1 = (float)(1.0 - b1), one_b2 = (float)(1.0 - b2);
+    if (wb) adamw_loop(w, wb, 1, g, m, v, n, decay, lr_t, fb1, fb2, one_b1, one_b2, eps);
+    else adamw_loop(w, NULL, 0, g, m, v, n, decay, lr_t, fb1, fb2, one_b1, one_b2, eps);
+}
+
+void sv_adamw_step(sv_adamw *o, float *w, uint16_t *wb, const float *g, double lr) {
+    sv_adamw_update(o, o->t + 1, w, wb, g, o->m, o->v, o->n, lr);
     o->t++;
 }

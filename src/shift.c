@@ -57,7 +57,7 @@ void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
     shift_apply(dx, dy, N, H, W, C, num_div, pixel, -1);
 }
 
-void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
+void sv_shift_layernorm_forward(float *xs, void *y, sv_dtype yt, float *mean, float *rstd,
                                 const float *x, const float *gamma, const float *beta,
                                 int N, int H, int W, int C, int num_div, int pixel,
                                 float eps) {
@@ -68,8 +68,8 @@ void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
             for (int w = 0; w < W; w++) {
                 size_t tok = ((size_t)n * H + h) * W + w;
                 shift_token(xs + tok * C, x + tok * C, h, w, H, W, C, g, pixel);
-                ly_ln_row_forward(y + tok * C, mean + tok, rstd + tok, xs + tok * C, gamma, beta,
-                                  C, eps);
+                ly_ln_row_forward(ly_elem(y, yt, tok * C), yt, mean + tok, rstd + tok, xs + tok * C, gamma,
+                                  beta, C, eps);
             }
 }
 
@@ -118,22 +118,25 @@ void sv_layernorm_shift_backward(sv_scratch *ws, float *dx, float *dgamma, float
     }
 }
 
-void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
-                      int k) {
+void sv_window_gather(void *cols, sv_dtype ct, const float *x, int N, int H, int W, int C, int k) {
     int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+    size_t elt = ct == SV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
 #pragma omp parallel for collapse(3)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < Ho; i++)
             for (int j = 0; j < Wo; j++) {
-                float *dst = cols + (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
+                size_t dst = (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
                 for (int kh = 0; kh < k; kh++)
                     for (int kw = 0; kw < k; kw++) {
                         int y = i * k + kh, xx = j * k + kw;
-                        float *d = dst + (size_t)(kh * k + kw) * C;
-                        if (y < H && xx < W)
-                            memcpy(d, x + (((size_t)n * H + y) * W + xx) * C, (size_t)C * sizeof(float));
+                        void *d = ly_elem(cols, ct, dst + (size_t)(kh * k + kw) * C);
+                        const float *src = x + (((size_t)n * H + y) * W + xx) * C;
+                        if (y >= H || xx >= W)
+                            memset(d, 0, (size_t)C * elt);
+                        else if (ct == SV_DT_BF16)
+                            for (int c = 0; c < C; c++) ((uint16_t *)d)[c] = sv_bf16_round(src[c]);
                         else
-                            memset(d, 0, (size_t)C * sizeof(float));
+                            memcpy(d, src, (size_t)C * sizeof(float));
                     }
             }
 }
@@ -156,25 +159,26 @@ void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
             }
 }
 
-void sv_layernorm_window_forward(float *cols, float *mean, float *rstd, const float *x,
+void sv_layernorm_window_forward(void *cols, sv_dtype ct, float *mean, float *rstd, const float *x,
                                  const float *gamma, const float *beta, int N, int H, int W,
                                  int C, int k, float eps) {
     int Ho = (H + k - 1) / k, Wo = (W + k - 1) / k;
+    size_t elt = ct == SV_DT_BF16 ? sizeof(uint16_t) : sizeof(float);
 #pragma omp parallel for collapse(3) schedule(static)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < Ho; i++)
             for (int j = 0; j < Wo; j++) {
-                float *dst = cols + (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
+                size_t dst = (((size_t)n * Ho + i) * Wo + j) * (size_t)(k * k * C);
                 for (int kh = 0; kh < k; kh++)
                     for (int kw = 0; kw < k; kw++) {
                         int yy = i * k + kh, xx = j * k + kw;
-                        float *d = dst + (size_t)(kh * k + kw) * C;
+                        void *d = ly_elem(cols, ct, dst + (size_t)(kh * k + kw) * C);
                         if (yy < H && xx < W) {
                             size_t t = ((size_t)n * H + yy) * W + xx;
-                            ly_ln_row_forward(d, mean + t, rstd + t, x + t * C, gamma, beta, C,
+                            ly_ln_row_forward(d, ct, mean + t, rstd + t, x + t * C, gamma, beta, C,
                                               eps);
                         } else {
-                            copy_or_zero(d, NULL, C);
+                            memset(d, 0, (size_t)C * elt); /* +0.0 in both types */
                         }
                     }
             }

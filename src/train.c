@@ -159,6 +159,7 @@ static int trainer_load_state(trainer *T, char *err) {
         if (!sv_dist_same_checksum(d, bits)) {
             if (T->rank0) fprintf(stderr, "shiftvit: ranks hold different initial weights; broadcasting rank 0's\n");
             sv_dist_bcast_floats(d, T->m.params, T->m.num_params);
+            sv_model_params_changed(&T->m);
         }
     }
     return 0;

@@ -58,14 +58,18 @@ void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config 
 
 void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {
     if (!d->zero) {
-        sv_adamw_step(opt, m->params, m->grads, lr);
+        sv_adamw_step(opt, m->params, m->params_bf16, m->grads, lr);
         return;
     }
     for (int b = 0; b < d->nbuckets; b++)
-        sv_adamw_update(opt, opt->t + 1, m->params + d->shard_lo[b], d->gshard + d->shard_off[b],
+        sv_adamw_update(opt, opt->t + 1, m->params + d->shard_lo[b], NULL, d->gshard + d->shard_off[b],
                         opt->m + d->shard_off[b], opt->v + d->shard_off[b], d->shard_len[b], lr);
     opt->t++;
     sv_zero_allgather(d);
+    /* The other ranks' shards arrive in fp32: in bf16 mode the next forward
+     * rounds the whole copy (one sweep; gathering a bf16 copy as well would
+     * double the all-gather's messages). */
+    sv_model_params_changed(m);
 }
 
 /* "stage2/block3/mlp/fc1/kernel" -> "stage2/block3"; "classifier/kernel" -> "classifier". */

@@ -33,6 +33,7 @@
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
+#include "shiftvit/optim.h"
 #include "shiftvit/rng.h"
 #include "test_util.h"
 
@@ -107,7 +108,7 @@ static void product_cases(int emulate) {
                 float *C = sv_alloc((size_t)M * ldc * sizeof(float), "C");
                 fill(A, (size_t)(ta ? K : M) * lda, 1 + s, 3.f);
                 fill(B, (size_t)(tb ? N : K) * ldb, 100 + s, 0.5f);
-                sv_bf16_gemm(bf, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+                sv_bf16_gemm(bf, ta, tb, M, N, K, sv_mat_f32(A), lda, sv_mat_f32(B), ldb, C, ldc);
                 char what[96];
                 snprintf(what, sizeof what, "%s %dx%dx%d ta=%d tb=%d", emulate ? "emulated" : "default", M, K, N,
                          ta, tb);
@@ -146,9 +147,9 @@ static void test_dense_layer(void **state) {
     sv_scratch *ws = sv_scratch_create(256);
     sv_bf16 *bf = sv_bf16_create(0);
     sv_dense_forward(y32, x, w, b, T, in, out);
-    sv_dense_forward_mp(bf, y16, x, w, b, T, in, out);
+    sv_dense_forward_mp(bf, y16, sv_mat_f32(x), sv_mat_f32(w), b, T, in, out);
     sv_dense_backward(ws, dx32, dw32, db32, dy, x, w, T, in, out);
-    sv_dense_backward_mp(bf, ws, dx16, dw16, db16, dy, x, w, T, in, out);
+    sv_dense_backward_mp(bf, ws, dx16, dw16, db16, sv_mat_f32(dy), sv_mat_f32(x), sv_mat_f32(w), T, in, out);
     double bound = 0x1p-7 + 0x1p-16 + 512 * U32;
     for (int t = 0; t < T; t++)
         for (int o = 0; o < out; o++) {
@@ -175,6 +176,139 @@ static void test_dense_layer(void **state) {
     sv_scratch_free(ws);
     sv_free(x); sv_free(w); sv_free(b); sv_free(dy); sv_free(y32); sv_free(y16); sv_free(dx32); sv_free(dx16);
     sv_free(dw32); sv_free(dw16); sv_free(db32); sv_free(db16);
+}
+
+/* Operands stored in bf16 are read in place: a product of pre-rounded bf16
+ * operands (compact, or with a padded leading dimension) equals bitwise the
+ * product of the fp32 operands rounded on the way in, on both paths. */
+static void stored_operand_cases(int emulate) {
+    sv_bf16 *bf = sv_bf16_create(emulate);
+    int M = 150, K = 96, N = 70;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int pad = 0; pad < 2; pad++) {
+                int lda = (ta ? M : K) + 7 * pad, ldb = (tb ? K : N) + 3 * pad;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+                float *A = sv_alloc(na * 4, "A"), *B = sv_alloc(nb * 4, "B");
+                uint16_t *A16 = sv_alloc(na * 2, "A16"), *B16 = sv_alloc(nb * 2, "B16");
+                float *C1 = sv_alloc((size_t)M * N * 4, "C"), *C2 = sv_alloc((size_t)M * N * 4, "C"),
+                      *C3 = sv_alloc((size_t)M * N * 4, "C");
+                fill(A, na, 21, 2.f);
+                fill(B, nb, 22, 0.7f);
+                sv_bf16_round_array(A16, A, na);
+                sv_bf16_round_array(B16, B, nb);
+                for (size_t i = 0; i < na; i++) assert_true(A16[i] == sv_bf16_round(A[i]));
+                sv_bf16_gemm(bf, ta, tb, M, N, K, sv_mat_f32(A), lda, sv_mat_f32(B), ldb, C1, N);
+                sv_bf16_gemm(bf, ta, tb, M, N, K, sv_mat_bf16(A16), lda, sv_mat_bf16(B16), ldb, C2, N);
+                sv_bf16_gemm(bf, ta, tb, M, N, K, sv_mat_bf16(A16), lda, sv_mat_f32(B), ldb, C3, N);
+                if (memcmp(C1, C2, (size_t)M * N * 4) || memcmp(C1, C3, (size_t)M * N * 4))
+                    fail_msg("%s ta=%d tb=%d pad=%d: stored-bf16 operands give another product",
+                             emulate ? "emulated" : "default", ta, tb, pad);
+                if (ta == tb && tb == pad) /* the bound itself, for two of the cases */
+                    check_product(C2, N, ta, tb, M, N, K, A, lda, B, ldb, "stored bf16 operands");
+                sv_free(A); sv_free(B); sv_free(A16); sv_free(B16); sv_free(C1); sv_free(C2); sv_free(C3);
+            }
+    sv_bf16_free(bf);
+}
+
+static void test_stored_operands(void **state) {
+    (void)state;
+    stored_operand_cases(0);
+    stored_operand_cases(1);
+}
+
+/* n bf16 values equal, bitwise, the fp32 values rounded to nearest even. */
+static void assert_rounded_copy(const uint16_t *b, const float *f, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != sv_bf16_round(f[i]))
+            fail_msg("%s[%zu]: bf16 0x%04x, fp32 %.9g rounds to 0x%04x", what, i, b[i], f[i], sv_bf16_round(f[i]));
+}
+
+/* Every kernel that writes an activation or gradient feeding a product in
+ * bf16 writes exactly the rounding of what it writes in fp32, and what it
+ * also computes in fp32 (LayerNorm statistics, the saved GELU derivative, the
+ * bias gradients) is bitwise the same in both modes. */
+static void test_kernels_store_bf16(void **state) {
+    (void)state;
+    int N = 3, S = 7, C = 24, H = 48, L = S * S, T = N * L;
+    float *x = sv_alloc((size_t)T * H * 4, "x"), *g = sv_alloc((size_t)C * 4, "g"), *b = sv_alloc((size_t)H * 4, "b");
+    float *o32 = sv_alloc((size_t)T * H * 4 * 4, "out"), *xs = sv_alloc((size_t)T * C * 4, "xs");
+    uint16_t *o16 = sv_alloc((size_t)T * H * 4 * 2, "out16");
+    float *st32 = sv_alloc((size_t)T * 2 * 4, "stats"), *st16 = sv_alloc((size_t)T * 2 * 4, "stats");
+    float *h32 = sv_alloc((size_t)T * H * 4, "h"), *h16 = sv_alloc((size_t)T * H * 4, "h");
+    float *db32 = sv_alloc((size_t)H * 4, "db"), *db16 = sv_alloc((size_t)H * 4, "db"), *dp = sv_alloc((size_t)N * 4, "dp");
+    uint8_t *mask = sv_alloc((size_t)T * C, "mask");
+    uint64_t keys[3] = {11, 12, 13};
+    sv_scratch *ws = sv_scratch_create(256);
+    fill(x, (size_t)T * H, 31, 2.f);
+    fill(g, (size_t)C, 32, 1.f);
+    fill(b, (size_t)H, 33, 0.3f);
+
+    sv_shift_layernorm_forward(xs, o32, SV_DT_F32, st32, st32 + T, x, g, b, N, S, S, C, 12, 1, 1e-5f);
+    sv_shift_layernorm_forward(xs, o16, SV_DT_BF16, st16, st16 + T, x, g, b, N, S, S, C, 12, 1, 1e-5f);
+    assert_rounded_copy(o16, o32, (size_t)T * C, "shift+LayerNorm output");
+    assert_memory_equal(st16, st32, (size_t)T * 2 * 4);
+
+    int To = N * 4 * 4; /* 7 x 7 -> 4 x 4 windows, padded */
+    sv_layernorm_window_forward(o32, SV_DT_F32, st32, st32 + T, x, g, b, N, S, S, C, 2, 1e-5f);
+    sv_layernorm_window_forward(o16, SV_DT_BF16, st16, st16 + T, x, g, b, N, S, S, C, 2, 1e-5f);
+    assert_rounded_copy(o16, o32, (size_t)To * 4 * C, "LayerNorm window columns");
+    assert_memory_equal(st16, st32, (size_t)T * 2 * 4);
+
+    sv_window_gather(o32, SV_DT_F32, x, N, S, S, 3, 4);
+    sv_window_gather(o16, SV_DT_BF16, x, N, S, S, 3, 4);
+    assert_rounded_copy(o16, o32, (size_t)N * 2 * 2 * 48, "patch columns");
+
+    memcpy(h32, x, (size_t)T * H * 4);
+    memcpy(h16, x, (size_t)T * H * 4);
+    sv_gelu_dropout_forward(o32, SV_DT_F32, h32, b, N, L, H, keys, 0.2f, 1);
+    sv_gelu_dropout_forward(o16, SV_DT_BF16, h16, b, N, L, H, keys, 0.2f, 1);
+    assert_rounded_copy(o16, o32, (size_t)T * H, "GELU-dropout output");
+    assert_memory_equal(h16, h32, (size_t)T * H * 4); /* the saved derivative */
+
+    fill(o32 + (size_t)T * H, (size_t)T * H, 34, 0.05f); /* da */
+    float *da = o32 + (size_t)T * H, *dh32 = o32 + 2 * (size_t)T * H;
+    sv_gelu_dropout_backward(ws, dh32, SV_DT_F32, db32, da, h32, T, H);
+    sv_gelu_dropout_backward(ws, o16, SV_DT_BF16, db16, da, h32, T, H);
+    assert_rounded_copy(o16, dh32, (size_t)T * H, "GELU-dropout input gradient");
+    assert_memory_equal(db16, db32, (size_t)H * 4);
+
+    for (int i = 0; i < T * C; i++) mask[i] = (uint8_t)(i % 5 != 0);
+    sv_drop_path_scales(dp, N, keys, 0.5f);
+    sv_residual_dropout_backward(ws, dh32, SV_DT_F32, db32, da, mask, N, L, C, 1, 0.2f, dp);
+    sv_residual_dropout_backward(ws, o16, SV_DT_BF16, db16, da, mask, N, L, C, 1, 0.2f, dp);
+    assert_rounded_copy(o16, dh32, (size_t)T * C, "residual-dropout gradient");
+    assert_memory_equal(db16, db32, (size_t)C * 4);
+
+    sv_scratch_free(ws);
+    sv_free(x); sv_free(g); sv_free(b); sv_free(o32); sv_free(xs); sv_free(o16); sv_free(st32); sv_free(st16);
+    sv_free(h32); sv_free(h16); sv_free(db32); sv_free(db16); sv_free(dp); sv_free(mask);
+}
+
+/* AdamW writes the weights' bf16 copy in its own pass: bitwise the rounding
+ * of the updated fp32 weights, which are the same as without the copy. */
+static void test_adamw_writes_bf16_copy(void **state) {
+    (void)state;
+    sv_config c;
+    sv_config_defaults(&c);
+    size_t n = 1000;
+    float *w1 = sv_alloc(n * 4, "w"), *w2 = sv_alloc(n * 4, "w"), *gr = sv_alloc(n * 4, "g");
+    uint16_t *wb = sv_alloc(n * 2, "wb");
+    fill(w1, n, 41, 0.1f);
+    memcpy(w2, w1, n * 4);
+    sv_adamw o1, o2;
+    sv_adamw_init(&o1, n, &c);
+    sv_adamw_init(&o2, n, &c);
+    for (int step = 0; step < 3; step++) {
+        fill(gr, n, 42 + step, 0.01f);
+        sv_adamw_step(&o1, w1, NULL, gr, 1e-3);
+        sv_adamw_step(&o2, w2, wb, gr, 1e-3);
+        assert_memory_equal(w1, w2, n * 4);
+        assert_rounded_copy(wb, w2, n, "bf16 weights");
+    }
+    sv_adamw_free(&o1);
+    sv_adamw_free(&o2);
+    sv_free(w1); sv_free(w2); sv_free(gr); sv_free(wb);
 }
 
 /* Forward (training mode) + loss + backward of one batch; returns the mean loss. */
@@ -228,6 +362,37 @@ static void test_whole_model(void **state) {
     sv_free(x); sv_free(probs); sv_free(dl);
     sv_model_free(&m32);
     sv_model_free(&m16);
+}
+
+/* The weights' bf16 copy follows params: after an edit announced by
+ * sv_model_params_changed the next forward uses the new weights, exactly as
+ * a model built with them does. */
+static void test_weight_copy_follows_params(void **state) {
+    (void)state;
+    sv_config c;
+    char err[SV_ERR_LEN];
+    sv_config_defaults(&c);
+    if (sv_config_load(&c, "configs/tiny.ini", err)) fail_msg("%s", err);
+    c.precision = SV_BF16;
+    int N = 4, S = c.image_size, K = c.num_classes;
+    sv_model a, b;
+    if (sv_model_create(&a, &c, N, err) || sv_model_create(&b, &c, N, err)) fail_msg("%s", err);
+    sv_model_init_weights(&a, 5);
+    float *x = sv_alloc((size_t)N * S * S * 3 * 4, "x"), before[64], after[64];
+    fill(x, (size_t)N * S * S * 3, 51, 0.5f);
+    memcpy(before, sv_model_forward(&a, x, N, NULL), (size_t)N * K * 4);
+    for (size_t i = 0; i < a.num_params; i++) a.params[i] *= 1.5f;
+    sv_model_params_changed(&a);
+    memcpy(after, sv_model_forward(&a, x, N, NULL), (size_t)N * K * 4);
+    memcpy(b.params, a.params, a.num_params * 4);
+    sv_model_params_changed(&b);
+    const float *fresh = sv_model_forward(&b, x, N, NULL);
+    assert_memory_equal(after, fresh, (size_t)N * K * 4);
+    assert_memory_not_equal(after, before, (size_t)N * K * 4);
+    assert_rounded_copy(a.params_bf16, a.params, a.num_params, "model bf16 weights");
+    sv_free(x);
+    sv_model_free(&a);
+    sv_model_free(&b);
 }
 
 static char g_tmp[64], g_bin[256];
@@ -322,7 +487,11 @@ int main(void) {
         cmocka_unit_test(test_product_default),
         cmocka_unit_test(test_product_emulated),
         cmocka_unit_test(test_dense_layer),
+        cmocka_unit_test(test_stored_operands),
+        cmocka_unit_test(test_kernels_store_bf16),
+        cmocka_unit_test(test_adamw_writes_bf16_copy),
         cmocka_unit_test(test_whole_model),
+        cmocka_unit_test(test_weight_copy_follows_params),
         cmocka_unit_test(test_training_tracks_fp32),
         cmocka_unit_test(test_rank_invariance),
         cmocka_unit_test(test_resume_in_other_precision),

@@ -346,9 +346,9 @@ static void test_gelu_grid(void **state) {
     /* Both forward paths (training: gelu and gelu' from one erf, h replaced
      * by gelu'; inference: gelu only) and the backward kernel. */
     memcpy(g, x, NG * sizeof(float));
-    sv_gelu_dropout_forward(a, g, NULL, 1, 1, NG, NULL, 0.f, 1);
-    sv_gelu_dropout_forward(a2, x, NULL, 1, 1, NG, NULL, 0.f, 0);
-    sv_gelu_dropout_backward(g_ws, dh, NULL, one, g, 1, NG);
+    sv_gelu_dropout_forward(a, SV_DT_F32, g, NULL, 1, 1, NG, NULL, 0.f, 1);
+    sv_gelu_dropout_forward(a2, SV_DT_F32, x, NULL, 1, 1, NG, NULL, 0.f, 0);
+    sv_gelu_dropout_backward(g_ws, dh, SV_DT_F32, NULL, one, g, 1, NG);
     double worst = 0, worst_g = 0;
     for (int i = 0; i < NG; i++) {
         double xd = x[i], cdf = 0.5 * (1.0 + erf(xd / sqrt(2.0)));
@@ -391,7 +391,7 @@ static double gd_loss(void *c) {
     gd_ctx *d = c;
     size_t n = (size_t)d->N * d->L * d->H;
     memcpy(d->hb, d->h, n * sizeof(float));
-    sv_gelu_dropout_forward(d->a, d->hb, d->b, d->N, d->L, d->H, d->keys, d->p, 1);
+    sv_gelu_dropout_forward(d->a, SV_DT_F32, d->hb, d->b, d->N, d->L, d->H, d->keys, d->p, 1);
     return dot(d->a, d->R, n);
 }
 
@@ -411,7 +411,7 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     gd_loss(&d);
     int use_mask = keys && p > 0;
     float *dh = falloc(n), *db = falloc(d.H);
-    sv_gelu_dropout_backward(g_ws, dh, db, d.R, d.hb, d.N * d.L, d.H);
+    sv_gelu_dropout_backward(g_ws, dh, SV_DT_F32, db, d.R, d.hb, d.N * d.L, d.H);
     check_fd("gelu/dropout dh", d.h, dh, n, gd_loss, &d);
     check_fd("gelu/dropout dbias", d.b, db, d.H, gd_loss, &d);
     /* Forward values, the saved derivative, the inference path and the
@@ -419,7 +419,7 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     gd_loss(&d);
     float *a_inf = falloc(n), *h_copy = falloc(n);
     memcpy(h_copy, d.h, n * sizeof(float));
-    sv_gelu_dropout_forward(a_inf, d.h, d.b, d.N, d.L, d.H, d.keys, d.p, 0);
+    sv_gelu_dropout_forward(a_inf, SV_DT_F32, d.h, d.b, d.N, d.L, d.H, d.keys, d.p, 0);
     assert_memory_equal(h_copy, d.h, n * sizeof(float)); /* read only */
     size_t dropped = 0, per = (size_t)d.L * d.H;
     for (size_t j = 0; j < n; j++) {
@@ -437,7 +437,7 @@ static void run_gelu_dropout_fd(const uint64_t *keys, float p) {
     sv_free(a_inf); sv_free(h_copy);
     float *inplace = falloc(n);
     memcpy(inplace, d.R, n * sizeof(float));
-    sv_gelu_dropout_backward(NULL, inplace, NULL, inplace, d.hb, d.N * d.L, d.H);
+    sv_gelu_dropout_backward(NULL, inplace, SV_DT_F32, NULL, inplace, d.hb, d.N * d.L, d.H);
     assert_arrays_close("gelu/dropout in-place backward", inplace, dh, n, 0, 0);
     sv_free(inplace); sv_free(dh); sv_free(db);
     sv_free(d.h); sv_free(d.hb); sv_free(d.b); sv_free(d.a); sv_free(d.R);
@@ -490,13 +490,13 @@ static void run_residual_fd(const uint64_t *keys, float p, const float *dp) {
     int use_mask = keys && p > 0;
     float *dz = falloc(n), *db = falloc(d.C);
     for (size_t i = 0; i < n; i++) dz[i] = 99.f;
-    sv_residual_dropout_backward(g_ws, dz, db, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
+    sv_residual_dropout_backward(g_ws, dz, SV_DT_F32, db, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
     check_fd("residual dz", d.z, dz, n, rd_loss, &d);
     check_fd("residual dbias", d.b, db, d.C, rd_loss, &d);
     check_fd("residual dx (identity)", d.x, d.R, n, rd_loss, &d);
     /* Without a bias gradient requested, dz is the same. */
     float *dz2 = falloc(n);
-    sv_residual_dropout_backward(g_ws, dz2, NULL, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
+    sv_residual_dropout_backward(g_ws, dz2, SV_DT_F32, NULL, d.R, d.mask, d.N, d.L, d.C, use_mask, p, dp);
     assert_arrays_close("residual dz without dbias", dz2, dz, n, 0, 0);
     sv_free(dz2);
     /* Forward values. */
@@ -566,7 +566,7 @@ static void test_drop_path_scales(void **state) {
  * gelu(h) > 0.3, so a == 0 exactly where an element was dropped. */
 static void gelu_mask(uint8_t *m, float *a, float *h, int N, int L, int H,
                       const uint64_t *keys, float p) {
-    sv_gelu_dropout_forward(a, h, NULL, N, L, H, keys, p, 0);
+    sv_gelu_dropout_forward(a, SV_DT_F32, h, NULL, N, L, H, keys, p, 0);
     for (size_t j = 0; j < (size_t)N * L * H; j++) m[j] = a[j] != 0.f;
 }
 
@@ -778,7 +778,7 @@ static void test_shift_layernorm_fused(void **state) {
     for (int k = 0; k < 4; k++) {
         int pix = pixels[k];
         for (size_t i = 0; i < n; i++) xs[i] = y[i] = dx[i] = NAN;
-        sv_shift_layernorm_forward(xs, y, mean, rstd, x, gamma, beta, N, H, W, C, DIV, pix, 1e-5f);
+        sv_shift_layernorm_forward(xs, y, SV_DT_F32, mean, rstd, x, gamma, beta, N, H, W, C, DIV, pix, 1e-5f);
         sv_shift_forward(xs2, x, N, H, W, C, DIV, pix);
         sv_layernorm_forward(y2, mean2, rstd2, xs2, gamma, beta, T, C, 1e-5f);
         assert_arrays_close("fused shift", xs, xs2, n, 0, 0);
@@ -818,9 +818,9 @@ static void test_layernorm_window_fused(void **state) {
         float *cols = falloc(nc), *mean = falloc(T), *rstd = falloc(T);
         float *ln = falloc(n), *cols2 = falloc(nc), *mean2 = falloc(T), *rstd2 = falloc(T);
         for (size_t i = 0; i < nc; i++) cols[i] = NAN;
-        sv_layernorm_window_forward(cols, mean, rstd, x, gamma, beta, N, H, W, C, K, 1e-5f);
+        sv_layernorm_window_forward(cols, SV_DT_F32, mean, rstd, x, gamma, beta, N, H, W, C, K, 1e-5f);
         sv_layernorm_forward(ln, mean2, rstd2, x, gamma, beta, (int)T, C, 1e-5f);
-        sv_window_gather(cols2, ln, N, H, W, C, K);
+        sv_window_gather(cols2, SV_DT_F32, ln, N, H, W, C, K);
         assert_arrays_close("fused window layernorm", cols, cols2, nc, 1e-6, 1e-6);
         assert_arrays_close("fused window mean", mean, mean2, T, 1e-6, 1e-6);
         float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
@@ -851,7 +851,7 @@ typedef struct {
 
 static double win_loss(void *c) {
     win_ctx *d = c;
-    sv_window_gather(d->cols, d->x, d->N, d->H, d->W, d->C, d->k);
+    sv_window_gather(d->cols, SV_DT_F32, d->x, d->N, d->H, d->W, d->C, d->k);
     return dot(d->cols, d->R, d->ncols);
 }
 
@@ -907,7 +907,7 @@ static void test_window_hand(void **state) {
         for (int w = 0; w < 3; w++)
             for (int c = 0; c < 2; c++) x[(h * 3 + w) * 2 + c] = 10.f * c + (float)(3 * h + w + 1);
     static const float win[4][4] = {{1, 2, 4, 5}, {3, 0, 6, 0}, {7, 8, 0, 0}, {9, 0, 0, 0}};
-    sv_window_gather(cols, x, 1, 3, 3, 2, 2);
+    sv_window_gather(cols, SV_DT_F32, x, 1, 3, 3, 2, 2);
     for (int o = 0; o < 4; o++)
         for (int pos = 0; pos < 4; pos++)
             for (int c = 0; c < 2; c++) {

@@ -161,7 +161,7 @@ static void run_adamw_hand(sv_decay_mode mode, const double expect[3][3]) {
     float w[3];
     memcpy(w, ADAM_W0, sizeof w);
     for (int t = 0; t < 3; t++) {
-        sv_adamw_step(&o, w, ADAM_G[t], ADAM_LR[t]);
+        sv_adamw_step(&o, w, NULL, ADAM_G[t], ADAM_LR[t]);
         assert_int_equal(o.t, t + 1);
         for (int i = 0; i < 3; i++)
             if (!(fabs(w[i] - expect[t][i]) <= 1e-6 * fabs(expect[t][i]) + 2e-7))
@@ -206,7 +206,7 @@ static void test_adamw_recipe_defaults(void **state) {
     float w[4] = {1.0f, -1.0f, 0.25f, 3.0f};
     const float g[4] = {0.5f, 0.5f, -2.0f, 1e-2f};
     const float w0[4] = {1.0f, -1.0f, 0.25f, 3.0f};
-    sv_adamw_step(&o, w, g, 1e-3);
+    sv_adamw_step(&o, w, NULL, g, 1e-3);
     for (int i = 0; i < 4; i++) {
         double sgn = g[i] > 0 ? 1.0 : -1.0;
         /* exact: lr_t m / (sqrt v + eps) = 1e-3 |g| / (|g| + eps / sqrt(1e-3)) */
@@ -239,7 +239,7 @@ static void test_adamw_many(void **state) {
         for (int t = 1; t <= STEPS; t++) {
             double lr = 1e-3 * t;
             for (int i = 0; i < N; i++) g[i] = (float)(0.1 * cos(0.11 * i * t + t));
-            sv_adamw_step(&o, w, g, lr);
+            sv_adamw_step(&o, w, NULL, g, lr);
             double lrt = lr * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t));
             double dec = mode ? lr * 3e-3 : 3e-3;
             for (int i = 0; i < N; i++) {

@@ -37,27 +37,63 @@ const char *sv_bf16_describe(const sv_bf16 *ctx);
 /* 1 if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16). */
 int sv_bf16_native_cpu(void);
 
-/* C[M][ldc] (row-major, fp32) = op(A) x op(B), alpha = 1, beta = 0, with A and
- * B rounded to bf16 (nearest even). op(A) is M x K: A is M x K (lda >= K), or
- * with ta = 1 stored K x M (lda >= M); op(B) is K x N: B is K x N (ldb >= N),
- * or with tb = 1 stored N x K (ldb >= K). Rounding copies the operands into
- * buffers of the context (grown on first use, then reused). Aborts with a
- * message on an internal oneDNN error (an impossible shape). */
-void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                  const float *B, int ldb, float *C, int ldc);
+/* How a matrix is stored in memory: fp32 values, or bf16 bits (the upper
+ * 16 bits of the fp32 value rounded to nearest even). In bf16 mode the model
+ * stores the activations that feed matrix products in bf16 (they are read
+ * only by the products, so nothing else changes), and the weights' bf16 copy
+ * is written by the AdamW pass (model.h). */
+typedef enum { SV_DT_F32 = 0, SV_DT_BF16 = 1 } sv_dtype;
 
-/* Creates the primitive of one product shape (arguments as sv_bf16_gemm)
- * and grows the operand buffers to its size, so that products of the shapes
- * prepared at model creation neither create nor allocate during training.
- * Other shapes (a smaller last batch) are prepared at their first use. */
-void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int ldc);
+/* A matrix operand of a product: its first element and its storage type. */
+typedef struct {
+    const void *data;
+    sv_dtype type;
+} sv_matrix;
+
+static inline sv_matrix sv_mat_f32(const float *p) {
+    sv_matrix m = {p, SV_DT_F32};
+    return m;
+}
+static inline sv_matrix sv_mat_bf16(const uint16_t *p) {
+    sv_matrix m = {p, SV_DT_BF16};
+    return m;
+}
+static inline sv_matrix sv_mat(const void *p, sv_dtype type) {
+    sv_matrix m = {p, type};
+    return m;
+}
+
+/* C[M][ldc] (row-major, fp32) = op(A) x op(B), alpha = 1, beta = 0, with bf16
+ * operands and fp32 accumulation. op(A) is M x K: A is M x K (lda >= K), or
+ * with ta = 1 stored K x M (lda >= M); op(B) is K x N: B is K x N (ldb >= N),
+ * or with tb = 1 stored N x K (ldb >= K); lda, ldb, ldc in elements. An
+ * operand stored in bf16 is read in place; an fp32 operand is first rounded
+ * to bf16 (nearest even) into a buffer of the context (sized by
+ * sv_bf16_prepare, or grown on first use). Emulation (no bf16 instructions):
+ * both operands become fp32 copies of their bf16 values and BLIS multiplies
+ * them, which gives the same numbers. Aborts with a message on an internal
+ * oneDNN error (an impossible shape). */
+void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A, int lda,
+                  sv_matrix B, int ldb, float *C, int ldc);
+
+/* Creates the primitive of one product shape with compact operands (lda and
+ * ldb the stored row lengths; other arguments as sv_bf16_gemm) and grows the
+ * rounding buffers for the operands whose type is SV_DT_F32, so that the
+ * products prepared at model creation neither create nor allocate during
+ * training. Other shapes (a smaller last batch) are prepared at first use. */
+void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt,
+                     int ldc);
+
+/* dst[i] = bf16 of src[i] (nearest even) for n elements, OpenMP-parallel. */
+void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n);
 
 /* fp32 -> bf16 bits, round to nearest even; NaN stays NaN (quiet). */
 static inline uint16_t sv_bf16_round(float f) {
     union { float f; uint32_t u; } v = {f};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
-    v.u += 0x7fffu + ((v.u >> 16) & 1u);
-    return (uint16_t)(v.u >> 16);
+    uint32_t nearest = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
+    uint32_t quiet_nan = (v.u >> 16) | 0x40u;
+    /* a select, not a branch: the loops that round whole rows vectorise */
+    return (uint16_t)((v.u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest);
 }
 
 /* bf16 bits -> fp32 (exact). */

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shiftvit/gemm_bf16.h"
+
 /* Workspace of the backward kernels that reduce over rows (bias and
  * LayerNorm parameter gradients): each thread sums its share of the rows into
  * its own slab of partial column sums, then the slabs are added in thread
@@ -62,16 +64,17 @@ void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
 void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out);
 
-/* The same two layers with the matrix products in mixed precision when bf is
- * not NULL (operands rounded to bf16, fp32 accumulation and output; the bias
- * and its gradient stay fp32; issue 12, gemm_bf16.h); bf = NULL is exactly
- * sv_dense_forward / sv_dense_backward. */
-struct sv_bf16;
-void sv_dense_forward_mp(struct sv_bf16 *bf, float *y, const float *x, const float *w,
-                         const float *b, int T, int in, int out);
+/* The same two layers with operands that may be stored in bf16 (sv_matrix,
+ * gemm_bf16.h): with bf not NULL the products take bf16 operands (fp32 ones
+ * rounded to nearest even on the way in) and accumulate in fp32 (issue 12);
+ * the bias, its gradient and the outputs y, dx, dw stay fp32. With bf = NULL
+ * every operand must be fp32 (else SV_CHECK aborts) and these are exactly
+ * sv_dense_forward / sv_dense_backward. db needs an fp32 dy (SV_CHECK); a
+ * kernel that writes dy in bf16 sums the bias gradient itself. */
+void sv_dense_forward_mp(struct sv_bf16 *bf, float *y, sv_matrix x, sv_matrix w, const float *b,
+                         int T, int in, int out);
 void sv_dense_backward_mp(struct sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
-                          const float *dy, const float *x, const float *w, int T, int in,
-                          int out);
+                          sv_matrix dy, sv_matrix x, sv_matrix w, int T, int in, int out);
 
 /* LayerNorm over the last axis (Ba, Kiros & Hinton 2016; Keras
  * LayerNormalization): y = (x - mean) * rstd * gamma + beta,
@@ -101,15 +104,19 @@ float sv_gelu_grad(float x); /* d gelu / dx = Phi(x) + x phi(x) */
  * dropout (m = 1, keep = 1).
  * save_grad != 0 (training): on return h holds da/dx = m / keep * gelu'(x),
  * everything sv_gelu_dropout_backward needs (no mask, no second erf).
- * save_grad == 0: h is only read. */
-void sv_gelu_dropout_forward(float *a, float *h, const float *bias, int N, int L,
+ * save_grad == 0: h is only read. a is stored as `at`: fp32, or bf16 bits
+ * rounded to nearest even (bf16 mode: a feeds only fc2's products). */
+void sv_gelu_dropout_forward(void *a, sv_dtype at, float *h, const float *bias, int N, int L,
                              int H, const uint64_t *keys, float p, int save_grad);
 /* dh[T][H] = da * grad, with grad the h that sv_gelu_dropout_forward left
- * (save_grad != 0), T = N*L; overwrites dh, which may alias da.
- * dbias[H] = column sums of dh over the T rows (overwritten; skipped when
- * NULL) -- the fc1 bias gradient, fused here to save a sweep over dh.
- * ws: scratch for at least H channels; may be NULL when dbias is. */
-void sv_gelu_dropout_backward(sv_scratch *ws, float *dh, float *dbias, const float *da,
+ * (save_grad != 0), T = N*L; overwrites dh, stored as `dht` (fp32, or bf16
+ * bits rounded to nearest even: the operand of fc1's backward products).
+ * An fp32 dh may alias da; a bf16 one must not overlap it.
+ * dbias[H] = column sums of dh over the T rows from the fp32 values
+ * (overwritten; skipped when NULL) -- the fc1 bias gradient, fused here to
+ * save a sweep over dh. ws: scratch for at least H channels; may be NULL when
+ * dbias is. */
+void sv_gelu_dropout_backward(sv_scratch *ws, void *dh, sv_dtype dht, float *dbias, const float *da,
                               const float *grad, int T, int H);
 
 /* Fused fc2 bias + dropout + drop path + residual (drop path: Huang et al.
@@ -122,12 +129,13 @@ void sv_residual_dropout_forward(float *out, uint8_t *mask, const float *x,
                                  const float *z, const float *bias, int N, int L,
                                  int C, const uint64_t *keys, float p,
                                  const float *dp);
-/* dz = dout * dp[n] * mask / keep (overwrites dz), the gradient of z + bias;
- * dbias[C] = column sums of dz (overwritten; skipped when NULL). The x path
- * is identity. ws: scratch for at least C channels; may be NULL when dbias
- * is. */
-void sv_residual_dropout_backward(sv_scratch *ws, float *dz, float *dbias, const float *dout,
-                                  const uint8_t *mask, int N, int L, int C,
+/* dz = dout * dp[n] * mask / keep (overwrites dz, stored as `dzt`: fp32, or
+ * bf16 bits rounded to nearest even for fc2's backward products), the
+ * gradient of z + bias; dbias[C] = column sums of dz from the fp32 values
+ * (overwritten; skipped when NULL). The x path is identity. ws: scratch for
+ * at least C channels; may be NULL when dbias is. */
+void sv_residual_dropout_backward(sv_scratch *ws, void *dz, sv_dtype dzt, float *dbias,
+                                  const float *dout, const uint8_t *mask, int N, int L, int C,
                                   int use_mask, float p, const float *dp);
 
 /* Drop-path scale per sample: dp[n] = (u >= p) / (1 - p) with u uniform from
@@ -147,8 +155,9 @@ void sv_shift_backward(float *dx, const float *dy, int N, int H, int W, int C,
  * section 1): xs = shift(x) as sv_shift_forward (saved: it is the residual
  * base and LayerNorm's input), y = LayerNorm(xs) as sv_layernorm_forward.
  * x, xs, y: [N][H][W][C]; mean, rstd: [N*H*W]. One sweep over x instead of
- * two kernels. */
-void sv_shift_layernorm_forward(float *xs, float *y, float *mean, float *rstd,
+ * two kernels. y is stored as `yt` (fp32, or bf16 rounded to nearest even:
+ * it feeds only fc1's products; backward recomputes from xs). */
+void sv_shift_layernorm_forward(float *xs, void *y, sv_dtype yt, float *mean, float *rstd,
                                 const float *x, const float *gamma, const float *beta,
                                 int N, int H, int W, int C, int num_div, int pixel,
                                 float eps);
@@ -168,9 +177,9 @@ void sv_layernorm_shift_backward(sv_scratch *ws, float *dx, float *dgamma, float
  * (zeros at the bottom/right only, when H or W is not a multiple of k):
  * cols[(n*Ho + i)*Wo + j][(kh*k + kw)*C + c] = x[n][i*k+kh][j*k+kw][c] or 0,
  * Ho = ceil(H / k), Wo = ceil(W / k). This is the im2col of a Conv2D with
- * kernel = stride = k, so the conv is one GEMM with the Keras kernel. */
-void sv_window_gather(float *cols, const float *x, int N, int H, int W, int C,
-                      int k);
+ * kernel = stride = k, so the conv is one GEMM with the Keras kernel. cols
+ * is stored as `ct` (fp32, or bf16 rounded to nearest even). */
+void sv_window_gather(void *cols, sv_dtype ct, const float *x, int N, int H, int W, int C, int k);
 /* Inverse: dx[n][y][x][c] = dcols at its window position (padding dropped).
  * Overwrites dx. Every input position lies in exactly one window. */
 void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
@@ -179,8 +188,9 @@ void sv_window_scatter(float *dx, const float *dcols, int N, int H, int W,
 /* Fused LayerNorm + window gather (patch merging, SPEC section 1):
  * cols = sv_window_gather(LayerNorm(x), k) with the same padding, without
  * the intermediate [N][H][W][C] tensor. mean, rstd: [N*H*W] per input token;
- * padded window positions are written as 0. */
-void sv_layernorm_window_forward(float *cols, float *mean, float *rstd, const float *x,
+ * padded window positions are written as 0. cols is stored as `ct` (fp32,
+ * or bf16 rounded to nearest even). */
+void sv_layernorm_window_forward(void *cols, sv_dtype ct, float *mean, float *rstd, const float *x,
                                  const float *gamma, const float *beta, int N, int H, int W,
                                  int C, int k, float eps);
 /* Its backward: dx[N][H][W][C] = LayerNorm input gradient of the scattered

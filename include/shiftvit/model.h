@@ -62,6 +62,15 @@ typedef struct sv_model {
     struct sv_model_acts *acts;
     struct sv_bf16 *bf16; /* train.precision = bf16: the matrix products' context
                            * (gemm_bf16.h); NULL for fp32 */
+    uint16_t *params_bf16; /* bf16: the weights rounded to bf16 (nearest even),
+                            * the flat layout of params; the products read the
+                            * kernels from it. Written by the AdamW pass
+                            * (sv_adamw_step's wb). NULL for fp32 */
+    int params_bf16_stale; /* params changed since params_bf16 was written:
+                            * the next forward rounds it again */
+    int act_bf16;          /* bf16: the activations that only feed products
+                            * (LayerNorm outputs, GELU outputs, window columns)
+                            * are stored as bf16, halving their memory */
     struct sv_scratch *scratch; /* the backward kernels' workspace (layers.h),
                                  * created with the model for its widest tensor
                                  * and the OpenMP threads of that moment */
@@ -73,9 +82,19 @@ typedef struct sv_model {
  * config must have passed sv_config_validate. Returns 0, or -1 with a message
  * in err if memory cannot be had. Weights are zero until sv_model_init_weights.
  * With cfg->precision = bf16 every matrix product (forward and both backward
- * products of each dense layer) takes bf16 operands (issue 12). */
+ * products of each dense layer) takes bf16 operands: the weights' bf16 copy
+ * (params_bf16), activations stored in bf16 (act_bf16) and, in backward, the
+ * fc1/fc2 output gradients written in bf16 by the kernels that make them;
+ * the remaining fp32 operands are rounded on the way in (issue 12). */
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
 void sv_model_free(sv_model *m);
+
+/* To be called after m->params is written other than by an AdamW pass that
+ * also wrote m->params_bf16 (initialisation, checkpoint load, ZeRO's
+ * all-gather, a test's edit): in bf16 mode the next forward rounds the
+ * weights' bf16 copy again (one sweep over the parameters); no-op in fp32.
+ * sv_model_init_weights calls it itself. */
+void sv_model_params_changed(sv_model *m);
 
 /* Keras default initialisation (SPEC section 1): Glorot-uniform kernels with
  * limit sqrt(6 / (fan_in + fan_out)) (conv fans include kh*kw), biases 0,

@@ -4,6 +4,7 @@
 #define SHIFTVIT_OPTIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "shiftvit/config.h"
 
@@ -41,13 +42,16 @@ void sv_adamw_free(sv_adamw *o);
  * then Keras Adam with t = o->t + 1:
  *   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
  *   lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);  w <- w - lr_t m / (sqrt(v) + eps)
- * (eps outside the bias correction, as Keras). Increments o->t. */
-void sv_adamw_step(sv_adamw *o, float *w, const float *g, double lr);
+ * (eps outside the bias correction, as Keras). Increments o->t.
+ * wb (may be NULL): the weights' bf16 copy (n elements, bf16 mode, issue
+ * 12), written in the same pass with the new w rounded to nearest even, so
+ * the next forward's products need no sweep of their own. */
+void sv_adamw_step(sv_adamw *o, float *w, uint16_t *wb, const float *g, double lr);
 
 /* The same update for update number t (1-based) over n elements with their own
  * moments m and v (a shard of the parameters: ZeRO stage 1); o->t is left
  * alone. sv_adamw_step is this over all of w with o->m, o->v, then o->t++. */
-void sv_adamw_update(const sv_adamw *o, long t, float *w, const float *g, float *m, float *v, size_t n,
-                     double lr);
+void sv_adamw_update(const sv_adamw *o, long t, float *w, uint16_t *wb, const float *g, float *m, float *v,
+                     size_t n, double lr);
 
 #endif
