@@ -70,6 +70,9 @@ def parse_args(argv):
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--eval", action="store_true", help="time the inference forward pass")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16 (with --eval only): the model and the images cast to bfloat16 "
+                         "(model.to(torch.bfloat16)); CPU autocast fails on this model in 1.13")
     ap.add_argument("--env", choices=("best", "asis"), default="best",
                     help="best: malloc tunables, no OPENBLAS_* overrides, BLIS skx (default)")
     ap.add_argument("--patch", choices=("linear", "conv"), default="linear",
@@ -396,6 +399,9 @@ def main(a):
     if a.check:
         check(a)
         return 0
+    if a.dtype == "bf16" and not a.eval:
+        sys.exit("pytorch_shiftvit.py: --dtype bf16 is for --eval only (a bf16-cast model does not "
+                 "train as mixed precision does)")
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(42)
@@ -407,6 +413,9 @@ def main(a):
     keras_init(model)
     S, K, n = cfg["image_size"], cfg["num_classes"], a.batch
     x = torch.rand(n, S, S, 3)
+    if a.dtype == "bf16":
+        model = model.to(torch.bfloat16)
+        x = x.to(torch.bfloat16)
     labels = torch.arange(n) % K
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr_max"],
                             betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"],
@@ -459,7 +468,8 @@ def main(a):
     med = statistics.median(times)
     flop_img = 207.8e6 * (1 if a.eval else 3)
     res = {
-        "impl": "pytorch",
+        "impl": "pytorch" if a.dtype == "fp32" else "pytorch-bf16",
+        "dtype": a.dtype,
         "mode": "eval" if a.eval else "train",
         "images_per_s": round(n / med, 2),
         "median_ms": round(1e3 * med, 3),
@@ -492,8 +502,8 @@ def main(a):
     if a.json:
         print(json.dumps(res))
     else:
-        print("PyTorch %s %s step, batch %d, %d thread(s), %d steps after %d warm-up:"
-              % (res["torch_version"], "inference" if a.eval else "training", n, a.threads,
+        print("PyTorch %s %s step (%s), batch %d, %d thread(s), %d steps after %d warm-up:"
+              % (res["torch_version"], "inference" if a.eval else "training", a.dtype, n, a.threads,
                  a.steps, a.warmup))
         print("  step time   median %.1f ms, min %.1f, max %.1f"
               % (res["median_ms"], res["min_ms"], res["max_ms"]))

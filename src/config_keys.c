@@ -117,10 +117,11 @@ const key_def sv_config_keys[] = {
      .doc = "Operands of the matrix products (every dense layer's forward, input-gradient and "
           "weight-gradient product): `fp32` (BLIS, the recipe) or `bf16` (rounded to bf16, "
           "nearest even, fp32 accumulation, through oneDNN; emulated by rounding + BLIS on CPUs "
-          "without AVX512_BF16 or AMX-BF16). Weights, gradients, optimizer state, the all-reduce "
-          "and checkpoints stay fp32. The training step runs 1.4-1.9x the fp32 one on the "
-          "AVX512_BF16 development VM and 2.2-2.6x on a Xeon with AMX-BF16 (`results/bench/`). A "
-          "resume may change it (the log says so)."},
+          "without AVX512_BF16 or AMX-BF16). Master weights, gradients, optimizer state, the "
+          "all-reduce and checkpoints stay fp32; the weights' bf16 copy and the activations that "
+          "only feed products are stored in bf16 (less memory than fp32). The training step runs "
+          "1.4-1.9x the fp32 one on the AVX512_BF16 development VM and 2.2-2.6x on a Xeon with "
+          "AMX-BF16 (`results/bench/`). A resume may change it (the log says so)."},
     {"train", "collective_timeout", REAL(DOUBLE, collective_timeout, 0, 0, INFINITY, 0), .def = "300", .resumable = 1,
      .doc = "Seconds a collective (the gradient all-reduce, a metrics all-reduce, a broadcast, a "
           "barrier) may wait before the job is aborted with exit status 5: a rank that waits "

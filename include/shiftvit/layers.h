@@ -1,7 +1,10 @@
 /* Layer kernels: one forward and one backward function per layer.
  *
  * Layout: activations are NHWC float32, row-major, i.e. a T x C matrix with
- * T = N*H*W tokens and C contiguous channels. Weights use Keras' layouts:
+ * T = N*H*W tokens and C contiguous channels. The kernels that write a tensor
+ * read only by matrix products take its storage type (sv_dtype, gemm_bf16.h):
+ * fp32, or bf16 in mixed precision (issue 12), rounded to nearest even from
+ * the fp32 value the kernel computes. Weights use Keras' layouts:
  * Dense kernel [in][out], Conv2D kernel [kh][kw][cin][cout] (flattened it is a
  * (kh*kw*cin) x cout matrix). GEMMs go through BLIS; element-wise kernels are
  * OpenMP loops. None of the kernels allocates memory or fails (the one
