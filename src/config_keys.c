@@ -120,7 +120,7 @@ const key_def sv_config_keys[] = {
           "without AVX512_BF16 or AMX-BF16). Master weights, gradients, optimizer state, the "
           "all-reduce and checkpoints stay fp32; the weights' bf16 copy and the activations that "
           "only feed products are stored in bf16 (less memory than fp32). The training step runs "
-          "1.4-1.9x the fp32 one on the AVX512_BF16 development VM and 2.2-2.6x on a Xeon with "
+          "1.7-1.9x the fp32 one on the AVX512_BF16 development VM and 2.2-2.6x on a Xeon with "
           "AMX-BF16 (`results/bench/`). A resume may change it (the log says so)."},
     {"train", "collective_timeout", REAL(DOUBLE, collective_timeout, 0, 0, INFINITY, 0), .def = "300", .resumable = 1,
      .doc = "Seconds a collective (the gradient all-reduce, a metrics all-reduce, a broadcast, a "
