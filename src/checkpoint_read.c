@@ -202,8 +202,10 @@ static int read_tensors(reader *r, const char *prefix, const sv_model *m, float 
         hid_t ds = H5Dopen2(r->file, name, H5P_DEFAULT);
         if (ds < 0) return rfail_h5(r, "cannot open %s", name);
         herr_t rc = H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf + T->offset);
+        /* the reason first: H5Dclose clears HDF5's error stack */
+        if (rc < 0) rc = rfail_h5(r, "cannot read %s (damaged file?)", name);
         H5Dclose(ds);
-        if (rc < 0) return rfail_h5(r, "cannot read %s (damaged file?)", name);
+        if (rc < 0) return -1;
     }
     return 0;
 }

@@ -277,6 +277,29 @@ static void test_bad_files(void **state) {
     H5Fclose(f);
     expect_load_error(p, "/model/classifier/bias", "[11]", "[10]");
 
+    /* One bit of a tensor's stored data flipped: its Fletcher-32 checksum
+     * fails the read (without it the file would load other weights). */
+    path_in(p, sizeof p, "flipped.h5");
+    f = open_copy(good, p);
+    ds = H5Dopen2(f, "/model/stage1/block0/mlp/fc2/kernel", H5P_DEFAULT);
+    haddr_t addr = 0;
+    hsize_t chunk_bytes = 0, origin[2];
+    unsigned filter_mask = 0;
+    hid_t fsp = H5Dget_space(ds);
+    assert_true(H5Dget_chunk_info(ds, fsp, 0, origin, &filter_mask, &addr, &chunk_bytes) >= 0);
+    H5Sclose(fsp);
+    H5Dclose(ds);
+    H5Fclose(f);
+    FILE *fp = fopen(p, "r+b");
+    assert_non_null(fp);
+    long at_byte = (long)(addr + chunk_bytes / 2);
+    assert_int_equal(fseek(fp, at_byte, SEEK_SET), 0);
+    int byte = fgetc(fp);
+    assert_int_equal(fseek(fp, at_byte, SEEK_SET), 0);
+    fputc(byte ^ 0x10, fp);
+    assert_int_equal(fclose(fp), 0);
+    expect_load_error(p, "/model/stage1/block0/mlp/fc2/kernel", "Fletcher32", NULL);
+
     /* Format version from the future. */
     path_in(p, sizeof p, "future.h5");
     f = open_copy(good, p);

@@ -1,6 +1,10 @@
 /* HDF5 checkpoints (issue 4). Layout, readable with h5dump or h5py:
  *   /model/<tensor name>        one float32 dataset per tensor, Keras shape,
- *                               e.g. /model/stage1/block0/mlp/fc1/kernel
+ *                               e.g. /model/stage1/block0/mlp/fc1/kernel;
+ *                               one chunk with HDF5's Fletcher-32 checksum
+ *                               (checked on every read: a damaged tensor is an
+ *                               error, not wrong weights; files written before
+ *                               have none and still load)
  *   /optimizer/m/<tensor name>  AdamW first moments, same shapes
  *   /optimizer/v/<tensor name>  AdamW second moments
  *   /optimizer (attribute t)    updates done
