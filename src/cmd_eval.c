@@ -66,15 +66,6 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     int ok = sv_checkpoint_read_config(ckpt, &cfg, err) == 0;
     if (ok && o->batch > 0) cfg.eval_batch_size = (int)o->batch;
     if (ok && o->precision >= 0) cfg.precision = (sv_precision)o->precision;
-    sv_model m;
-    memset(&m, 0, sizeof m);
-    int have_model = 0;
-    if (ok) {
-        int lb = sv_local_batch(cfg.eval_batch_size, d->world);
-        ok = sv_model_create(&m, &cfg, lb, err) == 0;
-        have_model = ok;
-    }
-    if (ok) ok = sv_checkpoint_load(ckpt, &m, NULL, NULL, err) == 0;
     sv_dataset ds;
     memset(&ds, 0, sizeof ds);
     if (ok) {
@@ -89,6 +80,14 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
             ok = sv_cifar_load_splits(dir, cfg.train_size, cfg.val_size, cfg.test_size, NULL,
                                       is_test ? NULL : &ds, is_test ? &ds : NULL, err) == 0;
     }
+    sv_model m;
+    memset(&m, 0, sizeof m);
+    int have_model = 0;
+    if (ok) {
+        ok = sv_model_create(&m, &cfg, sv_eval_local_batch(&cfg, ds.count, d->world), err) == 0;
+        have_model = ok;
+    }
+    if (ok) ok = sv_checkpoint_load(ckpt, &m, NULL, NULL, err) == 0;
     if (!all_ok(d, ok, err)) {
         sv_dataset_free(&ds);
         if (have_model) sv_model_free(&m);

@@ -55,6 +55,17 @@ void *sv_alloc(size_t n, const char *what) {
 
 void sv_free(void *p) { free(p); }
 
+double sv_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    double kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib > 0 ? kib * 1024.0 : -1;
+}
+
 double sv_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -5,6 +5,13 @@
 
 int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
 
+int sv_eval_local_batch(const sv_config *cfg, long images, int world) {
+    long shard = (images + world - 1) / world;
+    int bs = sv_local_batch(cfg->eval_batch_size, world);
+    if (shard < 1) shard = 1;
+    return bs < shard ? bs : (int)shard;
+}
+
 sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
                            sv_dist *d, float *x, int *labels, long *idx) {
     long start, count;

@@ -126,41 +126,54 @@ static void build_table(sv_model *m, struct sv_model_acts *A) {
     A->head_b = add_tensor(m, &cap, "classifier/bias", 1, VEC(K), INIT_ZERO);
 }
 
-static float *fbuf(size_t n, const char *what) { return sv_alloc(n * sizeof(float), what); }
+/* The model's buffers are allocated twice over the same code: once only
+ * counted (dry), to refuse a batch that cannot fit before touching memory,
+ * then for real. */
+typedef struct {
+    int dry;
+    size_t bytes;
+} model_alloc;
+
+static void *take(model_alloc *al, size_t bytes, const char *what) {
+    al->bytes += bytes;
+    return al->dry ? NULL : sv_alloc(bytes, what);
+}
+
+static float *fbuf(model_alloc *al, size_t n, const char *what) { return take(al, n * sizeof(float), what); }
 
 /* Storage of the activations that only feed matrix products. */
 static sv_dtype act_type(const sv_model *m) { return m->act_bf16 ? SV_DT_BF16 : SV_DT_F32; }
 
 /* n elements of such an activation. */
-static void *abuf(const sv_model *m, size_t n, const char *what) {
-    return sv_alloc(n * (m->act_bf16 ? sizeof(uint16_t) : sizeof(float)), what);
+static void *abuf(const sv_model *m, model_alloc *al, size_t n, const char *what) {
+    return take(al, n * (m->act_bf16 ? sizeof(uint16_t) : sizeof(float)), what);
 }
 
 /* One of them as a product's operand. */
 static sv_matrix act(const sv_model *m, const void *p) { return sv_mat(p, act_type(m)); }
 
-static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
+static void alloc_acts(sv_model *m, struct sv_model_acts *A, model_alloc *al) {
     int N = m->max_batch;
     size_t maxTC = 0, maxTH = 0, maxCols = 0;
     int s0 = m->sides[0];
-    A->patch_cols = abuf(m, (size_t)N * s0 * s0 * m->patch_size * m->patch_size * 3, "patch columns");
-    A->patch_out = fbuf((size_t)N * s0 * s0 * m->channels[0], "patch projection output");
+    A->patch_cols = abuf(m, al, (size_t)N * s0 * s0 * m->patch_size * m->patch_size * 3, "patch columns");
+    A->patch_out = fbuf(al, (size_t)N * s0 * s0 * m->channels[0], "patch projection output");
     for (int i = 0; i < A->num_blocks; i++) {
         block_acts *B = &A->blocks[i];
         int S = m->sides[B->stage], C = m->channels[B->stage];
         size_t T = (size_t)N * S * S, H = (size_t)m->mlp_ratio * C;
-        B->xs = fbuf(T * C, "block activations");
-        B->ln = abuf(m, T * C, "block activations");
-        B->mean = fbuf(T, "block activations");
-        B->rstd = fbuf(T, "block activations");
-        B->h = fbuf(T * H, "block activations");
-        B->a = abuf(m, T * H, "block activations");
-        B->out = fbuf(T * C, "block activations");
-        B->mask2 = sv_alloc(T * C, "dropout masks");
-        B->dp = fbuf((size_t)N, "drop path");
-        B->keys1 = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
-        B->keys2 = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
-        B->keys_dp = sv_alloc((size_t)N * sizeof(uint64_t), "rng keys");
+        B->xs = fbuf(al, T * C, "block activations");
+        B->ln = abuf(m, al, T * C, "block activations");
+        B->mean = fbuf(al, T, "block activations");
+        B->rstd = fbuf(al, T, "block activations");
+        B->h = fbuf(al, T * H, "block activations");
+        B->a = abuf(m, al, T * H, "block activations");
+        B->out = fbuf(al, T * C, "block activations");
+        B->mask2 = take(al, T * C, "dropout masks");
+        B->dp = fbuf(al, (size_t)N, "drop path");
+        B->keys1 = take(al, (size_t)N * sizeof(uint64_t), "rng keys");
+        B->keys2 = take(al, (size_t)N * sizeof(uint64_t), "rng keys");
+        B->keys_dp = take(al, (size_t)N * sizeof(uint64_t), "rng keys");
         if (T * C > maxTC) maxTC = T * C;
         if (T * H > maxTH) maxTH = T * H;
     }
@@ -168,23 +181,23 @@ static void alloc_acts(sv_model *m, struct sv_model_acts *A) {
         merge_acts *M = &A->merges[s];
         int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
         size_t T = (size_t)N * S * S, To = (size_t)N * So * So;
-        M->mean = fbuf(T, "patch merging activations");
-        M->rstd = fbuf(T, "patch merging activations");
-        M->cols = abuf(m, To * 4 * C, "patch merging activations");
-        M->out = fbuf(To * 2 * C, "patch merging activations");
+        M->mean = fbuf(al, T, "patch merging activations");
+        M->rstd = fbuf(al, T, "patch merging activations");
+        M->cols = abuf(m, al, To * 4 * C, "patch merging activations");
+        M->out = fbuf(al, To * 2 * C, "patch merging activations");
         if (To * 4 * C > maxCols) maxCols = To * 4 * C;
     }
     if ((size_t)N * s0 * s0 * m->channels[0] > maxTC) maxTC = (size_t)N * s0 * s0 * m->channels[0];
     int C3 = m->channels[SV_NUM_STAGES - 1];
-    A->pooled = fbuf((size_t)N * C3, "pooled features");
-    A->logits = fbuf((size_t)N * m->num_classes, "logits");
-    A->z = fbuf(maxTC, "backward scratch");
-    A->dh = fbuf(maxTH, "backward scratch");
-    A->dln = fbuf(maxTC, "backward scratch");
-    A->dx0 = fbuf(maxTC, "backward scratch");
-    A->dx1 = fbuf(maxTC, "backward scratch");
-    A->dcols = fbuf(maxCols ? maxCols : 1, "backward scratch");
-    A->dpooled = fbuf((size_t)N * C3, "backward scratch");
+    A->pooled = fbuf(al, (size_t)N * C3, "pooled features");
+    A->logits = fbuf(al, (size_t)N * m->num_classes, "logits");
+    A->z = fbuf(al, maxTC, "backward scratch");
+    A->dh = fbuf(al, maxTH, "backward scratch");
+    A->dln = fbuf(al, maxTC, "backward scratch");
+    A->dx0 = fbuf(al, maxTC, "backward scratch");
+    A->dx1 = fbuf(al, maxTC, "backward scratch");
+    A->dcols = fbuf(al, maxCols ? maxCols : 1, "backward scratch");
+    A->dpooled = fbuf(al, (size_t)N * C3, "backward scratch");
 }
 
 static double flops_per_image(const sv_model *m) {
@@ -246,6 +259,23 @@ static void prepare_products(sv_model *m, int N) {
     prepare_dense(m, N, m->channels[SV_NUM_STAGES - 1], m->num_classes, 1, F32, F32);
 }
 
+/* Refuses (-1, message) a model whose parameters, gradients and activations
+ * would not fit in the memory the kernel reports available: sv_alloc touches
+ * all of it, and past that point the OOM killer, not a message, would end
+ * the run. */
+static int check_memory(sv_model *m, struct sv_model_acts *A, char *err) {
+    model_alloc count = {1, 0};
+    alloc_acts(m, A, &count);
+    count.bytes += m->num_params * (2 * sizeof(float) + (m->act_bf16 ? sizeof(uint16_t) : 0));
+    double need = (double)count.bytes, avail = sv_mem_available();
+    if (avail <= 0 || need <= avail) return 0;
+    return sv_fail(err,
+                   "model: a batch of %d samples per rank needs %.1f GiB for parameters, gradients and "
+                   "activations, more than the %.1f GiB this machine has available (MemAvailable); use a "
+                   "smaller batch (train.batch_size, train.eval_batch_size, --batch) or more ranks",
+                   m->max_batch, need / 1073741824.0, avail / 1073741824.0);
+}
+
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
     memset(m, 0, sizeof *m);
     if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);
@@ -275,12 +305,17 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     A->blocks = sv_alloc((size_t)nblocks * sizeof(block_acts), "model");
     m->acts = A;
     build_table(m, A);
-    m->params = fbuf(m->num_params, "parameters");
-    m->grads = fbuf(m->num_params, "gradients");
     m->act_bf16 = cfg->precision == SV_BF16;
-    if (m->act_bf16) m->params_bf16 = sv_alloc(m->num_params * sizeof(uint16_t), "bf16 weights");
+    if (check_memory(m, A, err)) {
+        sv_model_free(m);
+        return -1;
+    }
+    model_alloc al = {0, 0};
+    m->params = fbuf(&al, m->num_params, "parameters");
+    m->grads = fbuf(&al, m->num_params, "gradients");
+    if (m->act_bf16) m->params_bf16 = take(&al, m->num_params * sizeof(uint16_t), "bf16 weights");
     m->params_bf16_stale = 1;
-    alloc_acts(m, A);
+    alloc_acts(m, A, &al);
     m->flops_forward = flops_per_image(m);
     /* Scratch for the widest reduction (the last stage's fc1 bias gradient,
      * mlp_ratio x C3 channels, or the classifier's bias), with margin. */

@@ -71,7 +71,7 @@ static void describe_run(const char *dir, char *out, size_t n) {
 
 int sv_run_folder_lock(const char *dir, char *err) {
     char path[SV_PATH_LEN + 32], q[SV_QUOTED_LEN(SV_PATH_LEN)];
-    snprintf(path, sizeof path, "%s/.shiftvit.lock", dir);
+    snprintf(path, sizeof path, "%s/" SV_RUN_LOCK_NAME, dir);
     sv_shell_quote(dir, q, sizeof q);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0664);
     if (fd < 0) return sv_fail(err, "output folder %s: cannot create its lock file: %s", q, strerror(errno));

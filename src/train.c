@@ -50,6 +50,7 @@ typedef struct {
     int rank0, tty;
     char dir[SV_PATH_LEN], out[SV_PATH_LEN]; /* data and run folders */
     int lock_fd;                              /* rank 0's lock on the run folder */
+    int created_out;                          /* rank 0 made the run folder in this run */
     buffers B;
     int lb, maxb;                             /* training and largest per-rank batch */
     sv_model m;
@@ -79,18 +80,23 @@ static int setup_failed(trainer *T, int ok, int all, const char *what, int statu
     return 1;
 }
 
-/* Data: every rank loads and validates the same files. Then the run folder,
- * proven writable and locked before the first step. */
-static int trainer_open_data_and_folder(trainer *T, char *err) {
+/* Data: every rank loads and validates the same files. */
+static int trainer_open_data(trainer *T, char *err) {
     const sv_config *cfg = T->cfg;
     int ok = sv_find_data_dir(T->opts->data_dir, cfg->data_dir, T->dir, err) == 0 &&
              sv_cifar_load_splits(T->dir, cfg->train_size, cfg->val_size, cfg->test_size, &T->B.train,
                                   &T->B.val, &T->B.test, err) == 0;
     if (!ok && !err[0]) snprintf(err, SV_ERR_LEN, "data could not be loaded on some rank");
-    if (setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err)) return -1;
-    tr_resolve_out_dir(T->out, cfg, T->opts, T->d);
-    ok = 1;
-    if (T->rank0 && (tr_prepare_out_dir(T->out, err) != 0 || (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
+    return setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err) ? -1 : 0;
+}
+
+/* The run folder, proven writable and locked before the first step (after
+ * the model: a batch too large for memory creates no folder). */
+static int trainer_open_folder(trainer *T, char *err) {
+    tr_resolve_out_dir(T->out, T->cfg, T->opts, T->d);
+    int ok = 1;
+    if (T->rank0 && (tr_prepare_out_dir(T->out, &T->created_out, err) != 0 ||
+                     (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
                      sv_run_folder_claim(T->out, T->opts->resume, T->opts->overwrite, err) != 0))
         ok = 0;
     return setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err) ? -1 : 0;
@@ -102,14 +108,13 @@ static int trainer_build_model(trainer *T, char *err) {
     const sv_config *cfg = T->cfg;
     sv_dist *d = T->d;
     T->lb = sv_local_batch(cfg->batch_size, d->world);
-    int eb = sv_local_batch(cfg->eval_batch_size, d->world);
+    long eval_images = T->B.val.count > T->B.test.count ? T->B.val.count : T->B.test.count;
+    int eb = sv_eval_local_batch(cfg, eval_images, d->world);
     T->maxb = T->lb > eb ? T->lb : eb;
-    if (sv_model_create(&T->m, cfg, T->maxb, err) != 0) {
-        if (T->rank0) fprintf(stderr, "shiftvit: %s\n", err);
-        T->status = SV_EXIT_RUNTIME;
-        return -1;
-    }
-    T->have_model = 1;
+    int ok = sv_model_create(&T->m, cfg, T->maxb, err) == 0;
+    if (ok) snprintf(err, SV_ERR_LEN, "model: another rank could not create its model (see its message)");
+    T->have_model = ok;
+    if (setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err)) return -1;
     if (T->rank0 && T->m.bf16) printf("Precision: %s\n", sv_bf16_describe(T->m.bf16));
     sv_model_init_weights(&T->m, cfg->seed);
     sv_optimizer_setup(d, &T->m, &T->opt, cfg, BUCKET_BYTES);
@@ -231,7 +236,7 @@ static int trainer_setup(trainer *T, char *err) {
         T->status = SV_EXIT_BAD_INPUT;
         return -1;
     }
-    if (trainer_open_data_and_folder(T, err) || trainer_build_model(T, err) || trainer_load_state(T, err) ||
+    if (trainer_open_data(T, err) || trainer_build_model(T, err) || trainer_open_folder(T, err) || trainer_load_state(T, err) ||
         trainer_alloc_buffers(T, err) || trainer_open_outputs(T, err))
         return -1;
     T->tty = T->rank0 && tr_progress_on_terminal(T->opts->progress);
@@ -517,7 +522,10 @@ static void trainer_free(trainer *T) {
         sv_model_free(&T->m);
     }
     free_buffers(&T->B);
-    if (T->lock_fd >= 0) close(T->lock_fd);
+    if (T->lock_fd >= 0) {
+        if (T->created_out && T->status != SV_EXIT_OK) tr_remove_if_only_lock(T->out);
+        close(T->lock_fd);
+    }
 }
 
 int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {

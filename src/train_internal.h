@@ -47,8 +47,12 @@ typedef struct {
     char part[32];     /* its block, "" before the first callback */
 } traced_ready_ctx;
 
-/* Creates the run folder and proves it writable (-1 with a message). */
-int tr_prepare_out_dir(const char *dir, char *err);
+/* Creates the run folder and proves it writable (-1 with a message);
+ * *created tells whether it did not exist before. */
+int tr_prepare_out_dir(const char *dir, int *created, char *err);
+/* Removes dir and its run lock when the lock is all it holds: what a run
+ * that failed during set-up leaves in a folder it created. */
+void tr_remove_if_only_lock(const char *dir);
 /* dir/config.ini, the resolved config, written atomically (-1 with a message). */
 int tr_write_config_ini(const char *dir, const sv_config *cfg, char *err);
 /* --out, else output.dir, else results/runs/<config name>-<rank 0's timestamp>. Collective. */

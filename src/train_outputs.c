@@ -1,6 +1,7 @@
 /* What the trainer writes and prints: the run folder, checkpoints (with ZeRO
  * stage 1's gather), the resume command, recorded config changes, the progress
  * line (train_internal.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/layers.h"
+#include "shiftvit/run_folder.h"
 #include "shiftvit/text.h"
 #include "shiftvit/trace.h"
 #include "train_internal.h"
@@ -32,7 +34,9 @@ static int tr_mkdir_p(const char *path) {
 }
 
 /* Creates the output directory and proves it writable before any training. */
-int tr_prepare_out_dir(const char *dir, char *err) {
+int tr_prepare_out_dir(const char *dir, int *created, char *err) {
+    struct stat st;
+    *created = stat(dir, &st) != 0;
     if (tr_mkdir_p(dir) != 0)
         return sv_fail(err, "output directory %s: cannot create it: %s", dir, strerror(errno));
     char probe[SV_PATH_LEN + 32];
@@ -44,6 +48,21 @@ int tr_prepare_out_dir(const char *dir, char *err) {
     unlink(probe);
     if (bad) return sv_fail(err, "output directory %s: writing failed: %s", dir, strerror(errno));
     return 0;
+}
+
+void tr_remove_if_only_lock(const char *dir) {
+    DIR *dp = opendir(dir);
+    if (!dp) return;
+    int others = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, SV_RUN_LOCK_NAME)) others++;
+    closedir(dp);
+    if (others) return;
+    char lock[SV_PATH_LEN + 32];
+    snprintf(lock, sizeof lock, "%s/%s", dir, SV_RUN_LOCK_NAME);
+    unlink(lock);
+    rmdir(dir);
 }
 
 /* dir/config.ini: the resolved config, written atomically. */

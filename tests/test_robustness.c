@@ -598,6 +598,51 @@ static void test_batch_smaller_than_world(void **state) {
     run_free(&r);
 }
 
+/* A batch whose activations cannot fit in memory (40000 recipe images: ~120
+ * GiB) is refused before any
+ * memory is touched (no OOM kill), with the batch and the sizes named and
+ * no run folder left behind; an evaluation batch larger than the split is
+ * capped at it (eval --batch 1000000 on the tiny config runs in the memory
+ * of the tiny split). */
+static void test_batch_too_large_for_memory(void **state) {
+    (void)state;
+    char cmd[4096], out[320];
+    snprintf(out, sizeof out, "%s/run_huge_batch", g_tmp);
+    snprintf(cmd, sizeof cmd, "exec %s train -c configs/cifar10_keras.ini --set train.batch_size=40000 --out %s",
+             g_bin, out);
+    run_result r = run(cmd, LIMIT_S);
+    check_sane(&r);
+    CHECK(r.status == 1, "exit status %d, expected 1", r.status);
+    CHECK(strstr(r.out, "a batch of 40000 samples per rank needs") != NULL, "no message naming the batch");
+    CHECK(strstr(r.out, "MemAvailable") != NULL, "the message does not say what it compared with");
+    CHECK(!sv_test_exists(out), "%s was left behind", out);
+    report("batch 40000", &r);
+    run_free(&r);
+
+    snprintf(out, sizeof out, "%s/run_eval_src", g_tmp);
+    snprintf(cmd, sizeof cmd, "exec %s train -c " TINY " --set train.max_steps=1 --out %s", g_bin, out);
+    r = run(cmd, LIMIT_S);
+    CHECK(r.status == 0, "tiny training for the eval check: exit %d", r.status);
+    run_free(&r);
+    /* peak RSS of the child through Python's getrusage (no extra package) */
+    snprintf(cmd, sizeof cmd,
+             "exec python3 -c 'import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+             "print(\"maxrss_kib=%%d\" %% resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)' "
+             "%s eval --checkpoint %s/last.h5 --batch 1000000",
+             g_bin, out);
+    r = run(cmd, LIMIT_S);
+    check_sane(&r);
+    CHECK(r.status == 0, "eval --batch 1000000: exit %d", r.status);
+    CHECK(strstr(r.out, "TEST loss=") != NULL, "no TEST line");
+    const char *rss = strstr(r.out, "maxrss_kib=");
+    long kib = rss ? strtol(rss + 11, NULL, 10) : -1;
+    /* uncapped, 1000000 tiny-model activations would take tens of GiB */
+    CHECK(kib > 0 && kib < 1024 * 1024, "eval --batch 1000000 peaked at %ld KiB", kib);
+    print_message("      eval --batch 1000000 on the tiny config: peak RSS %ld KiB\n", kib);
+    report("eval --batch 1000000", &r);
+    run_free(&r);
+}
+
 /* An output directory that cannot be made or written (a path through a
  * regular file: root ignores permissions) is reported before training. */
 static void test_unwritable_out_dir(void **state) {
@@ -1149,6 +1194,7 @@ int main(void) {
         cmocka_unit_test(test_data_errors_through_train),
         cmocka_unit_test(test_config_errors_through_cli),
         cmocka_unit_test(test_batch_smaller_than_world),
+        cmocka_unit_test(test_batch_too_large_for_memory),
         cmocka_unit_test(test_unwritable_out_dir),
         cmocka_unit_test(test_resume_bad_checkpoint),
         cmocka_unit_test(test_nan_injection_p1),

@@ -40,6 +40,10 @@ void sv_free(void *p);
 /* Monotonic wall-clock time in seconds. */
 double sv_now(void);
 
+/* Bytes of memory the kernel reports available for new allocations
+ * (MemAvailable of /proc/meminfo), or -1 where it cannot be read. */
+double sv_mem_available(void);
+
 /* Peak resident set size of this process in bytes (from getrusage), 0 if unknown. */
 size_t sv_peak_rss(void);
 

@@ -21,6 +21,8 @@
  * naming the file that could not be removed. */
 int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char *err);
 
+#define SV_RUN_LOCK_NAME ".shiftvit.lock"
+
 /* Takes the run folder's lock (dir/.shiftvit.lock, flock, held until the
  * process exits), so that two runs started at once into one folder cannot
  * both proceed: the second gets -1 and a message naming the folder and the

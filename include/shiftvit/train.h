@@ -59,6 +59,13 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
 /* Per-rank batch sizes for a config: ceil(global / world). */
 int sv_local_batch(int global, int world);
 
+/* Per-rank evaluation batch for splits of at most `images` images:
+ * sv_local_batch(cfg->eval_batch_size, world), capped at the largest shard,
+ * ceil(images / world) (at least 1), so that a huge eval_batch_size or
+ * --batch sizes the activations for the images there are, not for the
+ * request. The results do not depend on the batch (per-image sums). */
+int sv_eval_local_batch(const sv_config *cfg, long images, int world);
+
 /* Prepares the update of m's parameters: the bucketed gradient collective of
  * d over m->grads (all-reduce; with train.zero_stage = 1 and more than one
  * rank, ZeRO stage 1's reduce-scatter and shards, d->zero set) and opt, whose
