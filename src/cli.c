@@ -190,8 +190,8 @@ void sv_cli_report_placement(const sv_cli *cli) {
     free(loads);
     const char *host = d->hosts[d->rank];
     char line[512];
-    snprintf(line, sizeof line, "  rank %d on %s: %d threads, CPUs %s (%d)%s", d->rank, host, threads,
-             cpus, ncpu, ncpu < threads ? "  <-- fewer cores than threads" : "");
+    snprintf(line, sizeof line, "  rank %d on %s: %d %s, CPUs %s (%d)%s", d->rank, host, threads,
+             threads == 1 ? "thread" : "threads", cpus, ncpu, ncpu < threads ? "  <-- fewer cores than threads" : "");
     int confined = ncpu < threads, any = confined;
     char *all = NULL;
     if (d->rank == 0) all = malloc((size_t)d->world * sizeof line);

@@ -293,7 +293,7 @@ static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model
            "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
            "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
            "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f}\n",
-           o->eval ? "eval" : "train", m->bf16 ? "bf16" : "fp32", r->peak16, r->mfu16, world, omp_get_max_threads(),
+           o->eval ? "eval" : "train", sv_precision_names[m->bf16 ? SV_BF16 : SV_FP32], r->peak16, r->mfu16, world, omp_get_max_threads(),
            cfg->batch_size, o->steps, 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi, r->ips, r->gflops, r->peak, r->mfu,
            r->rss_mib, r->ph[0], r->ph[1], r->ph[2], r->ph[3], zero, r->state_mib);
 }
@@ -301,7 +301,7 @@ static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model
 static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
                        int world) {
     printf("%s step (%s), global batch %d on %d rank(s) x %d thread(s), %ld steps after %ld warm-up:\n",
-           o->eval ? "Inference" : "Training", m->bf16 ? "bf16" : "fp32", cfg->batch_size, world, omp_get_max_threads(),
+           o->eval ? "Inference" : "Training", sv_precision_names[m->bf16 ? SV_BF16 : SV_FP32], cfg->batch_size, world, omp_get_max_threads(),
            o->steps, o->warmup);
     if (m->bf16) printf("  precision   %s\n", sv_bf16_describe(m->bf16));
     printf("  step time   median %.1f ms, min %.1f, max %.1f\n", 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi);

@@ -128,7 +128,6 @@ static const struct option eval_options[] = {
 };
 
 static const char *const split_names[] = {"val", "test", NULL};
-static const char *const precision_names[] = {"fp32", "bf16", NULL};
 
 /* Returns -1 to go on, else the exit status (0 after --help). */
 static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opts *o) {
@@ -145,7 +144,7 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
             if (sv_cli_choice(cli, "eval", "--split", optarg, split_names, &o->split_test)) return 1;
             break;
         case OPT_PRECISION:
-            if (sv_cli_choice(cli, "eval", "--precision", optarg, precision_names, &o->precision)) return 1;
+            if (sv_cli_choice(cli, "eval", "--precision", optarg, sv_precision_names, &o->precision)) return 1;
             break;
         case OPT_BATCH:
             if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;

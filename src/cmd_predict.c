@@ -221,7 +221,6 @@ static const struct option predict_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static const char *const precision_names[] = {"fp32", "bf16", NULL};
 static const char *const resize_names[] = {"nearest", "bilinear", "area", NULL}; /* resize_mode order */
 
 /* Returns -1 to go on, else the exit status (0 after --help). */
@@ -240,7 +239,7 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
             o->topk = (int)k;
             break;
         case OPT_PRECISION:
-            if (sv_cli_choice(cli, "predict", "--precision", optarg, precision_names, &o->precision)) return 1;
+            if (sv_cli_choice(cli, "predict", "--precision", optarg, sv_precision_names, &o->precision)) return 1;
             break;
         case OPT_RESIZE:
             if (sv_cli_choice(cli, "predict", "--resize", optarg, resize_names, &o->resize)) return 1;

@@ -162,7 +162,7 @@ static int run_train(const sv_cli *cli, sv_train_opts *o, const char *config, co
                    cfg.zero_stage, stored.zero_stage);
         if (stored.precision != cfg.precision && d->rank == 0)
             printf("Resuming in %s: the checkpoint's run trained in %s (a resume may change precision)\n",
-                   cfg.precision == SV_BF16 ? "bf16" : "fp32", stored.precision == SV_BF16 ? "bf16" : "fp32");
+                   sv_precision_names[cfg.precision], sv_precision_names[stored.precision]);
     }
     read_debug_switches(o);
     char err[SV_ERR_LEN];

@@ -26,7 +26,7 @@
 
 /* Index = value of sv_decay_mode / sv_precision. */
 static const char *const decay_names[] = {"tfa", "torch", NULL};
-static const char *const precision_names[] = {"fp32", "bf16", NULL};
+const char *const sv_precision_names[] = {"fp32", "bf16", NULL};
 
 const key_def sv_config_keys[] = {
     {"data", "dir", TEXT(data_dir), .def = "", .resumable = 1,
@@ -113,7 +113,7 @@ const key_def sv_config_keys[] = {
           "`num_classes` on every class. The training loss in the logs is this smoothed loss; "
           "validation and test loss stay the plain cross-entropy, so runs with and without "
           "smoothing compare. In [0, 1); 0 = off (the recipe)."},
-    {"train", "precision", CHOICE(precision, precision_names), .def = "fp32", .resumable = 1,
+    {"train", "precision", CHOICE(precision, sv_precision_names), .def = "fp32", .resumable = 1,
      .doc = "Operands of the matrix products (every dense layer's forward, input-gradient and "
           "weight-gradient product): `fp32` (BLIS, the recipe) or `bf16` (rounded to bf16, "
           "nearest even, fp32 accumulation, through oneDNN; emulated by rounding + BLIS on CPUs "

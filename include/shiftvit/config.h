@@ -17,6 +17,9 @@
 
 typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
 typedef enum { SV_FP32 = 0, SV_BF16 = 1 } sv_precision;
+/* Their names, indexed by sv_precision, NULL-terminated: the values of
+ * train.precision and of eval/predict --precision (src/config_keys.c). */
+extern const char *const sv_precision_names[];
 
 /* Default of train.collective_timeout, seconds (issue 13; dist.h). */
 #define SV_DEFAULT_COLLECTIVE_TIMEOUT 300.0

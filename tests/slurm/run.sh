@@ -216,7 +216,7 @@ if LAUNCHER=mpirun CONFIG=configs/tiny.ini TRAIN_ARGS="--set train.epochs=1" RUN
   wait_job 300
   check "mpirun in the allocation: exit $SB_RC, 2 ranks bound to 1 core each, 8 steps" \
     eval "[ $SB_RC -eq 0 ] && grep -q 'World size 2, 2 rank(s) per node, 1 thread(s) per rank' '$log' &&
-          [ \$(grep -c 'rank [01] on .*: 1 threads, CPUs [0-9]* (1)' '$log') -eq 2 ] &&
+          [ \$(grep -c 'rank [01] on .*: 1 thread, CPUs [0-9]* (1)' '$log') -eq 2 ] &&
           [ '$(last_step "$WORK/mpirun/metrics_steps.csv")' = 8 ]"
   [ "$SB_RC" -eq 0 ] || tail -20 "$log"
 else
@@ -359,8 +359,8 @@ if [ "$(nproc)" -ge 2 ]; then
     eval "[ $rc -eq 0 ] && grep -q 'rank 0 on .*: 2 threads, CPUs .*(2)' '$out' && ! grep -q WARNING '$out'"
   out=$WORK/local21.log
   jobs/local.sh -n 2 -t 1 bench "${TINY[@]}" --steps 1 --warmup 0 > "$out" 2>&1; rc=$?
-  c0=$(sed -n 's/.*rank 0 on .*: 1 threads, CPUs \([0-9]*\) (1).*/\1/p' "$out")
-  c1=$(sed -n 's/.*rank 1 on .*: 1 threads, CPUs \([0-9]*\) (1).*/\1/p' "$out")
+  c0=$(sed -n 's/.*rank 0 on .*: 1 thread, CPUs \([0-9]*\) (1).*/\1/p' "$out")
+  c1=$(sed -n 's/.*rank 1 on .*: 1 thread, CPUs \([0-9]*\) (1).*/\1/p' "$out")
   check "jobs/local.sh -n 2 -t 1: 2 ranks, each bound to its own core (CPUs ${c0:-?} and ${c1:-?})" \
     test "$rc" -eq 0 -a -n "$c0" -a -n "$c1" -a "$c0" != "$c1"
 else
