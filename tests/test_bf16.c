@@ -347,6 +347,26 @@ static void test_whole_model(void **state) {
     for (int i = 0; i < N; i++) labels[i] = i % K, ids[i] = i;
     double l32 = model_step(&m32, x, labels, ids, N, probs, dl);
     double l16 = model_step(&m16, x, labels, ids, N, probs, dl);
+    /* The emulated path (no bf16 instructions: stored bf16 operands widened
+     * to fp32, BLIS) on the same model: the same products up to the order of
+     * the fp32 sums. */
+    sv_model me;
+    if (sv_model_create(&me, &c16, N, err)) fail_msg("%s", err);
+    sv_bf16_free(me.bf16);
+    me.bf16 = sv_bf16_create(1);
+    sv_model_init_weights(&me, 42);
+    double le = model_step(&me, x, labels, ids, N, probs, dl);
+    double dot_e = 0, n16_e = 0, ne_e = 0;
+    for (size_t i = 0; i < me.num_params; i++) {
+        dot_e += (double)me.grads[i] * m16.grads[i];
+        n16_e += (double)m16.grads[i] * m16.grads[i];
+        ne_e += (double)me.grads[i] * me.grads[i];
+    }
+    double cos_e = dot_e / sqrt(n16_e * ne_e);
+    print_message("    emulated bf16: loss %.6f (native %.6f), gradient cosine with native %.8f\n", le, l16, cos_e);
+    assert_true(fabs(le - l16) <= 1e-4 * fabs(l16));
+    assert_true(cos_e >= 0.99999);
+    sv_model_free(&me);
     double dot = 0, n32 = 0, n16 = 0;
     for (size_t i = 0; i < m32.num_params; i++) {
         dot += (double)m32.grads[i] * m16.grads[i];
