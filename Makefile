@@ -42,7 +42,7 @@ TEST_SRC := $(filter-out tests/test_util.c,$(wildcard tests/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL := $(BUILD)/tests/test_util.o
 
-.PHONY: all test deps clean demo train train-fast bench test-slurm test-multinode fuzz check-shape
+.PHONY: all test deps clean demo train train-fast bench gemm-shapes test-slurm test-multinode fuzz check-shape
 all: $(BUILD)/shiftvit
 
 deps:
@@ -106,6 +106,15 @@ train-fast: deps
 bench: deps
 	$(MAKE) all
 	scripts/bench.sh
+
+# The model's matrix products one by one, fp32 (BLIS) against bf16 (oneDNN):
+# bench/gemm_shapes.c; results/bench/bf16-storage-2026-12-01.md.
+$(BUILD)/gemm_shapes: bench/gemm_shapes.c $(BUILD)/libshiftvit.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libshiftvit.a $(LDFLAGS) $(LDLIBS)
+
+gemm-shapes: deps
+	$(MAKE) all $(BUILD)/gemm_shapes
+	$(BUILD)/gemm_shapes
 
 # A real single-node SLURM cluster on this machine runs jobs/train.sbatch.
 test-slurm: deps
