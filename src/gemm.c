@@ -66,10 +66,53 @@ void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const fl
     sv_dense_backward_mp(NULL, ws, dx, dw, db, sv_mat_f32(dy), sv_mat_f32(x), sv_mat_f32(w), T, in, out);
 }
 
+int sv_dense_dw_parts(int T, int in, int out) {
+    int nt = omp_get_max_threads();
+    return nt > 1 && 2L * T >= (long)nt * (in + out) ? nt : 1;
+}
+
+/* fp32 blocks of the split weight gradient: thread p multiplies rows
+ * [T p / parts, T (p + 1) / parts) into parts_out[p], BLIS single-threaded. */
+static void dw_blocks_fp32(float *parts_out, int parts, const float *x, const float *dy, int T, int in, int out) {
+#pragma omp parallel num_threads(parts)
+    {
+        int p = omp_get_thread_num();
+        long lo = (long)T * p / parts, hi = (long)T * (p + 1) / parts;
+        rntm_t rntm = BLIS_RNTM_INITIALIZER;
+        bli_rntm_set_ways(1, 1, 1, 1, 1, &rntm);
+        float one = 1.f, zero = 0.f;
+        bli_sgemm_ex(BLIS_TRANSPOSE, BLIS_NO_TRANSPOSE, in, out, hi - lo, &one, (float *)x + lo * in, in, 1,
+                     (float *)dy + lo * out, out, 1, &zero, parts_out + (size_t)p * in * out, out, 1, NULL, &rntm);
+    }
+}
+
+/* dw[in][out] = x^T dy, split along the T rows when sv_dense_dw_parts says
+ * so and the scratch has room, else one product. */
+static void weight_gradient(sv_bf16 *bf, sv_scratch *ws, float *dw, sv_matrix x, sv_matrix dy, int T, int in,
+                            int out) {
+    int parts = sv_dense_dw_parts(T, in, out);
+    size_t n = (size_t)in * out;
+    int split = parts > 1 && ws && ws->dw && n <= ws->dw_floats && parts <= ws->threads;
+    if (split && bf) split = sv_bf16_gemm_ksplit(bf, in, out, T, x, dy, parts, ws->dw) == 0;
+    else if (split) dw_blocks_fp32(ws->dw, parts, x.data, dy.data, T, in, out);
+    if (!split) {
+        product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
+        return;
+    }
+    const float *pw = ws->dw;
+#pragma omp parallel for simd
+    for (size_t j = 0; j < n; j++) {
+        float s = pw[j];
+        for (int p = 1; p < parts; p++) s += pw[(size_t)p * n + j];
+        dw[j] = s;
+    }
+}
+
 void sv_dense_backward_mp(sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
                           sv_matrix dy, sv_matrix x, sv_matrix w, int T, int in, int out) {
     if (dx) product(bf, 0, 1, T, in, out, dy, out, w, out, dx, in);
-    product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
+    if (!bf) SV_CHECK(x.type == SV_DT_F32 && dy.type == SV_DT_F32);
+    weight_gradient(bf, ws, dw, x, dy, T, in, out);
     if (db) {
         SV_CHECK(dy.type == SV_DT_F32); /* a bf16 dy's producer sums the bias gradient */
         ly_column_sums(ws, db, dy.data, T, out);

@@ -18,6 +18,7 @@
 
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc; /* lda, ldb as read: compact for a rounded copy */
+    int nb;                             /* > 1: batched (K-split weight gradient), K per part */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;
 } shape_entry;
@@ -126,30 +127,38 @@ void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = sv_bf16_round(src[i]);
 }
 
-static void init_md(dnnl_memory_desc_t *md, int rows, int cols, int transposed, dnnl_data_type_t t,
-                    long ld) {
+static void init_md(dnnl_memory_desc_t *md, int nb, int rows, int cols, int transposed, dnnl_data_type_t t,
+                    long ld, long batch_stride) {
     /* A logical rows x cols matrix stored row-major, or stored transposed
-     * (cols x rows, row-major): oneDNN reads either through the strides. */
-    dnnl_dims_t dims = {rows, cols};
-    dnnl_dims_t strides = {transposed ? 1 : ld, transposed ? ld : 1};
-    check(dnnl_memory_desc_init_by_strides(md, 2, dims, t, strides), "memory descriptor");
+     * (cols x rows, row-major): oneDNN reads either through the strides;
+     * nb > 1 of them batch_stride elements apart. */
+    dnnl_dims_t dims = {rows, cols}, strides = {transposed ? 1 : ld, transposed ? ld : 1};
+    if (nb > 1) {
+        dnnl_dims_t dims3 = {nb, rows, cols}, strides3 = {batch_stride, strides[0], strides[1]};
+        check(dnnl_memory_desc_init_by_strides(md, 3, dims3, t, strides3), "memory descriptor");
+    } else {
+        check(dnnl_memory_desc_init_by_strides(md, 2, dims, t, strides), "memory descriptor");
+    }
 }
 
+/* The primitive of C = op(A) op(B) (nb = 1), or of nb such products over
+ * consecutive K-row blocks of a transposed A and of B into nb consecutive
+ * M x N results (nb > 1: ta = 1, tb = 0, K the rows per block). */
 static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int lda, int ldb,
-                               int ldc) {
+                               int ldc, int nb) {
     for (int i = 0; i < ctx->nshapes; i++) {
         shape_entry *e = &ctx->shapes[i];
         if (e->ta == ta && e->tb == tb && e->M == M && e->N == N && e->K == K && e->lda == lda &&
-            e->ldb == ldb && e->ldc == ldc)
+            e->ldb == ldb && e->ldc == ldc && e->nb == nb)
             return e;
     }
     SV_CHECK(ctx->nshapes < MAX_SHAPES);
     shape_entry *e = &ctx->shapes[ctx->nshapes++];
-    *e = (shape_entry){ta, tb, M, N, K, lda, ldb, ldc, NULL, NULL, NULL, NULL};
+    *e = (shape_entry){ta, tb, M, N, K, lda, ldb, ldc, nb, NULL, NULL, NULL, NULL};
     dnnl_memory_desc_t a, b, c;
-    init_md(&a, M, K, ta, dnnl_bf16, lda);
-    init_md(&b, K, N, tb, dnnl_bf16, ldb);
-    init_md(&c, M, N, 0, dnnl_f32, ldc);
+    init_md(&a, nb, M, K, ta, dnnl_bf16, lda, (long)K * lda);
+    init_md(&b, nb, K, N, tb, dnnl_bf16, ldb, (long)K * ldb);
+    init_md(&c, nb, M, N, 0, dnnl_f32, ldc, (long)M * ldc);
     dnnl_matmul_desc_t desc;
     check(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "matmul descriptor");
     dnnl_primitive_desc_t pd;
@@ -175,7 +184,7 @@ void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype
     size_t abytes = copy_bytes(ctx, at, arows, acols), bbytes = copy_bytes(ctx, bt, brows, bcols);
     if (abytes) reserve(&ctx->abuf, &ctx->acap, abytes);
     if (bbytes) reserve(&ctx->bbuf, &ctx->bcap, bbytes);
-    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, acols, bcols, ldc);
+    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, acols, bcols, ldc, 1);
 }
 
 /* The operand as the product reads it: in place (bf16, native), or its
@@ -189,6 +198,15 @@ static const void *operand(sv_bf16 *ctx, sv_matrix X, int rows, int cols, int *l
     return copy;
 }
 
+static void execute(sv_bf16 *ctx, shape_entry *e, const void *a, const void *b, float *C) {
+    check(dnnl_memory_set_data_handle(e->a, (void *)a), "set handle");
+    check(dnnl_memory_set_data_handle(e->b, (void *)b), "set handle");
+    check(dnnl_memory_set_data_handle(e->c, C), "set handle");
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    check(dnnl_primitive_execute(e->prim, ctx->stream, 3, args), "matmul");
+    check(dnnl_stream_wait(ctx->stream), "stream wait");
+}
+
 void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A, int lda,
                   sv_matrix B, int ldb, float *C, int ldc) {
     int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
@@ -198,11 +216,20 @@ void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A
         sv_gemm(ta, tb, M, N, K, 1.f, a, lda, b, ldb, 0.f, C, ldc);
         return;
     }
-    shape_entry *e = find_shape(ctx, ta, tb, M, N, K, lda, ldb, ldc);
-    check(dnnl_memory_set_data_handle(e->a, (void *)a), "set handle");
-    check(dnnl_memory_set_data_handle(e->b, (void *)b), "set handle");
-    check(dnnl_memory_set_data_handle(e->c, C), "set handle");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    check(dnnl_primitive_execute(e->prim, ctx->stream, 3, args), "matmul");
-    check(dnnl_stream_wait(ctx->stream), "stream wait");
+    execute(ctx, find_shape(ctx, ta, tb, M, N, K, lda, ldb, ldc, 1), a, b, C);
+}
+
+void sv_bf16_prepare_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_dtype at, sv_dtype bt, int parts) {
+    if (!ctx->native || parts < 2 || K % parts) return;
+    sv_bf16_prepare(ctx, 1, 0, M, N, K, at, bt, N); /* the operand copies, if any */
+    find_shape(ctx, 1, 0, M, N, K / parts, M, N, N, parts);
+}
+
+int sv_bf16_gemm_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_matrix A, sv_matrix B, int parts, float *C) {
+    if (!ctx->native || parts < 2 || K % parts) return -1;
+    int lda = M, ldb = N;
+    const void *a = operand(ctx, A, K, M, &lda, &ctx->abuf, &ctx->acap);
+    const void *b = operand(ctx, B, K, N, &ldb, &ctx->bbuf, &ctx->bcap);
+    execute(ctx, find_shape(ctx, 1, 0, M, N, K / parts, lda, ldb, N, parts), a, b, C);
+    return 0;
 }

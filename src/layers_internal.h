@@ -35,6 +35,8 @@ struct sv_scratch {
     float *partials; /* [threads][2][C] for the call's C: two sums per column */
     float *rows;     /* [threads][channels]: one row per thread */
     int channels, threads;
+    float *dw;        /* [threads][dw_floats]: K-split weight-gradient partials */
+    size_t dw_floats;
 };
 
 /* Per-thread partial sums of column reductions. Inside a parallel region each

@@ -9,6 +9,7 @@
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/rng.h"
+#include "model_internal.h"
 
 /* Tensor indices of one shift block, one patch merging, and the ends. */
 typedef struct { int ln_g, ln_b, fc1_w, fc1_b, fc2_w, fc2_b; } block_params;
@@ -228,37 +229,6 @@ int sv_model_first_nonfinite(const sv_model *m, const float *buf, size_t *elem) 
     return -1;
 }
 
-/* The three products of a dense layer [T][in] x [in][out] (forward, input
- * gradient unless the layer has none, weight gradient), as gemm.c runs them,
- * with the operand types model.c gives them: x as stored (xt), the weights'
- * bf16 copy, the output gradient as stored (dyt). */
-static void prepare_dense(sv_model *m, int T, int in, int out, int has_dx, sv_dtype xt, sv_dtype dyt) {
-    sv_bf16_prepare(m->bf16, 0, 0, T, out, in, xt, SV_DT_BF16, out);
-    if (has_dx) sv_bf16_prepare(m->bf16, 0, 1, T, in, out, dyt, SV_DT_BF16, in);
-    sv_bf16_prepare(m->bf16, 1, 0, in, out, T, xt, dyt, out);
-}
-
-/* bf16: every product of a batch of N, prepared at model creation. In a
- * block fc1 reads the LayerNorm output and fc2 the GELU output, both stored
- * as bf16, and their output gradients come as bf16 from the GELU and
- * residual backward kernels; the merges and the patch projection get fp32
- * output gradients, the classifier fp32 pooled features. */
-static void prepare_products(sv_model *m, int N) {
-    const sv_dtype B16 = SV_DT_BF16, F32 = SV_DT_F32;
-    int p = m->patch_size, S0 = m->sides[0];
-    prepare_dense(m, N * S0 * S0, p * p * 3, m->channels[0], 0, B16, F32);
-    for (int s = 0; s < SV_NUM_STAGES; s++) {
-        int S = m->sides[s], C = m->channels[s], H = m->mlp_ratio * C;
-        prepare_dense(m, N * S * S, C, H, 1, B16, B16);
-        prepare_dense(m, N * S * S, H, C, 1, B16, B16);
-        if (s + 1 < SV_NUM_STAGES) {
-            int So = m->sides[s + 1];
-            prepare_dense(m, N * So * So, 4 * C, 2 * C, 1, B16, F32);
-        }
-    }
-    prepare_dense(m, N, m->channels[SV_NUM_STAGES - 1], m->num_classes, 1, F32, F32);
-}
-
 /* Refuses (-1, message) a model whose parameters, gradients and activations
  * would not fit in the memory the kernel reports available: sv_alloc touches
  * all of it, and past that point the OOM killer, not a message, would end
@@ -321,9 +291,9 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
      * mlp_ratio x C3 channels, or the classifier's bias), with margin. */
     int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
     if (m->num_classes > maxc) maxc = m->num_classes;
-    m->scratch = sv_scratch_create(maxc);
+    m->scratch = sv_scratch_create(maxc, model_max_split_dw(m, max_batch));
     m->bf16 = cfg->precision == SV_BF16 ? sv_bf16_create(0) : NULL;
-    if (m->bf16) prepare_products(m, max_batch);
+    if (m->bf16) model_prepare_products(m, max_batch);
     return 0;
 }
 

@@ -9,19 +9,22 @@ size_t sv_scratch_floats(int max_channels, int threads) {
     return (size_t)threads * 3 * (size_t)max_channels;
 }
 
-sv_scratch *sv_scratch_create(int max_channels) {
+sv_scratch *sv_scratch_create(int max_channels, size_t max_dw_floats) {
     sv_scratch *s = sv_alloc(sizeof *s, "layer scratch");
     s->threads = omp_get_max_threads();
     s->channels = max_channels;
     s->partials = sv_alloc(sv_scratch_floats(max_channels, s->threads) * sizeof(float),
                            "layer scratch");
     s->rows = s->partials + (size_t)s->threads * 2 * (size_t)max_channels;
+    s->dw_floats = max_dw_floats;
+    if (max_dw_floats) s->dw = sv_alloc((size_t)s->threads * max_dw_floats * sizeof(float), "weight-gradient partials");
     return s;
 }
 
 void sv_scratch_free(sv_scratch *s) {
     if (!s) return;
     sv_free(s->partials);
+    sv_free(s->dw);
     sv_free(s);
 }
 

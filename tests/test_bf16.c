@@ -25,6 +25,7 @@
  *   - a resume may switch precision, and says so.
  * Run from the repository root (reads configs/tiny.ini). */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,7 +145,7 @@ static void test_dense_layer(void **state) {
     fill(w, (size_t)in * out, 12, 0.3f);
     fill(b, (size_t)out, 13, 0.1f);
     fill(dy, (size_t)T * out, 14, 0.01f);
-    sv_scratch *ws = sv_scratch_create(256);
+    sv_scratch *ws = sv_scratch_create(256, 0);
     sv_bf16 *bf = sv_bf16_create(0);
     sv_dense_forward(y32, x, w, b, T, in, out);
     sv_dense_forward_mp(bf, y16, sv_mat_f32(x), sv_mat_f32(w), b, T, in, out);
@@ -217,6 +218,43 @@ static void test_stored_operands(void **state) {
     stored_operand_cases(1);
 }
 
+/* The bf16 weight gradient split along the rows (one batched oneDNN call,
+ * layers.h sv_dense_dw_parts) against the unsplit product on the same
+ * stored-bf16 operands: within the fp32 accumulation bound of each element. */
+static void test_split_weight_gradient(void **state) {
+    (void)state;
+    int T = 4096, in = 32, out = 48, saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+    assert_int_equal(sv_dense_dw_parts(T, in, out), 2);
+    float *x = sv_alloc((size_t)T * in * 4, "x"), *dy = sv_alloc((size_t)T * out * 4, "dy");
+    float *dw1 = sv_alloc((size_t)in * out * 4, "dw"), *dw2 = sv_alloc((size_t)in * out * 4, "dw");
+    uint16_t *x16 = sv_alloc((size_t)T * in * 2, "x16"), *dy16 = sv_alloc((size_t)T * out * 2, "dy16");
+    fill(x, (size_t)T * in, 61, 1.f);
+    fill(dy, (size_t)T * out, 62, 0.1f);
+    sv_bf16_round_array(x16, x, (size_t)T * in);
+    sv_bf16_round_array(dy16, dy, (size_t)T * out);
+    sv_bf16 *bf = sv_bf16_create(0);
+    sv_scratch *ws = sv_scratch_create(64, (size_t)in * out);
+    sv_dense_backward_mp(bf, NULL, NULL, dw1, NULL, sv_mat_bf16(dy16), sv_mat_bf16(x16), sv_mat_f32(dw1), T, in, out);
+    sv_dense_backward_mp(bf, ws, NULL, dw2, NULL, sv_mat_bf16(dy16), sv_mat_bf16(x16), sv_mat_f32(dw1), T, in, out);
+    double worst = 0;
+    for (int i = 0; i < in; i++)
+        for (int o = 0; o < out; o++) {
+            double s = 0;
+            for (int t = 0; t < T; t++)
+                s += fabs((double)sv_bf16_to_float(x16[(size_t)t * in + i]) * sv_bf16_to_float(dy16[(size_t)t * out + o]));
+            double bound = 2 * T * U32 * s + 1e-30, d = fabs((double)dw2[i * out + o] - dw1[i * out + o]);
+            if (d > bound) fail_msg("dw[%d][%d]: split %.9g, unsplit %.9g (bound %.3g)", i, o, dw2[i * out + o], dw1[i * out + o], bound);
+            if (d / bound > worst) worst = d / bound;
+        }
+    print_message("    split weight gradient (%s): worst difference %.3f of the accumulation bound\n", sv_bf16_describe(bf),
+                  worst);
+    sv_scratch_free(ws);
+    sv_bf16_free(bf);
+    omp_set_num_threads(saved);
+    sv_free(x); sv_free(dy); sv_free(dw1); sv_free(dw2); sv_free(x16); sv_free(dy16);
+}
+
 /* n bf16 values equal, bitwise, the fp32 values rounded to nearest even. */
 static void assert_rounded_copy(const uint16_t *b, const float *f, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
@@ -239,7 +277,7 @@ static void test_kernels_store_bf16(void **state) {
     float *db32 = sv_alloc((size_t)H * 4, "db"), *db16 = sv_alloc((size_t)H * 4, "db"), *dp = sv_alloc((size_t)N * 4, "dp");
     uint8_t *mask = sv_alloc((size_t)T * C, "mask");
     uint64_t keys[3] = {11, 12, 13};
-    sv_scratch *ws = sv_scratch_create(256);
+    sv_scratch *ws = sv_scratch_create(256, 0);
     fill(x, (size_t)T * H, 31, 2.f);
     fill(g, (size_t)C, 32, 1.f);
     fill(b, (size_t)H, 33, 0.3f);
@@ -508,6 +546,7 @@ int main(void) {
         cmocka_unit_test(test_product_emulated),
         cmocka_unit_test(test_dense_layer),
         cmocka_unit_test(test_stored_operands),
+        cmocka_unit_test(test_split_weight_gradient),
         cmocka_unit_test(test_kernels_store_bf16),
         cmocka_unit_test(test_adamw_writes_bf16_copy),
         cmocka_unit_test(test_whole_model),

@@ -17,6 +17,7 @@
  *    GELU, LayerNorm, softmax cross-entropy, window gather, top-k with ties.
  * 4. Determinism and rate of the dropout / drop-path masks. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +109,7 @@ static sv_scratch *g_ws;
 
 static int setup_scratch(void **state) {
     (void)state;
-    g_ws = sv_scratch_create(512);
+    g_ws = sv_scratch_create(512, 0);
     return 0;
 }
 
@@ -196,6 +197,37 @@ static void test_dense_bias_grad_many_rows(void **state) {
         }
     }
     sv_free(x); sv_free(w); sv_free(dy); sv_free(dw); sv_free(db);
+}
+
+/* The weight gradient split along the rows over the threads (layers.h
+ * sv_dense_dw_parts), with 2 and 3 threads and a row count that is no
+ * multiple of either: against the double-precision sum, as the unsplit one. */
+static void test_dense_weight_grad_split(void **state) {
+    (void)state;
+    int T = 1001, in = 5, out = 7, saved = omp_get_max_threads();
+    float *x = falloc((size_t)T * in), *dy = falloc((size_t)T * out), *w = falloc((size_t)in * out);
+    float *dw = falloc((size_t)in * out), *dw1 = falloc((size_t)in * out);
+    fill_uniform(x, (size_t)T * in, 8, 1.f);
+    fill_uniform(dy, (size_t)T * out, 9, 1.f);
+    sv_dense_backward(NULL, NULL, dw1, NULL, dy, x, w, T, in, out); /* no scratch: one product */
+    for (int nt = 2; nt <= 3; nt++) {
+        omp_set_num_threads(nt);
+        assert_int_equal(sv_dense_dw_parts(T, in, out), nt);
+        sv_scratch *ws = sv_scratch_create(64, (size_t)in * out);
+        sv_dense_backward(ws, NULL, dw, NULL, dy, x, w, T, in, out);
+        int differs = memcmp(dw, dw1, (size_t)in * out * sizeof(float)) != 0;
+        for (int i = 0; i < in; i++)
+            for (int o = 0; o < out; o++) {
+                double sw = 0;
+                for (int t = 0; t < T; t++) sw += (double)x[(size_t)t * in + i] * dy[(size_t)t * out + o];
+                assert_close(dw[i * out + o], sw, 1e-4, 1e-4);
+            }
+        print_message("      %d threads: split weight gradient within 1e-4 of the double sum (%s the unsplit bits)\n",
+                      nt, differs ? "not" : "equal to");
+        sv_scratch_free(ws);
+    }
+    omp_set_num_threads(saved);
+    sv_free(x); sv_free(dy); sv_free(w); sv_free(dw); sv_free(dw1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1386,6 +1418,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_fd),
         cmocka_unit_test(test_dense_bias_grad_many_rows),
+        cmocka_unit_test(test_dense_weight_grad_split),
         cmocka_unit_test(test_layernorm_fd),
         cmocka_unit_test(test_layernorm_param_grads_many_rows),
         cmocka_unit_test(test_layernorm_hand),

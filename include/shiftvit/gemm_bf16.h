@@ -84,6 +84,17 @@ void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A
 void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt,
                      int ldc);
 
+/* The weight gradient split along K (layers.h sv_dense_dw_parts):
+ * C[p][M][N] = A_p^T B_p for p < parts, A (K x M) and B (K x N) stored
+ * row-major and compact, A_p and B_p their p-th block of K / parts rows; one
+ * batched oneDNN call (the batch is spread over the threads). Returns -1
+ * without doing anything when it cannot (emulated products, or K not a
+ * multiple of parts): the caller runs the unsplit product. */
+int sv_bf16_gemm_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_matrix A, sv_matrix B, int parts, float *C);
+/* Creates its primitive (and operand copies) at model creation, as
+ * sv_bf16_prepare. */
+void sv_bf16_prepare_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_dtype at, sv_dtype bt, int parts);
+
 /* dst[i] = bf16 of src[i] (nearest even) for n elements, OpenMP-parallel. */
 void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n);
 

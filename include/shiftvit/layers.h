@@ -47,9 +47,12 @@ typedef struct sv_scratch sv_scratch;
  * channel and thread). */
 size_t sv_scratch_floats(int max_channels, int threads);
 /* Allocates a scratch of sv_scratch_floats(max_channels,
- * omp_get_max_threads()) floats, zeroed; exits with a message if memory is
- * exhausted (as sv_alloc). Call outside parallel regions. */
-sv_scratch *sv_scratch_create(int max_channels);
+ * omp_get_max_threads()) floats, zeroed, plus omp_get_max_threads() x
+ * max_dw_floats for the partial weight gradients of the dense layers whose
+ * weight gradient is split (sv_dense_dw_parts; 0: none is, every weight
+ * gradient is one product); exits with a message if memory is exhausted
+ * (as sv_alloc). Call outside parallel regions. */
+sv_scratch *sv_scratch_create(int max_channels, size_t max_dw_floats);
 void sv_scratch_free(sv_scratch *ws); /* NULL is a no-op */
 
 /* y[M][N] = alpha * op(A) op(B) + beta * y, row-major, through BLIS's typed API.
@@ -63,9 +66,23 @@ void sv_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int T, int in, int out);
 /* dx[T][in] = dy w^T (skipped if dx is NULL); dw[in][out] = x^T dy;
  * db[out] = column sums of dy (skipped if db is NULL). ws: scratch for at
- * least `out` channels; only read for db, so it may be NULL when db is. */
+ * least `out` channels, read for db and for the partials of a split weight
+ * gradient (sv_dense_dw_parts); NULL when db is: dw is then one product. */
 void sv_dense_backward(sv_scratch *ws, float *dx, float *dw, float *db, const float *dy,
                        const float *x, const float *w, int T, int in, int out);
+
+/* Row blocks the weight gradient dw = x^T dy of a dense layer with T rows is
+ * split into: omp_get_max_threads() when the rows are many against the
+ * result, T >= threads x (in + out) / 2 (at batch 256 on 2 threads: the
+ * patch projection and the stage 1-3 layers), else 1. Split, each block is
+ * a product of its own (fp32: one single-threaded BLIS call per thread;
+ * bf16: one batched oneDNN call) into the scratch, and the partials are
+ * added in block order (deterministic for a fixed thread count). BLIS and
+ * oneDNN spread only the result over the threads and reach half their speed
+ * on such shapes (results/bench/bf16-storage-2026-12-01.md). The split
+ * needs parts x in x out floats of scratch (sv_scratch_create); with less,
+ * the product is not split. */
+int sv_dense_dw_parts(int T, int in, int out);
 
 /* The same two layers with operands that may be stored in bf16 (sv_matrix,
  * gemm_bf16.h): with bf not NULL the products take bf16 operands (fp32 ones
