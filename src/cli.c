@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "shiftvit/common.h"
+#include "shiftvit/model.h"
 #include "shiftvit/platform.h"
 #include "shiftvit/text.h"
 
@@ -214,3 +215,13 @@ void sv_cli_report_placement(const sv_cli *cli) {
     }
 }
 
+void sv_cli_warn_nonfinite_weights(int rank, const char *cmd, const char *ckpt, const sv_model *m) {
+    size_t elem = 0;
+    int t = sv_model_first_nonfinite(m, m->params, &elem);
+    if (t < 0 || rank != 0) return;
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    fprintf(stderr,
+            "shiftvit %s: warning: checkpoint %s: tensor /model/%s holds a non-finite value (element %zu, %g): "
+            "the outputs will not be finite\n",
+            cmd, sv_shell_quote(ckpt, q, sizeof q), m->tensors[t].name, elem, m->params[m->tensors[t].offset + elem]);
+}

@@ -354,9 +354,9 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     sv_shard(cfg->batch_size, d->rank, d->world, &start, &n);
     if (!o->json) sv_cli_report_placement(cli);
     sv_model m;
-    if (sv_model_create(&m, cfg, (int)n, err) != 0) {
+    if (sv_model_create(&m, cfg, (int)n, err) != 0) { /* a batch that cannot fit: bad input, as in train */
         fprintf(stderr, "shiftvit: %s\n", err);
-        return 2;
+        return 1;
     }
     sv_model_init_weights(&m, cfg->seed);
     sv_adamw opt;

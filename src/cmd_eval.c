@@ -88,6 +88,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
         have_model = ok;
     }
     if (ok) ok = sv_checkpoint_load(ckpt, &m, NULL, NULL, err) == 0;
+    if (ok) sv_cli_warn_nonfinite_weights(d->rank, "eval", ckpt, &m);
     if (!all_ok(d, ok, err)) {
         sv_dataset_free(&ds);
         if (have_model) sv_model_free(&m);

@@ -294,6 +294,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
         sv_model_free(m);
         return 1;
     }
+    sv_cli_warn_nonfinite_weights(0, "predict", o->ckpt, m);
     /* on stderr: stdout may be JSON */
     if (m->bf16) fprintf(stderr, "shiftvit predict: precision: %s\n", sv_bf16_describe(m->bf16));
     return 0;

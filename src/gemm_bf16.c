@@ -53,21 +53,45 @@ static void check(dnnl_status_t s, const char *what) {
     abort();
 }
 
+/* 1 if oneDNN can build a bf16 matmul on this engine: it cannot when
+ * ONEDNN_MAX_CPU_ISA (or an old CPU) leaves it no bf16 kernel. */
+static int bf16_matmul_builds(dnnl_engine_t engine) {
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t dims = {16, 16}, strides = {16, 1};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    int ok = dnnl_memory_desc_init_by_strides(&a, 2, dims, dnnl_bf16, strides) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&b, 2, dims, dnnl_bf16, strides) == dnnl_success &&
+             dnnl_memory_desc_init_by_strides(&c, 2, dims, dnnl_f32, strides) == dnnl_success &&
+             dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return ok;
+}
+
 sv_bf16 *sv_bf16_create(int emulate) {
     sv_bf16 *ctx = calloc(1, sizeof *ctx);
     SV_CHECK(ctx != NULL);
     const dnnl_version_t *v = dnnl_version();
-    ctx->native = !emulate && sv_bf16_native_cpu() && dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) == dnnl_success &&
-                  dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) == dnnl_success;
+    int cpu = sv_bf16_native_cpu(), builds = 0;
+    if (!emulate && cpu && dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) == dnnl_success &&
+        dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) == dnnl_success)
+        builds = bf16_matmul_builds(ctx->engine);
+    ctx->native = builds;
+    /* ONEDNN_MAX_CPU_ISA may keep oneDNN below the CPU's bf16 instructions:
+     * it then still runs bf16 products, on its own fp32 emulation. */
+    int isa_bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
     if (ctx->native)
-        snprintf(ctx->desc, sizeof ctx->desc,
-                 "bf16 matrix products (fp32 accumulation) through oneDNN %d.%d.%d, native bf16 instructions",
-                 v->major, v->minor, v->patch);
+        snprintf(ctx->desc, sizeof ctx->desc, "bf16 matrix products (fp32 accumulation) through oneDNN %d.%d.%d, %s",
+                 v->major, v->minor, v->patch,
+                 isa_bf16 ? "native bf16 instructions"
+                          : "emulated inside oneDNN (ONEDNN_MAX_CPU_ISA excludes the CPU's bf16 instructions)");
     else
         snprintf(ctx->desc, sizeof ctx->desc,
                  "bf16 matrix products emulated%s (operands rounded to bf16, products in fp32 by BLIS: "
                  "the same numbers, slower than fp32)",
-                 emulate ? "" : ": this CPU has no AVX512_BF16 or AMX-BF16");
+                 emulate ? "" : !cpu ? ": this CPU has no AVX512_BF16 or AMX-BF16"
+                                     : ": oneDNN cannot build them here (ONEDNN_MAX_CPU_ISA?)");
     return ctx;
 }
 

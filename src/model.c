@@ -528,8 +528,9 @@ void sv_model_print_summary(const sv_model *m, FILE *f) {
     fmt_shape(shape, sizeof shape, m->image_size, m->image_size, 3);
     fprintf(f, "%-44s %-24s %12s\n", "input", shape, "0");
     fmt_shape(shape, sizeof shape, m->sides[0], m->sides[0], m->channels[0]);
-    fprintf(f, "%-44s %-24s %12zu\n", "patch_projection (Conv2D 4x4/4)", shape,
-            tensor_range(m, A->patch_w, A->patch_b));
+    char patch[64];
+    snprintf(patch, sizeof patch, "patch_projection (Conv2D %dx%d/%d)", m->patch_size, m->patch_size, m->patch_size);
+    fprintf(f, "%-44s %-24s %12zu\n", patch, shape, tensor_range(m, A->patch_w, A->patch_b));
     int bi = 0;
     char name[96];
     for (int s = 0; s < SV_NUM_STAGES; s++) {

@@ -262,6 +262,18 @@ static void test_accuracy_ties_and_nan(void **state) {
     if (!strstr(loss, "nan")) fail_msg("loss=%s, expected nan", loss);
     assert_close(top1, 0.0, 0, 0);
     assert_close(top5, 0.0, 0, 0);
+    /* eval and predict say which tensor is not finite */
+    const char *cmds[2] = {"eval --checkpoint %s --split test", "predict --checkpoint %s " SV_TEST_SHARED "/data/inference_set"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[1024], what[256];
+        snprintf(what, sizeof what, cmds[i], ckpt);
+        snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 60 %s %s 2>&1", g_bin, what);
+        int st;
+        char *out = sv_test_capture(cmd, &st);
+        if (!strstr(out, "warning: checkpoint") || !strstr(out, "tensor /model/classifier/bias holds a non-finite value"))
+            fail_msg("%s: no warning naming /model/classifier/bias:\n%s", cmd, out);
+        free(out);
+    }
 }
 
 static hssize_t h5_rows(const char *path, const char *dataset) {

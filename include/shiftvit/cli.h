@@ -83,4 +83,11 @@ int sv_cli_load_config(const sv_cli *cli, sv_config *cfg, const char *path, cons
  * oversubscribed (issue 5). Collective: every rank must call it. */
 void sv_cli_report_placement(const sv_cli *cli);
 
+/* eval and predict: a warning on stderr (from rank 0 only) when the weights loaded from
+ * ckpt hold a NaN or infinity, naming the first such tensor and element:
+ * the outputs will not be finite (training refuses such a checkpoint; these
+ * commands report what the weights give). */
+struct sv_model;
+void sv_cli_warn_nonfinite_weights(int rank, const char *cmd, const char *ckpt, const struct sv_model *m);
+
 #endif
