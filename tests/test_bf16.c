@@ -541,6 +541,21 @@ static void test_zero_stage1_bf16(void **state) {
     print_message("    bf16 on 2 ranks: ZeRO stage 1 gives stage 0's 16 losses exactly\n");
 }
 
+/* oneDNN limited below bf16 (ONEDNN_MAX_CPU_ISA=AVX2) cannot build a bf16
+ * matmul: the run falls back to the emulated products and says so (it
+ * aborted before). */
+static void test_onednn_without_bf16_kernels(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1 timeout -k 10 120 %s train -c configs/tiny.ini "
+             "--set train.precision=bf16 --set train.max_steps=2 --out %s/isa 2>&1",
+             g_bin, g_tmp);
+    char *out = sv_test_run_ok(cmd, NULL).out;
+    if (!strstr(out, "Precision: bf16 matrix products emulated")) fail_msg("no fallback to the emulated products:\n%s", out);
+    free(out);
+}
+
 /* A run may change precision on resume (issue 12): accepted, and said. */
 static void test_resume_in_other_precision(void **state) {
     (void)state;
@@ -573,6 +588,7 @@ int main(void) {
         cmocka_unit_test(test_training_tracks_fp32),
         cmocka_unit_test(test_rank_invariance),
         cmocka_unit_test(test_zero_stage1_bf16),
+        cmocka_unit_test(test_onednn_without_bf16_kernels),
         cmocka_unit_test(test_resume_in_other_precision),
     };
     SV_TEST_RUN_AND_CLEAN(tests, g_tmp);
