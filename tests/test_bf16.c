@@ -351,6 +351,17 @@ static void test_adamw_writes_bf16_copy(void **state) {
     sv_free(w1); sv_free(w2); sv_free(gr); sv_free(wb);
 }
 
+/* Cosine of two flattened gradients, in double. */
+static double cosine_of(const float *a, const float *b, size_t n) {
+    double dot = 0, na = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        dot += (double)a[i] * b[i];
+        na += (double)a[i] * a[i];
+        nb += (double)b[i] * b[i];
+    }
+    return dot / sqrt(na * nb);
+}
+
 /* Forward (training mode) + loss + backward of one batch; returns the mean loss. */
 static double model_step(sv_model *m, const float *x, const int *labels, const long *ids, int N, float *probs,
                          float *dl) {
@@ -396,24 +407,12 @@ static void test_whole_model(void **state) {
     me.bf16 = sv_bf16_create(1);
     sv_model_init_weights(&me, 42);
     double le = model_step(&me, x, labels, ids, N, probs, dl);
-    double dot_e = 0, n16_e = 0, ne_e = 0;
-    for (size_t i = 0; i < me.num_params; i++) {
-        dot_e += (double)me.grads[i] * m16.grads[i];
-        n16_e += (double)m16.grads[i] * m16.grads[i];
-        ne_e += (double)me.grads[i] * me.grads[i];
-    }
-    double cos_e = dot_e / sqrt(n16_e * ne_e);
+    double cos_e = cosine_of(me.grads, m16.grads, me.num_params);
     print_message("    emulated bf16: loss %.6f (native %.6f), gradient cosine with native %.8f\n", le, l16, cos_e);
     assert_true(fabs(le - l16) <= 1e-4 * fabs(l16));
     assert_true(cos_e >= 0.99999);
     sv_model_free(&me);
-    double dot = 0, n32 = 0, n16 = 0;
-    for (size_t i = 0; i < m32.num_params; i++) {
-        dot += (double)m32.grads[i] * m16.grads[i];
-        n32 += (double)m32.grads[i] * m32.grads[i];
-        n16 += (double)m16.grads[i] * m16.grads[i];
-    }
-    double cosine = dot / sqrt(n32 * n16);
+    double cosine = cosine_of(m32.grads, m16.grads, m32.num_params);
     print_message("    tiny model, batch %d: loss fp32 %.6f bf16 %.6f (rel %.2e), gradient cosine %.6f\n", N, l32, l16,
                   fabs(l16 - l32) / l32, cosine);
     assert_true(fabs(l16 - l32) <= 1e-2 * fabs(l32));
