@@ -2,9 +2,10 @@
  * checkpoints and metrics (SPEC sections 1 and 4; issues 3-5). */
 #include "shiftvit/train.h"
 
-#include <stdlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -190,20 +191,49 @@ static int trainer_alloc_buffers(trainer *T, char *err) {
     return 0;
 }
 
+/* A resumed run that already ended (all epochs, or early stopping) has
+ * nothing more to train: a requeued job (jobs/train.sbatch resumes whenever
+ * last.h5 exists) must not train on past its end. */
+static int resumed_run_ended(const trainer *T) {
+    const sv_train_state *st = &T->st;
+    const sv_config *cfg = T->cfg;
+    return T->opts->resume && st->step_in_epoch == 0 &&
+           (st->epoch >= cfg->epochs || (cfg->patience > 0 && st->bad_epochs >= cfg->patience));
+}
+
+static int trainer_already_done(trainer *T) {
+    if (!resumed_run_ended(T)) return 0;
+    const sv_train_state *st = &T->st;
+    const sv_config *cfg = T->cfg;
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    if (T->rank0)
+        printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
+               sv_shell_quote(T->opts->resume, q, sizeof q), st->epoch,
+               st->epoch >= cfg->epochs ? "all train.epochs done" : "early stopping", st->best_val_top1,
+               st->best_epoch);
+    return 1;
+}
+
 /* Rank 0's side of the run folder: rewind or adopt on resume, config.ini,
  * the metrics logs; then the checkpoint context and the start banner. */
 static int trainer_open_outputs(trainer *T, char *err) {
     const sv_config *cfg = T->cfg;
     const sv_train_opts *o = T->opts;
     int ok = 1;
-    if (T->rank0 && o->resume && (sv_run_folder_rewind(T->out, o->resume, &T->st, err) != 0 ||
+    /* Resuming a run that ended trains nothing, so it leaves the folder's
+     * later checkpoints, metrics rows and config.ini as they are. */
+    int ended = resumed_run_ended(T);
+    char ini[SV_PATH_LEN + 16];
+    snprintf(ini, sizeof ini, "%s/config.ini", T->out);
+    if (T->rank0 && o->resume && ((!ended && sv_run_folder_rewind(T->out, o->resume, &T->st, err) != 0) ||
                                   sv_run_folder_adopt(T->out, o->resume, &T->st, err) != 0))
         ok = 0;
     if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
-    if (T->rank0) ok = tr_write_config_ini(T->out, cfg, err) == 0;
+    if (T->rank0 && !(ended && access(ini, F_OK) == 0)) ok = tr_write_config_ini(T->out, cfg, err) == 0;
     if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
     if (T->rank0) {
-        T->mt = sv_metrics_open(T->out, o->resume != NULL, T->st.step, T->st.epoch, err);
+        T->mt = sv_metrics_open(T->out, o->resume != NULL, ended ? LONG_MAX : T->st.step, ended ? LONG_MAX : T->st.epoch,
+                                err);
         ok = T->mt != NULL;
     }
     if (setup_failed(T, ok, 0, "metrics: ", SV_EXIT_BAD_INPUT, err)) return -1;
@@ -242,24 +272,6 @@ static int trainer_setup(trainer *T, char *err) {
     T->tty = T->rank0 && tr_progress_on_terminal(T->opts->progress);
     T->t_run0 = sv_now() - T->st.wall_time;
     return 0;
-}
-
-/* A resumed run that already ended (all epochs, or early stopping) has
- * nothing more to train: a requeued job (jobs/train.sbatch resumes whenever
- * last.h5 exists) must not train on past its end. */
-static int trainer_already_done(trainer *T) {
-    const sv_train_state *st = &T->st;
-    const sv_config *cfg = T->cfg;
-    if (!T->opts->resume || st->step_in_epoch != 0 ||
-        !(st->epoch >= cfg->epochs || (cfg->patience > 0 && st->bad_epochs >= cfg->patience)))
-        return 0;
-    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
-    if (T->rank0)
-        printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
-               sv_shell_quote(T->opts->resume, q, sizeof q), st->epoch,
-               st->epoch >= cfg->epochs ? "all train.epochs done" : "early stopping", st->best_val_top1,
-               st->best_epoch);
-    return 1;
 }
 
 /* The gradient of one step: this rank's shard of the global batch, then

@@ -195,10 +195,33 @@ static void resume_ended(const char *name, const char *args) {
     free(out);
 }
 
+/* A run of 1 epoch extended to 2 (--resume-with-changes), then resumed from
+ * its epoch-1 checkpoint, which ended: nothing is trained, so the folder's
+ * epoch-2 files and rows stay (the rewind used to remove them first). */
+static void resume_ended_earlier_checkpoint(void) {
+    free(train("extended", "--set train.epochs=1"));
+    char args[512], path[512];
+    snprintf(args, sizeof args, "--resume %s/extended/last.h5 --resume-with-changes --set train.epochs=2", g_tmp);
+    free(train("extended", args));
+    epochs_csv before, after;
+    read_epochs("extended", &before);
+    assert_int_equal(before.rows, 2);
+    snprintf(args, sizeof args, "--resume %s/extended/epoch_0001.h5 --set train.epochs=1", g_tmp);
+    char *out = train("extended", args);
+    assert_non_null(strstr(out, "Nothing more to train"));
+    if (strstr(out, "Rewound")) fail_msg("a run with nothing to train rewound the folder:\n%s", out);
+    free(out);
+    read_epochs("extended", &after);
+    assert_int_equal(after.rows, 2);
+    snprintf(path, sizeof path, "%s/extended/epoch_0002.h5", g_tmp);
+    if (access(path, F_OK) != 0) fail_msg("%s was removed", path);
+}
+
 static void test_resume_ended_run(void **state) {
     (void)state;
     resume_ended("done", "--set train.epochs=2");
     resume_ended("stopped", FROZEN);
+    resume_ended_earlier_checkpoint();
 }
 
 /* Sets every element of dataset `name` in checkpoint `path` to `value`. */
