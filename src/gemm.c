@@ -93,8 +93,12 @@ static void weight_gradient(sv_bf16 *bf, sv_scratch *ws, float *dw, sv_matrix x,
     int parts = sv_dense_dw_parts(T, in, out);
     size_t n = (size_t)in * out;
     int split = parts > 1 && ws && ws->dw && n <= ws->dw_floats && parts <= ws->threads;
-    if (split && bf) split = sv_bf16_gemm_ksplit(bf, in, out, T, x, dy, parts, ws->dw) == 0;
-    else if (split) dw_blocks_fp32(ws->dw, parts, x.data, dy.data, T, in, out);
+    if (split && bf) {
+        split = sv_bf16_gemm_ksplit(bf, in, out, T, x, dy, parts, ws->dw) == 0;
+    } else if (split) {
+        SV_CHECK(x.type == SV_DT_F32 && dy.type == SV_DT_F32); /* as product() checks the unsplit case */
+        dw_blocks_fp32(ws->dw, parts, x.data, dy.data, T, in, out);
+    }
     if (!split) {
         product(bf, 1, 0, in, out, T, x, in, dy, out, dw, out);
         return;
@@ -111,7 +115,6 @@ static void weight_gradient(sv_bf16 *bf, sv_scratch *ws, float *dw, sv_matrix x,
 void sv_dense_backward_mp(sv_bf16 *bf, sv_scratch *ws, float *dx, float *dw, float *db,
                           sv_matrix dy, sv_matrix x, sv_matrix w, int T, int in, int out) {
     if (dx) product(bf, 0, 1, T, in, out, dy, out, w, out, dx, in);
-    if (!bf) SV_CHECK(x.type == SV_DT_F32 && dy.type == SV_DT_F32);
     weight_gradient(bf, ws, dw, x, dy, T, in, out);
     if (db) {
         SV_CHECK(dy.type == SV_DT_F32); /* a bf16 dy's producer sums the bias gradient */

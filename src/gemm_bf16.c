@@ -202,13 +202,18 @@ static size_t copy_bytes(const sv_bf16 *ctx, sv_dtype t, int rows, int cols) {
     return (size_t)rows * cols * (ctx->native ? sizeof(uint16_t) : sizeof(float));
 }
 
-void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt,
-                     int ldc) {
+/* Grows the copy buffers for the operands of op(A) op(B) that will be copied. */
+static void reserve_copies(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt) {
     int arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
     size_t abytes = copy_bytes(ctx, at, arows, acols), bbytes = copy_bytes(ctx, bt, brows, bcols);
     if (abytes) reserve(&ctx->abuf, &ctx->acap, abytes);
     if (bbytes) reserve(&ctx->bbuf, &ctx->bcap, bbytes);
-    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, acols, bcols, ldc, 1);
+}
+
+void sv_bf16_prepare(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_dtype at, sv_dtype bt,
+                     int ldc) {
+    reserve_copies(ctx, ta, tb, M, N, K, at, bt);
+    if (ctx->native) find_shape(ctx, ta, tb, M, N, K, ta ? M : K, tb ? K : N, ldc, 1);
 }
 
 /* The operand as the product reads it: in place (bf16, native), or its
@@ -245,7 +250,7 @@ void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A
 
 void sv_bf16_prepare_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_dtype at, sv_dtype bt, int parts) {
     if (!ctx->native || parts < 2 || K % parts) return;
-    sv_bf16_prepare(ctx, 1, 0, M, N, K, at, bt, N); /* the operand copies, if any */
+    reserve_copies(ctx, 1, 0, M, N, K, at, bt);
     find_shape(ctx, 1, 0, M, N, K / parts, M, N, N, parts);
 }
 

@@ -113,6 +113,7 @@ static int trainer_build_model(trainer *T, char *err) {
     int eb = sv_eval_local_batch(cfg, eval_images, d->world);
     T->maxb = T->lb > eb ? T->lb : eb;
     int ok = sv_model_create(&T->m, cfg, T->maxb, err) == 0;
+    /* what rank 0 prints when only another rank failed (that rank's message is its own) */
     if (ok) snprintf(err, SV_ERR_LEN, "model: another rank could not create its model (see its message)");
     T->have_model = ok;
     if (setup_failed(T, ok, 1, "", SV_EXIT_BAD_INPUT, err)) return -1;
