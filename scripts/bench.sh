@@ -163,6 +163,7 @@ echo "bench.sh: end $END_ISO (${ELAPSED} s), load average $(cat "$TMP/load_end")
     echo "l2=$(lscpu | sed -n 's/^L2 cache: *//p' | head -1)"
     echo "l3=$(lscpu | sed -n 's/^L3 cache: *//p' | head -1)"
     echo "avx512f=$(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
+    echo "bf16_flags=$(grep -ow -E 'avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ' | sed 's/ $//')"
     echo "mem_gib=$(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
     echo "kernel=$(uname -r)"
     echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
@@ -356,10 +357,10 @@ L.append("```")
 L.append("")
 L.append("## Machine and libraries")
 L.append("")
-L.append("- CPU: %s, %s CPUs (%s socket(s) x %s core(s) x %s thread(s)), AVX-512F: %s, L2 %s, "
+L.append("- CPU: %s, %s CPUs (%s socket(s) x %s core(s) x %s thread(s)), AVX-512F: %s, bf16 flags: %s, L2 %s, "
          "L3 %s, hypervisor %s; %s GiB memory; %s, Linux %s."
          % (facts["cpu_model"], facts["cpus"], facts["sockets"], facts["cores_per_socket"],
-            facts["threads_per_core"], facts["avx512f"], facts["l2"], facts["l3"],
+            facts["threads_per_core"], facts["avx512f"], facts.get("bf16_flags") or "none", facts["l2"], facts["l3"],
             facts["hypervisor"] or "none", facts["mem_gib"], facts["os"], facts["kernel"]))
 L.append("- Compiler: %s; %s." % (facts["gcc"], facts["glibc"]))
 L.append("- BLIS: %s. Ours links BLIS directly and selects the sub-configuration itself:" % facts["blis_pkg"])
