@@ -198,11 +198,16 @@ LY_INLINE void residual_backward_rows(void *dz, int bf16, float *pb, const float
         const uint8_t *mr = mask ? mask + t * C : NULL;
         void *dzr = ly_elem(dz, bf16 ? SV_DT_BF16 : SV_DT_F32, (size_t)t * C);
         float s = (dp ? dp[t / L] : 1.0f) * inv_keep;
+        if (pb) {
 #pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float v = (!mr || mr[c]) ? gr[c] * s : 0.f;
-            ly_put(dzr, bf16, (size_t)c, v);
-            if (pb) pb[c] += v;
+            for (int c = 0; c < C; c++) {
+                float v = (!mr || mr[c]) ? gr[c] * s : 0.f;
+                ly_put(dzr, bf16, (size_t)c, v);
+                pb[c] += v;
+            }
+        } else {
+#pragma omp simd
+            for (int c = 0; c < C; c++) ly_put(dzr, bf16, (size_t)c, (!mr || mr[c]) ? gr[c] * s : 0.f);
         }
     }
 }

@@ -216,9 +216,10 @@ void sv_cli_report_placement(const sv_cli *cli) {
 }
 
 void sv_cli_warn_nonfinite_weights(int rank, const char *cmd, const char *ckpt, const sv_model *m) {
+    if (rank != 0) return;
     size_t elem = 0;
     int t = sv_model_first_nonfinite(m, m->params, &elem);
-    if (t < 0 || rank != 0) return;
+    if (t < 0) return;
     char q[SV_QUOTED_LEN(SV_PATH_LEN)];
     fprintf(stderr,
             "shiftvit %s: warning: checkpoint %s: tensor /model/%s holds a non-finite value (element %zu, %g): "
