@@ -25,6 +25,7 @@
 #include "shiftvit/grid.h"
 #include "shiftvit/image.h"
 #include "shiftvit/layers.h"
+#include "shiftvit/train.h"
 #include "shiftvit/model.h"
 #include "shiftvit/text.h"
 
@@ -310,6 +311,7 @@ typedef struct {
     int *order;           /* K */
     sv_grid_cell *cells;  /* SV_GRID_MAX, or NULL without --grid */
     int ncells;
+    float *keep;          /* K: flip test-time augmentation's logits (train.tta_flip) */
 } predictor;
 
 /* Decodes, resizes and classifies one file, prints its result and keeps its
@@ -335,7 +337,8 @@ static int classify_file(predictor *P, const char *path) {
         return 1;
     }
     sv_eval_image(P->x, small, P->cfg->resize_size, P->cfg->image_size);
-    probabilities(sv_model_forward(P->m, P->x, 1, NULL), K, P->prob);
+    const int S = P->cfg->image_size;
+    probabilities(sv_eval_logits(P->m, P->x, 1, S, P->cfg->tta_flip, P->keep), K, P->prob);
     rank_classes(P->prob, K, P->order);
     if (o->json) print_json(path, P->prob, P->order, K, topk);
     else print_text(path, w, h, P->prob, P->order, K, topk);
@@ -384,7 +387,8 @@ static int run_predict(const predict_opts *o) {
     int failed = expand_inputs(o, &files), classified = 0, S = cfg.image_size, K = m.num_classes;
     predictor P = {o, &cfg, &m, sv_alloc((size_t)S * S * 3 * sizeof(float), "input image"),
                    sv_alloc((size_t)K * sizeof(double), "probabilities"), sv_alloc((size_t)K * sizeof(int), "class order"),
-                   o->grid ? calloc(SV_GRID_MAX, sizeof(sv_grid_cell)) : NULL, 0};
+                   o->grid ? calloc(SV_GRID_MAX, sizeof(sv_grid_cell)) : NULL, 0,
+                   sv_alloc((size_t)K * sizeof(float), "flip logits")};
     for (int i = 0; i < files.n; i++) {
         int bad = classify_file(&P, files.v[i]);
         failed += bad;
@@ -397,6 +401,7 @@ static int run_predict(const predict_opts *o) {
     sv_free(P.x);
     sv_free(P.prob);
     sv_free(P.order);
+    sv_free(P.keep);
     strlist_free(&files);
     sv_model_free(&m);
     return failed ? 1 : 0;

@@ -26,7 +26,7 @@
 
 /* Index = value of sv_decay_mode / sv_precision. */
 static const char *const decay_names[] = {"tfa", "torch", NULL};
-const char *const sv_precision_names[] = {"fp32", "bf16", NULL};
+const char *const sv_precision_names[] = {"fp32", "bf16", "auto", NULL};
 
 const key_def sv_config_keys[] = {
     {"data", "dir", TEXT(data_dir), .def = "", .resumable = 1,
@@ -46,6 +46,15 @@ const key_def sv_config_keys[] = {
     {"data", "augment", BOOL(augment), .def = "true",
      .doc = "Random `image_size` crop and horizontal flip in training (evaluation always resizes to "
           "`image_size`)."},
+    {"data", "translate", INT(translate, 0, 4096), .def = "0",
+     .doc = "With `augment`: after crop and flip, move the image by (dy, dx), each uniform in "
+          "[-`translate`, `translate`] pixels, filling with black: the pad-and-crop of CIFAR "
+          "training (Zagoruyko & Komodakis 2016 use 4). Drawn per (seed, epoch, image), so any "
+          "world size sees the same images. 0 = off (the recipe). < `image_size`."},
+    {"data", "cutout", INT(cutout, 0, 4096), .def = "0",
+     .doc = "With `augment`: after the translation, set a square of `cutout` x `cutout` pixels "
+          "to black, its centre uniform over the image and the box clipped at the border "
+          "(DeVries & Taylor 2017). 0 = off (the recipe). <= `image_size`."},
     {"model", "embed_dim", INT(embed_dim, 1, 65536), .def = "96",
      .doc = "Channels of stage 1; each patch merging doubles them (96, 192, 384, 768). Divisible by "
           "`num_div`."},
@@ -113,15 +122,20 @@ const key_def sv_config_keys[] = {
           "`num_classes` on every class. The training loss in the logs is this smoothed loss; "
           "validation and test loss stay the plain cross-entropy, so runs with and without "
           "smoothing compare. In [0, 1); 0 = off (the recipe)."},
+    {"train", "tta_flip", BOOL(tta_flip), .def = "false",
+     .doc = "Flip test-time augmentation: validation, test, `eval` and `predict` average the "
+          "logits of each image and of its horizontal mirror (two forward passes). Changes "
+          "evaluation only, not training. false = off (the recipe)."},
     {"train", "precision", CHOICE(precision, sv_precision_names), .def = "fp32", .resumable = 1,
      .doc = "Operands of the matrix products (every dense layer's forward, input-gradient and "
-          "weight-gradient product): `fp32` (BLIS, the recipe) or `bf16` (rounded to bf16, "
+          "weight-gradient product): `fp32` (BLIS, the recipe), `bf16` (rounded to bf16, "
           "nearest even, fp32 accumulation, through oneDNN; emulated by rounding + BLIS on CPUs "
           "without AVX512_BF16 or AMX-BF16). Master weights, gradients, optimizer state, the "
           "all-reduce and checkpoints stay fp32; the weights' bf16 copy and the activations that "
           "only feed products are stored in bf16 (less memory than fp32). The training step runs "
           "1.7-1.9x the fp32 one on the AVX512_BF16 development VM and 2.2-2.6x on a Xeon with "
-          "AMX-BF16 (`results/bench/`). A resume may change it (the log says so)."},
+          "AMX-BF16 (`results/bench/`). `auto`: bf16 where the CPU has AVX512_BF16 or AMX-BF16, "
+          "else fp32. A resume may change it (the log says so)."},
     {"train", "collective_timeout", REAL(DOUBLE, collective_timeout, 0, 0, INFINITY, 0), .def = "300", .resumable = 1,
      .doc = "Seconds a collective (the gradient all-reduce, a metrics all-reduce, a broadcast, a "
           "barrier) may wait before the job is aborted with exit status 5: a rank that waits "

@@ -298,6 +298,12 @@ static int check_cross_fields(const sv_config *c, char *err) {
     if (c->resize_size < c->image_size)
         return sv_fail(err, "[data] resize_size = %d is smaller than [data] image_size = %d (the "
                        "crop must fit in the resized image)", c->resize_size, c->image_size);
+    if (c->translate >= c->image_size)
+        return sv_fail(err, "[data] translate = %d must be smaller than [data] image_size = %d (a "
+                       "larger move leaves a black image)", c->translate, c->image_size);
+    if (c->cutout > c->image_size)
+        return sv_fail(err, "[data] cutout = %d is larger than [data] image_size = %d", c->cutout,
+                       c->image_size);
     if (c->lr_max < c->lr_start)
         return sv_fail(err, "[optim] lr_max = %g is smaller than [optim] lr_start = %g", c->lr_max,
                        c->lr_start);

@@ -507,6 +507,62 @@ void sv_eval_image(float *out, const uint8_t *img, int resize_size, int image_si
     if (rows != stack_rows) sv_free(rows);
 }
 
+/* Row y of the translated image: source row y - dy shifted right by dx, zeros
+ * where the source lies outside. memmove because source and destination are
+ * the same image. */
+static void translate_row(float *img, int S, int y, int dy, int dx) {
+    const size_t row = (size_t)S * 3;
+    float *o = img + (size_t)y * row;
+    const int sy = y - dy;
+    const int w = S - (dx < 0 ? -dx : dx); /* columns that come from inside */
+    if (sy < 0 || sy >= S || w <= 0) {
+        memset(o, 0, row * sizeof(float));
+        return;
+    }
+    const float *src = img + (size_t)sy * row;
+    if (dx >= 0) {
+        memmove(o + (size_t)dx * 3, src, (size_t)w * 3 * sizeof(float));
+        memset(o, 0, (size_t)dx * 3 * sizeof(float));
+    } else {
+        memmove(o, src + (size_t)(-dx) * 3, (size_t)w * 3 * sizeof(float));
+        memset(o + (size_t)w * 3, 0, (size_t)(-dx) * 3 * sizeof(float));
+    }
+}
+
+void sv_translate_cutout(float *img, int S, const sv_extra_augment *e) {
+    if (e->dy != 0 || e->dx != 0) {
+        /* In place: moving down reads rows above, so walk from the bottom;
+         * moving up (or not at all) reads rows below, so walk from the top. */
+        if (e->dy > 0)
+            for (int y = S - 1; y >= 0; y--) translate_row(img, S, y, e->dy, e->dx);
+        else
+            for (int y = 0; y < S; y++) translate_row(img, S, y, e->dy, e->dx);
+    }
+    if (e->cutout > 0) {
+        int y0 = e->cy - e->cutout / 2, x0 = e->cx - e->cutout / 2;
+        int y1 = y0 + e->cutout, x1 = x0 + e->cutout;
+        if (y0 < 0) y0 = 0;
+        if (x0 < 0) x0 = 0;
+        if (y1 > S) y1 = S;
+        if (x1 > S) x1 = S;
+        for (int y = y0; y < y1 && x0 < x1; y++)
+            memset(img + ((size_t)y * S + x0) * 3, 0, (size_t)(x1 - x0) * 3 * sizeof(float));
+    }
+}
+
+void sv_flip_images(float *x, int n, int S) {
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)n * S; r++) {
+        float *row = x + (size_t)r * S * 3;
+        for (int a = 0, b = S - 1; a < b; a++, b--)
+            for (int c = 0; c < 3; c++) {
+                float t = row[3 * a + c];
+                row[3 * a + c] = row[3 * b + c];
+                row[3 * b + c] = t;
+            }
+    }
+}
+
 /* ------------------------------------------------------------ randomness */
 
 void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
@@ -518,6 +574,23 @@ void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
     *ox = (int)sv_rng_below(kc, 1, range);
     uint64_t kf = sv_rng_key(seed, SV_RNG_FLIP, (uint64_t)epoch, (uint64_t)sample, 0);
     *flip = sv_rng_uniform(kf, 0) < 0.5f;
+}
+
+sv_extra_augment sv_draw_extra(uint64_t seed, long epoch, long sample, int translate,
+                               int cutout, int image_size) {
+    sv_extra_augment e = {0, 0, 0, 0, cutout};
+    if (translate > 0) {
+        const uint64_t range = 2 * (uint64_t)translate + 1;
+        uint64_t k = sv_rng_key(seed, SV_RNG_TRANSLATE, (uint64_t)epoch, (uint64_t)sample, 0);
+        e.dy = (int)sv_rng_below(k, 0, range) - translate;
+        e.dx = (int)sv_rng_below(k, 1, range) - translate;
+    }
+    if (cutout > 0) {
+        uint64_t k = sv_rng_key(seed, SV_RNG_CUTOUT, (uint64_t)epoch, (uint64_t)sample, 0);
+        e.cy = (int)sv_rng_below(k, 0, (uint64_t)image_size);
+        e.cx = (int)sv_rng_below(k, 1, (uint64_t)image_size);
+    }
+    return e;
 }
 
 void sv_epoch_permutation(long *perm, long n, uint64_t seed, long epoch) {
@@ -547,6 +620,10 @@ void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
             int oy, ox, flip;
             sv_draw_augment(seed, epoch, s, R, S, &oy, &ox, &flip);
             sv_augment_image(x + (size_t)i * per, img, R, S, oy, ox, flip);
+            if (cfg->translate > 0 || cfg->cutout > 0) {
+                sv_extra_augment e = sv_draw_extra(seed, epoch, s, cfg->translate, cfg->cutout, S);
+                sv_translate_cutout(x + (size_t)i * per, S, &e);
+            }
         } else {
             sv_eval_image(x + (size_t)i * per, img, R, S);
         }

@@ -1,5 +1,8 @@
 /* Evaluation of a split, sharded over the ranks (SPEC section 4: every image
  * counts once for any world size). */
+#include <string.h>
+
+#include "shiftvit/common.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/train.h"
 
@@ -12,6 +15,18 @@ int sv_eval_local_batch(const sv_config *cfg, long images, int world) {
     return bs < shard ? bs : (int)shard;
 }
 
+const float *sv_eval_logits(sv_model *m, float *x, int n, int S, int tta_flip, float *keep) {
+    const float *logits = sv_model_forward(m, x, n, NULL);
+    if (!tta_flip) return logits;
+    const size_t len = (size_t)n * m->num_classes;
+    memcpy(keep, logits, len * sizeof(float));
+    sv_flip_images(x, n, S);
+    logits = sv_model_forward(m, x, n, NULL);
+    sv_flip_images(x, n, S); /* the caller's images as they were */
+    for (size_t i = 0; i < len; i++) keep[i] = 0.5f * (keep[i] + logits[i]);
+    return keep;
+}
+
 sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
                            sv_dist *d, float *x, int *labels, long *idx) {
     long start, count;
@@ -20,11 +35,12 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
     if (bs > m->max_batch) bs = m->max_batch;
     int K = m->num_classes;
     double sums[3] = {0, 0, 0};
+    float *keep = cfg->tta_flip ? sv_alloc((size_t)bs * K * sizeof(float), "flip logits") : NULL;
     for (long b = 0; b < count; b += bs) {
         int n = (int)(count - b < bs ? count - b : bs);
         for (int i = 0; i < n; i++) idx[i] = start + b + i;
         sv_make_batch(x, labels, ds, idx, n, cfg, 0, 0);
-        const float *logits = sv_model_forward(m, x, n, NULL);
+        const float *logits = sv_eval_logits(m, x, n, cfg->image_size, cfg->tta_flip, keep);
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * K;
             /* -log softmax(l)[label] by the training loss's log-softmax,
@@ -34,6 +50,7 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
             sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
         }
     }
+    sv_free(keep);
     double all[4] = {sums[0], sums[1], sums[2], (double)count};
     sv_allreduce_doubles(d, all, 4);
     sv_eval_result r = {0, 0, 0, (long)all[3]};

@@ -12,6 +12,7 @@
 #endif
 
 #include "shiftvit/common.h"
+#include "shiftvit/config.h"
 #include "shiftvit/layers.h"
 
 #define MAX_SHAPES 256
@@ -45,6 +46,10 @@ int sv_bf16_native_cpu(void) {
 #else
     return 0;
 #endif
+}
+
+int sv_precision_is_bf16(int p) {
+    return p == SV_BF16 || (p == SV_PRECISION_AUTO && sv_bf16_native_cpu());
 }
 
 static void check(dnnl_status_t s, const char *what) {

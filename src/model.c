@@ -275,7 +275,7 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     A->blocks = sv_alloc((size_t)nblocks * sizeof(block_acts), "model");
     m->acts = A;
     build_table(m, A);
-    m->act_bf16 = cfg->precision == SV_BF16;
+    m->act_bf16 = sv_precision_is_bf16(cfg->precision);
     if (check_memory(m, A, err)) {
         sv_model_free(m);
         return -1;
@@ -292,7 +292,7 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
     if (m->num_classes > maxc) maxc = m->num_classes;
     m->scratch = sv_scratch_create(maxc, model_max_split_dw(m, max_batch));
-    m->bf16 = cfg->precision == SV_BF16 ? sv_bf16_create(0) : NULL;
+    m->bf16 = m->act_bf16 ? sv_bf16_create(0) : NULL;
     if (m->bf16) model_prepare_products(m, max_batch);
     return 0;
 }

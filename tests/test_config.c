@@ -66,6 +66,9 @@ static void assert_config_equal(const sv_config *a, const sv_config *b) {
     assert_int_equal(a->image_size, b->image_size);
     assert_int_equal(a->resize_size, b->resize_size);
     assert_int_equal(a->augment, b->augment);
+    assert_int_equal(a->translate, b->translate);
+    assert_int_equal(a->cutout, b->cutout);
+    assert_int_equal(a->tta_flip, b->tta_flip);
     assert_int_equal(a->embed_dim, b->embed_dim);
     for (int i = 0; i < SV_NUM_STAGES; i++) assert_int_equal(a->depths[i], b->depths[i]);
     assert_int_equal(a->mlp_ratio, b->mlp_ratio);
@@ -746,7 +749,7 @@ static void test_key_summary_lists_every_key(void **state) {
         if (sv_config_set(&c, set, err)) fail_msg("%s", err);
         keys++;
     }
-    assert_int_equal(keys, 40);
+    assert_int_equal(keys, 43);
     assert_config_equal(&c, &d);
     free(text);
 }

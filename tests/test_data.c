@@ -273,6 +273,131 @@ static void test_augment_draws(void **state) {
     assert_int_equal(ox, 0);
 }
 
+/* ------------------------------------------------- translate and cutout */
+
+/* Independent reference of the translation: pad the S x S image with t zero
+ * pixels on every side, then crop S x S at (t - dy, t - dx): the torchvision
+ * RandomCrop(S, padding=t) formulation. */
+static void pad_and_crop(float *dst, const float *src, int S, int t, int dy, int dx) {
+    const int P = S + 2 * t;
+    float *pad = calloc((size_t)P * P * 3, sizeof(float));
+    assert_non_null(pad);
+    for (int y = 0; y < S; y++)
+        memcpy(pad + ((size_t)(y + t) * P + t) * 3, src + (size_t)y * S * 3, (size_t)S * 3 * sizeof(float));
+    for (int y = 0; y < S; y++)
+        memcpy(dst + (size_t)y * S * 3, pad + ((size_t)(y + t - dy) * P + (t - dx)) * 3,
+               (size_t)S * 3 * sizeof(float));
+    free(pad);
+}
+
+static void fill_pattern(float *img, int S) {
+    for (int i = 0; i < S * S * 3; i++) img[i] = 1.0f + (float)i; /* no zeros */
+}
+
+/* Every translation of a 7x7 image up to 3 pixels (the borders included:
+ * +-3 leaves 4 columns) equals the pad-and-crop reference; moves of 7 or more
+ * leave a black image. */
+static void test_translate_against_pad_and_crop(void **state) {
+    (void)state;
+    enum { S = 7, T = 3 };
+    float src[S * S * 3], got[S * S * 3], ref[S * S * 3];
+    fill_pattern(src, S);
+    for (int dy = -T; dy <= T; dy++)
+        for (int dx = -T; dx <= T; dx++) {
+            memcpy(got, src, sizeof got);
+            sv_extra_augment e = {dy, dx, 0, 0, 0};
+            sv_translate_cutout(got, S, &e);
+            pad_and_crop(ref, src, S, T, dy, dx);
+            assert_memory_equal(got, ref, sizeof got);
+        }
+    /* hand-computed: dy = 1, dx = -2 moves pixel (0, 2) to (1, 0) */
+    memcpy(got, src, sizeof got);
+    sv_extra_augment e = {1, -2, 0, 0, 0};
+    sv_translate_cutout(got, S, &e);
+    assert_true(got[(1 * S + 0) * 3 + 1] == src[(0 * S + 2) * 3 + 1]);
+    assert_true(got[(0 * S + 3) * 3] == 0.0f);         /* row 0 comes from outside */
+    assert_true(got[(4 * S + S - 1) * 3 + 2] == 0.0f); /* so do the last 2 columns */
+    sv_extra_augment far = {0, S, 0, 0, 0};
+    memcpy(got, src, sizeof got);
+    sv_translate_cutout(got, S, &far);
+    for (int i = 0; i < S * S * 3; i++) assert_true(got[i] == 0.0f);
+}
+
+/* Cutout zeroes exactly the box [c - k/2, c - k/2 + k) clipped to the image,
+ * for boxes inside, across each border and at the corners (even and odd k). */
+static void test_cutout_boxes(void **state) {
+    (void)state;
+    enum { S = 8 };
+    const int cases[][3] = {{4, 4, 4}, {0, 0, 4}, {7, 7, 4}, {0, 7, 3}, {3, 0, 5}, {7, 2, 8}, {4, 4, 1}};
+    float src[S * S * 3], got[S * S * 3];
+    fill_pattern(src, S);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int cy = cases[c][0], cx = cases[c][1], k = cases[c][2];
+        memcpy(got, src, sizeof got);
+        sv_extra_augment e = {0, 0, cy, cx, k};
+        sv_translate_cutout(got, S, &e);
+        long zeros = 0;
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++) {
+                int in = y >= cy - k / 2 && y < cy - k / 2 + k && x >= cx - k / 2 && x < cx - k / 2 + k;
+                for (int ch = 0; ch < 3; ch++) {
+                    float v = got[(y * S + x) * 3 + ch];
+                    assert_true(v == (in ? 0.0f : src[(y * S + x) * 3 + ch]));
+                    zeros += v == 0.0f;
+                }
+            }
+        /* the clipped box's area, counted by hand per case */
+        static const long area[] = {16, 4, 9, 4, 15, 30, 1};
+        assert_int_equal(zeros, 3 * area[c]);
+    }
+}
+
+/* The draws: dy, dx uniform in [-t, t], box centres uniform over the image,
+ * deterministic per (seed, epoch, sample), independent of crop and flip; off
+ * draws nothing. */
+static void test_extra_draws(void **state) {
+    (void)state;
+    long hist[7] = {0}, cy_hist[4] = {0}, same = 0;
+    const long N = 14000;
+    for (long s = 0; s < N; s++) {
+        sv_extra_augment e = sv_draw_extra(42, 2, s, 3, 5, 4), f = sv_draw_extra(42, 2, s, 3, 5, 4);
+        assert_memory_equal(&e, &f, sizeof e);
+        assert_in_range(e.dy + 3, 0, 6);
+        assert_in_range(e.dx + 3, 0, 6);
+        assert_in_range(e.cy, 0, 3);
+        assert_in_range(e.cx, 0, 3);
+        assert_int_equal(e.cutout, 5);
+        hist[e.dy + 3]++;
+        cy_hist[e.cy]++;
+        sv_extra_augment g = sv_draw_extra(42, 3, s, 3, 5, 4);
+        same += g.dy == e.dy && g.dx == e.dx;
+    }
+    for (int v = 0; v < 7; v++) assert_in_range(hist[v], 1850, 2150); /* 2000 +- 41 sd */
+    for (int v = 0; v < 4; v++) assert_in_range(cy_hist[v], 3320, 3680); /* 3500 +- 51 */
+    assert_in_range(same, 180, 400); /* 1/49 of 14000 = 286 */
+    sv_extra_augment off = sv_draw_extra(42, 2, 9, 0, 0, 4);
+    assert_int_equal(off.dy, 0);
+    assert_int_equal(off.dx, 0);
+    assert_int_equal(off.cutout, 0);
+}
+
+/* sv_flip_images mirrors every row of every image and is its own inverse. */
+static void test_flip_images(void **state) {
+    (void)state;
+    enum { N = 3, S = 5 };
+    float x[N * S * S * 3], orig[N * S * S * 3];
+    for (int i = 0; i < N * S * S * 3; i++) x[i] = orig[i] = (float)i;
+    sv_flip_images(x, N, S);
+    for (int n = 0; n < N; n++)
+        for (int y = 0; y < S; y++)
+            for (int c = 0; c < S; c++)
+                for (int ch = 0; ch < 3; ch++)
+                    assert_true(x[((n * S + y) * S + c) * 3 + ch] ==
+                                orig[((n * S + y) * S + (S - 1 - c)) * 3 + ch]);
+    sv_flip_images(x, N, S);
+    assert_memory_equal(x, orig, sizeof x);
+}
+
 static void test_epoch_permutation(void **state) {
     (void)state;
     const long n = 40000;
@@ -666,6 +791,10 @@ int main(void) {
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_find_data_dir),
         cmocka_unit_test(test_make_batch),
+        cmocka_unit_test(test_translate_against_pad_and_crop),
+        cmocka_unit_test(test_cutout_boxes),
+        cmocka_unit_test(test_extra_draws),
+        cmocka_unit_test(test_flip_images),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -297,7 +297,7 @@ static void last_val(const char *name, double v[3]) {
 /* ------------------------------------------------------------ tests */
 
 /* 1. P = 1, 2, 3: same per-step losses and final weights, for batch 32
- * (32 / 3 -> 11, 11, 10) and batch 30 (30 / 3 -> 10, 10, 10; the last batch
+ * (32 / 3 -> 11, 11, 10), with translation and cutout on, and batch 30 (30 / 3 -> 10, 10, 10; the last batch
  * of 16 -> 6, 5, 5; P = 2: 15, 15 and 8, 8). */
 static void test_same_results_any_world_size(void **state) {
     (void)state;
@@ -307,6 +307,8 @@ static void test_same_results_any_world_size(void **state) {
     } cases[] = {
         {"b32", "", 16},
         {"b30", "--set train.batch_size=30", 18}, /* ceil(256 / 30) = 9 per epoch */
+        /* translation, cutout and flip TTA draw per (seed, epoch, sample) too */
+        {"aug", "--set data.translate=3 --set data.cutout=6 --set train.tta_flip=true", 16},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char ref[64];

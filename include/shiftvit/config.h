@@ -16,7 +16,9 @@
 #define SV_PATH_LEN 1024
 
 typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
-typedef enum { SV_FP32 = 0, SV_BF16 = 1 } sv_precision;
+/* SV_PRECISION_AUTO: bf16 where the CPU has bf16 instructions, else fp32
+ * (sv_precision_resolve, model.h). */
+typedef enum { SV_FP32 = 0, SV_BF16 = 1, SV_PRECISION_AUTO = 2 } sv_precision;
 /* Their names, indexed by sv_precision, NULL-terminated: the values of
  * train.precision and of eval/predict --precision (src/config_keys.c). */
 extern const char *const sv_precision_names[];
@@ -33,6 +35,8 @@ typedef struct {
     int image_size;             /* model input side after crop, pixels (48) */
     int resize_size;            /* side of the bilinear resize before the crop (52) */
     int augment;                /* 1 = random crop + flip in training (1) */
+    int translate;              /* random translation up to N pixels, zero fill (0 = off) */
+    int cutout;                 /* side of the cutout box in pixels (0 = off) */
 
     /* [model] */
     int embed_dim;              /* channels of stage 1 (96) */
@@ -64,6 +68,7 @@ typedef struct {
     int eval_batch_size;        /* global batch for evaluation (256) */
     int val_every;              /* validate after every N-th epoch and the last one (1) */
     float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
+    int tta_flip;               /* evaluation averages the logits of each image and its mirror (0) */
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */

@@ -73,10 +73,39 @@ void sv_augment_image(float *out, const uint8_t *img, int resize_size,
  * photo to 32x32, as SPEC section 1 says). out: image_size^2 x 3 float. */
 void sv_eval_image(float *out, const uint8_t *img, int resize_size, int image_size);
 
+/* Mirrors n images horizontally in place: x is n x S x S x 3 float NHWC;
+ * column j and column S-1-j of every row swap. Applying it twice restores x. */
+void sv_flip_images(float *x, int n, int S);
+
 /* Crop offsets and flip for one sample, keyed by (seed, epoch, sample index):
  * oy, ox uniform in [0, resize_size - image_size], flip with p = 0.5. */
 void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
                      int image_size, int *oy, int *ox, int *flip);
+
+/* The extra augmentations of data.translate and data.cutout for one sample,
+ * drawn by sv_draw_extra and applied by sv_translate_cutout. */
+typedef struct {
+    int dy, dx;       /* translation in pixels, each in [-translate, translate] */
+    int cy, cx;       /* cutout box centre, each in [0, image_size) */
+    int cutout;       /* cutout box side in pixels (0 = none) */
+} sv_extra_augment;
+
+/* Draws translation and cutout for one sample, keyed by (seed, epoch, sample)
+ * like sv_draw_augment, with their own purposes (rng.h) so that turning them
+ * on leaves the crop and flip draws unchanged. translate = 0 gives dy = dx = 0
+ * without drawing; cutout = 0 gives no box. */
+sv_extra_augment sv_draw_extra(uint64_t seed, long epoch, long sample, int translate,
+                               int cutout, int image_size);
+
+/* Applies e to one image in place. img: S x S x 3 float NHWC.
+ * Translation (the "pad by t with zeros, then crop S at a random offset" of
+ * CIFAR training since Zagoruyko & Komodakis, "Wide Residual Networks", 2016):
+ * out(y, x) = in(y - dy, x - dx) where that lies inside the image, else 0.
+ * Then cutout (DeVries & Taylor, "Improved Regularization of Convolutional
+ * Neural Networks with Cutout", 2017): the box of side e->cutout whose top-left
+ * corner is (cy - cutout / 2, cx - cutout / 2) is set to 0, clipped to the
+ * image (a box centred near a border erases less). */
+void sv_translate_cutout(float *img, int S, const sv_extra_augment *e);
 
 /* Fills perm[0..n) with the epoch's permutation of 0..n-1 (Fisher-Yates driven by
  * the counter-based generator keyed by (seed, epoch)), identical on every rank. */
@@ -84,7 +113,8 @@ void sv_epoch_permutation(long *perm, long n, uint64_t seed, long epoch);
 
 /* Builds a batch: for i in [0, n) takes sample idx[i] of ds, writes its labels
  * and the transformed image into x (n x image_size x image_size x 3 float).
- * train != 0: augmentation (when cfg->augment) with draws keyed by (seed, epoch,
+ * train != 0: augmentation (when cfg->augment: crop and flip, then
+ * data.translate and data.cutout when set) with draws keyed by (seed, epoch,
  * idx[i]); train == 0: evaluation transform. OpenMP-parallel over images. */
 void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
                    int n, const sv_config *cfg, long epoch, int train);

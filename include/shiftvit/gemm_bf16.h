@@ -37,6 +37,10 @@ const char *sv_bf16_describe(const sv_bf16 *ctx);
 /* 1 if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16). */
 int sv_bf16_native_cpu(void);
 
+/* 1 if a model of train.precision p runs its products in bf16: p is bf16, or
+ * auto on a CPU where sv_bf16_native_cpu() holds (config.h). */
+int sv_precision_is_bf16(int p);
+
 /* How a matrix is stored in memory: fp32 values, or bf16 bits (the upper
  * 16 bits of the fp32 value rounded to nearest even). In bf16 mode the model
  * stores the activations that feed matrix products in bf16 (they are read

@@ -56,6 +56,14 @@ typedef struct { double loss, top1, top5; long count; } sv_eval_result;
 sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
                            sv_dist *d, float *x, int *labels, long *idx);
 
+/* Logits of n images for evaluation (no dropout, no drop path): the model's
+ * logits, or with tta_flip the mean of the logits of each image and of its
+ * horizontal mirror (flip test-time augmentation; the mean of logits, as
+ * airbench's evaluation does). x: n x S x S x 3 NHWC, mirrored in place and
+ * back. keep: scratch of n x num_classes floats, used with tta_flip only.
+ * Returns n x num_classes logits, valid until the next forward. */
+const float *sv_eval_logits(sv_model *m, float *x, int n, int S, int tta_flip, float *keep);
+
 /* Per-rank batch sizes for a config: ceil(global / world). */
 int sv_local_batch(int global, int world);
 
