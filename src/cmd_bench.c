@@ -276,6 +276,29 @@ static void run_steps(const bench_opts *o, const sv_config *cfg, sv_step *st, co
     }
 }
 
+/* The input pipeline of a training step: this rank's share of the batch built
+ * by sv_make_batch (decode-free: CIFAR-10 is held as uint8) with the config's
+ * augmentation, from random pixels, `steps` times; mean seconds. The trainer
+ * builds each batch before its step, so this adds to the step time. Writes
+ * into b->x, whose synthetic images are not needed any more. */
+static double time_input(const sv_config *cfg, const bench_batch *b, long steps) {
+    sv_dataset ds = {b->n, sv_alloc((size_t)b->n * SV_CIFAR_PIXELS, "bench images"),
+                     sv_alloc((size_t)b->n, "bench labels")};
+    uint64_t key = sv_rng_key(cfg->seed, 98, 0, 0, 0);
+    for (size_t i = 0; i < (size_t)b->n * SV_CIFAR_PIXELS; i++) ds.images[i] = (uint8_t)sv_rng_bits(key, i);
+    for (long i = 0; i < b->n; i++) ds.labels[i] = (uint8_t)(i % 10);
+    long *idx = sv_alloc((size_t)b->n * sizeof(long), "bench indices");
+    for (long i = 0; i < b->n; i++) idx[i] = i;
+    int *labels = sv_alloc((size_t)b->n * sizeof(int), "bench labels");
+    double t0 = sv_now();
+    for (long s = 0; s < steps; s++) sv_make_batch(b->x, labels, &ds, idx, b->n, cfg, s, 1);
+    double mean = (sv_now() - t0) / (double)steps;
+    sv_free(labels);
+    sv_free(idx);
+    sv_dataset_free(&ds);
+    return mean;
+}
+
 /* ------------------------------------------------------------ the report */
 
 typedef struct {
@@ -284,6 +307,7 @@ typedef struct {
     double peak, mfu, peak16, mfu16;
     double rss_mib, state_mib; /* peak RSS (max over ranks), AdamW state per rank */
     double ph[4];              /* mean phase times, ms */
+    double input_ms;           /* training: building a batch (time_input), rank 0 */
 } bench_result;
 
 static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
@@ -292,10 +316,10 @@ static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model
            "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
            "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
            "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
-           "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f}\n",
+           "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f,\"input_ms\":%.3f}\n",
            o->eval ? "eval" : "train", sv_precision_names[m->bf16 ? SV_BF16 : SV_FP32], r->peak16, r->mfu16, world, omp_get_max_threads(),
            cfg->batch_size, o->steps, 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi, r->ips, r->gflops, r->peak, r->mfu,
-           r->rss_mib, r->ph[0], r->ph[1], r->ph[2], r->ph[3], zero, r->state_mib);
+           r->rss_mib, r->ph[0], r->ph[1], r->ph[2], r->ph[3], zero, r->state_mib, r->input_ms);
 }
 
 static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
@@ -313,6 +337,9 @@ static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model
            r->state_mib, zero ? " (ZeRO stage 1)" : "");
     printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n", r->ph[0],
            r->ph[1], r->ph[2], r->ph[3]);
+    if (!o->eval)
+        printf("  input       %.2f ms to build rank 0's batch with the config's augmentation (%.1f%% of step + input)\n",
+               r->input_ms, 100 * r->input_ms / (r->input_ms + 1e3 * r->med));
     printf("images_per_s=%.2f\n", r->ips);
 }
 
@@ -373,6 +400,7 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     make_bench_batch(&b, cfg, start, n);
     double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};
     run_steps(o, cfg, &st, &b, tot, ph);
+    double input_s = o->eval ? 0 : time_input(cfg, &b, o->steps);
     int rc = 0;
     if (trace && sv_trace_write(trace, d, o->trace, err) != 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
@@ -382,6 +410,7 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     }
     bench_result r;
     summarize(o, cfg, &m, &opt, d, tot, ph, &r);
+    r.input_ms = 1e3 * input_s;
     if (d->rank == 0 && rc == 0) (o->json ? print_json : print_text)(o, cfg, &m, d->zero, &r, d->world);
     sv_free(tot);
     free_bench_batch(&b);

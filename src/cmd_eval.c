@@ -18,7 +18,7 @@
 static void eval_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit eval --checkpoint CKPT [--split val|test] [--data-dir DIR] [--batch N]\n"
-            "                     [--precision fp32|bf16]\n\n"
+            "                     [--precision fp32|bf16|auto] [--tta-flip on|off]\n\n"
             "Evaluates a checkpoint on a CIFAR-10 split with the evaluation transform and prints\n"
             "  TEST loss=... top1=... top5=...   (or VAL ... for --split val)\n"
             "The model and the split sizes come from the config stored in the checkpoint. Runs on\n"
@@ -30,8 +30,10 @@ static void eval_usage(FILE *f) {
             "                     ../shared/data/cifar-10-batches-bin)\n"
             "  --batch N          global evaluation batch (default: the checkpoint's\n"
             "                     train.eval_batch_size)\n"
-            "  --precision P      fp32 or bf16 matrix products (default: the checkpoint's\n"
-            "                     train.precision)\n"
+            "  --precision P      fp32, bf16 or auto matrix products (default: the\n"
+            "                     checkpoint's train.precision)\n"
+            "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
+            "                     the checkpoint's train.tta_flip)\n"
             "  -h, --help         this text\n\n"
             "example: mpirun -np 2 build/shiftvit eval --checkpoint results/runs/X/best.h5\n");
 }
@@ -53,6 +55,7 @@ typedef struct {
     int split_test;  /* 1 test, 0 val */
     int precision;   /* -1: the checkpoint's, else sv_precision */
     long batch;      /* 0: the checkpoint's train.eval_batch_size */
+    int tta_flip;    /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
 } eval_opts;
 
 /* Reads the checkpoint and the split on every rank, evaluates, prints on rank 0. */
@@ -66,6 +69,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     int ok = sv_checkpoint_read_config(ckpt, &cfg, err) == 0;
     if (ok && o->batch > 0) cfg.eval_batch_size = (int)o->batch;
     if (ok && o->precision >= 0) cfg.precision = (sv_precision)o->precision;
+    if (ok && o->tta_flip >= 0) cfg.tta_flip = o->tta_flip;
     sv_dataset ds;
     memset(&ds, 0, sizeof ds);
     if (ok) {
@@ -116,7 +120,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     return 0;
 }
 
-enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION };
+enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION, OPT_TTA_FLIP };
 
 static const struct option eval_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -125,10 +129,12 @@ static const struct option eval_options[] = {
     {"data-dir", required_argument, NULL, OPT_DATA_DIR},
     {"batch", required_argument, NULL, OPT_BATCH},
     {"precision", required_argument, NULL, OPT_PRECISION},
+    {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
     {NULL, 0, NULL, 0},
 };
 
 static const char *const split_names[] = {"val", "test", NULL};
+static const char *const off_on_names[] = {"off", "on", NULL};
 
 /* Returns -1 to go on, else the exit status (0 after --help). */
 static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opts *o) {
@@ -147,6 +153,9 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
         case OPT_PRECISION:
             if (sv_cli_choice(cli, "eval", "--precision", optarg, sv_precision_names, &o->precision)) return 1;
             break;
+        case OPT_TTA_FLIP:
+            if (sv_cli_choice(cli, "eval", "--tta-flip", optarg, off_on_names, &o->tta_flip)) return 1;
+            break;
         case OPT_BATCH:
             if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;
             break;
@@ -163,7 +172,7 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
 }
 
 int sv_cmd_eval(const sv_cli *cli, int argc, char **argv) {
-    eval_opts o = {NULL, NULL, 1, -1, 0};
+    eval_opts o = {NULL, NULL, 1, -1, 0, -1};
     int rc = parse_eval_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_eval(cli->d, &o);
 }
