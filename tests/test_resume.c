@@ -91,27 +91,33 @@ static sv_test_result train(int P, const char *args) {
 
 /* Straight runs (4 epochs) per world size, trained once and shared, with
  * their TEST lines. */
-static int g_straight_done[2][4];
-static char g_straight_test[2][4][128];
-/* 1 while a test runs in mixed precision: every run gets BF16_SET (a resume
- * takes the precision from its checkpoint). */
-static int g_bf16 = 0;
-#define BF16_SET " --set train.precision=bf16"
+#define MODES 3
+static int g_straight_done[MODES][4];
+static char g_straight_test[MODES][4][128];
+/* The mode of the running test: 0 the tiny config as it is; 1 mixed
+ * precision; 2 the augmentation and evaluation keys of issue 22 on. Every
+ * run of the test gets the mode's --set (a resume takes them from its
+ * checkpoint); folders carry the mode's suffix. */
+static int g_mode = 0;
+static const char *const g_mode_sets[MODES] = {
+    "", " --set train.precision=bf16",
+    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true"};
+static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug"};
 
 static const char *straight(int P) {
-    static char dirs[2][4][128];
+    static char dirs[MODES][4][128];
     assert_true(P >= 1 && P <= 3);
-    char *dir = dirs[g_bf16][P];
-    snprintf(dir, sizeof dirs[0][0], "%s/straight_p%d%s", g_tmp, P, g_bf16 ? "_bf16" : "");
-    if (!g_straight_done[g_bf16][P]) {
+    char *dir = dirs[g_mode][P];
+    snprintf(dir, sizeof dirs[0][0], "%s/straight_p%d%s", g_tmp, P, g_mode_suffix[g_mode]);
+    if (!g_straight_done[g_mode][P]) {
         char args[512];
         snprintf(args, sizeof args, "-c " TINY " --out %s --set train.epochs=%d%s", dir, EPOCHS,
-                 g_bf16 ? BF16_SET : "");
+                 g_mode_sets[g_mode]);
         sv_test_result r = train(P, args);
-        if (!sv_test_line_starting(r.out, "TEST loss=", g_straight_test[g_bf16][P], sizeof g_straight_test[0][0]))
+        if (!sv_test_line_starting(r.out, "TEST loss=", g_straight_test[g_mode][P], sizeof g_straight_test[0][0]))
             fail_msg("no TEST line in:\n%s", sv_test_tail(r.out, 3000));
         sv_test_result_free(&r);
-        g_straight_done[g_bf16][P] = 1;
+        g_straight_done[g_mode][P] = 1;
     }
     return dir;
 }
@@ -120,7 +126,7 @@ static const char *straight(int P) {
 static void train_part1(int P, const char *dir, long max_steps) {
     char args[512], want[128];
     snprintf(args, sizeof args, "-c " TINY " --out %s --set train.epochs=%d --set train.max_steps=%ld%s",
-             dir, EPOCHS, max_steps, g_bf16 ? BF16_SET : "");
+             dir, EPOCHS, max_steps, g_mode_sets[g_mode]);
     sv_test_result r = train(P, args);
     /* max_steps: last.h5 written, the test split evaluated (also at an epoch
      * boundary, after that epoch's validation). */
@@ -517,7 +523,7 @@ static int restore_part1(const char *dir, int P, long stop) {
 static void split_same_world(int P, long stop) {
     const char *ref = straight(P);
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/split_p%d_at%ld%s", g_tmp, P, stop, g_bf16 ? "_bf16" : "");
+    snprintf(dir, sizeof dir, "%s/split_p%d_at%ld%s", g_tmp, P, stop, g_mode_suffix[g_mode]);
     train_part1(P, dir, stop);
     check_state(dir, stop, stop / STEPS_PER_EPOCH, stop % STEPS_PER_EPOCH);
     save_part1(dir, P, stop);
@@ -527,8 +533,8 @@ static void split_same_world(int P, long stop) {
     compare_losses_exact(ref, dir);
     compare_epochs_exact(ref, dir);
     compare_metrics_h5(ref, dir, -1);
-    if (strcmp(test_line, g_straight_test[g_bf16][P]))
-        fail_msg("test split: \"%s\" straight, \"%s\" after resume", g_straight_test[g_bf16][P], test_line);
+    if (strcmp(test_line, g_straight_test[g_mode][P]))
+        fail_msg("test split: \"%s\" straight, \"%s\" after resume", g_straight_test[g_mode][P], test_line);
 }
 
 static void test_epoch_boundary_p1(void **state) {
@@ -554,12 +560,23 @@ static void test_mid_epoch_p2(void **state) {
 /* bf16 (issue 12): the weights' bf16 copy is written by AdamW in a straight
  * run and rounded from the loaded fp32 weights after a resume; both must
  * give the same products, so the resumed run is bitwise the straight one.
- * Last in the list: a failure leaves g_bf16 set. */
+ * Last in the list: a failure leaves g_mode set. */
 static void test_mid_epoch_p1_bf16(void **state) {
     (void)state;
-    g_bf16 = 1;
+    g_mode = 1;
     split_same_world(1, 12);
-    g_bf16 = 0;
+    g_mode = 0;
+}
+
+/* Issue 22's keys (translation, cutout, flip TTA): their draws are keyed by
+ * (seed, epoch, sample), so a run split mid-epoch, and across world sizes
+ * 2 -> 1, ends bitwise as the straight run (same world) and within float
+ * rounding (other world), with the same TEST line. */
+static void test_mid_epoch_augment(void **state) {
+    (void)state;
+    g_mode = 2;
+    split_same_world(2, 12);
+    g_mode = 0;
 }
 
 /* Part 1 with P1 ranks, resume with P2 ranks: float rounding only. */
@@ -718,6 +735,7 @@ int main(void) {
         cmocka_unit_test(test_other_world_1_to_2_epoch_boundary),
         cmocka_unit_test(test_bad_checkpoints),
         cmocka_unit_test(test_mid_epoch_p1_bf16),
+        cmocka_unit_test(test_mid_epoch_augment),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
