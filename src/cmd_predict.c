@@ -47,8 +47,9 @@ static void predict_usage(FILE *f) {
             "  --checkpoint CKPT  HDF5 checkpoint written by `shiftvit train` (holds the config)\n"
             "  --top-k K          classes listed per image (default 3)\n"
             "  --json             one JSON object per image and line:\n"
-            "                     {\"file\":..., \"probabilities\":[...], \"top\":[{\"class\":...,\n"
-            "                     \"confidence\":...}]}, confidence as a probability in [0, 1]\n"
+            "                     {\"file\":..., \"probabilities\":[...], \"logits\":[...],\n"
+            "                     \"top\":[{\"class\":..., \"confidence\":...}]}, confidence as a\n"
+            "                     probability in [0, 1], logits the model's float32 outputs\n"
             "  --grid OUT.png     draw up to 9 of the images, each titled with its predicted class\n"
             "                     and confidence, into a PNG file (JPEG if OUT ends in .jpg/.jpeg)\n"
             "  --resize M         how the photo is brought to 32x32: nearest (default, as the Keras\n"
@@ -166,7 +167,8 @@ static void rank_classes(const double *prob, int K, int *order) {
     }
 }
 
-static void print_json(const char *path, const double *prob, const int *order, int K, int topk) {
+static void print_json(const char *path, const float *logits, const double *prob, const int *order, int K,
+                       int topk) {
     char cname[32];
     fputs("{\"file\":", stdout);
     if (sv_json_string(stdout, path)) {
@@ -178,6 +180,10 @@ static void print_json(const char *path, const double *prob, const int *order, i
     fputs(",\"probabilities\":[", stdout);
     /* JSON has no NaN or infinity: null (weights with non-finite values) */
     for (int k = 0; k < K; k++) printf(isfinite(prob[k]) ? "%s%.9g" : "%snull", k ? "," : "", prob[k]);
+    /* the model's float32 logits, exactly (9 significant digits), for checks
+     * against another runtime (scripts/export_onnx.py, tests/test_export.c) */
+    fputs("],\"logits\":[", stdout);
+    for (int k = 0; k < K; k++) printf(isfinite(logits[k]) ? "%s%.9g" : "%snull", k ? "," : "", (double)logits[k]);
     fputs("],\"top\":[", stdout);
     for (int t = 0; t < topk; t++) {
         printf("%s{\"class\":", t ? "," : "");
@@ -335,9 +341,10 @@ static int classify_file(predictor *P, const char *path) {
         return 1;
     }
     sv_eval_image(P->x, small, P->cfg->resize_size, P->cfg->image_size);
-    probabilities(sv_model_forward(P->m, P->x, 1, NULL), K, P->prob);
+    const float *logits = sv_model_forward(P->m, P->x, 1, NULL);
+    probabilities(logits, K, P->prob);
     rank_classes(P->prob, K, P->order);
-    if (o->json) print_json(path, P->prob, P->order, K, topk);
+    if (o->json) print_json(path, logits, P->prob, P->order, K, topk);
     else print_text(path, w, h, P->prob, P->order, K, topk);
     fflush(stdout);
     if (cell) {
