@@ -291,7 +291,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
         return 1;
     }
     if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
-    if (sv_model_create(m, cfg, 1, err) != 0) {
+    if (sv_model_create_inference(m, cfg, 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
     }
