@@ -46,8 +46,8 @@ static const run_spec runs[] = {
 
 static void check_run(const char *what, const char *ckpt_name, const char *args, int expect_fail) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 " PYTHON " " CHECK " %s%s --bin %s %s/%s/last.h5 %s/%s_%s 2>&1",
-             what, args, g_bin, g_tmp, ckpt_name, g_tmp, what, ckpt_name);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 " PYTHON " " CHECK " %s%s --bin %s %s/%s/last.h5 %s/%s_%s%s 2>&1",
+             what, args, g_bin, g_tmp, ckpt_name, g_tmp, what, ckpt_name, expect_fail ? "_perturbed" : "");
     sv_test_result r = sv_test_run(cmd);
     print_message("%s", r.out);
     if (expect_fail) {

@@ -94,7 +94,8 @@ def predict_logits(binary, ckpt, images, work):
     from PIL import Image
 
     folder = os.path.join(work, "png")
-    os.makedirs(folder, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # predict reads the whole folder
+    os.makedirs(folder)
     for i, im in enumerate(images):
         Image.fromarray(im).save(os.path.join(folder, "%04d.png" % i))
     out = must([binary, "predict", "--json", "--precision", "fp32", "--checkpoint", ckpt, folder])
