@@ -9,8 +9,8 @@ Run with Debian's interpreter, which has torch 1.13:
     /usr/bin/python3 bench/pytorch_shiftvit.py --threads 2 [--batch 256]
         [--steps 10] [--warmup 3] [--eval] [--json]
 
-The model (written for speed in eager PyTorch, checked against the
-independent reference tests/reference/shiftvit_torch.py by --check):
+The model (python/shiftvit/model.py's ShiftViT, written for speed in eager
+PyTorch, checked against that module's functional reference by --check):
 - activations are NHWC tokens [N, H, W, C] (channels last), the layout every
   Linear / LayerNorm of the blocks wants; the input is the NHWC image batch
   [N, 48, 48, 3] like the C trainer's;
@@ -84,7 +84,7 @@ def parse_args(argv):
     ap.add_argument("--profile", action="store_true",
                     help="print torch.autograd.profiler's table of one step (stderr)")
     ap.add_argument("--check", action="store_true",
-                    help="compare with tests/reference/shiftvit_torch.py and exit")
+                    help="compare the module with the functional reference and exit")
     a = ap.parse_args(argv)
     if a.threads < 1 or a.batch < 1 or a.steps < 1 or a.warmup < 0:
         ap.error("--threads, --batch and --steps must be >= 1, --warmup >= 0")
@@ -124,179 +124,15 @@ ARGS = parse_args(sys.argv[1:])
 setup_env(ARGS)
 
 import torch  # noqa: E402  (after the environment is set)
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
 # ---------------------------------------------------------------- model (NHWC)
+# The nn.Module is python/shiftvit/model.py's ShiftViT, the same module the
+# PyTorch export (scripts/export_torch.py) holds.
 
-def _shift(x, g, pixel, reverse):
-    """SPEC section 2 on x [N, H, W, C]: channel groups [0,g) left, [g,2g)
-    right, [2g,3g) up, [3g,4g) down by `pixel` (vacated positions zero), the
-    rest copied; reverse=True moves each group the opposite way (the adjoint,
-    i.e. the backward pass). One read and one write of x."""
-    N, H, W, C = x.shape
-    pw, ph = min(pixel, W), min(pixel, H)
-    out = torch.empty_like(x)
-    lo, hi = (g, 0) if reverse else (0, g)  # channel start of the left / right groups
-    up, dn = (3 * g, 2 * g) if reverse else (2 * g, 3 * g)
-    out[:, :, :W - pw, lo:lo + g] = x[:, :, pw:, lo:lo + g]  # left: out[w] = x[w + p]
-    out[:, :, W - pw:, lo:lo + g] = 0
-    out[:, :, pw:, hi:hi + g] = x[:, :, :W - pw, hi:hi + g]  # right: out[w] = x[w - p]
-    out[:, :, :pw, hi:hi + g] = 0
-    out[:, :H - ph, :, up:up + g] = x[:, ph:, :, up:up + g]  # up: out[h] = x[h + p]
-    out[:, H - ph:, :, up:up + g] = 0
-    out[:, ph:, :, dn:dn + g] = x[:, :H - ph, :, dn:dn + g]  # down: out[h] = x[h - p]
-    out[:, :ph, :, dn:dn + g] = 0
-    out[..., 4 * g:] = x[..., 4 * g:]
-    return out
-
-
-class Shift(torch.autograd.Function):
-    """The shift with its adjoint as the backward (one pass each way; autograd
-    of slices + pads + cat would build a zero-filled full-size gradient per
-    slice)."""
-
-    @staticmethod
-    def forward(ctx, x, g, pixel):
-        ctx.g, ctx.pixel = g, pixel
-        return _shift(x, g, pixel, False)
-
-    @staticmethod
-    def backward(ctx, dy):
-        return _shift(dy.contiguous(), ctx.g, ctx.pixel, True), None, None
-
-
-def shift(x, num_div, pixel):
-    return Shift.apply(x, x.shape[-1] // num_div, pixel)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: per sample keep with k = 1 - p, kept samples / k."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, y):
-        if not self.training or self.p == 0.0:
-            return y
-        k = 1.0 - self.p
-        mask = torch.empty((y.shape[0],) + (1,) * (y.dim() - 1), dtype=y.dtype)
-        return y * mask.bernoulli_(k).div_(k)
-
-
-class ShiftBlock(nn.Module):
-    def __init__(self, c, cfg, drop_path):
-        super().__init__()
-        self.num_div, self.pixel = cfg["num_div"], cfg["shift_pixel"]
-        self.norm = nn.LayerNorm(c, eps=cfg["layer_norm_eps"])
-        self.fc1 = nn.Linear(c, cfg["mlp_ratio"] * c)
-        self.fc2 = nn.Linear(cfg["mlp_ratio"] * c, c)
-        self.drop1 = nn.Dropout(cfg["dropout"])
-        self.drop2 = nn.Dropout(cfg["dropout"])
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x):
-        x = shift(x, self.num_div, self.pixel)
-        # 2-D [tokens, C] operands: nn.Linear then runs one addmm (bias in the
-        # GEMM) instead of matmul + a separate bias pass for 4-D inputs.
-        y = self.norm(x).reshape(-1, x.shape[-1])
-        y = self.drop1(F.gelu(self.fc1(y)))
-        y = self.drop2(self.fc2(y)).view(x.shape)
-        return x + self.drop_path(y)
-
-
-def space_to_depth(x, k):
-    """[N, H, W, C] -> [N, H/k, W/k, k*k*C], features in Keras kernel order
-    (kh, kw, cin); H and W multiples of k."""
-    N, H, W, C = x.shape
-    x = x.reshape(N, H // k, k, W // k, k, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(N, H // k, W // k, k * k * C)
-
-
-def same_pad(x, k):
-    """TF "same" padding for kernel = stride = k on NHWC (zeros bottom/right
-    for k = 2; split top/bottom in general)."""
-    H, W = x.shape[1], x.shape[2]
-    ph, pw = -H % k, -W % k
-    if ph or pw:
-        x = F.pad(x, (0, 0, pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-    return x
-
-
-class PatchConv(nn.Module):
-    """Conv2D kernel = stride = k, TF "same" padding, on NHWC tokens."""
-
-    def __init__(self, cin, cout, k, bias, mode):
-        super().__init__()
-        self.k, self.mode = k, mode
-        if mode == "linear":
-            self.proj = nn.Linear(k * k * cin, cout, bias=bias)
-        else:
-            self.proj = nn.Conv2d(cin, cout, k, stride=k, bias=bias)
-
-    def forward(self, x):
-        x = same_pad(x, self.k)
-        if self.mode == "linear":
-            p = space_to_depth(x, self.k)
-            return self.proj(p.reshape(-1, p.shape[-1])).view(p.shape[:-1] + (-1,))
-        # NHWC storage viewed as a channels-last NCHW tensor: no copy.
-        y = self.proj(x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
-        return y.permute(0, 2, 3, 1)
-
-    def load_keras(self, kernel):
-        """kernel [k, k, cin, cout] (Keras layout)."""
-        with torch.no_grad():
-            if self.mode == "linear":
-                self.proj.weight.copy_(kernel.reshape(-1, kernel.shape[-1]).t())
-            else:
-                self.proj.weight.copy_(kernel.permute(3, 2, 0, 1))
-
-
-class ShiftViT(nn.Module):
-    def __init__(self, cfg, patch_mode="linear", merge_mode="linear"):
-        super().__init__()
-        C = [cfg["embed_dim"] * 2 ** s for s in range(4)]
-        self.patch = PatchConv(3, C[0], cfg["patch_size"], True, patch_mode)
-        self.stages = nn.ModuleList()
-        self.merges = nn.ModuleList()
-        for s in range(4):
-            d = cfg["depths"][s]
-            rates = [cfg["drop_path"] * i / (d - 1) if d > 1 else 0.0 for i in range(d)]
-            self.stages.append(nn.Sequential(*[ShiftBlock(C[s], cfg, r) for r in rates]))
-            if s < 3:
-                self.merges.append(nn.Sequential(
-                    nn.LayerNorm(C[s], eps=cfg["layer_norm_eps"]),
-                    PatchConv(C[s], 2 * C[s], 2, False, merge_mode)))
-        self.head = nn.Linear(C[3], cfg["num_classes"])
-
-    def forward(self, x):  # x [N, H, W, 3]
-        h = self.patch(x)
-        for s in range(4):
-            h = self.stages[s](h)
-            if s < 3:
-                h = self.merges[s](h)
-        return self.head(h.mean(dim=(1, 2)))
-
-
-def keras_init(model):
-    """Keras defaults: Glorot-uniform kernels (conv fan = k*k*c), zero biases,
-    LayerNorm gamma 1 / beta 0 (nn.LayerNorm's own init)."""
-    gen = torch.Generator().manual_seed(42)
-    conv_k = {id(m.proj): m.k for m in model.modules() if isinstance(m, PatchConv)}
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                w = m.weight
-                fan_in = w[0].numel()
-                fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
-                if isinstance(m, nn.Linear) and id(m) in conv_k:  # Keras conv fans
-                    fan_out = w.shape[0] * conv_k[id(m)] ** 2
-                lim = math.sqrt(6.0 / (fan_in + fan_out))
-                w.copy_(torch.rand(w.shape, generator=gen) * 2 * lim - lim)
-                if m.bias is not None:
-                    m.bias.zero_()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from shiftvit.model import ShiftViT, keras_init  # noqa: E402
 
 
 def warmup_cosine(step, cfg):
@@ -312,56 +148,15 @@ def warmup_cosine(step, cfg):
 # ---------------------------------------------------------------- check
 
 def check(a):
-    """Forward (eval, float64) against the independent reference model with
-    the same random weights; parameter count; drop rates."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.path.join(here, "..", "tests", "reference"))
-    import shiftvit_torch as ref
+    """Forward (eval, float64) of the module against the independent
+    functional reference with the same random weights (both patch and merge
+    modes), the shift and its backward, parameter count; drop rates."""
+    from shiftvit import model as ref
     cfg = dict(RECIPE)
     n = sum(p.numel() for p in ShiftViT(cfg).parameters())
     assert n == RECIPE_NUM_PARAMS == ref.count_params(ref.RECIPE), n
     print("parameters: %d (SPEC 11,690,602): ok" % n)
-    for (N, H, W, C, nd, px) in [(2, 5, 4, 26, 12, 1), (1, 3, 6, 24, 6, 2), (1, 2, 2, 13, 4, 3),
-                                 (3, 2, 2, 768, 12, 1), (2, 12, 12, 96, 12, 1)]:
-        x = torch.randn(N, H, W, C, dtype=torch.float64, requires_grad=True)
-        x2 = x.detach().clone().requires_grad_(True)
-        d = torch.randn(N, H, W, C, dtype=torch.float64)
-        y = shift(x, nd, px)
-        assert torch.equal(y, ref.shift(x2, nd, px)), "shift forward"
-        (y * d).sum().backward()
-        (ref.shift(x2, nd, px) * d).sum().backward()
-        assert torch.equal(x.grad, x2.grad), "shift backward"
-    print("shift forward and backward == reference shift and its autograd: ok")
-    for pm in ("linear", "conv"):
-        for mm in ("linear", "conv"):
-            gen = torch.Generator().manual_seed(3)
-            params = ref.random_params(ref.RECIPE, gen, torch.float64)
-            m = ShiftViT(cfg, pm, mm).double().eval()
-            m.patch.load_keras(params["patch_projection/kernel"])
-            with torch.no_grad():
-                m.patch.proj.bias.copy_(params["patch_projection/bias"])
-                for s in range(4):
-                    for b, blk in enumerate(m.stages[s]):
-                        pre = "stage%d/block%d/" % (s + 1, b)
-                        blk.norm.weight.copy_(params[pre + "layer_norm/gamma"])
-                        blk.norm.bias.copy_(params[pre + "layer_norm/beta"])
-                        blk.fc1.weight.copy_(params[pre + "mlp/fc1/kernel"].t())
-                        blk.fc1.bias.copy_(params[pre + "mlp/fc1/bias"])
-                        blk.fc2.weight.copy_(params[pre + "mlp/fc2/kernel"].t())
-                        blk.fc2.bias.copy_(params[pre + "mlp/fc2/bias"])
-                    if s < 3:
-                        pre = "stage%d/patch_merge/" % (s + 1)
-                        m.merges[s][0].weight.copy_(params[pre + "layer_norm/gamma"])
-                        m.merges[s][0].bias.copy_(params[pre + "layer_norm/beta"])
-                        m.merges[s][1].load_keras(params[pre + "reduction/kernel"])
-                m.head.weight.copy_(params["classifier/kernel"].t())
-                m.head.bias.copy_(params["classifier/bias"])
-                x = torch.rand(4, 48, 48, 3, generator=gen, dtype=torch.float64)
-                want = ref.forward(params, x, ref.RECIPE)
-                got = m(x)
-            err = (got - want).abs().max().item()
-            assert err < 1e-9 * (1 + want.abs().max().item()), err
-            print("forward == reference (patch %s, merge %s): max |diff| %.2e: ok" % (pm, mm, err))
+    ref.check_module(ref.RECIPE)
     m = ShiftViT(cfg)
     rates = [[blk.drop_path.p for blk in st] for st in m.stages]
     print("drop path rates per stage:", [[round(r, 4) for r in st] for st in rates])

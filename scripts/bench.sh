@@ -391,7 +391,7 @@ L.append("")
 L.append("## The PyTorch side, at its best settings")
 L.append("")
 L.append("- `bench/pytorch_shiftvit.py`: the recipe of SPEC section 1 written for eager PyTorch; "
-         "`--check` compares its forward pass with `tests/reference/shiftvit_torch.py` "
+         "`--check` compares its forward pass with the functional reference of `python/shiftvit/model.py` "
          "(float64, same weights; all four patch/merge variants) and checks the parameter count "
          "(11,690,602), the drop-path rates and the shift's backward.")
 L.append("- Layout NHWC (tokens [N, H, W, C], channels last; input [N, 48, 48, 3]): every Linear and "

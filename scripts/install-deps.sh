@@ -17,7 +17,13 @@ PKGS=(
   clang                                 # libFuzzer targets (make fuzz)
   valgrind                              # tests/valgrind.sh
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
+  python3-pil                           # the reference predict check (tests/reference)
+  python3-onnx                          # scripts/export_onnx.py: builds and checks the graph
 )
+# Node.js and npm run ONNX Runtime (onnxruntime-node, tests/export/) on the exported
+# graph; a machine that has them from elsewhere keeps its own.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 # SLURM tests, and the emulated multi-node cluster (ip, tc; nsenter, unshare).
 [ "${WITH_SLURM:-0}" = 1 ] && PKGS+=(slurm-wlm munge iproute2 util-linux)
 
@@ -25,14 +31,26 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: missing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: not root; run:  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: missing Debian packages: ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: not root; run:  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-  exit 1
+
+# ONNX Runtime for Node.js, pinned by tests/export/package-lock.json, into
+# tests/export/node_modules (from the npm registry; its CPU runtime is inside the
+# package, and ONNXRUNTIME_NODE_INSTALL=skip stops its install script from
+# fetching the optional CUDA provider from elsewhere).
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$here/tests/export/node_modules/onnxruntime-node/package.json" ]; then
+  echo "install-deps: installing onnxruntime-node into tests/export/node_modules"
+  (cd "$here/tests/export" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error) || {
+    echo "install-deps: npm ci in tests/export failed (the ONNX export test needs it)" >&2
+    exit 1
+  }
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"

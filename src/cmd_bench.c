@@ -356,7 +356,7 @@ static void summarize(const bench_opts *o, const sv_config *cfg, sv_model *m, co
     r->mfu16 = m->bf16 ? r->gflops / (r->peak16 * d->world) : 0;
     r->rss_mib = sv_dist_max_ulong(d, sv_peak_rss()) / 1048576.0;
     /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
-    r->state_mib = (2.0 * (double)opt->n + (d->zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
+    r->state_mib = o->eval ? 0.0 : (2.0 * (double)opt->n + (d->zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
     for (int i = 0; i < 4; i++) r->ph[i] = 1e3 * ph[i] / o->steps;
 }
 
@@ -381,21 +381,24 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     sv_shard(cfg->batch_size, d->rank, d->world, &start, &n);
     if (!o->json) sv_cli_report_placement(cli);
     sv_model m;
-    if (sv_model_create(&m, cfg, (int)n, err) != 0) { /* a batch that cannot fit: bad input, as in train */
+    /* --eval: the forward-only model of eval and predict, no optimizer */
+    int bad = o->eval ? sv_model_create_inference(&m, cfg, (int)n, err) : sv_model_create(&m, cfg, (int)n, err);
+    if (bad) { /* a batch that cannot fit: bad input, as in train */
         fprintf(stderr, "shiftvit: %s\n", err);
         return 1;
     }
     sv_model_init_weights(&m, cfg->seed);
     sv_adamw opt;
-    sv_optimizer_setup(d, &m, &opt, cfg, 4u << 20);
+    memset(&opt, 0, sizeof opt);
+    if (!o->eval) sv_optimizer_setup(d, &m, &opt, cfg, 4u << 20);
     sv_trace trace_buf, *trace = NULL;
     if (o->trace && sv_trace_open(&trace_buf, d, (size_t)o->steps * (128 + 4 * (size_t)d->nbuckets), err) != 0) {
         if (d->rank == 0) fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
     if (o->trace) trace = &trace_buf;
-    sv_step st;
-    sv_step_init(&st, &m, &opt, d, cfg->label_smoothing, trace);
+    sv_step st = {.m = &m, .d = d, .trace = trace};
+    if (!o->eval) sv_step_init(&st, &m, &opt, d, cfg->label_smoothing, trace);
     bench_batch b;
     make_bench_batch(&b, cfg, start, n);
     double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};

@@ -48,8 +48,9 @@ static void predict_usage(FILE *f) {
             "  --checkpoint CKPT  HDF5 checkpoint written by `shiftvit train` (holds the config)\n"
             "  --top-k K          classes listed per image (default 3)\n"
             "  --json             one JSON object per image and line:\n"
-            "                     {\"file\":..., \"probabilities\":[...], \"top\":[{\"class\":...,\n"
-            "                     \"confidence\":...}]}, confidence as a probability in [0, 1]\n"
+            "                     {\"file\":..., \"probabilities\":[...], \"logits\":[...],\n"
+            "                     \"top\":[{\"class\":..., \"confidence\":...}]}, confidence as a\n"
+            "                     probability in [0, 1], logits the model's float32 outputs\n"
             "  --grid OUT.png     draw up to 9 of the images, each titled with its predicted class\n"
             "                     and confidence, into a PNG file (JPEG if OUT ends in .jpg/.jpeg)\n"
             "  --resize M         how the photo is brought to 32x32: nearest (default, as the Keras\n"
@@ -167,7 +168,8 @@ static void rank_classes(const double *prob, int K, int *order) {
     }
 }
 
-static void print_json(const char *path, const double *prob, const int *order, int K, int topk) {
+static void print_json(const char *path, const float *logits, const double *prob, const int *order, int K,
+                       int topk) {
     char cname[32];
     fputs("{\"file\":", stdout);
     if (sv_json_string(stdout, path)) {
@@ -179,6 +181,10 @@ static void print_json(const char *path, const double *prob, const int *order, i
     fputs(",\"probabilities\":[", stdout);
     /* JSON has no NaN or infinity: null (weights with non-finite values) */
     for (int k = 0; k < K; k++) printf(isfinite(prob[k]) ? "%s%.9g" : "%snull", k ? "," : "", prob[k]);
+    /* the model's float32 logits, exactly (9 significant digits), for checks
+     * against another runtime (scripts/export_onnx.py, tests/test_export.c) */
+    fputs("],\"logits\":[", stdout);
+    for (int k = 0; k < K; k++) printf(isfinite(logits[k]) ? "%s%.9g" : "%snull", k ? "," : "", (double)logits[k]);
     fputs("],\"top\":[", stdout);
     for (int t = 0; t < topk; t++) {
         printf("%s{\"class\":", t ? "," : "");
@@ -286,7 +292,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
         return 1;
     }
     if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
-    if (sv_model_create(m, cfg, 1, err) != 0) {
+    if (sv_model_create_inference(m, cfg, 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
     }
@@ -338,9 +344,10 @@ static int classify_file(predictor *P, const char *path) {
     }
     sv_eval_image(P->x, small, P->cfg->resize_size, P->cfg->image_size);
     const int S = P->cfg->image_size;
-    probabilities(sv_eval_logits(P->m, P->x, 1, S, P->cfg->tta_flip, P->keep), K, P->prob);
+    const float *logits = sv_eval_logits(P->m, P->x, 1, S, P->cfg->tta_flip, P->keep);
+    probabilities(logits, K, P->prob);
     rank_classes(P->prob, K, P->order);
-    if (o->json) print_json(path, P->prob, P->order, K, topk);
+    if (o->json) print_json(path, logits, P->prob, P->order, K, topk);
     else print_text(path, w, h, P->prob, P->order, K, topk);
     fflush(stdout);
     if (cell) {

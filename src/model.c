@@ -11,55 +11,6 @@
 #include "shiftvit/rng.h"
 #include "model_internal.h"
 
-/* Tensor indices of one shift block, one patch merging, and the ends. */
-typedef struct { int ln_g, ln_b, fc1_w, fc1_b, fc2_w, fc2_b; } block_params;
-typedef struct { int ln_g, ln_b, red_w; } merge_params;
-
-/* Saved activations of one shift block for a batch of up to max_batch. */
-typedef struct {
-    int stage, index, layer_id;
-    float drop_path_rate;
-    block_params p;
-    float *xs;          /* shifted input = residual base   [T][C] */
-    void *ln;           /* LayerNorm output, act_type(m)   [T][C] */
-    float *mean, *rstd; /* LayerNorm statistics            [T] */
-    float *h;           /* fc1 output; in training, overwritten by
-                           d GELU-dropout / dh             [T][hid] */
-    void *a;            /* dropout(GELU(h)), act_type(m)   [T][hid];
-                           in bf16 backward, after fc2's weight gradient
-                           has read it, the bf16 d GELU-dropout input */
-    float *out;         /* block output                    [T][C] */
-    uint8_t *mask2;     /* dropout mask after fc2          [T][C] */
-    float *dp;          /* drop-path scale per sample      [N] */
-    uint64_t *keys1, *keys2, *keys_dp; /* per-sample RNG keys [N] */
-} block_acts;
-
-typedef struct {
-    merge_params p;
-    float *mean, *rstd;      /* LayerNorm statistics of the stage output [T] */
-    void *cols;              /* LayerNorm output in 2x2 windows, act_type(m) [To][4C] */
-    float *out;              /* merged tokens                [To][2C] */
-} merge_acts;
-
-struct sv_model_acts {
-    int num_blocks;
-    block_acts *blocks;
-    merge_acts merges[SV_NUM_STAGES - 1];
-    int patch_w, patch_b, head_w, head_b;
-    void *patch_cols;  /* act_type(m) [T0][p*p*3] */
-    float *patch_out;  /* [T0][C0] */
-    float *pooled;     /* [N][C3] */
-    float *logits;     /* [N][K] */
-    /* Backward scratch, sized for the largest stage. */
-    float *z;          /* fc2 output / its gradient (act_type(m)) [maxTC] */
-    float *dh;         /* gradient of a and h         [maxTH] */
-    float *dln;        /* gradient of LayerNorm output [maxTC] */
-    float *dx0, *dx1;  /* ping-pong activation gradients [maxTC] */
-    float *dcols;      /* [max To*4C] */
-    float *dpooled;    /* [N][C3] */
-    int last_n, last_training;
-};
-
 static int add_tensor(sv_model *m, int *cap, const char *name, int ndim,
                       const int *shape, double init) {
     if (m->num_tensors == *cap) {
@@ -246,7 +197,7 @@ static int check_memory(sv_model *m, struct sv_model_acts *A, char *err) {
                    m->max_batch, need / 1073741824.0, avail / 1073741824.0);
 }
 
-int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
+int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
     memset(m, 0, sizeof *m);
     if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);
     m->image_size = cfg->image_size;
@@ -276,6 +227,13 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     m->acts = A;
     build_table(m, A);
     m->act_bf16 = sv_precision_is_bf16(cfg->precision);
+    m->flops_forward = flops_per_image(m);
+    return 0;
+}
+
+int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
+    if (model_setup(m, cfg, max_batch, err) != 0) return -1;
+    struct sv_model_acts *A = m->acts;
     if (check_memory(m, A, err)) {
         sv_model_free(m);
         return -1;
@@ -286,20 +244,24 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
     if (m->act_bf16) m->params_bf16 = take(&al, m->num_params * sizeof(uint16_t), "bf16 weights");
     m->params_bf16_stale = 1;
     alloc_acts(m, A, &al);
-    m->flops_forward = flops_per_image(m);
     /* Scratch for the widest reduction (the last stage's fc1 bias gradient,
      * mlp_ratio x C3 channels, or the classifier's bias), with margin. */
     int maxc = 2 * m->channels[SV_NUM_STAGES - 1] * m->mlp_ratio;
     if (m->num_classes > maxc) maxc = m->num_classes;
     m->scratch = sv_scratch_create(maxc, model_max_split_dw(m, max_batch));
     m->bf16 = m->act_bf16 ? sv_bf16_create(0) : NULL;
-    if (m->bf16) model_prepare_products(m, max_batch);
+    if (m->bf16) model_prepare_products(m, max_batch, 0);
     return 0;
 }
 
 void sv_model_free(sv_model *m) {
     struct sv_model_acts *A = m->acts;
-    if (A) {
+    if (A && A->forward_only) {
+        m->params = NULL; /* shared[0] */
+        for (int i = 0; i < A->nshared; i++) sv_free(A->shared[i]);
+        sv_free(A->blocks);
+        sv_free(A);
+    } else if (A) {
         for (int i = 0; i < A->num_blocks; i++) {
             block_acts *B = &A->blocks[i];
             sv_free(B->xs); sv_free(B->ln); sv_free(B->mean); sv_free(B->rstd);
@@ -407,6 +369,7 @@ static void merge_forward(sv_model *m, int s, const float *x, int N) {
 const float *sv_model_forward(sv_model *m, const float *x, int N,
                               const sv_train_rng *rng) {
     SV_CHECK(N >= 1 && N <= m->max_batch);
+    SV_CHECK(!(rng && m->forward_only)); /* a forward-only model has no room for training */
     struct sv_model_acts *A = m->acts;
     int p = m->patch_size, S0 = m->sides[0];
     refresh_bf16_weights(m);

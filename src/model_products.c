@@ -42,12 +42,13 @@ static int dense_shapes(const sv_model *m, int N, dense_shape *d) {
     return n;
 }
 
-void model_prepare_products(sv_model *m, int N) {
+void model_prepare_products(sv_model *m, int N, int forward_only) {
     dense_shape d[MAX_DENSE];
     int n = dense_shapes(m, N, d);
     for (int i = 0; i < n; i++) {
         const dense_shape *L = &d[i];
         sv_bf16_prepare(m->bf16, 0, 0, L->T, L->out, L->in, L->xt, SV_DT_BF16, L->out);
+        if (forward_only) continue;
         if (L->has_dx) sv_bf16_prepare(m->bf16, 0, 1, L->T, L->in, L->out, L->dyt, SV_DT_BF16, L->in);
         int parts = sv_dense_dw_parts(L->T, L->in, L->out);
         if (parts > 1) sv_bf16_prepare_ksplit(m->bf16, L->in, L->out, L->T, L->xt, L->dyt, parts);

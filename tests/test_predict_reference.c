@@ -3,7 +3,7 @@
  * ../shared/data/inference_set both with `build/shiftvit predict --json`
  * (or $BUILD/shiftvit) and with tests/reference/compare_checkpoint.py, which
  * loads the checkpoint's /model tensors and /config into the PyTorch reference
- * model (tests/reference/shiftvit_torch.py, written from SPEC.md) and applies
+ * model (python/shiftvit/model.py, written from SPEC.md) and applies
  * the SPEC inference chain itself (PIL decode, nearest 32x32 with half-pixel
  * centres, bilinear 32 -> resize_size -> image_size, / 255, softmax).
  *

@@ -1,5 +1,5 @@
 /* The C model against an independent PyTorch reference
- * (tests/reference/shiftvit_torch.py, written from SPEC sections 1-3).
+ * (python/shiftvit/model.py, written from SPEC sections 1-3).
  *
  * tests/reference/make_model_reference.py writes, for a config, random
  * weights (every parameter non-trivial), random NHWC images and labels, and
@@ -45,7 +45,7 @@ typedef H5O_info_t sv_h5_oinfo;
 
 #define PYTHON "/usr/bin/python3"
 #define GENERATOR "tests/reference/make_model_reference.py"
-#define TORCH_MODEL "tests/reference/shiftvit_torch.py"
+#define TORCH_MODEL "python/shiftvit/model.py"
 #define REF_DIR "build/reference"
 
 /* Overridable with -D to try other configs by hand. */

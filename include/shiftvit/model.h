@@ -73,7 +73,11 @@ typedef struct sv_model {
                             * are stored as bf16, halving their memory */
     struct sv_scratch *scratch; /* the backward kernels' workspace (layers.h),
                                  * created with the model for its widest tensor
-                                 * and the OpenMP threads of that moment */
+                                 * and the OpenMP threads of that moment;
+                                 * NULL in a forward-only model */
+    int forward_only;      /* sv_model_create_inference: no gradients (grads
+                            * NULL), no saved activations; inference forward
+                            * passes only */
 } sv_model;
 
 /* Builds the parameter table and allocates params, grads, activations for
@@ -87,6 +91,17 @@ typedef struct sv_model {
  * fc1/fc2 output gradients written in bf16 by the kernels that make them;
  * the remaining fp32 operands are rounded on the way in (issue 12). */
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+
+/* A forward-only model for eval, predict and bench --eval (issue 23): the
+ * parameters (and their bf16 copy) and the activations of one layer at a
+ * time -- two ping-pong buffers for the layer outputs and one set of block
+ * buffers (shifted input, LayerNorm, fc1, GELU, fc2) sized for the largest
+ * layer -- with no gradients, optimizer room, saved activations, dropout
+ * masks or backward scratch. sv_model_forward with rng == NULL gives the
+ * same logits, bit for bit, as a model of sv_model_create (the same kernels
+ * on the same values); rng != NULL and sv_model_backward are refused
+ * (SV_CHECK). Free with sv_model_free. Returns 0, or -1 with a message. */
+int sv_model_create_inference(sv_model *m, const sv_config *cfg, int max_batch, char *err);
 void sv_model_free(sv_model *m);
 
 /* To be called after m->params is written other than by an AdamW pass that

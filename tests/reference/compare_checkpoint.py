@@ -5,8 +5,8 @@
     /usr/bin/python3 tests/reference/compare_checkpoint.py --self-check [CKPT IMAGE...]
 
 Loads the checkpoint's /model tensors and its stored /config into the PyTorch
-reference model of tests/reference/shiftvit_torch.py (written from SPEC.md, not
-from the C code), applies the SPEC inference chain to each image itself and
+reference model of python/shiftvit/model.py (`forward`, written from SPEC.md,
+not from the C code), applies the SPEC inference chain to each image itself and
 prints one JSON object per image and line, in the order given (a directory
 means its files in name order, hidden and .txt files skipped, as `shiftvit
 predict` does):
@@ -39,110 +39,26 @@ another JPEG library, compare on lossless PNG files.
 Run with Debian's /usr/bin/python3 (torch 1.13, numpy, h5py, PIL).
 """
 
-import configparser
 import json
-import math
 import os
 import sys
-import tempfile
 
-import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shiftvit_torch as ref  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from shiftvit import checkpoint as ck  # noqa: E402
+from shiftvit import model as ref  # noqa: E402
+from shiftvit.transform import SMALL, decode_rgb, eval_transform, nearest_index, resize_nearest  # noqa: E402,F401
 
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
-RECIPE_RESIZE_SIZE = 52  # SPEC section 1: bilinear 32 -> 52 -> 48
-SMALL = 32  # predict brings every photo to 32x32 first (SPEC section 1)
-
-
-# ---------------------------------------------------------------- checkpoint
 
 def load_checkpoint(path):
-    """Returns (cfg, params): the reference config dict built from the stored
-    /config INI text, and name -> float64 tensor for every /model dataset, with
-    the shapes checked against the reference model's."""
-    with h5py.File(path, "r") as f:
-        if "config" not in f:
-            raise ValueError("%s: no /config dataset" % path)
-        text = f["config"][()]
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        elif isinstance(text, np.ndarray):
-            text = b"".join(bytes(t) for t in text.ravel()).decode("utf-8")
-        with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as t:
-            t.write(str(text))
-            ini = t.name
-        try:
-            cfg = ref.load_config(ini)  # model keys and data.image_size
-        finally:
-            os.unlink(ini)
-        # The reference model does not need data.resize_size; the transform does.
-        cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
-        cp.read_string(str(text))
-        cfg["resize_size"] = (cp.getint("data", "resize_size")
-                              if cp.has_option("data", "resize_size") else RECIPE_RESIZE_SIZE)
-        shapes = ref.param_shapes(cfg)
-        params = {}
-        for name, shape in shapes.items():
-            key = "model/" + name
-            if key not in f:
-                raise ValueError("%s: missing dataset /%s" % (path, key))
-            a = f[key][()]
-            if tuple(a.shape) != tuple(shape):
-                raise ValueError("%s: /%s has shape %r, the reference model expects %r"
-                                 % (path, key, tuple(a.shape), tuple(shape)))
-            params[name] = torch.from_numpy(np.asarray(a, dtype=np.float64))
-        extra = []
-        f["model"].visit(lambda n: extra.append(n)
-                         if isinstance(f["model"][n], h5py.Dataset) and n not in shapes else None)
-        if extra:
-            raise ValueError("%s: /model holds tensors the reference model lacks: %s"
-                             % (path, ", ".join(sorted(extra))))
-    return cfg, params
-
-
-# ---------------------------------------------------------------- images
-
-def decode_rgb(path):
-    """uint8 array [H, W, 3]. Conversions as predict's (src/image.c):
-    gray -> (g, g, g), alpha dropped (no compositing), 16-bit -> high byte."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im).astype(np.int64)  # Pillow opens 16-bit grey PNG as I or I;16
-            g = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
-            return np.repeat(g[:, :, None], 3, axis=2)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-def nearest_index(n_out, n_in):
-    """Source index of each destination index, half-pixel centres:
-    floor((dst + 0.5) * in / out) = floor((2 dst + 1) * in / (2 out)) in exact
-    integer arithmetic, clamped to in - 1."""
-    d = np.arange(n_out, dtype=np.int64)
-    return np.minimum(((2 * d + 1) * n_in) // (2 * n_out), n_in - 1)
-
-
-def resize_nearest(img, oh, ow):
-    ih, iw = img.shape[:2]
-    return img[nearest_index(oh, ih)][:, nearest_index(ow, iw)]
-
-
-def eval_transform(small, resize_size, image_size):
-    """32x32x3 uint8 -> [1, S, S, 3] float64: bilinear 32 -> R, R -> S
-    (align_corners=False, no antialiasing), then / 255."""
-    x = torch.from_numpy(small.astype(np.float64)).permute(2, 0, 1)[None]  # NCHW
-    x = F.interpolate(x, size=(resize_size, resize_size), mode="bilinear",
-                      align_corners=False, antialias=False)
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                      align_corners=False, antialias=False)
-    return (x / 255.0).permute(0, 2, 3, 1).contiguous()
+    """(cfg, params): the model config from the stored /config INI text and
+    name -> float64 tensor for every /model dataset, shapes checked against
+    the reference model's (shiftvit.checkpoint.read_checkpoint)."""
+    cfg, params, _ = ck.read_checkpoint(path)
+    return cfg, {k: torch.from_numpy(v.astype(np.float64)) for k, v in params.items()}
 
 
 # ---------------------------------------------------------------- main
@@ -207,11 +123,11 @@ def main(argv):
     torch.set_num_threads(1)
     try:
         cfg, params = load_checkpoint(argv[1])
-    except (OSError, ValueError, KeyError) as e:
-        sys.stderr.write("compare_checkpoint: %s: %s\n" % (argv[1], e))
+    except ck.CheckpointError as e:
+        sys.stderr.write("compare_checkpoint: %s\n" % e)
         return 1
     K = cfg["num_classes"]
-    names = CIFAR_CLASSES if K == 10 else ["class%d" % k for k in range(K)]
+    names = ref.class_names(cfg)
     failed = 0
     for path in list_inputs(argv[2:]):
         try:

@@ -3,7 +3,7 @@
 
 usage: /usr/bin/python3 tests/reference/make_model_reference.py CONFIG OUT.h5 [--batch N] [--seed S]
 
-The model is the independent PyTorch implementation in shiftvit_torch.py. The
+The model is the independent PyTorch implementation in python/shiftvit/model.py. The
 parameters (random, not Keras init, so that every parameter matters) and the
 input are drawn in float64 and rounded to float32; forward and backward then run
 in float64 on exactly those float32 values, and the results are stored as
@@ -30,8 +30,8 @@ import h5py
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shiftvit_torch as sv  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from shiftvit import model as sv  # noqa: E402
 
 
 def run(params, x, labels, cfg):
