@@ -100,7 +100,7 @@ train: deps
 # augmentation, test top-1 >= 76.38% in under 30 minutes on 2 cores.
 train-fast: deps
 	$(MAKE) all
-	NP=$${NP:-1} THREADS=$${THREADS:-$$(nproc)} CONFIG=configs/cifar10_fast.ini scripts/train.sh
+	NP=$${NP:-1} THREADS=$${THREADS:-$$(scripts/cores.sh)} CONFIG=configs/cifar10_fast.ini scripts/train.sh
 
 # Our bench and the PyTorch model side by side (results/bench/).
 bench: deps

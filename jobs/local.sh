@@ -37,9 +37,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || set -- train -c configs/cifar10_keras.ini
 
-# Physical cores (not hardware threads): distinct (core, socket) pairs.
-CORES=$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
-[ "$CORES" -gt 0 ] || CORES=$(nproc)
+# Physical cores (not hardware threads) this shell may run on.
+CORES=$(scripts/cores.sh)
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -t wants a positive integer" >&2; exit 2; }
 [ -n "$RANKS" ] || RANKS=$(( CORES / THREADS > 0 ? CORES / THREADS : 1 ))
 [[ $RANKS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -n wants a positive integer" >&2; exit 2; }

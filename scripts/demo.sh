@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 DATA=$(scripts/find-data.sh)
 OUT=${OUT:-results/runs/demo-$(date +%Y%m%d-%H%M%S)}
 PHOTOS=${PHOTOS:-../shared/data/inference_set}
-echo "== training 1 epoch of the recipe on $DATA with $(nproc) rank(s); output in $OUT"
+echo "== training 1 epoch of the recipe on $DATA with ${NP:-$(scripts/cores.sh)} rank(s); output in $OUT"
 scripts/mpirun.sh build/shiftvit train -c "${CONFIG:-configs/cifar10_keras.ini}" --set train.epochs=1 \
   --data-dir "$DATA" --out "$OUT"
 if [ -d "$PHOTOS" ]; then
