@@ -21,7 +21,10 @@
 # `--bind-to none --oversubscribe` (slower; says so).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# In the source tree it runs from the tree's root (build/shiftvit, configs/);
+# installed (make install), from the caller's folder.
+[ -f "$HERE/Makefile" ] && cd "$HERE"
 SHIFTVIT=${SHIFTVIT:-build/shiftvit}
 RANKS=${RANKS:-}
 THREADS=${THREADS:-1}
@@ -37,9 +40,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || set -- train -c configs/cifar10_keras.ini
 
-# Physical cores (not hardware threads): distinct (core, socket) pairs.
-CORES=$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
-[ "$CORES" -gt 0 ] || CORES=$(nproc)
+# Physical cores (not hardware threads) this shell may run on.
+CORES=$("$HERE/scripts/cores.sh")
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -t wants a positive integer" >&2; exit 2; }
 [ -n "$RANKS" ] || RANKS=$(( CORES / THREADS > 0 ? CORES / THREADS : 1 ))
 [[ $RANKS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -n wants a positive integer" >&2; exit 2; }

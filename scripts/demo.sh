@@ -13,7 +13,7 @@ CONFIG=${CONFIG:-configs/cifar10_fast.ini}
 EPOCHS=${EPOCHS:-8}
 # One rank with every core: at this model size 1 x 2 ran faster than 2 x 1
 # (results/demo/README.md).
-export NP=${NP:-1} THREADS=${THREADS:-$(nproc --all)}
+export NP=${NP:-1} THREADS=${THREADS:-$(scripts/cores.sh)}
 echo "== training $CONFIG for $EPOCHS epochs on $DATA ($NP rank(s) x $THREADS thread(s)); output in $OUT"
 scripts/mpirun.sh build/shiftvit train -c "$CONFIG" --set train.epochs="$EPOCHS" \
   --set train.val_every="$EPOCHS" --data-dir "$DATA" --out "$OUT"

@@ -4,11 +4,20 @@
 # to its own T cores; --allow-run-as-root when run as root (CI, containers).
 # usage: NP=2 THREADS=1 scripts/mpirun.sh build/shiftvit train ...
 set -euo pipefail
-NP=${NP:-$(nproc)}
+# Physical cores, counted before OMP_NUM_THREADS is exported and without GNU
+# nproc, which obeys OMP_NUM_THREADS: with THREADS=1 it said 1 core, and 2 ranks
+# x 1 thread ran unbound, both on every CPU (issue 27).
+CORES=$("$(dirname "${BASH_SOURCE[0]}")/cores.sh")
+NP=${NP:-$CORES}
 THREADS=${THREADS:-1}
+[[ $NP =~ ^[1-9][0-9]*$ ]] || { echo "mpirun.sh: NP wants a positive integer, not '$NP'" >&2; exit 2; }
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || { echo "mpirun.sh: THREADS wants a positive integer, not '$THREADS'" >&2; exit 2; }
 export OMP_NUM_THREADS=$THREADS BLIS_NUM_THREADS=$THREADS
 opts=(-np "$NP" --map-by "slot:PE=$THREADS" --bind-to core)
 # More ranks x threads than cores (tests on small machines): no binding.
-if [ $((NP * THREADS)) -gt "$(nproc)" ]; then opts=(-np "$NP" --oversubscribe --bind-to none); fi
+if [ $((NP * THREADS)) -gt "$CORES" ]; then
+  echo "mpirun.sh: $NP ranks x $THREADS threads > $CORES cores: oversubscribing, no binding" >&2
+  opts=(-np "$NP" --oversubscribe --bind-to none)
+fi
 [ "$(id -u)" -eq 0 ] && opts+=(--allow-run-as-root)
 exec mpirun "${opts[@]}" -x OMP_NUM_THREADS -x BLIS_NUM_THREADS "$@"

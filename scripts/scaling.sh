@@ -55,7 +55,7 @@ mkdir -p "$(dirname "$OUT")"
 LOG=${OUT%.csv}.log
 : > "$LOG"
 
-CORES=$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+CORES=$(scripts/cores.sh)
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 say() { echo "scaling.sh: $*" | tee -a "$LOG" >&2; }
 say "host $HOST, $CORES cores ($CPU), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -38,7 +38,7 @@ field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<< "$1"; }
 
 {
   echo "# scripts/vcluster_sweep.sh on $(hostname) $(date -Iseconds), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
-  echo "# lscpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, flags: $(grep -o -w 'avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "# lscpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) CPUs, flags: $(grep -o -w 'avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 } > "$OUT.log"
 echo "kind,rate,nodes,cpus_per_node,bytes,global_batch,median_ms,min_ms,max_ms,busbw_GBps,images_per_s,forward_ms,backward_ms,allreduce_wait_ms,optimizer_ms" > "$OUT.csv"
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "shiftvit/common.h"
 #include "shiftvit/model.h"
@@ -148,9 +149,36 @@ static void apply_timeout(const sv_cli *cli, const sv_config *cfg) {
     if (!cli->d->timeout_from_env) cli->d->timeout = cfg->collective_timeout;
 }
 
+/* A relative config path that names no file from the current folder is
+ * looked for beside the program: in <its folder>/../share/shiftvit (make
+ * install's layout) and <its folder>/.. (build/shiftvit in the source tree),
+ * as given ("configs/tiny.ini") and under configs/ ("tiny.ini"). Returns the
+ * first file found (in buf), or path itself. */
+static const char *find_config(const char *path, char *buf, size_t n) {
+    if (!path[0] || path[0] == '/' || access(path, F_OK) == 0) return path;
+    char exe[SV_PATH_LEN];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = len > 0 ? (exe[len] = '\0', strrchr(exe, '/')) : NULL;
+    if (!slash) return path;
+    *slash = '\0';
+    const char *under[] = {"/../share/shiftvit/", "/../share/shiftvit/configs/", "/../", "/../configs/"};
+    for (size_t i = 0; i < sizeof under / sizeof *under; i++)
+        if ((size_t)snprintf(buf, n, "%s%s%s", exe, under[i], path) < n && access(buf, R_OK) == 0) {
+            char *real = realpath(buf, NULL); /* without the "/.." */
+            if (real && strlen(real) < n) strcpy(buf, real);
+            free(real);
+            return buf;
+        }
+    return path;
+}
+
 int sv_cli_load_config(const sv_cli *cli, sv_config *cfg, const char *path, const sv_cli_sets *sets) {
-    char err[SV_ERR_LEN];
+    char err[SV_ERR_LEN], found[2 * SV_PATH_LEN];
     int rc = 0;
+    if (path && find_config(path, found, sizeof found) == found) {
+        if (cli->d->rank == 0) fprintf(stderr, "shiftvit: config %s: not in the current folder; using %s\n", path, found);
+        path = found;
+    }
     if (path && sv_config_load(cfg, path, err) != 0) rc = -1;
     for (int i = 0; rc == 0 && sets && i < sets->n; i++)
         if (sv_config_set(cfg, sets->v[i], err) != 0) rc = -1;

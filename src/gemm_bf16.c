@@ -1,7 +1,12 @@
-/* bf16 matrix products through oneDNN's matmul primitive (see gemm_bf16.h). */
+/* bf16 matrix products through oneDNN's matmul primitive (see gemm_bf16.h).
+ * Built with -DSV_NO_ONEDNN (make ONEDNN=0, or no oneDNN found), every bf16
+ * product takes the emulated path: operands rounded to bf16, products in fp32
+ * by BLIS (the same numbers as native bf16 with fp32 accumulation, slower). */
 #include "shiftvit/gemm_bf16.h"
 
+#ifndef SV_NO_ONEDNN
 #include <dnnl.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +22,25 @@
 
 #define MAX_SHAPES 256
 
+#ifdef SV_NO_ONEDNN
+typedef struct shape_entry shape_entry; /* never created: native is 0 */
+#else
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc; /* lda, ldb as read: compact for a rounded copy */
     int nb;                             /* > 1: batched (K-split weight gradient), K per part */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;
 } shape_entry;
+#endif
 
 struct sv_bf16 {
     int native;            /* oneDNN with bf16 instructions; else BLIS emulation */
+#ifndef SV_NO_ONEDNN
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     shape_entry shapes[MAX_SHAPES];
     int nshapes;
+#endif
     void *abuf, *bbuf;     /* operand copies: fp32 ones rounded to bf16 (native), or
                             * fp32 copies of the bf16 values (emulated) */
     size_t acap, bcap;     /* bytes */
@@ -52,6 +63,33 @@ int sv_precision_is_bf16(int p) {
     return p == SV_BF16 || (p == SV_PRECISION_AUTO && sv_bf16_native_cpu());
 }
 
+#ifdef SV_NO_ONEDNN
+sv_bf16 *sv_bf16_create(int emulate) {
+    (void)emulate;
+    sv_bf16 *ctx = calloc(1, sizeof *ctx);
+    SV_CHECK(ctx != NULL);
+    snprintf(ctx->desc, sizeof ctx->desc,
+             "bf16 matrix products emulated: this shiftvit was built without oneDNN (make ONEDNN=0, or none found) "
+             "(operands rounded to bf16, products in fp32 by BLIS: the same numbers, slower than fp32)");
+    return ctx;
+}
+
+void sv_bf16_free(sv_bf16 *ctx) {
+    if (!ctx) return;
+    sv_free(ctx->abuf);
+    sv_free(ctx->bbuf);
+    free(ctx);
+}
+
+/* Never called: without oneDNN ctx->native is 0. */
+static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, int lda, int ldb,
+                               int ldc, int nb) {
+    SV_CHECK(0);
+    return NULL;
+}
+
+static void execute(sv_bf16 *ctx, shape_entry *e, const void *a, const void *b, float *C) { SV_CHECK(0); }
+#else
 static void check(dnnl_status_t s, const char *what) {
     if (s == dnnl_success) return;
     fprintf(stderr, "shiftvit: internal error: oneDNN %s failed (status %d)\n", what, (int)s);
@@ -115,6 +153,7 @@ void sv_bf16_free(sv_bf16 *ctx) {
     sv_free(ctx->bbuf);
     free(ctx);
 }
+#endif
 
 const char *sv_bf16_describe(const sv_bf16 *ctx) { return ctx->desc; }
 
@@ -156,6 +195,7 @@ void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = sv_bf16_round(src[i]);
 }
 
+#ifndef SV_NO_ONEDNN
 static void init_md(dnnl_memory_desc_t *md, int nb, int rows, int cols, int transposed, dnnl_data_type_t t,
                     long ld, long batch_stride) {
     /* A logical rows x cols matrix stored row-major, or stored transposed
@@ -199,6 +239,7 @@ static shape_entry *find_shape(sv_bf16 *ctx, int ta, int tb, int M, int N, int K
     check(dnnl_memory_create(&e->c, &c, ctx->engine, DNNL_MEMORY_NONE), "memory");
     return e;
 }
+#endif
 
 /* Bytes of the compact copy of a rows x cols operand of type t: none for a
  * bf16 operand on the native path (read in place). */
@@ -232,6 +273,7 @@ static const void *operand(sv_bf16 *ctx, sv_matrix X, int rows, int cols, int *l
     return copy;
 }
 
+#ifndef SV_NO_ONEDNN
 static void execute(sv_bf16 *ctx, shape_entry *e, const void *a, const void *b, float *C) {
     check(dnnl_memory_set_data_handle(e->a, (void *)a), "set handle");
     check(dnnl_memory_set_data_handle(e->b, (void *)b), "set handle");
@@ -240,6 +282,7 @@ static void execute(sv_bf16 *ctx, shape_entry *e, const void *a, const void *b, 
     check(dnnl_primitive_execute(e->prim, ctx->stream, 3, args), "matmul");
     check(dnnl_stream_wait(ctx->stream), "stream wait");
 }
+#endif
 
 void sv_bf16_gemm(sv_bf16 *ctx, int ta, int tb, int M, int N, int K, sv_matrix A, int lda,
                   sv_matrix B, int ldb, float *C, int ldc) {

@@ -1,7 +1,8 @@
 /* The 3x3 picture of `shiftvit predict --grid` (grid.h): thumbnails titled
  * with their predicted class, text rasterised from stb_easy_font's quads,
- * written with stb_image_write (its implementation is in Debian's libstb.so;
- * stb_easy_font is header-only and all static). */
+ * written with stb_image_write. Both are header-only (STB_CFLAGS names their
+ * folder): this file compiles the one implementation it uses, static, so no
+ * stb library is linked. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -12,13 +13,17 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <stb/stb_image_write.h>
-
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wshadow"
-#include <stb/stb_easy_font.h>
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wmissing-braces"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#include <stb_easy_font.h>
 #pragma GCC diagnostic pop
 
 #include "shiftvit/grid.h"

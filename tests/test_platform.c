@@ -108,6 +108,71 @@ static void test_oversubscription_warned(void **state) {
     }
 }
 
+/* Physical cores (distinct package/core pairs in sysfs) among the CPUs this
+ * process may run on; the logical CPU count when sysfs has no topology. */
+static int physical_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    long seen[CPU_SETSIZE];
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        char path[128];
+        long core = c, pkg = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", c);
+        FILE *f = fopen(path, "r");
+        if (f) { if (fscanf(f, "%ld", &core) != 1) core = c; fclose(f); }
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", c);
+        if ((f = fopen(path, "r"))) { if (fscanf(f, "%ld", &pkg) != 1) pkg = 0; fclose(f); }
+        long key = pkg * 100000 + core;
+        int k = 0;
+        while (k < n && seen[k] != key) k++;
+        if (k == n) seen[n++] = key;
+    }
+    return n;
+}
+
+/* Issue 27: the wrappers that start ranks on one machine must give each of
+ * 2 ranks x 1 thread a core of its own. scripts/mpirun.sh compared with
+ * `nproc` after exporting OMP_NUM_THREADS=1, which GNU nproc obeys, so it
+ * took its oversubscribed branch (--bind-to none) and both ranks reported
+ * "CPUs 0-1 (2)". The placement report must show one CPU per rank, a
+ * different one for each. */
+static void check_pinned_2x1(const char *what, const char *cmd) {
+    char *out = sv_test_run_ok(cmd, what).out;
+    char cpus[2][64] = {"", ""};
+    for (int r = 0; r < 2; r++) {
+        char prefix[32], line[512];
+        snprintf(prefix, sizeof prefix, "  rank %d on ", r);
+        if (!sv_test_line_starting(out, prefix, line, sizeof line))
+            fail_msg("%s: no placement line for rank %d in:\n%s", what, r, sv_test_tail(out, 3000));
+        const char *c = strstr(line, ", CPUs ");
+        int n = 0;
+        if (!c || sscanf(c, ", CPUs %63s (%d)", cpus[r], &n) != 2)
+            fail_msg("%s: cannot read the CPUs of \"%s\"", what, line);
+        print_message("      %s: %s\n", what, line);
+        if (n != 1) fail_msg("%s: rank %d is not pinned to one core: \"%s\"", what, r, line);
+    }
+    if (!strcmp(cpus[0], cpus[1])) fail_msg("%s: both ranks on CPU %s", what, cpus[0]);
+    free(out);
+}
+
+static void test_wrappers_pin_2x1(void **state) {
+    (void)state;
+    int cores = physical_cores();
+    if (cores < 2) {
+        print_message("      %d core(s): 2 ranks x 1 thread cannot each have one\n", cores);
+        skip();
+    }
+    const char *run = "env -u OMP_PROC_BIND -u OMP_PLACES -u NP -u RANKS OMP_NUM_THREADS=2 timeout -k 5 120";
+    const char *args = "bench -c configs/tiny.ini --steps 1 --warmup 0 2>&1";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s env NP=2 THREADS=1 scripts/mpirun.sh %s %s", run, g_bin, args);
+    check_pinned_2x1("scripts/mpirun.sh", cmd);
+    snprintf(cmd, sizeof cmd, "%s env SHIFTVIT=%s jobs/local.sh -n 2 -t 1 %s", run, g_bin, args);
+    check_pinned_2x1("jobs/local.sh", cmd);
+}
+
 int main(void) {
     sv_test_bin(g_bin, sizeof g_bin);
     const struct CMUnitTest tests[] = {
@@ -115,6 +180,7 @@ int main(void) {
         cmocka_unit_test(test_avx512_cpu_gets_skx),
         cmocka_unit_test(test_user_choice_respected),
         cmocka_unit_test(test_proc_bind_keeps_cpus),
+        cmocka_unit_test(test_wrappers_pin_2x1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <stb/stb_image_write.h>
+#include <stb_image_write.h> /* implementation: tests/test_util.c */
 
 #include "test_util.h"
 

@@ -36,7 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <stb/stb_image_write.h>
+#include <stb_image_write.h> /* implementation: tests/test_util.c */
 
 #include "test_util.h"
 

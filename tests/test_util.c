@@ -10,6 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* stb_image_write is header-only: its implementation for the tests that write
+ * images (test_predict, test_predict_reference), which include the header for
+ * the declarations. src/grid.c has its own, static, copy. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
 #define CIFAR_RECORD 3073 /* label + 32x32x3 */
 
 void sv_test_assert_contains(const char *hay, const char *needle, const char *file, int line) {

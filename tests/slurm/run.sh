@@ -352,7 +352,7 @@ fi
 
 # ---------------------------------------------------------------- 9. jobs/local.sh
 echo "--- jobs/local.sh (mpirun on this machine, no SLURM)"
-if [ "$(nproc)" -ge 2 ]; then
+if [ "$(scripts/cores.sh)" -ge 2 ]; then
   out=$WORK/local12.log
   jobs/local.sh -n 1 -t 2 bench "${TINY[@]}" --steps 1 --warmup 0 > "$out" 2>&1; rc=$?
   check "jobs/local.sh -n 1 -t 2: the rank gets 2 cores for its 2 threads, no warning" \
