@@ -15,8 +15,12 @@ EPOCHS=${EPOCHS:-8}
 # (results/demo/README.md).
 export NP=${NP:-1} THREADS=${THREADS:-$(scripts/cores.sh)}
 echo "== training $CONFIG for $EPOCHS epochs on $DATA ($NP rank(s) x $THREADS thread(s)); output in $OUT"
+# The log is kept beside the run's metrics (train.log), as in results/.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 scripts/mpirun.sh build/shiftvit train -c "$CONFIG" --set train.epochs="$EPOCHS" \
-  --set train.val_every="$EPOCHS" --data-dir "$DATA" --out "$OUT"
+  --set train.val_every="$EPOCHS" --data-dir "$DATA" --out "$OUT" 2>&1 | tee "$log"
+cp "$log" "$OUT/train.log"
 if [ -d "$PHOTOS" ]; then
   echo "== classifying the photos in $PHOTOS"
   build/shiftvit predict --checkpoint "$OUT/last.h5" --grid "$OUT/predictions.png" "$PHOTOS" || true
