@@ -46,6 +46,10 @@ def parse_args(argv):
                     help="the trained weights (/model, default) or their moving average (/ema)")
     ap.add_argument("--opset", type=int, default=17,
                     help="ONNX opset 13..17 (default 17: LayerNormalization; below: decomposed)")
+    ap.add_argument("--tta-flip", choices=("checkpoint", "on", "off"), default="checkpoint",
+                    help="average the logits of each image and its mirror inside the graph, as "
+                         "shiftvit eval/predict do with train.tta_flip (default: the checkpoint's "
+                         "train.tta_flip)")
     ap.add_argument("--include-resize", action="store_true",
                     help="input the 32x32 image / 255; the graph does the bilinear resizes")
     return ap.parse_args(argv)
@@ -63,8 +67,9 @@ def export(a):
     if meta["nonfinite"]:
         sys.stderr.write("%s: warning: %s: /%s/%s holds NaN or infinity\n"
                          % (PROG, a.checkpoint, a.weights, meta["nonfinite"][0]))
+    tta = svm.tta_flip_from_text(meta["config_text"]) if a.tta_flip == "checkpoint" else a.tta_flip == "on"
     model = onnx_graph.build_model(
-        cfg, params, opset=a.opset, include_resize=a.include_resize,
+        cfg, params, opset=a.opset, include_resize=a.include_resize, tta_flip=tta,
         meta={"source_checkpoint": os.path.basename(a.checkpoint), "weights": a.weights,
               "shiftvit_config": meta["config_text"], "num_params": str(svm.count_params(cfg))})
     onnx.checker.check_model(model, full_check=True)
@@ -73,7 +78,8 @@ def export(a):
     print("%s: %s (/%s, %d weights) -> %s: opset %d, input 'image' float32 [batch, %d, %d, 3] NHWC "
           "RGB in [0, 1]%s, outputs 'logits', 'probabilities' [batch, %d]"
           % (PROG, a.checkpoint, a.weights, svm.count_params(cfg), a.out, a.opset, side, side,
-             " (resize inside)" if a.include_resize else "", cfg["num_classes"]))
+             " (resize inside)" if a.include_resize else "", cfg["num_classes"],
+             ", flip test-time augmentation inside" if tta else ""))
     print("class_names: %s" % json.dumps(meta["class_names"]))
 
 

@@ -113,6 +113,8 @@ int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *
     return -1;
 }
 
+const char *const sv_cli_off_on[] = {"off", "on", NULL};
+
 int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
                   int *index) {
     int n = 0;

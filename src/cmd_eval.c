@@ -134,7 +134,6 @@ static const struct option eval_options[] = {
 };
 
 static const char *const split_names[] = {"val", "test", NULL};
-static const char *const off_on_names[] = {"off", "on", NULL};
 
 /* Returns -1 to go on, else the exit status (0 after --help). */
 static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opts *o) {
@@ -154,7 +153,7 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
             if (sv_cli_choice(cli, "eval", "--precision", optarg, sv_precision_names, &o->precision)) return 1;
             break;
         case OPT_TTA_FLIP:
-            if (sv_cli_choice(cli, "eval", "--tta-flip", optarg, off_on_names, &o->tta_flip)) return 1;
+            if (sv_cli_choice(cli, "eval", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
             break;
         case OPT_BATCH:
             if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;

@@ -38,7 +38,8 @@ typedef enum { RESIZE_NEAREST, RESIZE_BILINEAR, RESIZE_AREA } resize_mode;
 static void predict_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit predict --checkpoint CKPT [--top-k K] [--json] [--grid OUT.png]\n"
-            "                        [--resize nearest|bilinear|area] [--precision fp32|bf16]\n"
+            "                        [--resize nearest|bilinear|area] [--precision fp32|bf16|auto]\n"
+            "                        [--tta-flip on|off]\n"
             "                        IMAGE_OR_DIR...\n\n"
             "Classifies JPEG and PNG images (also grayscale, with alpha, or 16-bit) with a trained\n"
             "checkpoint: each image is resized to 32x32, given the evaluation transform and\n"
@@ -55,8 +56,10 @@ static void predict_usage(FILE *f) {
             "                     and confidence, into a PNG file (JPEG if OUT ends in .jpg/.jpeg)\n"
             "  --resize M         how the photo is brought to 32x32: nearest (default, as the Keras\n"
             "                     example), bilinear (no antialiasing) or area (box average)\n"
-            "  --precision P      fp32 or bf16 matrix products (default: the checkpoint's\n"
-            "                     train.precision)\n"
+            "  --precision P      fp32, bf16 or auto matrix products (default: the\n"
+            "                     checkpoint's train.precision)\n"
+            "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
+            "                     the checkpoint's train.tta_flip)\n"
             "  -h, --help         this text\n\n"
             "A file that is not an image, is truncated, or declares more than %dx%d or %ld\n"
             "pixels gets an error on stderr; the other files are still classified. Exit status 1\n"
@@ -211,11 +214,12 @@ typedef struct {
     int topk, json;
     int precision;        /* -1: the checkpoint's, else sv_precision */
     int resize;           /* resize_mode */
+    int tta_flip;         /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
     char **inputs;        /* files and directories, in the order given */
     int ninputs;
 } predict_opts;
 
-enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE };
+enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE, OPT_TTA_FLIP };
 
 static const struct option predict_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -225,6 +229,7 @@ static const struct option predict_options[] = {
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"grid", required_argument, NULL, OPT_GRID},
     {"resize", required_argument, NULL, OPT_RESIZE},
+    {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
     {NULL, 0, NULL, 0},
 };
 
@@ -250,6 +255,9 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
             break;
         case OPT_RESIZE:
             if (sv_cli_choice(cli, "predict", "--resize", optarg, resize_names, &o->resize)) return 1;
+            break;
+        case OPT_TTA_FLIP:
+            if (sv_cli_choice(cli, "predict", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
             break;
         default: return sv_cli_bad_option(cli, "predict", c, argv, predict_options);
         }
@@ -292,6 +300,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
         return 1;
     }
     if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
+    if (o->tta_flip >= 0) cfg->tta_flip = o->tta_flip;
     if (sv_model_create_inference(m, cfg, 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
@@ -416,7 +425,7 @@ static int run_predict(const predict_opts *o) {
 
 int sv_cmd_predict(const sv_cli *cli, int argc, char **argv) {
     if (cli->d->rank != 0) return 0; /* predict runs on rank 0 only */
-    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST};
+    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST, .tta_flip = -1};
     int rc = parse_predict_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_predict(&o);
 }

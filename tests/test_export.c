@@ -5,8 +5,9 @@
  * Setup trains three small checkpoints: the tiny config (one epoch), the
  * reference recipe (configs/cifar10_keras.ini: the 11,690,602-parameter
  * model, 2 steps on 512 images) and a variant (tiny with 32x32 input, no
- * resize but 32 -> 36 -> 32, patch size 2, shift by 2 pixels). Then, for each:
- * 256 (variant: 64) CIFAR-10 test images through predict, through the ONNX
+ * resize but 32 -> 36 -> 32, patch size 2, shift by 2 pixels), and the models
+ * of configs/cifar10_fast.ini and configs/cifar10_best.ini (2 steps each). Then, for each:
+ * 256 (variant, fast, best: 64) CIFAR-10 test images through predict, through the ONNX
  * exports in ONNX Runtime for Node.js (onnxruntime-node, installed into
  * tests/export/node_modules by scripts/install-deps.sh) and through the
  * PyTorch export: logits within 1e-4 of the logit scale, identical argmax,
@@ -42,6 +43,12 @@ static const run_spec runs[] = {
     {"variant", "configs/tiny.ini",
      "--set train.max_steps=2 --set data.image_size=32 --set data.resize_size=36 --set model.patch_size=2 "
      "--set model.shift_pixel=2"},
+    /* the models of the accuracy issue's configs (issue 22), with their
+     * train.tta_flip = true */
+    {"fast", "configs/cifar10_fast.ini",
+     "--set train.max_steps=2 --set data.train_size=512 --set data.val_size=256 --set data.test_size=256"},
+    {"best", "configs/cifar10_best.ini",
+     "--set train.max_steps=2 --set data.train_size=512 --set data.val_size=256 --set data.test_size=256"},
 };
 
 static void check_run(const char *what, const char *ckpt_name, const char *args, int expect_fail) {
@@ -73,6 +80,16 @@ static void test_recipe_onnx_and_torch_match_predict(void **state) {
 static void test_variant_onnx_and_torch_match_predict(void **state) {
     (void)state;
     check_run("compare", "variant", g_perturb ? " --perturb --count 64" : " --count 64", g_perturb);
+}
+
+static void test_fast_config_onnx_and_torch_match_predict(void **state) {
+    (void)state;
+    check_run("compare", "fast", g_perturb ? " --perturb --count 64" : " --count 64", g_perturb);
+}
+
+static void test_best_config_onnx_and_torch_match_predict(void **state) {
+    (void)state;
+    check_run("compare", "best", g_perturb ? " --perturb --count 64" : " --count 64", g_perturb);
 }
 
 /* The comparison can fail: one logit moved by 10x the tolerance fails all three. */
@@ -138,6 +155,8 @@ int main(void) {
         cmocka_unit_test(test_tiny_onnx_and_torch_match_predict),
         cmocka_unit_test(test_recipe_onnx_and_torch_match_predict),
         cmocka_unit_test(test_variant_onnx_and_torch_match_predict),
+        cmocka_unit_test(test_fast_config_onnx_and_torch_match_predict),
+        cmocka_unit_test(test_best_config_onnx_and_torch_match_predict),
         cmocka_unit_test(test_perturbed_comparison_fails),
         cmocka_unit_test(test_bad_input),
     };

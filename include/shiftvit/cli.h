@@ -62,6 +62,10 @@ int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *
 int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
                   int *index);
 
+/* {"off", "on", NULL}: the values of on/off options such as --tta-flip
+ * (index 0 off, 1 on), for sv_cli_choice. */
+extern const char *const sv_cli_off_on[];
+
 /* The --set section.key=value options of a command, in order. */
 typedef struct {
     char **v;

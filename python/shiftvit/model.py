@@ -105,6 +105,13 @@ def parse_ini(text):
     return out
 
 
+def tta_flip_from_text(text):
+    """The [train] tta_flip of a stored config (false when absent): whether
+    shiftvit's evaluation averages the logits of each image and its mirror."""
+    v = parse_ini(text).get("train", {}).get("tta_flip", "false").strip().lower()
+    return v in ("true", "1", "yes")
+
+
 def config_from_text(text, source="config"):
     """Model dimensions from INI text ([model] keys, [data] image_size and
     resize_size); missing keys keep the recipe's values. Raises ConfigError

@@ -40,11 +40,16 @@ class _Graph:
         self.opset = opset
         self.nodes, self.inits, self.count = [], [], 0
         self.consts = {}
+        self.init_names = set()
 
     def init(self, name, array):
+        """The initializer `name`; added once (a second forward branch, flip
+        test-time augmentation, shares the weights)."""
         from onnx import numpy_helper
 
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        if name not in self.init_names:
+            self.init_names.add(name)
+            self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
     def const(self, values, dtype=np.int64):
@@ -144,25 +149,10 @@ def _resize_nhwc(g, x, side):
     return g.op("Transpose", [y], perm=[0, 2, 3, 1])
 
 
-def build_model(cfg, params, meta=None, opset=OPSET_DEFAULT, include_resize=False):
-    """onnx.ModelProto of the inference graph. cfg: shiftvit.model config dict;
-    params: Keras name -> float32 array (shiftvit.checkpoint.read_checkpoint);
-    meta: extra metadata_props (str -> str)."""
-    from onnx import TensorProto, helper
-
-    if not OPSET_MIN <= opset <= OPSET_MAX:
-        raise ValueError("opset %d: this exporter writes opsets %d..%d" % (opset, OPSET_MIN, OPSET_MAX))
-    g = _Graph(opset)
+def _forward(g, cfg, p32, x):
+    """Logits [batch, K] of input x [batch, S, S, 3] (one forward pass)."""
     S, p, eps = cfg["image_size"], cfg["patch_size"], cfg["layer_norm_eps"]
-    C, K = svm.channels(cfg), cfg["num_classes"]
-    p32 = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
-    in_side = 32 if include_resize else S
-    x = "image"
-    if include_resize:
-        for side in (cfg["resize_size"], S):
-            if side != in_side:
-                x = _resize_nhwc(g, x, side)
-                in_side = side
+    C = svm.channels(cfg)
     h, H, W = g.patch_conv(x, S, S, 3, p, "patch_projection/kernel", p32["patch_projection/kernel"],
                            g.init("patch_projection/bias", p32["patch_projection/bias"]))
     for s in range(4):
@@ -184,6 +174,36 @@ def build_model(cfg, params, meta=None, opset=OPSET_DEFAULT, include_resize=Fals
     pooled = g.op("ReduceMean", [h], "pool", axes=[1, 2], keepdims=0)
     logits = g.dense(pooled, g.init("classifier/kernel", p32["classifier/kernel"]),
                      g.init("classifier/bias", p32["classifier/bias"]))
+    return logits
+
+
+def build_model(cfg, params, meta=None, opset=OPSET_DEFAULT, include_resize=False, tta_flip=False):
+    """onnx.ModelProto of the inference graph. cfg: shiftvit.model config dict;
+    params: Keras name -> float32 array (shiftvit.checkpoint.read_checkpoint);
+    meta: extra metadata_props (str -> str); tta_flip: the graph averages
+    the logits of each image and of its mirror (train.tta_flip)."""
+    from onnx import TensorProto, helper
+
+    if not OPSET_MIN <= opset <= OPSET_MAX:
+        raise ValueError("opset %d: this exporter writes opsets %d..%d" % (opset, OPSET_MIN, OPSET_MAX))
+    g = _Graph(opset)
+    S, K = cfg["image_size"], cfg["num_classes"]
+    p32 = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+    in_side = 32 if include_resize else S
+    x = "image"
+    if include_resize:
+        for side in (cfg["resize_size"], S):
+            if side != in_side:
+                x = _resize_nhwc(g, x, side)
+                in_side = side
+    logits = _forward(g, cfg, p32, x)
+    if tta_flip:
+        # the mirror of every image (W is axis 2 of NHWC), through the same
+        # weights; then 0.5 * (a + b), as shiftvit's evaluation computes it
+        mirrored = g.op("Slice", [x, g.const([-1]), g.const([-(2 ** 63)]), g.const([2]), g.const([-1])],
+                        "mirror")
+        both = g.op("Add", [logits, _forward(g, cfg, p32, mirrored)], "tta_sum")
+        logits = g.op("Mul", [both, g.const([0.5], np.float32)], "tta_mean")
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
     g.nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="probabilities", axis=1))
     side = 32 if include_resize else S
@@ -197,13 +217,16 @@ def build_model(cfg, params, meta=None, opset=OPSET_DEFAULT, include_resize=Fals
                               producer_name="shiftvit scripts/export_onnx.py", producer_version="1")
     model.ir_version = 8  # the newest that ONNX 1.12 (Debian 12) and ONNX Runtime both read
     model.doc_string = ("ShiftViT image classifier. Input 'image': float32 [batch, %d, %d, 3], NHWC, RGB "
-                        "in [0, 1] (pixel / 255)%s. Outputs: 'logits' and 'probabilities' [batch, %d]."
-                        % (side, side, input_note(cfg, include_resize), K))
+                        "in [0, 1] (pixel / 255)%s. Outputs: 'logits' and 'probabilities' [batch, %d]%s."
+                        % (side, side, input_note(cfg, include_resize), K,
+                           ", the mean of the logits of each image and its mirror (flip test-time "
+                           "augmentation)" if tta_flip else ""))
     props = {"class_names": json.dumps(svm.class_names(cfg)),
              "input_name": "image", "input_layout": "NHWC", "input_size": str(side),
              "input_range": "float32 RGB in [0, 1] (pixel / 255)",
              "model_input_size": str(S), "resize_size": str(cfg["resize_size"]),
              "includes_resize": "true" if include_resize else "false",
+             "tta_flip": "true" if tta_flip else "false",
              "preprocessing": input_note(cfg, include_resize).lstrip(", ")}
     props.update(meta or {})
     helper.set_model_props(model, props)

@@ -10,12 +10,16 @@ lossless 32x32 PNG files, are classified by `shiftvit predict --json` (its
 float32 "logits"; predict's nearest 32x32 resize is the identity on 32x32
 images, then the evaluation transform and the C forward pass). The same
 images go through
-  1. the ONNX export (opset 17, input at the model's size: the evaluation
-     transform done here in float64 with torch interpolate) in ONNX Runtime
-     for Node.js (tests/export/run_onnx.js),
+  1. the ONNX export (opset 17, --tta-flip off, input at the model's size: the
+     evaluation transform done here in float64 with torch interpolate) in ONNX
+     Runtime for Node.js (tests/export/run_onnx.js), against predict
+     --tta-flip off,
   2. the ONNX export at opset 13 with --include-resize (input: pixel / 255 at
-     32x32; the graph resizes) in ONNX Runtime,
-  3. the PyTorch export, loaded with shiftvit.model.load_exported, float32.
+     32x32; the graph resizes) and --tta-flip on (the graph averages the
+     logits of each image and its mirror) in ONNX Runtime, against predict
+     --tta-flip on,
+  3. the PyTorch export, loaded with shiftvit.model.load_exported, float32,
+     against predict --tta-flip off.
 Each must give logits within 1e-4 of predict's, relative to the logit scale
 (the largest |logit| of predict over all images), and the same argmax for
 every image (an image whose top two logits are closer than twice the
@@ -90,7 +94,7 @@ def find_test_batch():
     raise SystemExit("check_export.py: no CIFAR-10 test_batch.bin found (set CIFAR10_DIR)")
 
 
-def predict_logits(binary, ckpt, images, work):
+def predict_logits(binary, ckpt, images, work, tta_flip):
     from PIL import Image
 
     folder = os.path.join(work, "png")
@@ -98,7 +102,8 @@ def predict_logits(binary, ckpt, images, work):
     os.makedirs(folder)
     for i, im in enumerate(images):
         Image.fromarray(im).save(os.path.join(folder, "%04d.png" % i))
-    out = must([binary, "predict", "--json", "--precision", "fp32", "--checkpoint", ckpt, folder])
+    out = must([binary, "predict", "--json", "--precision", "fp32", "--tta-flip", "on" if tta_flip else "off",
+                "--checkpoint", ckpt, folder])
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     if len(rows) != len(images):
         raise SystemExit("check_export.py: predict classified %d of %d images" % (len(rows), len(images)))
@@ -131,7 +136,7 @@ def compare(name, ref, got, perturb):
                                                          int((a == b).sum()), bad + excused, excused))
 
 
-def check_onnx_file(path, cfg, include_resize, opset):
+def check_onnx_file(path, cfg, include_resize, opset, tta_flip):
     import onnx
 
     m = onnx.load(path)
@@ -143,10 +148,12 @@ def check_onnx_file(path, cfg, include_resize, opset):
     ok = (json.loads(props.get("class_names", "[]")) == svm.class_names(cfg)
           and props.get("input_size") == str(side) and props.get("input_layout") == "NHWC"
           and dims == ["batch", side, side, 3] and m.opset_import[0].version == opset
+          and props.get("tta_flip") == ("true" if tta_flip else "false")
           and ("LayerNormalization" in ops) == (opset >= 17) and "Erf" in ops)
-    report(ok, "%s: onnx.checker full check passed; opset %d, input %s NHWC, metadata class_names and "
-               "input_size %s; operators: %s" % (os.path.basename(path), opset, dims, props.get("input_size"),
-                                                 " ".join(ops)))
+    report(ok, "%s: onnx.checker full check passed; opset %d, input %s NHWC, metadata class_names, "
+               "input_size %s and tta_flip %s; operators: %s" % (os.path.basename(path), opset, dims,
+                                                                 props.get("input_size"), props.get("tta_flip"),
+                                                                 " ".join(ops)))
 
 
 def cmd_compare(a):
@@ -154,17 +161,23 @@ def cmd_compare(a):
     os.makedirs(work, exist_ok=True)
     cfg, params, _ = ck.read_checkpoint(a.ckpt)
     images, _ = tr.read_cifar(find_test_batch(), a.count)
-    ref = predict_logits(a.bin, a.ckpt, images, work)
+    # predict without and with flip test-time augmentation (train.tta_flip):
+    # the opset-17 export without it, the opset-13 one with it in the graph
+    refs = {tta: predict_logits(a.bin, a.ckpt, images, work, tta) for tta in (False, True)}
+    ref = refs[False]
     x = tr.eval_transform(images, cfg["resize_size"], cfg["image_size"], torch.float32)
-    for opset, resize in ((17, False), (13, True)):
+    for opset, resize, tta in ((17, False, False), (13, True, True)):
         path = os.path.join(work, "model_opset%d%s.onnx" % (opset, "_resize" if resize else ""))
-        must([PY, EXPORT_ONNX, "--opset", str(opset)] + (["--include-resize"] if resize else []) + [a.ckpt, path])
-        check_onnx_file(path, cfg, resize, opset)
+        must([PY, EXPORT_ONNX, "--opset", str(opset), "--tta-flip", "on" if tta else "off"]
+             + (["--include-resize"] if resize else []) + [a.ckpt, path])
+        check_onnx_file(path, cfg, resize, opset, tta)
         inp = images.astype(np.float32) / np.float32(255) if resize else x.numpy()
         got, info = run_onnx(path, inp, work)
-        compare("ONNX Runtime (%s), opset %d, %s" % (info["runtime"], opset,
+        compare("ONNX Runtime (%s), opset %d, %s%s" % (info["runtime"], opset,
                 "input 32x32 / 255, resize in the graph" if resize else
-                "input %dx%d (transform outside)" % (cfg["image_size"], cfg["image_size"])), ref, got, a.perturb)
+                "input %dx%d (transform outside)" % (cfg["image_size"], cfg["image_size"]),
+                ", flip TTA in the graph against predict --tta-flip on" if tta else ""),
+                refs[tta], got, a.perturb)
     pt = os.path.join(work, "model.pt")
     must([PY, EXPORT_TORCH, a.ckpt, pt])
     model, info = svm.load_exported(pt)
