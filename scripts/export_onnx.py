@@ -76,7 +76,7 @@ def export(a):
     ck.write_atomic(a.out, lambda tmp: onnx.save(model, tmp))
     side = 32 if a.include_resize else cfg["image_size"]
     print("%s: %s (/%s, %d weights) -> %s: opset %d, input 'image' float32 [batch, %d, %d, 3] NHWC "
-          "RGB in [0, 1]%s, outputs 'logits', 'probabilities' [batch, %d]"
+          "RGB in [0, 1]%s, outputs 'logits', 'probabilities' [batch, %d]%s"
           % (PROG, a.checkpoint, a.weights, svm.count_params(cfg), a.out, a.opset, side, side,
              " (resize inside)" if a.include_resize else "", cfg["num_classes"],
              ", flip test-time augmentation inside" if tta else ""))

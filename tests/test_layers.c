@@ -28,6 +28,7 @@
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
 #include "shiftvit/rng.h"
+#include "shiftvit/train.h"
 
 #include "test_util.h"
 
@@ -1279,6 +1280,48 @@ static void test_model_fd(void **state) {
     model_teardown(&d);
 }
 
+/* Flip test-time augmentation (train.tta_flip, sv_eval_logits): the mean of
+ * the logits of the images and of their mirrors, computed here from two
+ * plain forwards of an image and of its mirror built by hand; the input is
+ * given back unchanged; and the result is the same for an image and its
+ * mirror (0.5 * (a + b) == 0.5 * (b + a) exactly), which a mirror that
+ * misses a column or a channel would break. Without the flag: the plain
+ * forward. */
+static void test_eval_logits_flip_tta(void **state) {
+    (void)state;
+    static model_ctx d;
+    memset(&d, 0, sizeof d);
+    sv_config cfg;
+    tiny_config(&cfg, 0.f, 0.f, (const int[]){1, 1, 1, 1});
+    model_setup(&d, &cfg);
+    const int S = cfg.image_size, K = d.m.num_classes;
+    const size_t nx = (size_t)MODEL_N * S * S * 3;
+    float *orig = falloc(nx), *mirror = falloc(nx), plain[MODEL_N * 16], flipped[MODEL_N * 16],
+          keep[MODEL_N * 16], tta[MODEL_N * 16];
+    memcpy(orig, d.x, nx * sizeof(float));
+    for (int n = 0; n < MODEL_N; n++)
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++)
+                for (int c = 0; c < 3; c++)
+                    mirror[(((size_t)n * S + y) * S + x) * 3 + c] = orig[(((size_t)n * S + y) * S + (S - 1 - x)) * 3 + c];
+    memcpy(plain, sv_model_forward(&d.m, orig, MODEL_N, NULL), sizeof(float) * MODEL_N * K);
+    memcpy(flipped, sv_model_forward(&d.m, mirror, MODEL_N, NULL), sizeof(float) * MODEL_N * K);
+    memcpy(tta, sv_eval_logits(&d.m, d.x, MODEL_N, S, 1, keep), sizeof(float) * MODEL_N * K);
+    assert_memory_equal(d.x, orig, nx * sizeof(float));
+    int differs = 0;
+    for (int i = 0; i < MODEL_N * K; i++) {
+        assert_float_equal(tta[i], 0.5f * (plain[i] + flipped[i]), 1e-6f * (1.0f + fabsf(tta[i])));
+        differs += plain[i] != flipped[i];
+    }
+    assert_true(differs > 0); /* the model is not mirror-symmetric: the check means something */
+    const float *of_mirror = sv_eval_logits(&d.m, mirror, MODEL_N, S, 1, keep);
+    assert_memory_equal(of_mirror, tta, sizeof(float) * MODEL_N * K);
+    assert_memory_equal(sv_eval_logits(&d.m, d.x, MODEL_N, S, 0, NULL), plain, sizeof(float) * MODEL_N * K);
+    sv_free(orig);
+    sv_free(mirror);
+    model_teardown(&d);
+}
+
 /* Dropout and drop path in training mode: the masks depend only on (seed,
  * epoch, sample id, layer), so every forward with the same rng draws the same
  * masks and FD still applies. Depths 2 give the second block of a stage the
@@ -1444,6 +1487,7 @@ int main(void) {
         cmocka_unit_test(test_topk_ties),
         cmocka_unit_test(test_model_fd),
         cmocka_unit_test(test_model_fd_dropout_drop_path),
+        cmocka_unit_test(test_eval_logits_flip_tta),
         cmocka_unit_test(test_model_modes_and_ready),
         cmocka_unit_test(test_model_batch_consistency),
     };
