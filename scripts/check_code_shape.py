@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the shape rules of the code base (README "Developers"; issue 11):
 no file in src/ over 600 lines, no function in src/ over 80 lines, MPI called
-only in src/dist.c, no test or fuzzer that includes a .c file. Prints each
+only in src/dist/, no test or fuzzer that includes a .c file. Prints each
 violation as file:line and exits 1 if there is any.
 
 usage: scripts/check_code_shape.py [--max-file N] [--max-function N]"""
@@ -58,15 +58,15 @@ def main():
     ap.add_argument('--max-function', type=int, default=80)
     a = ap.parse_args()
     bad = []
-    for path in sorted(glob.glob('src/*.c') + glob.glob('src/*.h')):
+    for path in sorted(glob.glob('src/*/*.c') + glob.glob('src/*/*.h')):
         text = open(path, encoding='utf-8').read()
         n = text.count('\n')
         if n > a.max_file:
             bad.append(f'{path}:1: {n} lines (at most {a.max_file})')
-        if path != 'src/dist.c':
+        if not path.startswith('src/dist/'):
             for k, line in enumerate(text.split('\n')):
                 if re.search(r'\bMPI_\w+', strip_code(line)) and not line.lstrip().startswith(('*', '/*')):
-                    bad.append(f'{path}:{k + 1}: MPI call outside src/dist.c: {line.strip()}')
+                    bad.append(f'{path}:{k + 1}: MPI call outside src/dist/: {line.strip()}')
         if path.endswith('.c'):
             for name, line, length in functions(path):
                 if length > a.max_function:

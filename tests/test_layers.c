@@ -1,6 +1,6 @@
-/* Verification of the layer kernels (src/gemm.c, norms.c, activations.c,
+/* Verification of the layer kernels (src/kernels/gemm.c, norms.c, activations.c,
  * shift.c, loss.c, with the scratch of scratch.c) and of the model's
- * backward pass (src/model.c).
+ * backward pass (src/model/model.c).
  *
  * 1. Gradient checks by central finite differences, using the float kernels
  *    themselves: the scalar is L = sum(out * R) for a fixed random R

@@ -1,4 +1,4 @@
-/* Verification of the optimiser (src/optim.c) against SPEC section 1:
+/* Verification of the optimiser (src/optim/optim.c) against SPEC section 1:
  * the WarmUpCosine schedule, AdamW with TensorFlow Addons decay (w -= wd w,
  * not scaled by lr) and the optional PyTorch decay (w -= lr wd w), both
  * followed by Keras Adam (lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),

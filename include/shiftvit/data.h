@@ -4,7 +4,7 @@
  * Images are kept in memory as uint8 NHWC (N x 32 x 32 x 3, row-major, RGB),
  * converted once from the file's planar layout (1 label byte, 1024 R, 1024 G,
  * 1024 B per 3073-byte record). Model inputs are float32 NHWC in [0, 1].
- * Code: src/cifar.c (reader, split, data folder), src/augment.c (transforms,
+ * Code: src/io/cifar.c (reader, split, data folder), src/io/augment.c (transforms,
  * batches). */
 #ifndef SHIFTVIT_DATA_H
 #define SHIFTVIT_DATA_H

@@ -1,7 +1,7 @@
 /* Data-parallel plumbing over MPI (SPEC section 4): rank/world, sharding of a
  * global batch, the bucketed, overlapped all-reduce of the flat gradient buffer,
  * and the few named collectives the commands need. Every MPI call of the program
- * is in src/dist.c; all come from the main thread (MPI_THREAD_FUNNELED).
+ * is in src/dist/dist.c; all come from the main thread (MPI_THREAD_FUNNELED).
  *
  * Collective timeout (issue 13): every collective here waits by polling, and
  * one that has not completed after `timeout` seconds (train.collective_timeout,

@@ -17,10 +17,10 @@
  * that sum over rows (bias and LayerNorm parameter gradients) take the
  * caller's scratch (sv_scratch, below).
  *
- * Sources, by kernel family: src/scratch.c (sv_scratch), src/gemm.c (GEMM,
- * dense), src/norms.c (LayerNorm), src/activations.c (GELU, dropout, drop
- * path, residual), src/shift.c (shift, windows, average pool, and the fused
- * LayerNorm variants of the shift and the windows), src/loss.c
+ * Sources, by kernel family: src/kernels/scratch.c (sv_scratch), src/kernels/gemm.c (GEMM,
+ * dense), src/kernels/norms.c (LayerNorm), src/kernels/activations.c (GELU, dropout, drop
+ * path, residual), src/kernels/shift.c (shift, windows, average pool, and the fused
+ * LayerNorm variants of the shift and the windows), src/kernels/loss.c
  * (log-softmax, cross-entropy, top-k). */
 #ifndef SHIFTVIT_LAYERS_H
 #define SHIFTVIT_LAYERS_H

@@ -1,5 +1,5 @@
-/* Internal to the model (src/model.c, src/model_infer.c,
- * src/model_products.c): the activation buffers, the set-up both kinds of
+/* Internal to the model (src/model/model.c, src/model/model_infer.c,
+ * src/model/model_products.c): the activation buffers, the set-up both kinds of
  * model share, and the dense layers' matrix products as a list of shapes. */
 #ifndef SHIFTVIT_MODEL_INTERNAL_H
 #define SHIFTVIT_MODEL_INTERNAL_H
