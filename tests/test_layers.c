@@ -1,5 +1,6 @@
-/* Verification of the layer kernels (src/kernels/gemm.c, norms.c, activations.c,
- * shift.c, loss.c, with the scratch of scratch.c) and of the model's
+/* Verification of the layer kernels (src/kernels/: dense.c, gemm_fp32.c,
+ * gemm_bf16.c, norms.c, activations.c, shift.c, loss.c, with the scratch of
+ * scratch.c) and of the model's
  * backward pass (src/model/model.c).
  *
  * 1. Gradient checks by central finite differences, using the float kernels

@@ -92,6 +92,10 @@ typedef struct sv_model {
  * the remaining fp32 operands are rounded on the way in (issue 12). */
 int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
 
+/* 1 if a model of train.precision p runs its products in bf16: p is bf16, or
+ * auto on a CPU where sv_bf16_native_cpu() holds (gemm_bf16.h). */
+int sv_precision_is_bf16(int p);
+
 /* A forward-only model for eval, predict and bench --eval (issue 23): the
  * parameters (and their bf16 copy) and the activations of one layer at a
  * time -- two ping-pong buffers for the layer outputs and one set of block

@@ -197,6 +197,10 @@ static int check_memory(sv_model *m, struct sv_model_acts *A, char *err) {
                    m->max_batch, need / 1073741824.0, avail / 1073741824.0);
 }
 
+int sv_precision_is_bf16(int p) {
+    return p == SV_BF16 || (p == SV_PRECISION_AUTO && sv_bf16_native_cpu());
+}
+
 int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
     memset(m, 0, sizeof *m);
     if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);

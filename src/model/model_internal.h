@@ -68,12 +68,12 @@ struct sv_model_acts {
 int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err);
 
 /* bf16: the products of every dense layer at a batch of N (forward, input
- * gradient, weight gradient: whole or split along T, as gemm.c runs them;
+ * gradient, weight gradient: whole or split along T, as dense.c runs them;
  * forward_only: the forward products alone), prepared at model creation
  * (gemm_bf16.h sv_bf16_prepare). */
 void model_prepare_products(sv_model *m, int N, int forward_only);
 
-/* Floats of the largest weight gradient that gemm.c splits at a batch of N
+/* Floats of the largest weight gradient that dense.c splits at a batch of N
  * (layers.h sv_dense_dw_parts): the size of the scratch's partials. */
 size_t model_max_split_dw(const sv_model *m, int N);
 
