@@ -18,6 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Default of train.collective_timeout, seconds (issue 13). */
+#define SV_DEFAULT_COLLECTIVE_TIMEOUT 300.0
+
 /* Exit status of a job ended by a collective timeout (README, "Exit status"). */
 #define SV_EXIT_COLLECTIVE_TIMEOUT 5
 #define SV_HOST_LEN 64
@@ -58,7 +61,7 @@ typedef struct {
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
  * library provides less (-2: a bad SHIFTVIT_COLLECTIVE_TIMEOUT, bad input). Works without mpirun (world size 1). Gathers every
  * rank's host name. The timeout starts at SHIFTVIT_COLLECTIVE_TIMEOUT when that
- * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT (config.h); a bad value fails. */
+ * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT; a bad value fails. */
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err);
 void sv_dist_finalize(sv_dist *d);
 

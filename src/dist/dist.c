@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "shiftvit/common.h"
-#include "shiftvit/config.h"
 
 enum { TAG_PING = 1, TAG_PONG = 2 };
 /* How long a rank that timed out waits for the others to answer its probe. */
