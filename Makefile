@@ -250,8 +250,9 @@ test-build:
 # libFuzzer targets (CIFAR reader, config parser, predict's image decoding),
 # each for FUZZ_SECONDS (default 60); crashes are kept as regression inputs.
 FUZZ_SECONDS ?= 60
-# Files <= 600 lines, functions <= 80, MPI only in src/dist/dist.c, no test
-# including a .c file (README "Developers").
+# Files <= 600 lines, functions <= 80, no test including a .c file, and the
+# layering of src/LAYERS.md: which folder may include and call which, no
+# include or call cycles, MPI only in src/dist/ (README "Developers").
 check-shape:
 	python3 scripts/check_code_shape.py
 
