@@ -13,12 +13,11 @@
 #include <stdio.h>
 
 #include "shiftvit/common.h" /* SV_PATH_LEN */
+#include "shiftvit/model.h"  /* SV_NUM_STAGES */
+#include "shiftvit/optim.h"  /* sv_decay_mode */
 
-#define SV_NUM_STAGES 4
-
-typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
 /* SV_PRECISION_AUTO: bf16 where the CPU has bf16 instructions, else fp32
- * (sv_precision_is_bf16, model.h). */
+ * (sv_precision_is_bf16, settings.h). */
 typedef enum { SV_FP32 = 0, SV_BF16 = 1, SV_PRECISION_AUTO = 2 } sv_precision;
 /* Their names, indexed by sv_precision, NULL-terminated: the values of
  * train.precision and of eval/predict --precision (src/config/config_keys.c). */

@@ -241,11 +241,11 @@ void sv_epoch_permutation(long *perm, long n, uint64_t seed, long epoch) {
 }
 
 void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx, int n,
-                   const sv_config *cfg, long epoch, int train) {
-    const int S = cfg->image_size, R = cfg->resize_size;
+                   sv_batch_settings b, long epoch, int train) {
+    const int S = b.image_size, R = b.resize_size;
     const size_t per = (size_t)S * S * 3;
-    const int augment = train && cfg->augment;
-    const uint64_t seed = (uint64_t)cfg->seed;
+    const int augment = train && b.augment;
+    const uint64_t seed = b.seed;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const long s = idx[i];
@@ -256,8 +256,8 @@ void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
             int oy, ox, flip;
             sv_draw_augment(seed, epoch, s, R, S, &oy, &ox, &flip);
             sv_augment_image(x + (size_t)i * per, img, R, S, oy, ox, flip);
-            if (cfg->translate > 0 || cfg->cutout > 0) {
-                sv_extra_augment e = sv_draw_extra(seed, epoch, s, cfg->translate, cfg->cutout, S);
+            if (b.translate > 0 || b.cutout > 0) {
+                sv_extra_augment e = sv_draw_extra(seed, epoch, s, b.translate, b.cutout, S);
                 sv_translate_cutout(x + (size_t)i * per, S, &e);
             }
         } else {

@@ -65,7 +65,7 @@ struct sv_model_acts {
 /* The shape, the parameter table and m->acts (blocks, tensor indices; no
  * buffer yet) from the config; m->act_bf16 and m->flops_forward set.
  * Returns 0, or -1 with a message in err. */
-int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+int model_setup(sv_model *m, const sv_model_settings *s, int max_batch, char *err);
 
 /* bf16: the products of every dense layer at a batch of N (forward, input
  * gradient, weight gradient: whole or split along T, as dense.c runs them;
