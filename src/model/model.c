@@ -231,8 +231,8 @@ int model_setup(sv_model *m, const sv_model_settings *set, int max_batch, char *
     return 0;
 }
 
-int sv_model_create(sv_model *m, sv_model_settings s, int max_batch, char *err) {
-    if (model_setup(m, &s, max_batch, err) != 0) return -1;
+int sv_model_create(sv_model *m, sv_model_settings settings, int max_batch, char *err) {
+    if (model_setup(m, &settings, max_batch, err) != 0) return -1;
     struct sv_model_acts *A = m->acts;
     if (check_memory(m, A, err)) {
         sv_model_free(m);
