@@ -48,7 +48,7 @@ LIBPNG_LIBS    ?= $(call sv_pkg,libpng,--libs,LIBPNG_CFLAGS and LIBPNG_LIBS)
 LIBJPEG_CFLAGS ?= $(call sv_pkg,libjpeg,--cflags,LIBJPEG_CFLAGS and LIBJPEG_LIBS)
 LIBJPEG_LIBS   ?= $(call sv_pkg,libjpeg,--libs,LIBJPEG_CFLAGS and LIBJPEG_LIBS)
 # stb (stb_image_write and stb_easy_font, for predict's grid) is header-only;
-# src/grid.c compiles the one implementation it uses. STB_CFLAGS names the
+# src/io/grid.c compiles the one implementation it uses. STB_CFLAGS names the
 # folder of its headers (Debian: /usr/include/stb; upstream: -I the clone).
 STB_CFLAGS     ?= $(call sv_pkg,stb,--cflags,STB_CFLAGS)
 CMOCKA_CFLAGS  ?= $(call sv_pkg,cmocka,--cflags,CMOCKA_CFLAGS and CMOCKA_LIBS)
@@ -107,8 +107,11 @@ COMPILE = $(CC) $(SV_CPPFLAGS) $(SV_CFLAGS) $(CFLAGS)
 LINK_FLAGS = $(SV_LDFLAGS) $(LDFLAGS)
 LINK_LIBS = $(SV_LIB_LIBS) $(LDLIBS)
 
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+# src/ holds one folder per layer (src/LAYERS.md); an object mirrors its
+# source's path: src/kernels/shift.c -> $(BUILD)/obj/kernels/shift.o.
+LIB_SRC := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+MAIN_OBJ := $(BUILD)/obj/cli/main.o
 # tests/test_util.c holds the helpers every test program links with; it is not
 # a test program itself.
 TEST_SRC := $(filter-out tests/test_util.c,$(wildcard tests/test_*.c))
@@ -146,23 +149,28 @@ $(BUILD)/flags: FORCE | $(BUILD)/obj
 	  printf '%s\n' '$(subst ','\'',$(SV_FLAGS_NOW))' > $@)
 FORCE:
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard include/shiftvit/*.h src/*.h) $(BUILD)/flags | $(BUILD)/obj
-	$(COMPILE) -c $< -o $@
+# Each object depends on the headers it includes, as the compiler lists them
+# (-MMD -MP: $(BUILD)/obj/<folder>/<name>.d, read below; a deleted header is
+# no error).
+DEPFLAGS = -MMD -MP -MF $@.d -MT $@
+$(BUILD)/obj/%.o: src/%.c $(BUILD)/flags | $(BUILD)/obj
+	@mkdir -p $(@D)
+	$(COMPILE) $(DEPFLAGS) -c $< -o $@
 
 # GCC turns the shift's 8-float channel-group copies into memmove calls,
 # whose call overhead made the shift 2% of a training step.
-$(BUILD)/obj/shift.o: SV_OPT += -fno-tree-loop-distribute-patterns
+$(BUILD)/obj/kernels/shift.o: SV_OPT += -fno-tree-loop-distribute-patterns
 
 # Rebuilt from scratch so that the object of a removed source file goes too.
 $(BUILD)/libshiftvit.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/shiftvit: $(BUILD)/obj/main.o $(BUILD)/libshiftvit.a $(BUILD)/flags
-	$(CC) $(LINK_FLAGS) $(BUILD)/obj/main.o $(BUILD)/libshiftvit.a -o $@ $(LINK_LIBS)
+$(BUILD)/shiftvit: $(MAIN_OBJ) $(BUILD)/libshiftvit.a $(BUILD)/flags
+	$(CC) $(LINK_FLAGS) $(MAIN_OBJ) $(BUILD)/libshiftvit.a -o $@ $(LINK_LIBS)
 
 $(TEST_UTIL): tests/test_util.c tests/test_util.h $(BUILD)/flags | $(BUILD)/tests
-	$(COMPILE) -Itests $(CMOCKA_CFLAGS) -c $< -o $@
+	$(COMPILE) $(DEPFLAGS) -Itests $(CMOCKA_CFLAGS) -c $< -o $@
 
 # A glob over tests/test_*.c also names test_util: that builds the object only.
 .PHONY: $(BUILD)/tests/test_util
@@ -170,10 +178,12 @@ $(BUILD)/tests/test_util: $(TEST_UTIL)
 	@:
 
 $(BUILD)/tests/%: tests/%.c tests/test_util.h $(TEST_UTIL) $(BUILD)/libshiftvit.a | $(BUILD)/tests
-	$(COMPILE) -Itests $(CMOCKA_CFLAGS) $< $(TEST_UTIL) -o $@ $(BUILD)/libshiftvit.a $(LINK_FLAGS) $(CMOCKA_LIBS) $(LINK_LIBS)
+	$(COMPILE) $(DEPFLAGS) -Itests $(CMOCKA_CFLAGS) $< $(TEST_UTIL) -o $@ $(BUILD)/libshiftvit.a $(LINK_FLAGS) $(CMOCKA_LIBS) $(LINK_LIBS)
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@
+
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/tests/*.d)
 
 # One command on a fresh Debian 12 machine: installs what is missing, builds,
 # runs every test and ends with the summary line.
@@ -240,8 +250,9 @@ test-build:
 # libFuzzer targets (CIFAR reader, config parser, predict's image decoding),
 # each for FUZZ_SECONDS (default 60); crashes are kept as regression inputs.
 FUZZ_SECONDS ?= 60
-# Files <= 600 lines, functions <= 80, MPI only in src/dist.c, no test
-# including a .c file (README "Developers").
+# Files <= 600 lines, functions <= 80, no test including a .c file, and the
+# layering of src/LAYERS.md: which folder may include and call which, no
+# include or call cycles, MPI only in src/dist/ (README "Developers").
 check-shape:
 	python3 scripts/check_code_shape.py
 

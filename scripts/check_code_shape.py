@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Checks the shape rules of the code base (README "Developers"; issue 11):
-no file in src/ over 600 lines, no function in src/ over 80 lines, MPI called
-only in src/dist.c, no test or fuzzer that includes a .c file. Prints each
-violation as file:line and exits 1 if there is any.
+"""Checks the shape rules of the code base (README "Developers"; issues 11
+and 25): no file in src/ over 600 lines, no function in src/ over 80 lines, no
+test or fuzzer that includes a .c file, and the layering of src/LAYERS.md
+(which folder may include and call which, no include or call cycles, MPI only
+in src/dist/, options only in src/cli/, HDF5 only in src/io/: scripts/lib/layers.py).
+Prints each violation as file:line and exits 1 if there is any.
 
 usage: scripts/check_code_shape.py [--max-file N] [--max-function N]"""
 import argparse
 import glob
+import os
 import re
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib'))
+import layers  # noqa: E402
 
 
 def strip_code(line):
@@ -58,15 +64,11 @@ def main():
     ap.add_argument('--max-function', type=int, default=80)
     a = ap.parse_args()
     bad = []
-    for path in sorted(glob.glob('src/*.c') + glob.glob('src/*.h')):
+    for path in sorted(glob.glob('src/*/*.c') + glob.glob('src/*/*.h')):
         text = open(path, encoding='utf-8').read()
         n = text.count('\n')
         if n > a.max_file:
             bad.append(f'{path}:1: {n} lines (at most {a.max_file})')
-        if path != 'src/dist.c':
-            for k, line in enumerate(text.split('\n')):
-                if re.search(r'\bMPI_\w+', strip_code(line)) and not line.lstrip().startswith(('*', '/*')):
-                    bad.append(f'{path}:{k + 1}: MPI call outside src/dist.c: {line.strip()}')
         if path.endswith('.c'):
             for name, line, length in functions(path):
                 if length > a.max_function:
@@ -75,6 +77,7 @@ def main():
         for k, line in enumerate(open(path, encoding='utf-8')):
             if re.match(r'\s*#\s*include\s*"[^"]*\.c"', line):
                 bad.append(f'{path}:{k + 1}: includes a .c file: {line.strip()}')
+    bad += layers.check()
     for b in bad:
         print(b)
     print(f'code shape: {len(bad)} violation(s)' if bad else 'code shape: OK')

@@ -38,6 +38,7 @@
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
 #include "shiftvit/rng.h"
+#include "shiftvit/settings.h"
 #include "test_util.h"
 
 #define U32 (1.0 / 16777216.0) /* 2^-24, fp32 unit roundoff */
@@ -337,8 +338,8 @@ static void test_adamw_writes_bf16_copy(void **state) {
     fill(w1, n, 41, 0.1f);
     memcpy(w2, w1, n * 4);
     sv_adamw o1, o2;
-    sv_adamw_init(&o1, n, &c);
-    sv_adamw_init(&o2, n, &c);
+    sv_adamw_init(&o1, n, sv_adamw_settings_from(&c));
+    sv_adamw_init(&o2, n, sv_adamw_settings_from(&c));
     for (int step = 0; step < 3; step++) {
         fill(gr, n, 42 + step, 0.01f);
         sv_adamw_step(&o1, w1, NULL, gr, 1e-3);
@@ -386,7 +387,7 @@ static void test_whole_model(void **state) {
     c16.precision = SV_BF16;
     int N = 32, S = c32.image_size, K = c32.num_classes;
     sv_model m32, m16;
-    if (sv_model_create(&m32, &c32, N, err) || sv_model_create(&m16, &c16, N, err)) fail_msg("%s", err);
+    if (sv_model_create(&m32, sv_model_settings_from(&c32), N, err) || sv_model_create(&m16, sv_model_settings_from(&c16), N, err)) fail_msg("%s", err);
     sv_model_init_weights(&m32, 42);
     sv_model_init_weights(&m16, 42);
     float *x = sv_alloc((size_t)N * S * S * 3 * 4, "x"), *probs = sv_alloc((size_t)N * K * 4, "p"),
@@ -402,7 +403,7 @@ static void test_whole_model(void **state) {
      * to fp32, BLIS) on the same model: the same products up to the order of
      * the fp32 sums. */
     sv_model me;
-    if (sv_model_create(&me, &c16, N, err)) fail_msg("%s", err);
+    if (sv_model_create(&me, sv_model_settings_from(&c16), N, err)) fail_msg("%s", err);
     sv_bf16_free(me.bf16);
     me.bf16 = sv_bf16_create(1);
     sv_model_init_weights(&me, 42);
@@ -435,7 +436,7 @@ static void test_weight_copy_follows_params(void **state) {
     c.precision = SV_BF16;
     int N = 4, S = c.image_size, K = c.num_classes;
     sv_model a, b;
-    if (sv_model_create(&a, &c, N, err) || sv_model_create(&b, &c, N, err)) fail_msg("%s", err);
+    if (sv_model_create(&a, sv_model_settings_from(&c), N, err) || sv_model_create(&b, sv_model_settings_from(&c), N, err)) fail_msg("%s", err);
     sv_model_init_weights(&a, 5);
     float *x = sv_alloc((size_t)N * S * S * 3 * 4, "x"), before[64], after[64];
     fill(x, (size_t)N * S * S * 3, 51, 0.5f);

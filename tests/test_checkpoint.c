@@ -28,6 +28,7 @@
 #include "shiftvit/metrics.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/train.h"
 
 static char g_dir[256];
@@ -64,9 +65,9 @@ typedef struct {
 static void fixture_make(fixture *f, int embed_dim, uint64_t seed) {
     char err[SV_ERR_LEN];
     tiny_config(&f->cfg, embed_dim);
-    if (sv_model_create(&f->m, &f->cfg, 1, err) != 0) fail_msg("model: %s", err);
+    if (sv_model_create(&f->m, sv_model_settings_from(&f->cfg), 1, err) != 0) fail_msg("model: %s", err);
     sv_model_init_weights(&f->m, seed);
-    sv_adamw_init(&f->opt, f->m.num_params, &f->cfg);
+    sv_adamw_init(&f->opt, f->m.num_params, sv_adamw_settings_from(&f->cfg));
     for (size_t i = 0; i < f->m.num_params; i++) {
         f->opt.m[i] = (float)((double)(i % 977) * 1e-3 - 0.3);
         f->opt.v[i] = (float)((double)(i % 313) * 1.7e-7);
@@ -353,7 +354,7 @@ static void test_bad_files(void **state) {
     tiny_config(&deep, 24);
     deep.depths[0] = 2;
     sv_model dm;
-    if (sv_model_create(&dm, &deep, 1, err) != 0) fail_msg("model: %s", err);
+    if (sv_model_create(&dm, sv_model_settings_from(&deep), 1, err) != 0) fail_msg("model: %s", err);
     path_in(p, sizeof p, "deep.h5");
     if (sv_checkpoint_save(p, &dm, NULL, NULL, &deep, err) != 0) fail_msg("save: %s", err);
     sv_model_free(&dm);

@@ -1,4 +1,4 @@
-/* Tests of the configuration module (src/config.c): defaults, the shipped
+/* Tests of the configuration module (src/config/): defaults, the shipped
  * configs, --set, write/read round trip and the error messages. */
 #include <errno.h>
 #include <limits.h>
@@ -701,7 +701,7 @@ static char *describe_keys(sv_keys_format format, size_t *len) {
     return text;
 }
 
-/* configs/README.md's key table is the key table of src/config_keys.c: a key
+/* configs/README.md's key table is the key table of src/config/config_keys.c: a key
  * added, a default or a meaning changed in one place and not the other fails
  * here (regenerate with build/shiftvit info --keys --markdown). */
 static void test_readme_key_table_matches(void **state) {
@@ -718,7 +718,7 @@ static void test_readme_key_table_matches(void **state) {
     begin += 4;
     assert_true(end > begin);
     if ((size_t)(end - begin) != glen || memcmp(begin, generated, glen) != 0)
-        fail_msg("configs/README.md key table differs from the key table of src/config_keys.c "
+        fail_msg("configs/README.md key table differs from the key table of src/config/config_keys.c "
                  "(README %zu bytes, generated %zu):\n%.*s\n--- generated ---\n%s",
                  (size_t)(end - begin), glen, (int)(end - begin), begin, generated);
     /* Every key is documented and every default is the value the struct gets. */

@@ -19,6 +19,7 @@
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
 #include "shiftvit/data.h"
+#include "shiftvit/settings.h"
 
 #define REF_H5 "tests/reference/resize_reference.h5"
 #define REF_N 3 /* images in the reference file */
@@ -728,7 +729,7 @@ static void test_make_batch(void **state) {
     static float x[N * PER], ref[PER];
     int labels[N];
 
-    sv_make_batch(x, labels, &ds, idx, N, &cfg, 3, 1);
+    sv_make_batch(x, labels, &ds, idx, N, sv_batch_settings_from(&cfg), 3, 1);
     for (int i = 0; i < N; i++) {
         int oy, ox, fl;
         assert_int_equal(labels[i], ds.labels[idx[i]]);
@@ -743,7 +744,7 @@ static void test_make_batch(void **state) {
     for (int train = 0; train < 2; train++) {
         cfg.augment = train ? 0 : 1;
         memset(labels, -1, sizeof labels);
-        sv_make_batch(x, labels, &ds, idx, N, &cfg, 3, train);
+        sv_make_batch(x, labels, &ds, idx, N, sv_batch_settings_from(&cfg), 3, train);
         for (int i = 0; i < N; i++) {
             assert_int_equal(labels[i], ds.labels[idx[i]]);
             sv_eval_image(ref, ds.images + idx[i] * SV_CIFAR_PIXELS, 52, 48);

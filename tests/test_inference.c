@@ -13,6 +13,7 @@
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
 #include "shiftvit/model.h"
+#include "shiftvit/settings.h"
 
 #define NB 8
 
@@ -55,8 +56,8 @@ static void check_same_logits(int which, int bf16) {
     config_for(&cfg, which, bf16);
     sv_model train_m, infer_m;
     char err[SV_ERR_LEN] = "";
-    if (sv_model_create(&train_m, &cfg, NB, err) != 0) fail_msg("sv_model_create: %s", err);
-    if (sv_model_create_inference(&infer_m, &cfg, NB, err) != 0) fail_msg("sv_model_create_inference: %s", err);
+    if (sv_model_create(&train_m, sv_model_settings_from(&cfg), NB, err) != 0) fail_msg("sv_model_create: %s", err);
+    if (sv_model_create_inference(&infer_m, sv_model_settings_from(&cfg), NB, err) != 0) fail_msg("sv_model_create_inference: %s", err);
     assert_true(infer_m.forward_only);
     assert_null(infer_m.grads);
     assert_int_equal(infer_m.num_params, train_m.num_params);

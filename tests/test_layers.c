@@ -1,6 +1,7 @@
-/* Verification of the layer kernels (src/gemm.c, norms.c, activations.c,
- * shift.c, loss.c, with the scratch of scratch.c) and of the model's
- * backward pass (src/model.c).
+/* Verification of the layer kernels (src/kernels/: dense.c, gemm_fp32.c,
+ * gemm_bf16.c, norms.c, activations.c, shift.c, loss.c, with the scratch of
+ * scratch.c) and of the model's
+ * backward pass (src/model/model.c).
  *
  * 1. Gradient checks by central finite differences, using the float kernels
  *    themselves: the scalar is L = sum(out * R) for a fixed random R
@@ -28,6 +29,7 @@
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
 #include "shiftvit/rng.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/train.h"
 
 #include "test_util.h"
@@ -1203,7 +1205,7 @@ static void tiny_config(sv_config *cfg, float dropout, float drop_path, const in
 
 static void model_setup(model_ctx *d, const sv_config *cfg) {
     char err[SV_ERR_LEN] = "";
-    if (sv_model_create(&d->m, cfg, MODEL_N, err) != 0) fail_msg("sv_model_create: %s", err);
+    if (sv_model_create(&d->m, sv_model_settings_from(cfg), MODEL_N, err) != 0) fail_msg("sv_model_create: %s", err);
     sv_model_init_weights(&d->m, 7);
     /* Non-trivial values everywhere: gamma != 1, beta and biases != 0. */
     float *noise = falloc(d->m.num_params);

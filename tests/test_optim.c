@@ -1,4 +1,4 @@
-/* Verification of the optimiser (src/optim.c) against SPEC section 1:
+/* Verification of the optimiser (src/optim/optim.c) against SPEC section 1:
  * the WarmUpCosine schedule, AdamW with TensorFlow Addons decay (w -= wd w,
  * not scaled by lr) and the optional PyTorch decay (w -= lr wd w), both
  * followed by Keras Adam (lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
@@ -14,6 +14,7 @@
 #include "shiftvit/common.h"
 #include "shiftvit/config.h"
 #include "shiftvit/optim.h"
+#include "shiftvit/settings.h"
 
 #include "test_util.h"
 
@@ -149,7 +150,7 @@ static void run_adamw_hand(sv_decay_mode mode, const double expect[3][3]) {
     cfg.eps = 1e-7;
     cfg.decay_mode = mode;
     sv_adamw o;
-    sv_adamw_init(&o, 3, &cfg);
+    sv_adamw_init(&o, 3, sv_adamw_settings_from(&cfg));
     assert_int_equal(o.n, 3);
     assert_int_equal(o.t, 0);
     assert_int_equal(o.decay_mode, mode);
@@ -197,7 +198,7 @@ static void test_adamw_recipe_defaults(void **state) {
     sv_config cfg;
     sv_config_defaults(&cfg);
     sv_adamw o;
-    sv_adamw_init(&o, 4, &cfg);
+    sv_adamw_init(&o, 4, sv_adamw_settings_from(&cfg));
     assert_close(o.beta1, 0.9, 0, 0);
     assert_close(o.beta2, 0.999, 0, 0);
     assert_close(o.eps, 1e-7, 0, 0);
@@ -227,7 +228,7 @@ static void test_adamw_many(void **state) {
         cfg.weight_decay = 3e-3;
         cfg.decay_mode = mode ? SV_DECAY_TORCH : SV_DECAY_TFA;
         sv_adamw o;
-        sv_adamw_init(&o, N, &cfg);
+        sv_adamw_init(&o, N, sv_adamw_settings_from(&cfg));
         float *w = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
         double *rw = malloc(N * sizeof(double)), *rm = calloc(N, sizeof(double)),
                *rv = calloc(N, sizeof(double));

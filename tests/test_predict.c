@@ -26,6 +26,7 @@
 #include "shiftvit/image.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
+#include "shiftvit/settings.h"
 
 #define INFERENCE_SET SV_TEST_SHARED "/data/inference_set"
 
@@ -324,7 +325,7 @@ static int setup(void **state) {
         fprintf(stderr, "test_predict: %s\n", err);
         return -1;
     }
-    if (sv_model_create(&g_model, &g_cfg, 1, err) != 0) return -1;
+    if (sv_model_create(&g_model, sv_model_settings_from(&g_cfg), 1, err) != 0) return -1;
     sv_model_init_weights(&g_model, 1234);
     snprintf(g_ckpt, sizeof g_ckpt, "%s/tiny.h5", g_dir);
     if (sv_checkpoint_save(g_ckpt, &g_model, NULL, NULL, &g_cfg, err) != 0) {

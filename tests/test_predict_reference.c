@@ -23,7 +23,7 @@
  *      the top class;
  *   4. the script's own self-check: its nearest neighbour equals PIL NEAREST
  *      and TF2's (x + 0.5) * scale (128 -> 32 picks source pixel 4i + 2, as
- *      src/cmd_predict.c's resize_nearest does).
+ *      src/cli/cmd_predict.c's resize_nearest does).
  *
  * Needs /usr/bin/python3 with torch, h5py, numpy and PIL (Debian packages);
  * without them the tests are skipped. Run from the repository root; files go

@@ -30,6 +30,7 @@
 #include "shiftvit/config.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/model.h"
+#include "shiftvit/settings.h"
 
 #include "test_util.h"
 
@@ -236,7 +237,7 @@ static void check_reference(const char *config, const char *ref, int batch) {
 
     sv_model m;
     char err[SV_ERR_LEN];
-    if (sv_model_create(&m, &cfg, N, err) != 0)
+    if (sv_model_create(&m, sv_model_settings_from(&cfg), N, err) != 0)
         fail_msg("sv_model_create: %s", err);
     size_t loaded = load_params(&m, f);
     assert_int_equal(loaded, m.num_params);
@@ -378,7 +379,7 @@ static void test_recipe_param_count(void **state) {
     load_config(&cfg, RECIPE_CONFIG);
     sv_model m;
     char err[SV_ERR_LEN];
-    if (sv_model_create(&m, &cfg, 1, err) != 0)
+    if (sv_model_create(&m, sv_model_settings_from(&cfg), 1, err) != 0)
         fail_msg("sv_model_create: %s", err);
     assert_int_equal(m.num_params, RECIPE_PARAMS);
     size_t sum = 0;

@@ -12,7 +12,7 @@
 
 /* stb_image_write is header-only: its implementation for the tests that write
  * images (test_predict, test_predict_reference), which include the header for
- * the declarations. src/grid.c has its own, static, copy. */
+ * the declarations. src/io/grid.c has its own, static, copy. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"

@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "shiftvit/config.h"
+#include "shiftvit/common.h" /* SV_PATH_LEN */
 
 /* sv_atomic_commit: the target was replaced, but the directory fsync failed
  * (the new file may not survive a power cut). */

@@ -15,8 +15,8 @@
  *   / (attribute format_version) SV_CHECKPOINT_VERSION
  * Written by rank 0 only, atomically (atomic_file.h: temporary file in the
  * same directory, flush + fsync, rename, fsync of the directory).
- * Code: src/checkpoint_write.c (save), src/checkpoint_read.c (checks and
- * loads), src/checkpoint_errors.c (HDF5 errors as one-line reasons). */
+ * Code: src/io/checkpoint_write.c (save), src/io/checkpoint_read.c (checks and
+ * loads), src/io/checkpoint_errors.c (HDF5 errors as one-line reasons). */
 #ifndef SHIFTVIT_CHECKPOINT_H
 #define SHIFTVIT_CHECKPOINT_H
 

@@ -14,6 +14,9 @@
 
 #define SV_ERR_LEN 512
 
+/* Longest path the program stores (config paths, run folders, data folders). */
+#define SV_PATH_LEN 1024
+
 /* Formats a message into err (size SV_ERR_LEN) and returns -1, so a caller
  * can write `return sv_fail(err, "...", ...);`. err may be NULL. Control bytes
  * and bytes that are not UTF-8 (from file names) come out as \xHH, so the

@@ -1,10 +1,10 @@
 /* Run configuration: INI file sections [data] [model] [optim] [train] [output].
  *
- * Every key is described once, in the table of src/config_keys.c (field, type,
+ * Every key is described once, in the table of src/config/config_keys.c (field, type,
  * range, default, documentation): the defaults (the SPEC section 1 recipe;
  * configs/cifar10_keras.ini spells them out), the parser, the writer, the
  * --help texts and the key table of configs/README.md come from it. Parsing is
- * done with inih (Debian libinih-dev), src/config_ini.c. A failed load or --set leaves the struct as it
+ * done with inih (Debian libinih-dev), src/config/config_ini.c. A failed load or --set leaves the struct as it
  * was. sv_config_write's first line, "; shiftvit configuration: <name>",
  * carries the name (checkpoints rely on it). */
 #ifndef SHIFTVIT_CONFIG_H
@@ -12,19 +12,16 @@
 
 #include <stdio.h>
 
-#define SV_NUM_STAGES 4
-#define SV_PATH_LEN 1024
+#include "shiftvit/common.h" /* SV_PATH_LEN */
+#include "shiftvit/model.h"  /* SV_NUM_STAGES */
+#include "shiftvit/optim.h"  /* sv_decay_mode */
 
-typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
 /* SV_PRECISION_AUTO: bf16 where the CPU has bf16 instructions, else fp32
- * (sv_precision_resolve, model.h). */
+ * (sv_precision_is_bf16, settings.h). */
 typedef enum { SV_FP32 = 0, SV_BF16 = 1, SV_PRECISION_AUTO = 2 } sv_precision;
 /* Their names, indexed by sv_precision, NULL-terminated: the values of
- * train.precision and of eval/predict --precision (src/config_keys.c). */
+ * train.precision and of eval/predict --precision (src/config/config_keys.c). */
 extern const char *const sv_precision_names[];
-
-/* Default of train.collective_timeout, seconds (issue 13; dist.h). */
-#define SV_DEFAULT_COLLECTIVE_TIMEOUT 300.0
 
 typedef struct {
     /* [data] */

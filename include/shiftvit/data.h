@@ -3,14 +3,16 @@
  *
  * Images are kept in memory as uint8 NHWC (N x 32 x 32 x 3, row-major, RGB),
  * converted once from the file's planar layout (1 label byte, 1024 R, 1024 G,
- * 1024 B per 3073-byte record). Model inputs are float32 NHWC in [0, 1]. */
+ * 1024 B per 3073-byte record). Model inputs are float32 NHWC in [0, 1].
+ * Code: src/io/cifar.c (reader, split, data folder), src/io/augment.c (transforms,
+ * batches). */
 #ifndef SHIFTVIT_DATA_H
 #define SHIFTVIT_DATA_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shiftvit/config.h"
+#include "shiftvit/common.h" /* SV_PATH_LEN */
 
 #define SV_CIFAR_SIDE 32
 #define SV_CIFAR_PIXELS (SV_CIFAR_SIDE * SV_CIFAR_SIDE * 3)
@@ -111,12 +113,24 @@ void sv_translate_cutout(float *img, int S, const sv_extra_augment *e);
  * the counter-based generator keyed by (seed, epoch)), identical on every rank. */
 void sv_epoch_permutation(long *perm, long n, uint64_t seed, long epoch);
 
+/* How sv_make_batch transforms the images: the config's [data] keys and
+ * train.seed, filled by the trainer and the commands (settings.h
+ * sv_batch_settings_from); the data code knows nothing of the config. */
+typedef struct {
+    int image_size;  /* model input side after the crop, pixels (data.image_size) */
+    int resize_size; /* side of the bilinear resize before the crop */
+    int augment;     /* 1: random crop and flip in training */
+    int translate;   /* random translation up to N pixels, zero fill (0 = off) */
+    int cutout;      /* side of the cutout box in pixels (0 = off) */
+    uint64_t seed;   /* the draws are keyed by (seed, epoch, sample) */
+} sv_batch_settings;
+
 /* Builds a batch: for i in [0, n) takes sample idx[i] of ds, writes its labels
  * and the transformed image into x (n x image_size x image_size x 3 float).
- * train != 0: augmentation (when cfg->augment: crop and flip, then
- * data.translate and data.cutout when set) with draws keyed by (seed, epoch,
- * idx[i]); train == 0: evaluation transform. OpenMP-parallel over images. */
+ * train != 0: augmentation (when b.augment: crop and flip, then translation
+ * and cutout when set) with draws keyed by (b.seed, epoch, idx[i]); train ==
+ * 0: evaluation transform. OpenMP-parallel over images. */
 void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
-                   int n, const sv_config *cfg, long epoch, int train);
+                   int n, sv_batch_settings b, long epoch, int train);
 
 #endif

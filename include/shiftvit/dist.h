@@ -1,7 +1,9 @@
 /* Data-parallel plumbing over MPI (SPEC section 4): rank/world, sharding of a
  * global batch, the bucketed, overlapped all-reduce of the flat gradient buffer,
  * and the few named collectives the commands need. Every MPI call of the program
- * is in src/dist.c; all come from the main thread (MPI_THREAD_FUNNELED).
+ * is in src/dist/: comm.c the communicator (start, ranks, hosts, named
+ * collectives, timeout), exchange.c the gradient exchange (buckets, overlap,
+ * ZeRO ring); all come from the main thread (MPI_THREAD_FUNNELED).
  *
  * Collective timeout (issue 13): every collective here waits by polling, and
  * one that has not completed after `timeout` seconds (train.collective_timeout,
@@ -18,11 +20,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Default of train.collective_timeout, seconds (issue 13). */
+#define SV_DEFAULT_COLLECTIVE_TIMEOUT 300.0
+
 /* Exit status of a job ended by a collective timeout (README, "Exit status"). */
 #define SV_EXIT_COLLECTIVE_TIMEOUT 5
 #define SV_HOST_LEN 64
 
-typedef struct {
+typedef struct sv_dist {
     int rank, world;          /* in MPI_COMM_WORLD */
     int local_rank, local_size; /* ranks sharing this node */
     MPI_Comm comm;
@@ -32,6 +37,10 @@ typedef struct {
     double timeout;           /* seconds a collective may take; <= 0: no limit */
     int timeout_from_env;     /* SHIFTVIT_COLLECTIVE_TIMEOUT set it (it then overrides the config key) */
     long step;                /* optimiser step, for the timeout message (-1: none) */
+    /* The gradient exchange (src/dist/exchange.c): sv_allreduce_setup and
+     * sv_zero_setup set exchange_free, which sv_dist_finalize calls (the
+     * communicator, src/dist/comm.c, does not call the exchange). */
+    void (*exchange_free)(struct sv_dist *d);
     /* Bucketed all-reduce state (sv_allreduce_*). */
     float *buf;
     size_t n, bucket;         /* floats in buf, floats per bucket */
@@ -58,7 +67,7 @@ typedef struct {
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
  * library provides less (-2: a bad SHIFTVIT_COLLECTIVE_TIMEOUT, bad input). Works without mpirun (world size 1). Gathers every
  * rank's host name. The timeout starts at SHIFTVIT_COLLECTIVE_TIMEOUT when that
- * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT (config.h); a bad value fails. */
+ * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT; a bad value fails. */
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err);
 void sv_dist_finalize(sv_dist *d);
 

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shiftvit/gemm.h" /* sv_dtype, sv_matrix; the fp32 backend */
+
 typedef struct sv_bf16 sv_bf16;
 
 /* Creates the context (oneDNN engine and stream; primitives are created per
@@ -36,36 +38,6 @@ const char *sv_bf16_describe(const sv_bf16 *ctx);
 
 /* 1 if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16). */
 int sv_bf16_native_cpu(void);
-
-/* 1 if a model of train.precision p runs its products in bf16: p is bf16, or
- * auto on a CPU where sv_bf16_native_cpu() holds (config.h). */
-int sv_precision_is_bf16(int p);
-
-/* How a matrix is stored in memory: fp32 values, or bf16 bits (the upper
- * 16 bits of the fp32 value rounded to nearest even). In bf16 mode the model
- * stores the activations that feed matrix products in bf16 (they are read
- * only by the products, so nothing else changes), and the weights' bf16 copy
- * is written by the AdamW pass (model.h). */
-typedef enum { SV_DT_F32 = 0, SV_DT_BF16 = 1 } sv_dtype;
-
-/* A matrix operand of a product: its first element and its storage type. */
-typedef struct {
-    const void *data;
-    sv_dtype type;
-} sv_matrix;
-
-static inline sv_matrix sv_mat_f32(const float *p) {
-    sv_matrix m = {p, SV_DT_F32};
-    return m;
-}
-static inline sv_matrix sv_mat_bf16(const uint16_t *p) {
-    sv_matrix m = {p, SV_DT_BF16};
-    return m;
-}
-static inline sv_matrix sv_mat(const void *p, sv_dtype type) {
-    sv_matrix m = {p, type};
-    return m;
-}
 
 /* C[M][ldc] (row-major, fp32) = op(A) x op(B), alpha = 1, beta = 0, with bf16
  * operands and fp32 accumulation. op(A) is M x K: A is M x K (lda >= K), or

@@ -17,10 +17,10 @@
  * that sum over rows (bias and LayerNorm parameter gradients) take the
  * caller's scratch (sv_scratch, below).
  *
- * Sources, by kernel family: src/scratch.c (sv_scratch), src/gemm.c (GEMM,
- * dense), src/norms.c (LayerNorm), src/activations.c (GELU, dropout, drop
- * path, residual), src/shift.c (shift, windows, average pool, and the fused
- * LayerNorm variants of the shift and the windows), src/loss.c
+ * Sources, by kernel family: src/kernels/scratch.c (sv_scratch), src/kernels/dense.c (dense
+ * layers; the products: gemm.h), src/kernels/norms.c (LayerNorm), src/kernels/activations.c (GELU, dropout, drop
+ * path, residual), src/kernels/shift.c (shift, windows, average pool, and the fused
+ * LayerNorm variants of the shift and the windows), src/kernels/loss.c
  * (log-softmax, cross-entropy, top-k). */
 #ifndef SHIFTVIT_LAYERS_H
 #define SHIFTVIT_LAYERS_H
@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shiftvit/gemm.h" /* sv_gemm, sv_dtype, sv_matrix */
 #include "shiftvit/gemm_bf16.h"
 
 /* Workspace of the backward kernels that reduce over rows (bias and
@@ -54,12 +55,6 @@ size_t sv_scratch_floats(int max_channels, int threads);
  * (as sv_alloc). Call outside parallel regions. */
 sv_scratch *sv_scratch_create(int max_channels, size_t max_dw_floats);
 void sv_scratch_free(sv_scratch *ws); /* NULL is a no-op */
-
-/* y[M][N] = alpha * op(A) op(B) + beta * y, row-major, through BLIS's typed API.
- * op(A) is M x K (A stored K x M when ta), op(B) is K x N (B stored N x K when tb).
- * lda/ldb/ldc are row strides in elements. */
-void sv_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Dense: y[T][out] = x[T][in] w[in][out] + b[out] (b may be NULL). */
 void sv_dense_forward(float *y, const float *x, const float *w, const float *b,

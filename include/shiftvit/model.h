@@ -15,9 +15,27 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "shiftvit/config.h"
-
+#define SV_NUM_STAGES 4
 #define SV_MAX_NAME 96
+
+/* What the model is made of: its shape, regularisation and product precision.
+ * The trainer and the commands fill it from the config's [data], [model] and
+ * [train] keys (settings.h sv_model_settings_from); the model knows nothing
+ * of the config. */
+typedef struct {
+    int image_size;             /* input side in pixels (data.image_size) */
+    int patch_size;             /* patch projection kernel = stride */
+    int num_classes;
+    int embed_dim;              /* channels of stage 1; stage s has embed_dim * 2^s */
+    int depths[SV_NUM_STAGES];  /* shift blocks per stage, each >= 1 */
+    int mlp_ratio;              /* hidden width = mlp_ratio * C */
+    int num_div;                /* shift groups: C / num_div channels per direction */
+    int shift_pixel;            /* shift offset in pixels */
+    float dropout;              /* MLP dropout rate */
+    float drop_path;            /* max stochastic-depth rate per stage */
+    float eps;                  /* LayerNorm epsilon */
+    int bf16;                   /* 1: matrix products with bf16 operands (issue 12) */
+} sv_model_settings;
 
 typedef struct {
     char name[SV_MAX_NAME]; /* e.g. "stage1/block0/mlp/fc1/kernel" */
@@ -44,7 +62,7 @@ typedef void (*sv_grad_ready_fn)(void *ctx, size_t offset);
 struct sv_model_acts; /* activation buffers, private to model.c */
 
 typedef struct sv_model {
-    /* Shape, from the config. */
+    /* Shape, from the settings. */
     int image_size, patch_size, num_classes, mlp_ratio, num_div, shift_pixel;
     int depths[SV_NUM_STAGES];
     int channels[SV_NUM_STAGES]; /* C per stage: embed_dim * 2^s */
@@ -82,15 +100,15 @@ typedef struct sv_model {
 
 /* Builds the parameter table and allocates params, grads, activations for
  * batches of up to max_batch samples and the backward scratch (all memory
- * touched once, now; forward and backward allocate nothing). The
- * config must have passed sv_config_validate. Returns 0, or -1 with a message
+ * touched once, now; forward and backward allocate nothing). The settings
+ * must come from a config that passed sv_config_validate. Returns 0, or -1 with a message
  * in err if memory cannot be had. Weights are zero until sv_model_init_weights.
- * With cfg->precision = bf16 every matrix product (forward and both backward
+ * With s.bf16 every matrix product (forward and both backward
  * products of each dense layer) takes bf16 operands: the weights' bf16 copy
  * (params_bf16), activations stored in bf16 (act_bf16) and, in backward, the
  * fc1/fc2 output gradients written in bf16 by the kernels that make them;
  * the remaining fp32 operands are rounded on the way in (issue 12). */
-int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+int sv_model_create(sv_model *m, sv_model_settings s, int max_batch, char *err);
 
 /* A forward-only model for eval, predict and bench --eval (issue 23): the
  * parameters (and their bf16 copy) and the activations of one layer at a
@@ -101,7 +119,7 @@ int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err)
  * same logits, bit for bit, as a model of sv_model_create (the same kernels
  * on the same values); rng != NULL and sv_model_backward are refused
  * (SV_CHECK). Free with sv_model_free. Returns 0, or -1 with a message. */
-int sv_model_create_inference(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+int sv_model_create_inference(sv_model *m, sv_model_settings s, int max_batch, char *err);
 void sv_model_free(sv_model *m);
 
 /* To be called after m->params is written other than by an AdamW pass that

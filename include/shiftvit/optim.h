@@ -6,7 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shiftvit/config.h"
+/* Weight decay: tfa (w -= wd * w, tfa.optimizers.AdamW) or torch
+ * (w -= lr * wd * w, torch.optim.AdamW); optim.decay_mode. */
+typedef enum { SV_DECAY_TFA = 0, SV_DECAY_TORCH = 1 } sv_decay_mode;
+
+/* AdamW's hyper-parameters, filled from the config's [optim] section by the
+ * trainer (settings.h sv_adamw_settings_from); the optimizer knows nothing of
+ * the config. */
+typedef struct {
+    double beta1, beta2, eps, weight_decay;
+    sv_decay_mode decay_mode;
+} sv_adamw_settings;
 
 typedef struct {
     double lr_start, lr_max;
@@ -32,8 +42,8 @@ typedef struct {
 } sv_adamw;
 
 /* Allocates and zeroes the moments for n parameters; takes the hyper-parameters
- * from the config's [optim] section. */
-void sv_adamw_init(sv_adamw *o, size_t n, const sv_config *cfg);
+ * from s. */
+void sv_adamw_init(sv_adamw *o, size_t n, sv_adamw_settings s);
 void sv_adamw_free(sv_adamw *o);
 
 /* One update with learning rate lr, over the flat buffers w and g (n floats):

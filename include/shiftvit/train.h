@@ -88,7 +88,7 @@ void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config 
  * per element either way (SPEC section 1). */
 void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr);
 
-/* One data-parallel training step (src/train_step.c), shared by the trainer
+/* One data-parallel training step (src/train/train_step.c), shared by the trainer
  * and `bench` so that the timed step is the trained step. Buffers are sized
  * once by sv_step_init (nothing is allocated inside the step). */
 typedef struct {

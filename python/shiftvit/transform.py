@@ -20,7 +20,7 @@ CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
 def decode_rgb(path):
-    """uint8 array [H, W, 3]. Conversions as predict's (src/image.c):
+    """uint8 array [H, W, 3]. Conversions as predict's (src/io/image.c):
     gray -> (g, g, g), alpha dropped (no compositing), 16-bit -> high byte."""
     from PIL import Image
 

@@ -32,9 +32,9 @@ P=$WORK/prefix  # the install prefix
 
 # ---------------------------------------------------------------- 1. make -n
 echo "--- CC from the environment, a library pkg-config cannot find"
-out=$(CC=my-mpicc make -n BUILD="$B" "$B/obj/common.o" 2>&1)
-check "CC=my-mpicc make: compiles with my-mpicc" grep -q '^my-mpicc .*-c src/common.c' <<< "$out"
-out=$(PKG_CONFIG_PATH=/nonexistent PKG_CONFIG_LIBDIR=/nonexistent make -n BUILD="$B" "$B/obj/common.o" 2>&1); rc=$?
+out=$(CC=my-mpicc make -n BUILD="$B" "$B/obj/base/common.o" 2>&1)
+check "CC=my-mpicc make: compiles with my-mpicc" grep -q '^my-mpicc .*-c src/base/common.c' <<< "$out"
+out=$(PKG_CONFIG_PATH=/nonexistent PKG_CONFIG_LIBDIR=/nonexistent make -n BUILD="$B" "$B/obj/base/common.o" 2>&1); rc=$?
 check "pkg-config without hdf5.pc: make stops, naming hdf5 and HDF5_CFLAGS" \
   eval "[ $rc -ne 0 ] && grep -q \"cannot find library 'hdf5'\" <<< \"\$out\" && grep -q HDF5_CFLAGS <<< \"\$out\""
 note "$(grep -m1 -o "pkg-config cannot find library 'hdf5'.\{0,120\}" <<< "$out")"
@@ -45,7 +45,7 @@ CPPFLAGS=-DSV_USER_CPPFLAGS_SEEN LDLIBS=-lrt make -j"$(scripts/cores.sh)" BUILD=
   CFLAGS="-O1 -g0" LDFLAGS="-Wl,-O1" all > "$WORK/build.log" 2>&1; rc=$?
 check "make CFLAGS=-O1 LDFLAGS=... (CPPFLAGS, LDLIBS from the environment) ONEDNN=0 builds" test "$rc" -eq 0
 [ $rc -eq 0 ] || tail -20 "$WORK/build.log"
-main=$(grep -m1 -- ' -c src/common.c' "$WORK/build.log")
+main=$(grep -m1 -- ' -c src/base/common.c' "$WORK/build.log")
 link=$(grep -m1 -- "-o $B/shiftvit" "$WORK/build.log")
 check "compile line keeps -Iinclude, -fopenmp, -march and adds CPPFLAGS, CFLAGS after -O3" \
   eval "grep -q -- '-Iinclude .*-DSV_USER_CPPFLAGS_SEEN.*-O3 .*-march=.*-fopenmp.* -O1 -g0' <<< \"\$main\""

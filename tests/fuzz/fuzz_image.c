@@ -3,7 +3,7 @@
  * (nearest, bilinear, area), the grid thumbnail (area) and the evaluation
  * transform. The input is written to a file because sv_image_decode takes a
  * path. The decoders are Debian's libpng and libjpeg-turbo, linked as they
- * are: not instrumented, so the fuzzer sees the branches of src/image.c only
+ * are: not instrumented, so the fuzzer sees the branches of src/io/image.c only
  * and the sanitizers check the libraries' memory accesses only where they go
  * through intercepted calls (memcpy, malloc...) - the libraries are fuzzed
  * upstream (OSS-Fuzz). run.sh defines FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION,
@@ -12,7 +12,7 @@
  * decoded one a size within the limits. Built and run by tests/fuzz/run.sh.
  *
  * Regression inputs (corpus/fuzz_image/regress_*), found by this target
- * when src/image.c decoded with Debian's stb_image 2.27, kept for the new
+ * when src/io/image.c decoded with Debian's stb_image 2.27, kept for the new
  * decoders (all refused, without a sanitizer report):
  *   regress_dht_*.jpg  a DHT segment declaring more than 256 codes made
  *                      stb_image write past its Huffman tables; _after_ff_fill

@@ -53,11 +53,11 @@ fi
 # archive; a target links only the objects it uses.
 LIB="$OUT/libshiftvit_fuzz.a"
 objs=()
-for src in src/*.c; do
+for src in src/*/*.c; do
     base=$(basename "$src" .c)
     case $base in main|cmd_*) continue ;; esac
-    obj="$OUT/obj/$base.o"
-    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include/shiftvit -newer "$obj" -name '*.h' 2>/dev/null)" ]; then
+    obj="$OUT/obj/$base.o"   # file names are unique across src/'s folders
+    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include/shiftvit src -newer "$obj" -name '*.h' 2>/dev/null)" ]; then
         echo "fuzz: compiling $src"
         # shellcheck disable=SC2086
         "$CLANG" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj" || exit 2

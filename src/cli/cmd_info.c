@@ -6,6 +6,7 @@
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/text.h"
 #include "shiftvit/model.h"
 
@@ -35,7 +36,7 @@ static int info_checkpoint(const char *path) {
         return 1;
     }
     sv_model m;
-    if (sv_model_create(&m, &cfg, 1, err) != 0) {
+    if (sv_model_create(&m, sv_model_settings_from(&cfg), 1, err) != 0) {
         fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }
@@ -71,7 +72,7 @@ static int info_config(const sv_cli *cli, const char *config, const sv_cli_sets 
     if (sv_cli_load_config(cli, &cfg, config, sets) != 0) return 1;
     sv_model m;
     char err[SV_ERR_LEN];
-    if (sv_model_create(&m, &cfg, 1, err) != 0) {
+    if (sv_model_create(&m, sv_model_settings_from(&cfg), 1, err) != 0) {
         fprintf(stderr, "shiftvit: %s\n", err);
         return 2;
     }

@@ -1,4 +1,4 @@
-/* Internal to the layer kernels (src/scratch.c, gemm.c, norms.c,
+/* Internal to the layer kernels (src/kernels/scratch.c, dense.c, norms.c,
  * activations.c, shift.c, loss.c): the scratch layout, the per-thread
  * partial column sums of the backward kernels, and the LayerNorm row kernels
  * shared by the plain and the fused LayerNorms. Not part of the library's API

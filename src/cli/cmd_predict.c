@@ -25,6 +25,7 @@
 #include "shiftvit/grid.h"
 #include "shiftvit/image.h"
 #include "shiftvit/layers.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/train.h"
 #include "shiftvit/model.h"
 #include "shiftvit/text.h"
@@ -301,7 +302,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
     }
     if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
     if (o->tta_flip >= 0) cfg->tta_flip = o->tta_flip;
-    if (sv_model_create_inference(m, cfg, 1, err) != 0) {
+    if (sv_model_create_inference(m, sv_model_settings_from(cfg), 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
     }

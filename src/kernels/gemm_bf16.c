@@ -17,8 +17,7 @@
 #endif
 
 #include "shiftvit/common.h"
-#include "shiftvit/config.h"
-#include "shiftvit/layers.h"
+#include "shiftvit/gemm.h" /* the fp32 backend, for emulation */
 
 #define MAX_SHAPES 256
 
@@ -57,10 +56,6 @@ int sv_bf16_native_cpu(void) {
 #else
     return 0;
 #endif
-}
-
-int sv_precision_is_bf16(int p) {
-    return p == SV_BF16 || (p == SV_PRECISION_AUTO && sv_bf16_native_cpu());
 }
 
 #ifdef SV_NO_ONEDNN

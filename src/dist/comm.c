@@ -1,6 +1,7 @@
-/* MPI data parallelism: sharding, the bucketed and overlapped gradient
- * all-reduce, the named collectives, and the collective timeout. The only file
- * that calls MPI. */
+/* The communicator (dist.h): MPI start and end, ranks and hosts, sharding,
+ * the named collectives and the collective timeout. The gradient exchange
+ * (bucketed all-reduce, ZeRO ring) is exchange.c; these two files are the only
+ * ones that call MPI. */
 #include "shiftvit/dist.h"
 
 #include <math.h>
@@ -12,7 +13,7 @@
 #include <unistd.h>
 
 #include "shiftvit/common.h"
-#include "shiftvit/config.h"
+#include "dist_internal.h"
 
 enum { TAG_PING = 1, TAG_PONG = 2 };
 /* How long a rank that timed out waits for the others to answer its probe. */
@@ -66,7 +67,7 @@ int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err) {
 }
 
 void sv_dist_finalize(sv_dist *d) {
-    sv_allreduce_free(d);
+    if (d->exchange_free) d->exchange_free(d);
     sv_free(d->hosts);
     d->hosts = NULL;
     int fin = 0, init = 0;
@@ -182,7 +183,7 @@ static void timed_out(sv_dist *d, const char *what, double waited) {
 
 /* A wait loop found nothing done: answer probes, end the job past the
  * timeout, back off. */
-static void idle(sv_dist *d, double t0, double now, const char *what) {
+void dist_idle(sv_dist *d, double t0, double now, const char *what) {
     answer_probes(d);
     double waited = now - t0;
     if (d->timeout > 0 && waited > d->timeout) timed_out(d, what, waited);
@@ -194,7 +195,7 @@ static void idle(sv_dist *d, double t0, double now, const char *what) {
  * off (yield, then short sleeps) so that a long wait does not steal a core
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
  * was seen complete; idx is scratch for n indices. */
-static void wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what) {
+void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what) {
     if (d->world == 1) {
         MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE);
         return;
@@ -208,221 +209,14 @@ static void wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int
         double now = sv_now();
         for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
         if (got > 0 || d->timeout <= 0) continue;
-        idle(d, t0, now, what);
+        dist_idle(d, t0, now, what);
     }
 }
 
 static void wait_all(sv_dist *d, int n, MPI_Request *reqs, const char *what) {
     int idx[4];
     SV_CHECK(n <= 4);
-    wait_some(d, n, reqs, NULL, idx, what);
-}
-
-/* ------------------------------------------------------------ gradient all-reduce */
-
-void sv_allreduce_setup(sv_dist *d, float *buf, size_t n, size_t bucket_bytes) {
-    sv_allreduce_free(d);
-    d->buf = buf;
-    d->n = n;
-    d->bucket = bucket_bytes / sizeof(float);
-    if (d->bucket == 0) d->bucket = 1;
-    d->nbuckets = (int)((n + d->bucket - 1) / d->bucket);
-    d->reqs = sv_alloc((size_t)d->nbuckets * sizeof(MPI_Request), "all-reduce requests");
-    d->bucket_t0 = sv_alloc(2 * (size_t)d->nbuckets * sizeof(double), "all-reduce times");
-    d->bucket_t1 = d->bucket_t0 + d->nbuckets;
-    d->idx = sv_alloc((size_t)d->nbuckets * sizeof(int), "all-reduce indices");
-    for (int i = 0; i < d->nbuckets; i++) d->reqs[i] = MPI_REQUEST_NULL;
-    d->next = d->nbuckets - 1;
-}
-
-void sv_allreduce_begin(sv_dist *d) {
-    d->next = d->nbuckets - 1;
-}
-
-/* ZeRO stage 1's reduce-scatter of one bucket: a ring of P - 1 steps driven
- * by this file (Open MPI's non-blocking reduce-scatter reduces the whole
- * bucket on rank 0 and scatters it from there). The bucket's P segments are
- * the shards of sv_shard. At step k rank r sends segment (r - 1 - k) mod P,
- * holding its own and the k ranks before it, to r + 1, and adds segment
- * (r - 2 - k) mod P from r - 1; after step P - 2 it holds the sum over all
- * ranks of segment r, its shard, which goes to gshard. Each segment is summed
- * in the same order on every run, whatever the timing. */
-/* The segment rank r handles at ring step k: `back` places before its own. */
-static int ring_segment(const sv_dist *d, int k, int back) {
-    int P = d->world;
-    return ((d->rank - back - k) % P + P) % P;
-}
-
-static void ring_post(sv_dist *d, int b) {
-    int P = d->world, r = d->rank, k = d->rs_step[b];
-    int s_send = ring_segment(d, k, 1), s_recv = ring_segment(d, k, 2);
-    const int *cnt = d->counts + (size_t)b * P, *dsp = d->displs + (size_t)b * P;
-    float *bucket = d->buf + (size_t)b * d->bucket;
-    MPI_Irecv(d->rs_tmp + d->rs_tmp_off[b], cnt[s_recv], MPI_FLOAT, (r - 1 + P) % P, b, d->ring, &d->rs_req[2 * b]);
-    MPI_Isend(bucket + dsp[s_send], cnt[s_send], MPI_FLOAT, (r + 1) % P, b, d->ring, &d->rs_req[2 * b + 1]);
-}
-
-/* Advances bucket b's ring if its step is done; 1 when the bucket is finished. */
-static int ring_progress(sv_dist *d, int b) {
-    if (d->rs_step[b] >= d->world - 1) return 1;
-    int done = 0;
-    MPI_Testall(2, &d->rs_req[2 * b], &done, MPI_STATUSES_IGNORE);
-    if (!done) return 0;
-    int P = d->world, s_recv = ring_segment(d, d->rs_step[b], 2);
-    float *dst = d->buf + (size_t)b * d->bucket + d->displs[(size_t)b * P + s_recv];
-    const float *src = d->rs_tmp + d->rs_tmp_off[b];
-    for (int i = 0; i < d->counts[(size_t)b * P + s_recv]; i++) dst[i] += src[i];
-    if (++d->rs_step[b] < P - 1) {
-        ring_post(d, b);
-        return 0;
-    }
-    memcpy(d->gshard + d->shard_off[b], d->buf + d->shard_lo[b], d->shard_len[b] * sizeof(float));
-    d->bucket_t1[b] = sv_now();
-    return 1;
-}
-
-/* Advances every started bucket's ring; 1 when all nbuckets are finished. */
-static int ring_progress_all(sv_dist *d) {
-    int all = 1;
-    for (int b = d->nbuckets - 1; b > d->next; b--) all &= ring_progress(d, b);
-    return all && d->next < 0;
-}
-
-/* Floats in bucket b (the last one may be short). */
-static size_t bucket_len(const sv_dist *d, int b) {
-    size_t lo = (size_t)b * d->bucket;
-    return d->n - lo < d->bucket ? d->n - lo : d->bucket;
-}
-
-static void start_bucket(sv_dist *d, int b) {
-    size_t lo = (size_t)b * d->bucket, len = bucket_len(d, b);
-    d->bucket_t0[b] = sv_now();
-    if (d->zero) {
-        d->rs_step[b] = 0;
-        ring_post(d, b);
-    } else {
-        MPI_Iallreduce(MPI_IN_PLACE, d->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, d->comm, &d->reqs[b]);
-    }
-}
-
-void sv_allreduce_ready(void *ctx, size_t offset) {
-    sv_dist *d = ctx;
-    if (d->world == 1 || !d->reqs) return;
-    while (d->next >= 0 && (size_t)d->next * d->bucket >= offset) start_bucket(d, d->next--);
-    if (d->zero) {
-        ring_progress_all(d);
-        return;
-    }
-    /* Open MPI advances non-blocking collectives only inside MPI calls. */
-    int first = d->next + 1, got = 0;
-    if (first < d->nbuckets) {
-        MPI_Testsome(d->nbuckets - first, d->reqs + first, &got, d->idx, MPI_STATUSES_IGNORE);
-        double now = sv_now();
-        for (int i = 0; got != MPI_UNDEFINED && i < got; i++) d->bucket_t1[first + d->idx[i]] = now;
-    }
-}
-
-void sv_allreduce_finish(sv_dist *d) {
-    if (d->world == 1 || !d->reqs) return;
-    double t0 = sv_now();
-    while (d->next >= 0) start_bucket(d, d->next--);
-    if (d->zero) {
-        while (!ring_progress_all(d)) idle(d, t0, sv_now(), "the gradient reduce-scatter");
-    } else {
-        wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
-    }
-}
-
-void sv_zero_setup(sv_dist *d, float *params, float *grads, size_t n, size_t bucket_bytes) {
-    sv_allreduce_setup(d, grads, n, bucket_bytes);
-    int B = d->nbuckets, P = d->world;
-    d->zero = 1;
-    d->params = params;
-    d->shard_lo = sv_alloc(3 * (size_t)B * sizeof(size_t), "ZeRO shards");
-    d->shard_len = d->shard_lo + B;
-    d->shard_off = d->shard_len + B;
-    d->counts = sv_alloc(2 * (size_t)B * P * sizeof(int), "ZeRO counts");
-    d->displs = d->counts + (size_t)B * P;
-    d->shard_n = 0;
-    for (int b = 0; b < B; b++) {
-        size_t lo = (size_t)b * d->bucket, len = bucket_len(d, b);
-        for (int r = 0; r < P; r++) {
-            long start, count;
-            sv_shard((long)len, r, P, &start, &count);
-            d->counts[(size_t)b * P + r] = (int)count;
-            d->displs[(size_t)b * P + r] = (int)start;
-            if (r == d->rank) {
-                d->shard_lo[b] = lo + (size_t)start;
-                d->shard_len[b] = (size_t)count;
-                d->shard_off[b] = d->shard_n;
-                d->shard_n += (size_t)count;
-            }
-        }
-    }
-    d->gshard = sv_alloc(d->shard_n * sizeof(float) + 64, "ZeRO gradient shards");
-    /* The ring's receive buffers: each bucket's largest segment. */
-    d->rs_step = sv_alloc((size_t)B * sizeof(int), "ZeRO ring steps");
-    d->rs_req = sv_alloc(2 * (size_t)B * sizeof(MPI_Request), "ZeRO ring requests");
-    d->rs_tmp_off = sv_alloc((size_t)B * sizeof(size_t), "ZeRO ring buffers");
-    size_t tmp = 0;
-    for (int b = 0; b < B; b++) {
-        d->rs_tmp_off[b] = tmp;
-        d->rs_step[b] = P;
-        d->rs_req[2 * b] = d->rs_req[2 * b + 1] = MPI_REQUEST_NULL;
-        tmp += (size_t)d->counts[(size_t)b * P]; /* segment 0 is the largest (sv_shard) */
-    }
-    d->rs_tmp = sv_alloc(tmp * sizeof(float) + 64, "ZeRO ring buffers");
-    if (d->ring == MPI_COMM_NULL) MPI_Comm_dup(d->comm, &d->ring);
-}
-
-void sv_zero_allgather(sv_dist *d) {
-    for (int b = 0; b < d->nbuckets; b++) {
-        size_t lo = (size_t)b * d->bucket;
-        d->bucket_t0[b] = sv_now();
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->params + lo, d->counts + (size_t)b * d->world,
-                        d->displs + (size_t)b * d->world, MPI_FLOAT, d->comm, &d->reqs[b]);
-    }
-    wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the parameter all-gather");
-}
-
-void sv_zero_gather(sv_dist *d, const float *shard, float *full) {
-    for (int b = 0; b < d->nbuckets; b++) {
-        size_t lo = (size_t)b * d->bucket;
-        MPI_Igatherv(shard + d->shard_off[b], (int)d->shard_len[b], MPI_FLOAT, d->rank == 0 ? full + lo : NULL,
-                     d->counts + (size_t)b * d->world, d->displs + (size_t)b * d->world, MPI_FLOAT, 0, d->comm,
-                     &d->reqs[b]);
-    }
-    wait_some(d, d->nbuckets, d->reqs, NULL, d->idx, "a gather of the optimizer state");
-}
-
-void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard) {
-    for (int b = 0; b < d->nbuckets; b++)
-        memcpy(shard + d->shard_off[b], full + d->shard_lo[b], d->shard_len[b] * sizeof(float));
-}
-
-void sv_allreduce_free(sv_dist *d) {
-    sv_free(d->rs_step);
-    sv_free(d->rs_req);
-    sv_free(d->rs_tmp_off);
-    sv_free(d->rs_tmp);
-    d->rs_step = NULL;
-    d->rs_req = NULL;
-    d->rs_tmp_off = NULL;
-    d->rs_tmp = NULL;
-    sv_free(d->gshard);
-    sv_free(d->shard_lo);
-    sv_free(d->counts);
-    d->gshard = NULL;
-    d->shard_lo = d->shard_len = d->shard_off = NULL;
-    d->counts = d->displs = NULL;
-    d->zero = 0;
-    sv_free(d->reqs);
-    sv_free(d->bucket_t0);
-    sv_free(d->idx);
-    d->reqs = NULL;
-    d->bucket_t0 = d->bucket_t1 = NULL;
-    d->idx = NULL;
-    d->nbuckets = 0;
+    dist_wait_some(d, n, reqs, NULL, idx, what);
 }
 
 /* ------------------------------------------------------------ named collectives */

@@ -1,5 +1,5 @@
-/* Internal to the model (src/model.c, src/model_infer.c,
- * src/model_products.c): the activation buffers, the set-up both kinds of
+/* Internal to the model (src/model/model.c, src/model/model_infer.c,
+ * src/model/model_products.c): the activation buffers, the set-up both kinds of
  * model share, and the dense layers' matrix products as a list of shapes. */
 #ifndef SHIFTVIT_MODEL_INTERNAL_H
 #define SHIFTVIT_MODEL_INTERNAL_H
@@ -65,15 +65,15 @@ struct sv_model_acts {
 /* The shape, the parameter table and m->acts (blocks, tensor indices; no
  * buffer yet) from the config; m->act_bf16 and m->flops_forward set.
  * Returns 0, or -1 with a message in err. */
-int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err);
+int model_setup(sv_model *m, const sv_model_settings *s, int max_batch, char *err);
 
 /* bf16: the products of every dense layer at a batch of N (forward, input
- * gradient, weight gradient: whole or split along T, as gemm.c runs them;
+ * gradient, weight gradient: whole or split along T, as dense.c runs them;
  * forward_only: the forward products alone), prepared at model creation
  * (gemm_bf16.h sv_bf16_prepare). */
 void model_prepare_products(sv_model *m, int N, int forward_only);
 
-/* Floats of the largest weight gradient that gemm.c splits at a batch of N
+/* Floats of the largest weight gradient that dense.c splits at a batch of N
  * (layers.h sv_dense_dw_parts): the size of the scratch's partials. */
 size_t model_max_split_dw(const sv_model *m, int N);
 

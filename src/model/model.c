@@ -197,42 +197,42 @@ static int check_memory(sv_model *m, struct sv_model_acts *A, char *err) {
                    m->max_batch, need / 1073741824.0, avail / 1073741824.0);
 }
 
-int model_setup(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
+int model_setup(sv_model *m, const sv_model_settings *set, int max_batch, char *err) {
     memset(m, 0, sizeof *m);
     if (max_batch < 1) return sv_fail(err, "model: batch size %d must be at least 1", max_batch);
-    m->image_size = cfg->image_size;
-    m->patch_size = cfg->patch_size;
-    m->num_classes = cfg->num_classes;
-    m->mlp_ratio = cfg->mlp_ratio;
-    m->num_div = cfg->num_div;
-    m->shift_pixel = cfg->shift_pixel;
-    m->dropout = cfg->dropout;
-    m->drop_path = cfg->drop_path;
-    m->eps = cfg->layer_norm_eps;
+    m->image_size = set->image_size;
+    m->patch_size = set->patch_size;
+    m->num_classes = set->num_classes;
+    m->mlp_ratio = set->mlp_ratio;
+    m->num_div = set->num_div;
+    m->shift_pixel = set->shift_pixel;
+    m->dropout = set->dropout;
+    m->drop_path = set->drop_path;
+    m->eps = set->eps;
     m->max_batch = max_batch;
-    int side = cfg->image_size / cfg->patch_size, nblocks = 0;
+    int side = set->image_size / set->patch_size, nblocks = 0;
     for (int s = 0; s < SV_NUM_STAGES; s++) {
         /* backward reads each merge's input from the stage's last block */
-        if (cfg->depths[s] < 1)
-            return sv_fail(err, "model: [model] depths entry %d = %d must be at least 1", s + 1, cfg->depths[s]);
-        m->depths[s] = cfg->depths[s];
-        m->channels[s] = cfg->embed_dim << s;
+        if (set->depths[s] < 1)
+            return sv_fail(err, "model: [model] depths entry %d = %d must be at least 1", s + 1, set->depths[s]);
+        m->depths[s] = set->depths[s];
+        m->channels[s] = set->embed_dim << s;
         m->sides[s] = side;
         side = (side + 1) / 2; /* TF "same" padding: ceil(H / 2) */
-        nblocks += cfg->depths[s];
+        nblocks += set->depths[s];
     }
     struct sv_model_acts *A = sv_alloc(sizeof *A, "model");
     A->num_blocks = nblocks;
     A->blocks = sv_alloc((size_t)nblocks * sizeof(block_acts), "model");
     m->acts = A;
     build_table(m, A);
-    m->act_bf16 = sv_precision_is_bf16(cfg->precision);
+    m->act_bf16 = set->bf16;
     m->flops_forward = flops_per_image(m);
     return 0;
 }
 
-int sv_model_create(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
-    if (model_setup(m, cfg, max_batch, err) != 0) return -1;
+int sv_model_create(sv_model *m, sv_model_settings settings, int max_batch, char *err) {
+    if (model_setup(m, &settings, max_batch, err) != 0) return -1;
     struct sv_model_acts *A = m->acts;
     if (check_memory(m, A, err)) {
         sv_model_free(m);

@@ -1,5 +1,5 @@
-/* Internal to the checkpoint code: src/checkpoint_write.c (sv_checkpoint_save),
- * src/checkpoint_read.c (open, validate, load) and src/checkpoint_errors.c.
+/* Internal to the checkpoint code: src/io/checkpoint_write.c (sv_checkpoint_save),
+ * src/io/checkpoint_read.c (open, validate, load) and src/io/checkpoint_errors.c.
  * The file format is described in include/shiftvit/checkpoint.h. Not part of
  * the library's API (include/shiftvit/). */
 #ifndef SHIFTVIT_CHECKPOINT_INTERNAL_H

@@ -91,8 +91,8 @@ static void assign(sv_model *m, void *const buf[12]) {
     A->logits = (float *)buf[11] + (size_t)m->max_batch * m->channels[SV_NUM_STAGES - 1];
 }
 
-int sv_model_create_inference(sv_model *m, const sv_config *cfg, int max_batch, char *err) {
-    if (model_setup(m, cfg, max_batch, err) != 0) return -1;
+int sv_model_create_inference(sv_model *m, sv_model_settings settings, int max_batch, char *err) {
+    if (model_setup(m, &settings, max_batch, err) != 0) return -1;
     struct sv_model_acts *A = m->acts;
     A->forward_only = 1;
     m->forward_only = 1;

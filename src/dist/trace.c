@@ -8,7 +8,6 @@
 
 #include "shiftvit/atomic_file.h"
 #include "shiftvit/common.h"
-#include "shiftvit/config.h"
 #include "shiftvit/text.h"
 
 static const char *const kind_names[SV_TR_KINDS] = {

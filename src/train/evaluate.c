@@ -4,6 +4,7 @@
 
 #include "shiftvit/common.h"
 #include "shiftvit/layers.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/train.h"
 
 int sv_local_batch(int global, int world) { return (global + world - 1) / world; }
@@ -39,7 +40,7 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
     for (long b = 0; b < count; b += bs) {
         int n = (int)(count - b < bs ? count - b : bs);
         for (int i = 0; i < n; i++) idx[i] = start + b + i;
-        sv_make_batch(x, labels, ds, idx, n, cfg, 0, 0);
+        sv_make_batch(x, labels, ds, idx, n, sv_batch_settings_from(cfg), 0, 0);
         const float *logits = sv_eval_logits(m, x, n, cfg->image_size, cfg->tta_flip, keep);
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * K;

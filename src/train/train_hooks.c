@@ -15,6 +15,7 @@
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/layers.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/text.h"
 #include "shiftvit/trace.h"
 #include "train_internal.h"
@@ -53,7 +54,7 @@ void tr_ready_inject(void *ctx, size_t offset) {
 void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config *cfg, size_t bucket_bytes) {
     if (cfg->zero_stage == 1 && d->world > 1) sv_zero_setup(d, m->params, m->grads, m->num_params, bucket_bytes);
     else sv_allreduce_setup(d, m->grads, m->num_params, bucket_bytes);
-    sv_adamw_init(opt, d->zero ? d->shard_n : m->num_params, cfg);
+    sv_adamw_init(opt, d->zero ? d->shard_n : m->num_params, sv_adamw_settings_from(cfg));
 }
 
 void sv_optimizer_step(sv_dist *d, sv_model *m, sv_adamw *opt, double lr) {

@@ -9,6 +9,7 @@
 
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/trace.h"
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/layers.h"
@@ -291,7 +292,7 @@ static double time_input(const sv_config *cfg, const bench_batch *b, long steps)
     for (long i = 0; i < b->n; i++) idx[i] = i;
     int *labels = sv_alloc((size_t)b->n * sizeof(int), "bench labels");
     double t0 = sv_now();
-    for (long s = 0; s < steps; s++) sv_make_batch(b->x, labels, &ds, idx, b->n, cfg, s, 1);
+    for (long s = 0; s < steps; s++) sv_make_batch(b->x, labels, &ds, idx, b->n, sv_batch_settings_from(cfg), s, 1);
     double mean = (sv_now() - t0) / (double)steps;
     sv_free(labels);
     sv_free(idx);
@@ -382,7 +383,8 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     if (!o->json) sv_cli_report_placement(cli);
     sv_model m;
     /* --eval: the forward-only model of eval and predict, no optimizer */
-    int bad = o->eval ? sv_model_create_inference(&m, cfg, (int)n, err) : sv_model_create(&m, cfg, (int)n, err);
+    sv_model_settings ms = sv_model_settings_from(cfg);
+    int bad = o->eval ? sv_model_create_inference(&m, ms, (int)n, err) : sv_model_create(&m, ms, (int)n, err);
     if (bad) { /* a batch that cannot fit: bad input, as in train */
         fprintf(stderr, "shiftvit: %s\n", err);
         return 1;
@@ -430,7 +432,7 @@ static int run_bench(const sv_cli *cli, const bench_opts *o) {
     if (!o->allreduce) return bench_model(cli, o, &cfg);
     sv_model m;
     char err[SV_ERR_LEN];
-    if (sv_model_create(&m, &cfg, 1, err) != 0) return 2;
+    if (sv_model_create(&m, sv_model_settings_from(&cfg), 1, err) != 0) return 2;
     size_t np = o->bytes ? (o->bytes + sizeof(float) - 1) / sizeof(float) : m.num_params;
     sv_model_free(&m);
     return bench_allreduce(cli->d, np, (int)o->steps, (int)o->warmup, o->json);

@@ -16,6 +16,7 @@
 #include "shiftvit/metrics.h"
 #include "shiftvit/optim.h"
 #include "shiftvit/run_folder.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/text.h"
 #include "shiftvit/trace.h"
 #include "train_internal.h"
@@ -112,7 +113,7 @@ static int trainer_build_model(trainer *T, char *err) {
     long eval_images = T->B.val.count > T->B.test.count ? T->B.val.count : T->B.test.count;
     int eb = sv_eval_local_batch(cfg, eval_images, d->world);
     T->maxb = T->lb > eb ? T->lb : eb;
-    int ok = sv_model_create(&T->m, cfg, T->maxb, err) == 0;
+    int ok = sv_model_create(&T->m, sv_model_settings_from(cfg), T->maxb, err) == 0;
     /* what rank 0 prints when only another rank failed (that rank's message is its own) */
     if (ok) snprintf(err, SV_ERR_LEN, "model: another rank could not create its model (see its message)");
     T->have_model = ok;
@@ -287,7 +288,7 @@ static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
     long s0, n;
     sv_shard(gcount, T->d->rank, T->d->world, &s0, &n);
     for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
-    if (n > 0) sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, cfg, epoch, 1);
+    if (n > 0) sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, sv_batch_settings_from(cfg), epoch, 1);
     sv_train_rng rng = {cfg->seed, epoch, B->idx};
     sums[4] = tr_stop_requested() ? 1.0 : 0.0;
     sv_step_gradient(&T->step, B->x, B->labels, (int)n, gcount, &rng, sums);

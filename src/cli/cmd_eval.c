@@ -13,6 +13,7 @@
 #include "shiftvit/gemm_bf16.h"
 #include "shiftvit/data.h"
 #include "shiftvit/model.h"
+#include "shiftvit/settings.h"
 #include "shiftvit/train.h"
 
 static void eval_usage(FILE *f) {
@@ -88,7 +89,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     memset(&m, 0, sizeof m);
     int have_model = 0;
     if (ok) {
-        ok = sv_model_create_inference(&m, &cfg, sv_eval_local_batch(&cfg, ds.count, d->world), err) == 0;
+        ok = sv_model_create_inference(&m, sv_model_settings_from(&cfg), sv_eval_local_batch(&cfg, ds.count, d->world), err) == 0;
         have_model = ok;
     }
     if (ok) ok = sv_checkpoint_load(ckpt, &m, NULL, NULL, err) == 0;

@@ -35,16 +35,16 @@ double sv_schedule_lr(const sv_schedule *s, long step) {
     return 0.5 * s->lr_max * (1.0 + c);
 }
 
-void sv_adamw_init(sv_adamw *o, size_t n, const sv_config *cfg) {
+void sv_adamw_init(sv_adamw *o, size_t n, sv_adamw_settings s) {
     o->n = n;
     o->m = sv_alloc(n * sizeof(float), "AdamW first moment");
     o->v = sv_alloc(n * sizeof(float), "AdamW second moment");
     o->t = 0;
-    o->beta1 = cfg->beta1;
-    o->beta2 = cfg->beta2;
-    o->eps = cfg->eps;
-    o->weight_decay = cfg->weight_decay;
-    o->decay_mode = cfg->decay_mode;
+    o->beta1 = s.beta1;
+    o->beta2 = s.beta2;
+    o->eps = s.eps;
+    o->weight_decay = s.weight_decay;
+    o->decay_mode = s.decay_mode;
 }
 
 void sv_adamw_free(sv_adamw *o) {

@@ -33,7 +33,6 @@
 #include "shiftvit/common.h"
 #include "shiftvit/text.h"
 #include "shiftvit/h5util.h"
-#include "shiftvit/config.h"
 
 #define NSTEP 7
 #define NEPOCH 9

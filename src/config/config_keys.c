@@ -287,16 +287,3 @@ int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_ch
     }
     return count;
 }
-
-long sv_config_total_steps(const sv_config *c) {
-    if (c->batch_size <= 0) return 0;
-    double t = (double)c->train_size / c->batch_size * c->epochs;
-    if (!(t < (double)LONG_MAX)) return LONG_MAX; /* only for unvalidated configs */
-    return (long)t;
-}
-
-long sv_config_warmup_steps(const sv_config *c) {
-    double w = c->warmup_fraction * (double)sv_config_total_steps(c);
-    if (!(w < (double)LONG_MAX)) return w > 0 ? LONG_MAX : 0;
-    return (long)w;
-}

@@ -286,6 +286,22 @@ static int check_field(const sv_config *c, const key_def *k, char *err) {
     return 0;
 }
 
+/* The schedule's step counts (config.h), for the cross-field checks below and
+ * for the trainer. Here, with the checks, so that the key table (config_keys.c)
+ * calls the value code and never the other way round. */
+long sv_config_total_steps(const sv_config *c) {
+    if (c->batch_size <= 0) return 0;
+    double t = (double)c->train_size / c->batch_size * c->epochs;
+    if (!(t < (double)LONG_MAX)) return LONG_MAX; /* only for unvalidated configs */
+    return (long)t;
+}
+
+long sv_config_warmup_steps(const sv_config *c) {
+    double w = c->warmup_fraction * (double)sv_config_total_steps(c);
+    if (!(w < (double)LONG_MAX)) return w > 0 ? LONG_MAX : 0;
+    return (long)w;
+}
+
 /* The rules between keys (SPEC section 1). */
 static int check_cross_fields(const sv_config *c, char *err) {
     /* Channels double per stage, so divisibility at stage 1 covers all stages. */
