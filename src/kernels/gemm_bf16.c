@@ -1,7 +1,8 @@
 /* bf16 matrix products through oneDNN's matmul primitive (see gemm_bf16.h).
  * Built with -DSV_NO_ONEDNN (make ONEDNN=0, or no oneDNN found), every bf16
  * product takes the emulated path: operands rounded to bf16, products in fp32
- * by BLIS (the same numbers as native bf16 with fp32 accumulation, slower). */
+ * by BLIS (the same operands as native bf16, summed in another order: outputs
+ * differ by amounts of bf16 size, the classes agree; slower). */
 #include "shiftvit/gemm_bf16.h"
 
 #ifndef SV_NO_ONEDNN
@@ -43,7 +44,7 @@ struct sv_bf16 {
     void *abuf, *bbuf;     /* operand copies: fp32 ones rounded to bf16 (native), or
                             * fp32 copies of the bf16 values (emulated) */
     size_t acap, bcap;     /* bytes */
-    char desc[192];
+    char desc[256];
 };
 
 int sv_bf16_native_cpu(void) {
@@ -65,7 +66,7 @@ sv_bf16 *sv_bf16_create(int emulate) {
     SV_CHECK(ctx != NULL);
     snprintf(ctx->desc, sizeof ctx->desc,
              "bf16 matrix products emulated: this shiftvit was built without oneDNN (make ONEDNN=0, or none found) "
-             "(operands rounded to bf16, products in fp32 by BLIS: the same numbers, slower than fp32)");
+             "(operands rounded to bf16, products in fp32 by BLIS: bf16-sized differences from native bf16, slower than fp32)");
     return ctx;
 }
 
@@ -127,7 +128,7 @@ sv_bf16 *sv_bf16_create(int emulate) {
     else
         snprintf(ctx->desc, sizeof ctx->desc,
                  "bf16 matrix products emulated%s (operands rounded to bf16, products in fp32 by BLIS: "
-                 "the same numbers, slower than fp32)",
+                 "bf16-sized differences from native bf16, slower than fp32)",
                  emulate ? "" : !cpu ? ": this CPU has no AVX512_BF16 or AMX-BF16"
                                      : ": oneDNN cannot build them here (ONEDNN_MAX_CPU_ISA?)");
     return ctx;
