@@ -51,6 +51,7 @@ typedef struct sv_dist {
     /* The timeout's view of local work and of the end (comm.c, issue 26). */
     double busy_seen;         /* sv_now() when a probe last found a rank busy with local work */
     double busy_noted;        /* start of the wait whose "busy" note was printed */
+    double busy_grace;        /* start of the wait that got its one grace period after the busy rank answered "waiting" */
     int aborting;             /* the abort hook has run */
     /* Called once before a collective timeout ends the job, on the rank that
      * timed out (mine = 1) and on every rank that answered its probe: writes

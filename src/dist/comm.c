@@ -189,7 +189,14 @@ static int still_busy(sv_dist *d, const char *answered, const char *what, const 
         if (answered[r] == 0) return 0;
         if (answered[r] > 1 && !busy) busy = r + 1;
     }
-    if (!busy) return 0;
+    if (!busy) {
+        /* The busy rank may have just finished and joined this collective,
+         * not yet complete here: one more timeout for a wait that saw it. */
+        if (d->busy_seen <= t0 || d->busy_grace == t0) return 0;
+        d->busy_grace = t0;
+        d->busy_seen = sv_now();
+        return 1;
+    }
     d->busy_seen = sv_now();
     if (d->busy_noted != t0) {
         d->busy_noted = t0;
