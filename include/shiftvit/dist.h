@@ -12,7 +12,14 @@
  * MPI_Abort with exit status SV_EXIT_COLLECTIVE_TIMEOUT. A peer that vanished
  * without a TCP reset (a pulled cable, a frozen node) otherwise keeps the job
  * waiting for as long as TCP retransmits. PyTorch's process-group timeout is the
- * model; as there, only ranks that are inside a collective can answer a probe. */
+ * model; as there, ranks inside a collective answer a probe. So does a rank
+ * doing long local work that the others wait for (rank 0 writing a checkpoint,
+ * the metrics or the trace on a slow file system: issue 26): it runs the work
+ * through sv_dist_local_work, answers "busy", and the others wait on without
+ * the timeout for as long as it answers; a rank that stops answering (lost,
+ * frozen) still ends the job one timeout plus one probe later.
+ * Before MPI_Abort, the rank that timed out and every rank that answered run
+ * the on_abort hook (the trainer writes that rank's trace). */
 #ifndef SHIFTVIT_DIST_H
 #define SHIFTVIT_DIST_H
 
@@ -27,6 +34,10 @@
 #define SV_EXIT_COLLECTIVE_TIMEOUT 5
 #define SV_HOST_LEN 64
 
+/* Long local work a rank may announce (sv_dist_local_work); 0 is "waiting in a
+ * collective". */
+typedef enum { SV_LOCAL_CHECKPOINT = 1, SV_LOCAL_METRICS, SV_LOCAL_TRACE, SV_LOCAL_RUN_FOLDER, SV_LOCAL_KINDS } sv_local_work;
+
 typedef struct sv_dist {
     int rank, world;          /* in MPI_COMM_WORLD */
     int local_rank, local_size; /* ranks sharing this node */
@@ -37,6 +48,18 @@ typedef struct sv_dist {
     double timeout;           /* seconds a collective may take; <= 0: no limit */
     int timeout_from_env;     /* SHIFTVIT_COLLECTIVE_TIMEOUT set it (it then overrides the config key) */
     long step;                /* optimiser step, for the timeout message (-1: none) */
+    /* The timeout's view of local work and of the end (comm.c, issue 26). */
+    double busy_seen;         /* sv_now() when a probe last found a rank busy with local work */
+    double busy_noted;        /* start of the wait whose "busy" note was printed */
+    double busy_grace;        /* start of the wait that got its one grace period after the busy rank answered "waiting" */
+    int aborting;             /* the abort hook has run */
+    /* Called once before a collective timeout ends the job, on the rank that
+     * timed out (mine = 1) and on every rank that answered its probe: writes
+     * what this rank can save (its trace) and puts into hint (n bytes) what the
+     * user should know ("" for none): that file, and on the rank that timed
+     * out what to resume from. NULL: nothing. */
+    void (*on_abort)(void *ctx, int mine, char *hint, size_t n);
+    void *on_abort_ctx;
     /* The gradient exchange (src/dist/exchange.c): sv_allreduce_setup and
      * sv_zero_setup set exchange_free, which sv_dist_finalize calls (the
      * communicator, src/dist/comm.c, does not call the exchange). */
@@ -70,6 +93,15 @@ typedef struct sv_dist {
  * is set (seconds), else SV_DEFAULT_COLLECTIVE_TIMEOUT; a bad value fails. */
 int sv_dist_init(int *argc, char ***argv, sv_dist *d, char *err);
 void sv_dist_finalize(sv_dist *d);
+
+/* Runs fn(arg) and returns what it returns. With world size > 1 and a
+ * collective timeout, fn runs on a worker thread while this (the MPI) thread
+ * answers liveness probes as "busy with `kind`", so that ranks waiting for
+ * this one in a collective do not time out (see the top). fn must make no
+ * MPI call (MPI_THREAD_FUNNELED) and may use OpenMP; it runs alone (this
+ * thread only polls MPI). Without a thread (pthread_create fails) fn runs
+ * here, unprobed. */
+int sv_dist_local_work(sv_dist *d, sv_local_work kind, int (*fn)(void *), void *arg);
 
 /* Parses a timeout in seconds (>= 0, finite; 0 = no limit) from `text`, naming
  * `what` in the error. */

@@ -29,6 +29,14 @@ int sv_run_folder_claim(const char *dir, const char *resume, int overwrite, char
  * pid holding it. Returns the lock's file descriptor, or -1. dir must exist. */
 int sv_run_folder_lock(const char *dir, char *err);
 
+/* Removes the temporary files (".<name>.tmp.<pid>", atomic_file.h) that a
+ * writer killed mid-write left in dir (a job aborted while rank 0 wrote a
+ * checkpoint leaves a full-size one per attempt, issue 26): with locked = 1
+ * (the caller holds dir's lock, so no other run writes there) those of run
+ * files whatever their pid; any other when its process no longer exists on
+ * this host. Says on stdout how many and how large. Returns their number. */
+int sv_run_folder_remove_stale_temps(const char *dir, int locked);
+
 /* After the checkpoint `resume` (state `st`) was loaded for a run in its own
  * folder `dir` (a resume from an earlier epoch checkpoint rewinds the run):
  * removes epoch checkpoints from after the resumed epoch, puts back best.h5

@@ -58,5 +58,10 @@ void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step, sv_trace_kin
  * (atomically: atomic_file.h). Returns -1 with a message on rank 0
  * when the file cannot be written. Frees the events. */
 int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err);
+/* Not collective: this rank's events so far, alone, in the same format (pid =
+ * this rank), written to `path` atomically; for a job that a collective
+ * timeout ends (issue 26), where no gather is possible. -1 with a message
+ * (err) when the file cannot be written. Keeps the events. */
+int sv_trace_write_rank(const sv_trace *t, const sv_dist *d, const char *path, char *err);
 
 #endif

@@ -5,7 +5,9 @@
 #include "shiftvit/dist.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +17,12 @@
 #include "shiftvit/common.h"
 #include "dist_internal.h"
 
-enum { TAG_PING = 1, TAG_PONG = 2 };
+enum { TAG_PING = 1, TAG_PONG = 2, TAG_ABORT = 3, TAG_DONE = 4 };
 /* How long a rank that timed out waits for the others to answer its probe. */
 #define PROBE_SECONDS 5.0
+/* How long it then waits for the ranks that answered to write their part
+ * (their trace) before MPI_Abort ends them. */
+#define ABORT_SECONDS 30
 
 int sv_dist_parse_timeout(const char *text, const char *what, double *out, char *err) {
     char *end = NULL;
@@ -89,27 +94,47 @@ void sv_shard(long total, int rank, int world, long *start, long *count) {
 
 /* ------------------------------------------------------------ the timeout */
 
-/* A rank inside a collective answers the liveness probes of ranks that timed out. */
-static void answer_probes(sv_dist *d) {
-    int flag = 1;
-    while (flag) {
+/* What a probe's answer says: 0 = waiting in a collective, else the kind of
+ * local work (sv_local_work) the rank is busy with. The answers are sent from
+ * this table: a buffer of a freed MPI_Isend must never change. */
+static const int g_states[SV_LOCAL_KINDS] = {0, 1, 2, 3, 4};
+static const char *const g_state_names[SV_LOCAL_KINDS] = {
+    "waiting in a collective", "writing a checkpoint", "writing the metrics", "writing the trace",
+    "preparing the run folder",
+};
+
+static void answer_abort(sv_dist *d);
+
+/* Answers the liveness probes of ranks that timed out: a rank inside a
+ * collective (state 0), or one busy with local work (sv_dist_local_work). */
+static void answer_probes(sv_dist *d, int state) {
+    for (;;) {
+        int flag, v;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_PING, d->probe, &flag, &st);
-        if (!flag) return;
-        int v;
+        if (!flag) break;
         MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, TAG_PING, d->probe, MPI_STATUS_IGNORE);
         MPI_Request r;
-        MPI_Isend(&d->rank, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, d->probe, &r);
+        MPI_Isend(&g_states[state], 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, d->probe, &r);
         MPI_Request_free(&r);
     }
+    answer_abort(d);
 }
 
 /* Sends a ping to every other rank and collects answers for PROBE_SECONDS;
- * answered[r] = 1 for every rank that answered (and this one). */
+ * answered[r] = 1 + the state rank r answered (sv_local_work), 0 when it did
+ * not answer (this rank: 1). */
 static int probe_ranks(sv_dist *d, char *answered) {
     memset(answered, 0, (size_t)d->world);
     answered[d->rank] = 1;
     int n = 1;
+    /* Late answers to an earlier probe must not count for this one. */
+    for (int flag = 1; flag;) {
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_PONG, d->probe, &flag, &st);
+        int v;
+        if (flag) MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, d->probe, MPI_STATUS_IGNORE);
+    }
     for (int r = 0; r < d->world; r++) {
         if (r == d->rank) continue;
         MPI_Request q;
@@ -125,10 +150,10 @@ static int probe_ranks(sv_dist *d, char *answered) {
             int v;
             MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, d->probe, MPI_STATUS_IGNORE);
             if (!answered[st.MPI_SOURCE]) n++;
-            answered[st.MPI_SOURCE] = 1;
+            answered[st.MPI_SOURCE] = (char)(1 + (v > 0 && v < SV_LOCAL_KINDS ? v : 0));
             continue;
         }
-        answer_probes(d);
+        answer_probes(d, 0);
         usleep(1000);
     }
     return n;
@@ -139,34 +164,111 @@ static void abort_now(int sig) {
     _exit(SV_EXIT_COLLECTIVE_TIMEOUT);
 }
 
-/* Names the collective, the step and the silent ranks, then ends the job. */
-static void timed_out(sv_dist *d, const char *what, double waited) {
+/* "rank 1 on n2, rank 3 on n4" for the ranks whose answered[r] is `want`. */
+static void list_ranks(const sv_dist *d, const char *answered, int want, char *list, size_t size) {
+    size_t len = 0;
+    int shown = 0;
+    list[0] = '\0';
+    for (int r = 0; r < d->world && len < size - 96; r++) {
+        if (answered[r] != want) continue;
+        if (shown++ == 16) {
+            snprintf(list + len, size - len, ", ...");
+            return;
+        }
+        len += (size_t)snprintf(list + len, size - len, "%srank %d on %s", len ? ", " : "", r, d->hosts[r]);
+    }
+}
+
+/* Every rank answered and one is busy with local work (a write of rank 0's):
+ * the wait goes on without the timeout while its probes are answered; the
+ * first time in this wait it says so. Returns 1 when that is the case. */
+static int still_busy(sv_dist *d, const char *answered, const char *what, const char *step, double waited,
+                      double t0) {
+    int busy = 0; /* 1 + the first busy rank */
+    for (int r = 0; r < d->world; r++) {
+        if (answered[r] == 0) return 0;
+        if (answered[r] > 1 && !busy) busy = r + 1;
+    }
+    if (!busy) {
+        /* The busy rank may have just finished and joined this collective,
+         * not yet complete here: one more timeout for a wait that saw it. */
+        if (d->busy_seen <= t0 || d->busy_grace == t0) return 0;
+        d->busy_grace = t0;
+        d->busy_seen = sv_now();
+        return 1;
+    }
+    d->busy_seen = sv_now();
+    if (d->busy_noted != t0) {
+        d->busy_noted = t0;
+        fprintf(stderr,
+                "shiftvit: rank %d on %s: %s%s has waited %.0f s (collective timeout %g s); rank %d on %s answers that "
+                "it is %s: waiting on while it answers (probed every %g s)\n",
+                d->rank, d->hosts[d->rank], what, step, waited, d->timeout, busy - 1, d->hosts[busy - 1],
+                g_state_names[answered[busy - 1] - 1], d->timeout);
+        fflush(stderr);
+    }
+    return 1;
+}
+
+/* The ranks that answered (answered[r] != 0) were told the job ends: each
+ * runs its on_abort hook (its trace) and confirms, or ABORT_SECONDS pass. */
+static void tell_the_others(sv_dist *d, const char *answered) {
+    int waiting = 0;
+    for (int r = 0; r < d->world; r++) {
+        if (r == d->rank || !answered[r]) continue;
+        MPI_Request q;
+        MPI_Isend(&g_states[0], 1, MPI_INT, r, TAG_ABORT, d->probe, &q);
+        MPI_Request_free(&q);
+        waiting++;
+    }
+    double t0 = sv_now();
+    while (waiting > 0 && sv_now() - t0 < ABORT_SECONDS) {
+        int flag, v;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_DONE, d->probe, &flag, &st);
+        if (flag) {
+            MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, TAG_DONE, d->probe, MPI_STATUS_IGNORE);
+            waiting--;
+            continue;
+        }
+        answer_probes(d, 0);
+        usleep(1000);
+    }
+}
+
+/* This rank's last words before the job ends: the caller's hook (the
+ * trainer writes this rank's trace and names the checkpoint to resume from),
+ * once. */
+static void run_abort_hook(sv_dist *d, int mine, char *hint, size_t n) {
+    hint[0] = '\0';
+    if (d->aborting++ || !d->on_abort) return;
+    d->on_abort(d->on_abort_ctx, mine, hint, n);
+}
+
+/* Probes the other ranks. When every rank answered and one is busy with
+ * local work, returns (the wait goes on). Otherwise names the collective, the
+ * step and the silent ranks, lets every rank that answered run its abort
+ * hook, and ends the job. */
+static void timed_out(sv_dist *d, const char *what, double waited, double t0) {
     const char *me = d->hosts[d->rank];
     char step[40] = "";
     if (d->step >= 0) snprintf(step, sizeof step, " at step %ld", d->step);
-    fprintf(stderr,
-            "shiftvit: rank %d on %s: %s%s has not completed after %.0f s (collective timeout %g s: "
-            "train.collective_timeout or SHIFTVIT_COLLECTIVE_TIMEOUT); probing the other ranks for %.0f s\n",
-            d->rank, me, what, step, waited, d->timeout, PROBE_SECONDS);
-    fflush(stderr);
     char *answered = sv_alloc((size_t)d->world, "probe answers");
     int n = probe_ranks(d, answered);
-    char list[1024] = "";
-    size_t len = 0;
-    int shown = 0;
-    for (int r = 0; r < d->world && len < sizeof list - 96; r++) {
-        if (answered[r]) continue;
-        if (shown++ == 16) {
-            len += (size_t)snprintf(list + len, sizeof list - len, ", ...");
-            break;
-        }
-        len += (size_t)snprintf(list + len, sizeof list - len, "%srank %d on %s", len ? ", " : "", r, d->hosts[r]);
+    if (still_busy(d, answered, what, step, waited, t0)) {
+        sv_free(answered);
+        return;
     }
+    fprintf(stderr,
+            "shiftvit: rank %d on %s: %s%s has not completed after %.0f s (collective timeout %g s: "
+            "train.collective_timeout or SHIFTVIT_COLLECTIVE_TIMEOUT); probed the other ranks for up to %.0f s\n",
+            d->rank, me, what, step, waited, d->timeout, PROBE_SECONDS);
+    char list[1024], hint[1024];
+    list_ranks(d, answered, 0, list, sizeof list);
     if (n < d->world)
         fprintf(stderr,
                 "shiftvit: rank %d on %s: no answer from %d of %d rank(s): %s. Lost (node or link down, process "
-                "killed or frozen) or stuck outside a collective. Aborting the job (exit status %d); nothing was "
-                "written after the last checkpoint, resume from it.\n",
+                "killed or frozen) or stuck outside a collective. Aborting the job (exit status %d).\n",
                 d->rank, me, d->world - n, d->world, list, SV_EXIT_COLLECTIVE_TIMEOUT);
     else
         fprintf(stderr,
@@ -174,21 +276,77 @@ static void timed_out(sv_dist *d, const char *what, double waited) {
                 "network is slower than the timeout allows. Aborting the job (exit status %d).\n",
                 d->rank, me, SV_EXIT_COLLECTIVE_TIMEOUT);
     fflush(stderr);
-    /* MPI_Abort itself needs the network; do not let it hang either. */
+    /* The hooks (traces) and MPI_Abort, which itself needs the network: do
+     * not let this end hang either. */
     signal(SIGALRM, abort_now);
+    alarm(2 * ABORT_SECONDS);
+    run_abort_hook(d, 1, hint, sizeof hint);
+    if (hint[0]) fprintf(stderr, "shiftvit: rank %d on %s: %s\n", d->rank, me, hint);
+    fflush(stderr);
+    tell_the_others(d, answered);
+    sv_free(answered);
     alarm(20);
     MPI_Abort(d->comm, SV_EXIT_COLLECTIVE_TIMEOUT);
     _exit(SV_EXIT_COLLECTIVE_TIMEOUT);
 }
 
+/* A rank that ended the job tells this one (answer_probes): run the abort
+ * hook (this rank's trace), confirm; MPI_Abort ends the process next. */
+static void answer_abort(sv_dist *d) {
+    int flag, v;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, TAG_ABORT, d->probe, &flag, &st);
+    if (!flag) return;
+    MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, TAG_ABORT, d->probe, MPI_STATUS_IGNORE);
+    char hint[1024];
+    run_abort_hook(d, 0, hint, sizeof hint);
+    if (hint[0]) fprintf(stderr, "shiftvit: rank %d on %s: the job ends (rank %d timed out): %s\n", d->rank,
+                         d->hosts[d->rank], st.MPI_SOURCE, hint);
+    fflush(stderr);
+    MPI_Request r;
+    MPI_Isend(&g_states[0], 1, MPI_INT, st.MPI_SOURCE, TAG_DONE, d->probe, &r);
+    MPI_Request_free(&r);
+}
+
 /* A wait loop found nothing done: answer probes, end the job past the
- * timeout, back off. */
+ * timeout (counted from the wait's start, or from the last probe that found
+ * a rank busy with local work), back off. */
 void dist_idle(sv_dist *d, double t0, double now, const char *what) {
-    answer_probes(d);
+    answer_probes(d, 0);
+    double from = d->busy_seen > t0 ? d->busy_seen : t0;
+    if (d->timeout > 0 && now - from > d->timeout) timed_out(d, what, now - t0, t0);
     double waited = now - t0;
-    if (d->timeout > 0 && waited > d->timeout) timed_out(d, what, waited);
     if (waited > 0.5) usleep(200);
     else if (waited > 0.01) sched_yield();
+}
+
+/* ------------------------------------------------------------ local work */
+
+typedef struct {
+    int (*fn)(void *);
+    void *arg;
+    int rc;
+    atomic_int done;
+} local_work;
+
+static void *run_local_work(void *p) {
+    local_work *w = p;
+    w->rc = w->fn(w->arg);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+int sv_dist_local_work(sv_dist *d, sv_local_work kind, int (*fn)(void *), void *arg) {
+    if (d->world == 1 || d->timeout <= 0 || kind <= 0 || kind >= SV_LOCAL_KINDS) return fn(arg);
+    local_work w = {fn, arg, 0, 0};
+    pthread_t th;
+    if (pthread_create(&th, NULL, run_local_work, &w) != 0) return fn(arg); /* unprobed, as before */
+    while (!atomic_load(&w.done)) {
+        answer_probes(d, kind);
+        usleep(2000);
+    }
+    pthread_join(th, NULL);
+    return w.rc;
 }
 
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs

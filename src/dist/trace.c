@@ -80,21 +80,23 @@ static void write_event(FILE *f, const sv_trace_event *e, int rank, double origi
     fputs("}}", f);
 }
 
-/* Rank 0: the gathered events of every rank (each rank's times relative to
- * its own origin) as one JSON document. */
-static int write_file(const char *path, const sv_dist *d, const sv_trace_event *all, const size_t *counts,
-                      const long *dropped, const double *origins, char *err) {
+/* The events of ranks r0 .. r0 + nr - 1 (rank 0: every rank's, gathered; a
+ * rank at a collective timeout: its own), each rank's times relative to its
+ * own origin, as one JSON document; counts, dropped and origins are indexed
+ * from r0. */
+static int write_file(const char *path, const sv_dist *d, int r0, int nr, const sv_trace_event *all,
+                      const size_t *counts, const long *dropped, const double *origins, char *err) {
     sv_atomic_file a;
     char why[SV_ERR_LEN];
     if (sv_atomic_begin(&a, path, why) != 0) return sv_fail(err, "--trace %s: cannot create it: %s", path, why);
     FILE *f = a.f;
     long total_dropped = 0;
-    for (int r = 0; r < d->world; r++) total_dropped += dropped[r];
+    for (int i = 0; i < nr; i++) total_dropped += dropped[i];
     fprintf(f, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"world_size\":%d,\"dropped_events\":%ld},\n\"traceEvents\":[",
             d->world, total_dropped);
     int first = 1;
     size_t k = 0;
-    for (int r = 0; r < d->world; r++) {
+    for (int r = r0; r < r0 + nr; r++) {
         char name[SV_HOST_LEN + 32];
         snprintf(name, sizeof name, "rank %d on %s", r, d->hosts[r]);
         fprintf(f, "%s\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":", first ? "" : ",", r);
@@ -103,11 +105,27 @@ static int write_file(const char *path, const sv_dist *d, const sv_trace_event *
         fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"compute\"}}", r);
         fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,\"args\":{\"name\":\"all-reduce\"}}", r);
         first = 0;
-        for (size_t i = 0; i < counts[r] / sizeof *all; i++, k++) write_event(f, &all[k], r, origins[r], 0);
+        for (size_t i = 0; i < counts[r - r0] / sizeof *all; i++, k++) write_event(f, &all[k], r, origins[r - r0], 0);
     }
     fputs("\n]}\n", f);
     if (sv_atomic_commit(&a, why) != 0) return sv_fail(err, "--trace %s: writing failed: %s", path, why);
     return 0;
+}
+
+/* write_file of every rank's events as sv_dist_local_work's job. */
+typedef struct {
+    const char *path;
+    const sv_dist *d;
+    const sv_trace_event *all;
+    const size_t *counts;
+    const long *dropped;
+    const double *origins;
+    char *err;
+} trace_job;
+
+static int write_gathered(void *p) {
+    trace_job *j = p;
+    return write_file(j->path, j->d, 0, j->d->world, j->all, j->counts, j->dropped, j->origins, j->err);
 }
 
 int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err) {
@@ -129,7 +147,9 @@ int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err) {
     if (d->rank == 0) all = sv_alloc(total ? total : 1, "trace events");
     sv_dist_gatherv(d, t->ev, mine, all, counts);
     int rc = 0;
-    if (d->rank == 0) rc = write_file(path, d, all, counts, dropped, origins, err);
+    trace_job j = {path, d, all, counts, dropped, origins, err};
+    /* The others wait for this write in their next collective. */
+    if (d->rank == 0) rc = sv_dist_local_work(d, SV_LOCAL_TRACE, write_gathered, &j);
     sv_free(all);
     sv_free(counts);
     sv_free(dropped);
@@ -137,4 +157,10 @@ int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err) {
     free(t->ev);
     t->ev = NULL;
     return rc;
+}
+
+int sv_trace_write_rank(const sv_trace *t, const sv_dist *d, const char *path, char *err) {
+    if (!t || !t->ev) return sv_fail(err, "--trace: no events to write");
+    size_t bytes = t->n * sizeof *t->ev;
+    return write_file(path, d, d->rank, 1, t->ev, &bytes, &t->dropped, &t->origin, err);
 }

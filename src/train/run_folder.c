@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -287,4 +289,43 @@ int sv_run_folder_rewind(const char *dir, const char *resume, const sv_train_sta
     if (!is_resume && exists(path) && sv_checkpoint_read_state(path, &later, e2) == 0 && later.step > st->step)
         if (replace_with(resume, path, "the resumed checkpoint", err) != 0) return -1;
     return 0;
+}
+
+/* ".last.h5.tmp.4242" -> base "last.h5" (n bytes), pid 4242; 0 when the name
+ * is not an atomic_file.h temporary file. */
+static int temp_file_of(const char *name, char *base, size_t n, long *pid) {
+    const char *t = strstr(name, ".tmp.");
+    if (name[0] != '.' || !t || t == name + 1) return 0;
+    char *end;
+    *pid = strtol(t + 5, &end, 10);
+    if (*end || end == t + 5 || *pid <= 0) return 0;
+    snprintf(base, n, "%.*s", (int)(t - name - 1), name + 1);
+    return 1;
+}
+
+int sv_run_folder_remove_stale_temps(const char *dir, int locked) {
+    DIR *dp = opendir(dir);
+    if (!dp) return 0;
+    int removed = 0;
+    double mb = 0;
+    for (struct dirent *e; (e = readdir(dp)) != NULL;) {
+        char base[256], path[SV_PATH_LEN + 300];
+        long pid;
+        if (!temp_file_of(e->d_name, base, sizeof base, &pid) || pid == (long)getpid()) continue;
+        /* A run file's writer held this folder's lock, which is now ours: it
+         * is gone. Any other writer: only when its process is. */
+        int dead = (locked && is_run_file(base)) || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (!dead || lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode) || unlink(path) != 0) continue;
+        removed++;
+        mb += sb.st_size / 1048576.0;
+    }
+    closedir(dp);
+    if (removed) {
+        char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+        printf("Removed %d temporary file(s) (%.1f MB) left in %s by a writer that was killed\n", removed, mb,
+               sv_shell_quote(dir, q, sizeof q));
+    }
+    return removed;
 }

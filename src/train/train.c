@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "shiftvit/checkpoint.h"
@@ -66,6 +67,7 @@ typedef struct {
     sv_step step;                             /* the training step's buffers */
     int have_step;
     ckpt_ctx cc;
+    tr_abort_ctx abort_ctx;                   /* what a collective timeout's last words need */
     long replica_checks;
     double t_run0, t_epoch, t_steps, imgs_epoch; /* run and epoch clocks, this epoch's step time and images */
     stop_reason stop;
@@ -101,6 +103,8 @@ static int trainer_open_folder(trainer *T, char *err) {
                      (T->lock_fd = sv_run_folder_lock(T->out, err)) < 0 ||
                      sv_run_folder_claim(T->out, T->opts->resume, T->opts->overwrite, err) != 0))
         ok = 0;
+    /* flock again on the held lock: 0 only where the lock is real. */
+    if (ok && T->rank0) sv_run_folder_remove_stale_temps(T->out, flock(T->lock_fd, LOCK_EX | LOCK_NB) == 0);
     return setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err) ? -1 : 0;
 }
 
@@ -216,29 +220,43 @@ static int trainer_already_done(trainer *T) {
     return 1;
 }
 
-/* Rank 0's side of the run folder: rewind or adopt on resume, config.ini,
- * the metrics logs; then the checkpoint context and the start banner. */
+/* Rank 0's side of the run folder as one piece of local work (copies and
+ * fsyncs on a slow file system: sv_dist_local_work): rewind or adopt on
+ * resume, config.ini, the metrics logs. Resuming a run that ended trains
+ * nothing, so it leaves the folder's later checkpoints, metrics rows and
+ * config.ini as they are. */
+typedef struct {
+    trainer *T;
+    int ended;
+    const char *prefix; /* what the message starts with */
+    char *err;
+} outputs_job;
+
+static int open_outputs_rank0(void *p) {
+    outputs_job *j = p;
+    trainer *T = j->T;
+    const sv_train_opts *o = T->opts;
+    char ini[SV_PATH_LEN + 16];
+    snprintf(ini, sizeof ini, "%s/config.ini", T->out);
+    if (o->resume && ((!j->ended && sv_run_folder_rewind(T->out, o->resume, &T->st, j->err) != 0) ||
+                      sv_run_folder_adopt(T->out, o->resume, &T->st, j->err) != 0))
+        return -1;
+    if (!(j->ended && access(ini, F_OK) == 0) && tr_write_config_ini(T->out, T->cfg, j->err) != 0) return -1;
+    j->prefix = "metrics: ";
+    T->mt = sv_metrics_open(T->out, o->resume != NULL, j->ended ? LONG_MAX : T->st.step,
+                            j->ended ? LONG_MAX : T->st.epoch, j->err);
+    return T->mt ? 0 : -1;
+}
+
+/* Rank 0's side of the run folder (above); then the checkpoint context and
+ * the start banner. */
 static int trainer_open_outputs(trainer *T, char *err) {
     const sv_config *cfg = T->cfg;
     const sv_train_opts *o = T->opts;
-    int ok = 1;
-    /* Resuming a run that ended trains nothing, so it leaves the folder's
-     * later checkpoints, metrics rows and config.ini as they are. */
     int ended = resumed_run_ended(T);
-    char ini[SV_PATH_LEN + 16];
-    snprintf(ini, sizeof ini, "%s/config.ini", T->out);
-    if (T->rank0 && o->resume && ((!ended && sv_run_folder_rewind(T->out, o->resume, &T->st, err) != 0) ||
-                                  sv_run_folder_adopt(T->out, o->resume, &T->st, err) != 0))
-        ok = 0;
-    if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
-    if (T->rank0 && !(ended && access(ini, F_OK) == 0)) ok = tr_write_config_ini(T->out, cfg, err) == 0;
-    if (setup_failed(T, ok, 0, "", SV_EXIT_BAD_INPUT, err)) return -1;
-    if (T->rank0) {
-        T->mt = sv_metrics_open(T->out, o->resume != NULL, ended ? LONG_MAX : T->st.step, ended ? LONG_MAX : T->st.epoch,
-                                err);
-        ok = T->mt != NULL;
-    }
-    if (setup_failed(T, ok, 0, "metrics: ", SV_EXIT_BAD_INPUT, err)) return -1;
+    outputs_job j = {T, ended, "", err};
+    int ok = !T->rank0 || sv_dist_local_work(T->d, SV_LOCAL_RUN_FOLDER, open_outputs_rank0, &j) == 0;
+    if (setup_failed(T, ok, 0, j.prefix, SV_EXIT_BAD_INPUT, err)) return -1;
     /* On resume the folder's last.h5 is this state (rewound or adopted above,
      * or the resumed file itself) only if it exists. */
     char last_path[SV_PATH_LEN + 16];
@@ -451,7 +469,7 @@ static void trainer_log_epoch(trainer *T, long finished, const sv_eval_result *v
            improved ? " | new best" : "");
     fflush(stdout);
     sv_epoch_row row = {finished, tl, t1, t5, v->loss, v->top1, v->top5, lr_now, secs};
-    sv_metrics_epoch(T->mt, &row);
+    tr_rank0_metrics(T->d, T->mt, &row, 0);
 }
 
 /* End of an epoch: validation, early stopping, metrics, and the checkpoints,
@@ -491,7 +509,7 @@ static void trainer_end_epoch(trainer *T, long epoch) {
  * of checkpoint failures, the trace. */
 static void trainer_finish(trainer *T, char *err) {
     sv_dist *d = T->d;
-    if (T->rank0) sv_metrics_flush(T->mt);
+    tr_rank0_metrics(d, T->mt, NULL, 0);
     if (T->opts->check_replicas && T->rank0 && T->status == SV_EXIT_OK && d->world > 1)
         printf("Replica check: weights bitwise identical on all %d ranks after each of %ld updates\n", d->world,
                T->replica_checks);
@@ -528,7 +546,7 @@ static void trainer_finish(trainer *T, char *err) {
 }
 
 static void trainer_free(trainer *T) {
-    if (T->rank0 && T->mt) sv_metrics_close(T->mt);
+    if (T->rank0 && T->mt) tr_rank0_metrics(T->d, T->mt, NULL, 1);
     if (T->trace) free(T->trace->ev); /* only when sv_trace_write was not reached */
     if (T->have_step) sv_step_free(&T->step);
     if (T->have_model) {
@@ -555,6 +573,11 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     T->rank0 = d->rank == 0;
     T->lock_fd = -1;
     T->status = SV_EXIT_OK;
+    T->cc.saved_step = -1;
+    tr_abort_ctx ab = {&T->cc, &T->trace, opts->trace, opts->resume, T->out, d};
+    T->abort_ctx = ab;
+    d->on_abort = tr_on_abort;
+    d->on_abort_ctx = &T->abort_ctx;
     if (trainer_setup(T, err) == 0) {
         if (trainer_already_done(T)) T->stop = STOP_EARLY;
         for (; T->st.epoch < cfg->epochs && T->stop == STOP_NONE; T->st.epoch++) {
@@ -571,6 +594,7 @@ int sv_train(const sv_config *cfg, const sv_train_opts *opts, sv_dist *d) {
     }
     int status = T->status;
     trainer_free(T);
+    d->on_abort = NULL; /* main's last collective may still time out */
     free(T);
     return status;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "shiftvit/checkpoint.h"
+#include "shiftvit/metrics.h"
 #include "shiftvit/model.h"
 #include "shiftvit/optim.h"
 #include "shiftvit/trace.h"
@@ -27,6 +28,16 @@ typedef struct {
     int failures;    /* checkpoints that could not be written */
     sv_trace *trace; /* --trace, or NULL */
 } ckpt_ctx;
+
+/* What tr_on_abort needs of the trainer. */
+typedef struct {
+    const ckpt_ctx *cc;
+    sv_trace *const *trace;  /* the trainer's --trace buffer pointer (NULL: none) */
+    const char *trace_path;  /* --trace FILE */
+    const char *resume;      /* --resume CKPT, or NULL */
+    const char *out;         /* the run folder */
+    const sv_dist *d;
+} tr_abort_ctx;
 
 /* SHIFTVIT_INJECT_NAN_STEP (tr_ready_inject). */
 typedef struct {
@@ -66,6 +77,14 @@ void tr_rotate_checkpoints(ckpt_ctx *c, long epoch_done);
 const char *tr_quote_in(const char *dir, const char *name, char *q, size_t n);
 /* The command that continues the run in dir, ready to paste into a shell. */
 const char *tr_resume_command(const char *dir, int world, char *q, size_t n);
+/* sv_dist.on_abort of the trainer (ctx: tr_abort_ctx): this rank's trace so
+ * far as FILE.rankR.json beside --trace FILE, and on the rank that timed out
+ * (mine) the checkpoint to resume from and the command; all said in hint. */
+void tr_on_abort(void *ctx, int mine, char *hint, size_t n);
+/* Rank 0's metrics I/O as local work (sv_dist_local_work: an epoch row
+ * flushes metrics.h5, close may wait for a reader): sv_metrics_epoch of row,
+ * else sv_metrics_close when close, else sv_metrics_flush. Others: nothing. */
+void tr_rank0_metrics(sv_dist *d, sv_metrics *mt, const sv_epoch_row *row, int close);
 /* --resume-with-changes: logs the changed keys and records them in st. */
 void tr_record_changes(sv_train_state *st, const sv_config *cfg, const char *changes, int rank0);
 /* 1 when the progress line should be redrawn in place (a terminal). */

@@ -92,6 +92,18 @@ void tr_resolve_out_dir(char *out, const sv_config *cfg, const sv_train_opts *o,
     }
 }
 
+/* sv_checkpoint_save as sv_dist_local_work's job. */
+typedef struct {
+    const ckpt_ctx *c;
+    const sv_adamw *opt;
+    char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
+} ckpt_write;
+
+static int write_checkpoint(void *p) {
+    ckpt_write *w = p;
+    return sv_checkpoint_save(w->path, w->c->m, w->opt, w->c->st, w->c->cfg, w->err);
+}
+
 /* Rank 0 writes `name`; every rank learns whether it worked. */
 int tr_save_checkpoint(ckpt_ctx *c, const char *name) {
     int ok = 1;
@@ -106,10 +118,11 @@ int tr_save_checkpoint(ckpt_ctx *c, const char *name) {
         sv_zero_gather(c->d, c->opt->v, full.v);
     }
     if (c->d->rank == 0) {
-        char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
-        snprintf(path, sizeof path, "%s/%s", c->dir, name);
-        if (sv_checkpoint_save(path, c->m, &full, c->st, c->cfg, err) != 0) {
-            fprintf(stderr, "shiftvit: checkpoint not written: %s\n", err);
+        ckpt_write w = {c, &full, "", ""};
+        snprintf(w.path, sizeof w.path, "%s/%s", c->dir, name);
+        /* A slow file system must not look like a lost rank to the others. */
+        if (sv_dist_local_work(c->d, SV_LOCAL_CHECKPOINT, write_checkpoint, &w) != 0) {
+            fprintf(stderr, "shiftvit: checkpoint not written: %s\n", w.err);
             ok = 0;
         }
     }
@@ -139,9 +152,16 @@ const char *tr_quote_in(const char *dir, const char *name, char *q, size_t n) {
 }
 
 /* The command that continues the run in dir, ready to paste into a shell:
- * this binary by its absolute path, under mpirun with the same world size
- * when there is more than one rank; the config comes from the checkpoint. */
+ * inside a SLURM job the batch script's submission (jobs/train.sbatch resumes
+ * from RUN_DIR/last.h5); else this binary by its absolute path, under mpirun
+ * with the same world size when there is more than one rank; the config
+ * comes from the checkpoint. */
 const char *tr_resume_command(const char *dir, int world, char *q, size_t n) {
+    if (getenv("SLURM_JOB_ID")) {
+        char out[SV_QUOTED_LEN(SV_PATH_LEN)];
+        snprintf(q, n, "RUN_DIR=%s sbatch jobs/train.sbatch", sv_shell_quote(dir, out, sizeof out));
+        return q;
+    }
     char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)], exe[SV_PATH_LEN] = "shiftvit",
          qexe[SV_QUOTED_LEN(SV_PATH_LEN)], launcher[96] = "";
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -152,6 +172,59 @@ const char *tr_resume_command(const char *dir, int world, char *q, size_t n) {
     snprintf(q, n, "%s%s train --resume %s --out %s", launcher, sv_shell_quote(exe, qexe, sizeof qexe),
              tr_quote_in(dir, "last.h5", ckpt, sizeof ckpt), sv_shell_quote(dir, out, sizeof out));
     return q;
+}
+
+/* FILE.rankR.json beside --trace FILE (FILE's ".json" replaced). */
+static void rank_trace_path(const char *file, int rank, char *out, size_t n) {
+    size_t len = strlen(file);
+    int json = len > 5 && !strcmp(file + len - 5, ".json");
+    snprintf(out, n, "%.*s.rank%d.json", (int)(json ? len - 5 : len), file, rank);
+}
+
+void tr_on_abort(void *ctx, int mine, char *hint, size_t n) {
+    const tr_abort_ctx *a = ctx;
+    const sv_trace *t = *a->trace;
+    size_t len = 0;
+    if (t && t->ev) {
+        char path[SV_PATH_LEN + 32], err[SV_ERR_LEN], q[SV_QUOTED_LEN(SV_PATH_LEN + 32)];
+        rank_trace_path(a->trace_path, a->d->rank, path, sizeof path);
+        if (sv_trace_write_rank(t, a->d, path, err) == 0)
+            len += (size_t)snprintf(hint, n, "its trace up to the timeout (%zu events) is in %s. ", t->n,
+                                    sv_shell_quote(path, q, sizeof q));
+        else
+            len += (size_t)snprintf(hint, n, "its trace could not be written: %s. ", err);
+    }
+    if (!mine || len >= n) return;
+    char q[SV_QUOTED_LEN(SV_PATH_LEN) * 3], c[SV_QUOTED_LEN(SV_PATH_LEN + 16)];
+    if (a->cc->saved_step >= 0)
+        snprintf(hint + len, n - len, "Nothing was written after %s (step %ld); resume from it with: %s",
+                 tr_quote_in(a->out, "last.h5", c, sizeof c), a->cc->saved_step,
+                 tr_resume_command(a->out, a->d->world, q, sizeof q));
+    else if (a->resume)
+        snprintf(hint + len, n - len, "No checkpoint was written since the resume; resume again from %s",
+                 sv_shell_quote(a->resume, c, sizeof c));
+    else
+        snprintf(hint + len, n - len, "No checkpoint was written yet: nothing to resume from.");
+}
+
+/* sv_dist_local_work's job for tr_rank0_metrics. */
+typedef struct {
+    sv_metrics *mt;
+    const sv_epoch_row *row;
+    int close;
+} metrics_job;
+
+static int metrics_io(void *p) {
+    metrics_job *j = p;
+    if (j->row) sv_metrics_epoch(j->mt, j->row);
+    else if (j->close) sv_metrics_close(j->mt);
+    else sv_metrics_flush(j->mt);
+    return 0;
+}
+
+void tr_rank0_metrics(sv_dist *d, sv_metrics *mt, const sv_epoch_row *row, int close) {
+    metrics_job j = {mt, row, close};
+    if (d->rank == 0) sv_dist_local_work(d, SV_LOCAL_METRICS, metrics_io, &j);
 }
 
 /* --resume-with-changes: the log and every later checkpoint say which keys

@@ -28,6 +28,9 @@
 #   7. a plain `scancel` cancels for good (no requeue)
 #   8. jobs/scaling.sbatch runs scripts/scaling.sh with srun (tiny model): CSV + plot
 #   9. jobs/local.sh (mpirun, no SLURM) binds 1x2 and 2x1 as it says
+#  10. a launcher's loss-of-node exit (a stand-in trainer): 141 (SIGPIPE) after a new
+#      checkpoint is requeued and resumes; 205 (Open MPI's daemon check) before any
+#      checkpoint is requeued once, and not again after a second such attempt
 # and 5b: the same job launched with LAUNCHER=mpirun inside the allocation.
 set -uo pipefail
 
@@ -365,6 +368,43 @@ if [ "$(scripts/cores.sh)" -ge 2 ]; then
     test "$rc" -eq 0 -a -n "$c0" -a -n "$c1" -a "$c0" != "$c1"
 else
   note "jobs/local.sh checks skipped: fewer than 2 CPUs"
+fi
+
+# ---------------------------------------------------------------- 10. lost node: 205, 141
+# A stand-in for the trainer (the exit statuses of a lost node cannot be produced on
+# one machine): FAKE_MODE=lost exits 205 at once; FAKE_MODE=sigpipe writes
+# RUN_DIR/last.h5 and exits 141, and exits 0 when last.h5 is there at its start.
+echo "--- lost node: the launcher's exit statuses 205 and 141"
+fake=$WORK/fake-trainer.sh
+cat > "$fake" <<'FAKE'
+#!/bin/bash
+out=""; while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+case $FAKE_MODE in
+  lost) echo "fake trainer: exit 205"; exit 205 ;;
+  sigpipe) [ -f "$out/last.h5" ] && { echo "fake trainer: resumed"; exit 0; }
+           mkdir -p "$out" && echo checkpoint > "$out/last.h5"; exit 141 ;;
+esac
+exit 2
+FAKE
+chmod +x "$fake"
+log=$WORK/lost141.out
+if SHIFTVIT=$fake FAKE_MODE=sigpipe RUN_DIR=$WORK/lost141 submit "$log" --ntasks=1 --ntasks-per-node=1; then
+  wait_job 120
+  st=$(job_field "$JOB" JobState); rs=$(job_field "$JOB" Restarts)
+  check "exit 141 after a new checkpoint: requeued and resumed (state $st, Restarts=$rs)" \
+    eval "[ '$st' = COMPLETED ] && [ '$rs' = 1 ] && grep -q 'SIGPIPE.*requeueing job $JOB to resume from $WORK/lost141/last.h5' '$log' && grep -q 'resuming from' '$log'"
+else
+  fail "sbatch submit (exit 141)"
+fi
+log=$WORK/lost205.out
+if SHIFTVIT=$fake FAKE_MODE=lost RUN_DIR=$WORK/lost205 submit "$log" --ntasks=1 --ntasks-per-node=1; then
+  wait_job 120
+  st=$(job_field "$JOB" JobState); rs=$(job_field "$JOB" Restarts)
+  check "exit 205 before any checkpoint: requeued once, then not (state $st, Restarts=$rs)" \
+    eval "[ '$st' = FAILED ] && [ '$rs' = 1 ] && grep -q 'before the first checkpoint; requeueing job $JOB, which starts the run afresh' '$log' && grep -q 'second attempt in a row' '$log'"
+  check "no message promises a resume from a last.h5 that does not exist" hasnt "$log" "resume from $WORK/lost205/last.h5"
+else
+  fail "sbatch submit (exit 205)"
 fi
 
 DONE=1
