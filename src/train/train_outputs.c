@@ -108,7 +108,7 @@ int tr_save_checkpoint(ckpt_ctx *c, const char *name) {
     if (c->d->rank == 0) {
         char path[SV_PATH_LEN + 64], err[SV_ERR_LEN];
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
-        if (sv_checkpoint_save(path, c->m, &full, c->st, c->cfg, err) != 0) {
+        if (sv_checkpoint_save_ema(path, c->m, c->ema ? c->ema->w : NULL, &full, c->st, c->cfg, err) != 0) {
             fprintf(stderr, "shiftvit: checkpoint not written: %s\n", err);
             ok = 0;
         }
