@@ -2,7 +2,7 @@
 """Exports a shiftvit checkpoint as an ONNX model (README "Using a trained
 model elsewhere").
 
-    /usr/bin/python3 scripts/export_onnx.py [--weights model|ema] [--opset N]
+    /usr/bin/python3 scripts/export_onnx.py [--weights ema|raw] [--opset N]
         [--include-resize] CHECKPOINT OUT.onnx
 
 The graph (python/shiftvit/onnx_graph.py) uses standard operators only, opset
@@ -18,7 +18,8 @@ written to a temporary file in OUT's folder and renamed, so a failed export
 leaves no file behind.
 
 --weights ema exports the moving average of the weights (/ema), for runs that
-kept one. Exit status 0, or 1 with one line on stderr naming the file and the
+kept one (train.ema_decay > 0), --weights raw the trained weights (/model); the
+default, as `shiftvit eval`, is ema when the checkpoint has it. Exit status 0, or 1 with one line on stderr naming the file and the
 reason (not a checkpoint, truncated, unknown model variant, no /ema, output
 not writable), 2 for bad usage. Needs Debian's python3-onnx, python3-h5py,
 python3-numpy (scripts/install-deps.sh installs them).
@@ -42,8 +43,10 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="HDF5 checkpoint written by shiftvit train")
     ap.add_argument("out", help="the ONNX file to write")
-    ap.add_argument("--weights", choices=ck.WEIGHT_GROUPS, default="model",
-                    help="the trained weights (/model, default) or their moving average (/ema)")
+    ap.add_argument("--weights", choices=ck.WEIGHTS + ("model",), default=None,
+                    help="ema: the moving average of the weights (/ema, runs with train.ema_decay > 0); "
+                         "raw: the trained weights (/model); default, as shiftvit eval: ema when the "
+                         "checkpoint has it ('model' is raw's older name)")
     ap.add_argument("--opset", type=int, default=17,
                     help="ONNX opset 13..17 (default 17: LayerNormalization; below: decomposed)")
     ap.add_argument("--tta-flip", choices=("checkpoint", "on", "off"), default="checkpoint",
@@ -64,9 +67,10 @@ def export(a):
         raise ck.OutputError("%s: --opset %d: this exporter writes opsets %d..%d"
                              % (a.out, a.opset, onnx_graph.OPSET_MIN, onnx_graph.OPSET_MAX))
     cfg, params, meta = ck.read_checkpoint(a.checkpoint, a.weights)
+    a.weights = meta["weights"]
     if meta["nonfinite"]:
         sys.stderr.write("%s: warning: %s: /%s/%s holds NaN or infinity\n"
-                         % (PROG, a.checkpoint, a.weights, meta["nonfinite"][0]))
+                         % (PROG, a.checkpoint, ck.GROUP_OF[a.weights], meta["nonfinite"][0]))
     tta = svm.tta_flip_from_text(meta["config_text"]) if a.tta_flip == "checkpoint" else a.tta_flip == "on"
     model = onnx_graph.build_model(
         cfg, params, opset=a.opset, include_resize=a.include_resize, tta_flip=tta,
@@ -77,7 +81,7 @@ def export(a):
     side = 32 if a.include_resize else cfg["image_size"]
     print("%s: %s (/%s, %d weights) -> %s: opset %d, input 'image' float32 [batch, %d, %d, 3] NHWC "
           "RGB in [0, 1]%s, outputs 'logits', 'probabilities' [batch, %d]%s"
-          % (PROG, a.checkpoint, a.weights, svm.count_params(cfg), a.out, a.opset, side, side,
+          % (PROG, a.checkpoint, ck.GROUP_OF[a.weights], svm.count_params(cfg), a.out, a.opset, side, side,
              " (resize inside)" if a.include_resize else "", cfg["num_classes"],
              ", flip test-time augmentation inside" if tta else ""))
     print("class_names: %s" % json.dumps(meta["class_names"]))

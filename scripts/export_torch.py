@@ -3,13 +3,14 @@
 nn.Module shiftvit.model.ShiftViT (python/shiftvit/model.py) with the config
 it is built from (README "Using a trained model elsewhere").
 
-    /usr/bin/python3 scripts/export_torch.py [--weights model|ema] CHECKPOINT OUT.pt
+    /usr/bin/python3 scripts/export_torch.py [--weights ema|raw] CHECKPOINT OUT.pt
 
 OUT.pt is a dict saved with torch.save: "state_dict" (ShiftViT's, PyTorch
 layouts: nn.Linear weights [out, in]), "config" (the model dict of
 shiftvit.model.config_from_text), "config_text" (the checkpoint's INI),
 "class_names", "input" (layout NHWC, size, range, preprocessing), "weights"
-(model or ema). Load it with
+(ema or raw: --weights, default ema when the checkpoint has it, as `shiftvit
+eval`). Load it with
 
     import sys; sys.path.insert(0, "python")
     from shiftvit.model import load_exported
@@ -38,9 +39,10 @@ def export(a):
     import torch
 
     cfg, params, meta = ck.read_checkpoint(a.checkpoint, a.weights)
+    a.weights = meta["weights"]
     if meta["nonfinite"]:
         sys.stderr.write("%s: warning: %s: /%s/%s holds NaN or infinity\n"
-                         % (PROG, a.checkpoint, a.weights, meta["nonfinite"][0]))
+                         % (PROG, a.checkpoint, ck.GROUP_OF[a.weights], meta["nonfinite"][0]))
     model = svm.ShiftViT(cfg).load_keras_params({k: torch.from_numpy(v) for k, v in params.items()}).eval()
     S = cfg["image_size"]
     x = torch.rand(4, S, S, 3, generator=torch.Generator().manual_seed(0))
@@ -59,7 +61,7 @@ def export(a):
                                        % (cfg["resize_size"], S)}}
     ck.write_atomic(a.out, lambda tmp: torch.save(blob, tmp))
     print("%s: %s (/%s, %d weights) -> %s: ShiftViT state dict, input [N, %d, %d, 3] NHWC RGB in [0, 1]"
-          % (PROG, a.checkpoint, a.weights, svm.count_params(cfg), a.out, S, S))
+          % (PROG, a.checkpoint, ck.GROUP_OF[a.weights], svm.count_params(cfg), a.out, S, S))
 
 
 def main(argv):
@@ -67,8 +69,10 @@ def main(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="HDF5 checkpoint written by shiftvit train")
     ap.add_argument("out", help="the .pt file to write")
-    ap.add_argument("--weights", choices=ck.WEIGHT_GROUPS, default="model",
-                    help="the trained weights (/model, default) or their moving average (/ema)")
+    ap.add_argument("--weights", choices=ck.WEIGHTS + ("model",), default=None,
+                    help="ema: the moving average of the weights (/ema, runs with train.ema_decay > 0); "
+                         "raw: the trained weights (/model); default, as shiftvit eval: ema when the "
+                         "checkpoint has it ('model' is raw's older name)")
     a = ap.parse_args(argv)
     try:
         export(a)

@@ -183,6 +183,55 @@ static void test_round_trip(void **state) {
     fixture_free(&c);
 }
 
+/* /ema (train.ema_decay): saved beside /model and read back bitwise; a file
+ * without it says so (sv_checkpoint_has_ema 0, sv_checkpoint_load_ema an
+ * error naming the file) and still loads as before; /ema with another
+ * architecture's shapes is refused naming the tensor. */
+static void test_ema_round_trip(void **state) {
+    (void)state;
+    fixture a, b;
+    fixture_make(&a, 24, 7);
+    fixture_make(&b, 24, 99);
+    char path[512], plain[512], err[SV_ERR_LEN];
+    path_in(path, sizeof path, "ema.h5");
+    path_in(plain, sizeof plain, "no_ema.h5");
+    size_t n = a.m.num_params;
+    float *ema = malloc(n * sizeof(float)), *back = malloc(n * sizeof(float));
+    assert_non_null(ema);
+    assert_non_null(back);
+    for (size_t i = 0; i < n; i++) ema[i] = a.m.params[i] * 0.5f + (float)(i % 7) * 1e-3f;
+    if (sv_checkpoint_save_ema(path, &a.m, ema, &a.opt, &a.st, &a.cfg, err) != 0) fail_msg("save: %s", err);
+    save_or_fail(plain, &a);
+    assert_int_equal(sv_checkpoint_has_ema(path, err), 1);
+    assert_int_equal(sv_checkpoint_has_ema(plain, err), 0);
+    memset(back, 0, n * sizeof(float));
+    if (sv_checkpoint_load_ema(path, &b.m, back, err) != 0) fail_msg("load /ema: %s", err);
+    assert_memory_equal(back, ema, n * sizeof(float));
+    /* /model, the moments and the state load as from a file without /ema */
+    if (sv_checkpoint_load(path, &b.m, &b.opt, &b.st, err) != 0) fail_msg("load: %s", err);
+    assert_memory_equal(b.m.params, a.m.params, n * sizeof(float));
+    assert_memory_equal(b.opt.m, a.opt.m, n * sizeof(float));
+    assert_int_equal(b.st.step, a.st.step);
+    assert_int_equal(sv_checkpoint_load_ema(plain, &b.m, back, err), -1);
+    assert_contains(err, plain);
+    assert_contains(err, "/ema");
+    assert_contains(err, "train.ema_decay");
+    assert_int_equal(sv_checkpoint_has_ema("/nonexistent/x.h5", err), -1);
+    /* another architecture */
+    fixture c;
+    fixture_make(&c, 36, 1);
+    float *other = malloc(c.m.num_params * sizeof(float));
+    assert_non_null(other);
+    assert_int_equal(sv_checkpoint_load_ema(path, &c.m, other, err), -1);
+    assert_contains(err, "/ema/");
+    free(other);
+    free(ema);
+    free(back);
+    fixture_free(&a);
+    fixture_free(&b);
+    fixture_free(&c);
+}
+
 static char *config_text(const sv_config *c) {
     char *text = NULL;
     size_t len = 0;
@@ -732,6 +781,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_config_round_trip),
+        cmocka_unit_test(test_ema_round_trip),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_save_fails_cleanly),
         cmocka_unit_test(test_kill_during_save),

@@ -382,6 +382,73 @@ static void test_extra_draws(void **state) {
     assert_int_equal(off.cutout, 0);
 }
 
+/* The first `count` records of test_batch.bin, and a config for batches of
+ * them: 52 -> 48 crops with augmentation, seed 42, the other keys 0. */
+static void batch_fixture(sv_dataset *ds, long count, sv_config *cfg) {
+    const char *pt = SV_TEST_CIFAR "/test_batch.bin";
+    char err[SV_ERR_LEN] = "";
+    if (sv_cifar_load(ds, &pt, 1, 0, count, err)) fail_msg("%s", err);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->image_size = 48;
+    cfg->resize_size = 52;
+    cfg->augment = 1;
+    cfg->seed = 42;
+}
+
+/* data.flip = alternate (airbench): epoch 0's flip is random's draw of
+ * epoch 0 (about half the images), and from then on every image's flip
+ * changes from each epoch to the next; random keeps its own draw per epoch
+ * (the same as sv_draw_augment's), which agrees with alternate's in about
+ * half the images after epoch 0. A batch at epoch 3 shows the images
+ * mirrored as the draw says. */
+static void test_alternating_flip(void **state) {
+    (void)state;
+    enum { N = 10000, EPOCHS = 6 };
+    long flips0 = 0, agree_random[EPOCHS] = {0};
+    for (long s = 0; s < N; s++) {
+        int oy, ox, fl0;
+        sv_draw_augment(42, 0, s, 52, 48, &oy, &ox, &fl0);
+        int f0 = sv_draw_flip(42, 0, s, SV_FLIP_ALTERNATE);
+        assert_int_equal(f0, fl0);
+        assert_int_equal(sv_draw_flip(42, 0, s, SV_FLIP_RANDOM), fl0);
+        flips0 += f0;
+        int prev = f0;
+        for (long e = 1; e < EPOCHS; e++) {
+            int f = sv_draw_flip(42, e, s, SV_FLIP_ALTERNATE), fl;
+            if (f == prev) fail_msg("sample %ld: alternate flip %d in epochs %ld and %ld", s, f, e - 1, e);
+            assert_int_equal(f, f0 ^ (int)(e % 2));
+            sv_draw_augment(42, e, s, 52, 48, &oy, &ox, &fl);
+            assert_int_equal(sv_draw_flip(42, e, s, SV_FLIP_RANDOM), fl);
+            agree_random[e] += f == fl;
+            prev = f;
+        }
+    }
+    assert_in_range(flips0, 4800, 5200); /* 1/2 within 4 standard deviations */
+    for (int e = 1; e < EPOCHS; e++) assert_in_range(agree_random[e], 4800, 5200);
+    /* another seed, another epoch-0 draw */
+    long same = 0;
+    for (long s = 0; s < N; s++) same += sv_draw_flip(42, 0, s, SV_FLIP_ALTERNATE) == sv_draw_flip(43, 0, s, SV_FLIP_ALTERNATE);
+    assert_in_range(same, 4800, 5200);
+
+    sv_dataset ds;
+    sv_config cfg;
+    batch_fixture(&ds, 8, &cfg);
+    cfg.flip = SV_FLIP_ALTERNATE;
+    enum { B = 8, PER = 48 * 48 * 3 };
+    const long idx[B] = {0, 1, 2, 3, 4, 5, 6, 7};
+    static float x[B * PER], ref[PER];
+    sv_make_batch(x, NULL, &ds, idx, B, sv_batch_settings_from(&cfg), 3, 1);
+    for (int i = 0; i < B; i++) {
+        int oy, ox, fl, oy0, ox0, f0;
+        sv_draw_augment(42, 0, idx[i], 52, 48, &oy0, &ox0, &f0); /* epoch 0's flip */
+        sv_draw_augment(42, 3, idx[i], 52, 48, &oy, &ox, &fl);   /* epoch 3's crop */
+        /* epoch 3 is odd: mirrored against epoch 0 */
+        sv_augment_image(ref, ds.images + idx[i] * SV_CIFAR_PIXELS, 52, 48, oy, ox, !f0);
+        assert_memory_equal(x + i * PER, ref, sizeof ref);
+    }
+    sv_dataset_free(&ds);
+}
+
 /* sv_flip_images mirrors every row of every image and is its own inverse. */
 static void test_flip_images(void **state) {
     (void)state;
@@ -714,16 +781,9 @@ static void test_find_data_dir(void **state) {
 
 static void test_make_batch(void **state) {
     (void)state;
-    const char *pt = SV_TEST_CIFAR "/test_batch.bin";
     sv_dataset ds;
-    char err[SV_ERR_LEN] = "";
-    if (sv_cifar_load(&ds, &pt, 1, 0, 20, err)) fail_msg("%s", err);
     sv_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.image_size = 48;
-    cfg.resize_size = 52;
-    cfg.augment = 1;
-    cfg.seed = 42;
+    batch_fixture(&ds, 20, &cfg);
     enum { N = 6, PER = 48 * 48 * 3 };
     const long idx[N] = {5, 0, 19, 7, 5, 12};
     static float x[N * PER], ref[PER];
@@ -796,6 +856,7 @@ int main(void) {
         cmocka_unit_test(test_cutout_boxes),
         cmocka_unit_test(test_extra_draws),
         cmocka_unit_test(test_flip_images),
+        cmocka_unit_test(test_alternating_flip),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

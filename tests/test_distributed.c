@@ -565,6 +565,39 @@ static void test_zero_stage1(void **state) {
     expect_same_state("zero0_p2", "zero1_resumed_p1");
 }
 
+/* The moving average of the weights (train.ema_decay) with the alternating
+ * flip (data.flip = alternate): P = 1, 2 and 2 under ZeRO stage 1 (every
+ * rank keeps the whole average after the all-gather) give the same losses,
+ * weights and /ema within the tolerances above, and validation of the
+ * average ("val (ema)") within them too. */
+static void test_ema_any_world_size(void **state) {
+    (void)state;
+    const char *sets = "--set train.ema_decay=0.9 --set data.flip=alternate";
+    static const struct {
+        const char *name, *extra;
+        int P;
+    } runs[] = {{"ema_p1", "", 1}, {"ema_p2", "", 2}, {"ema_p2_zero1", " --set train.zero_stage=1", 2}};
+    double v0[3] = {0, 0, 0};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char all[256];
+        snprintf(all, sizeof all, "%s%s", sets, runs[i].extra);
+        sv_test_result r = train(runs[i].name, runs[i].P, all, NULL);
+        assert_contains(r.out, "| val (ema) loss ");
+        sv_test_result_free(&r);
+        double v[3];
+        last_val(runs[i].name, v);
+        if (i == 0) {
+            memcpy(v0, v, sizeof v0);
+            continue;
+        }
+        expect_same_losses("ema_p1", runs[i].name, 16, 2);
+        expect_same_weights("ema_p1", runs[i].name);
+        expect_same_tensors("ema_p1", runs[i].name, "/ema");
+        if (!(fabs(v[0] - v0[0]) <= g_loss_rtol * fabs(v0[0])))
+            fail_msg("%s: val loss of the average %.6f, P = 1 gave %.6f", runs[i].name, v[0], v0[0]);
+    }
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's stderr */
     const struct CMUnitTest tests[] = {
@@ -574,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_ranks_without_samples),
         cmocka_unit_test(test_trace),
         cmocka_unit_test(test_zero_stage1),
+        cmocka_unit_test(test_ema_any_world_size),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -288,6 +288,79 @@ static void test_config_steps(void **state) {
     assert_close(sv_schedule_lr(&s, 15626), 0.0, 0, 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Moving average of the weights (train.ema_decay)                          */
+
+/* The warm-up of tf.train.ExponentialMovingAverage(decay, num_updates):
+ * min(decay, (1 + t) / (10 + t)), by hand. */
+static void test_ema_decay_warmup(void **state) {
+    (void)state;
+    assert_close(sv_ema_decay_at(0.999, 1), 2.0 / 11.0, 1e-15, 0);
+    assert_close(sv_ema_decay_at(0.999, 2), 0.25, 1e-15, 0);
+    assert_close(sv_ema_decay_at(0.999, 90), 0.91, 1e-15, 0);
+    assert_close(sv_ema_decay_at(0.999, 8991), 0.999, 1e-15, 0); /* 8992 / 9001 > 0.999 */
+    assert_close(sv_ema_decay_at(0.999, 100000), 0.999, 1e-15, 0);
+    assert_close(sv_ema_decay_at(0.3, 2), 0.25, 1e-15, 0);
+    assert_close(sv_ema_decay_at(0.3, 3), 0.3, 1e-15, 0); /* 4 / 13 > 0.3 */
+}
+
+/* sv_ema_update over 120 updates of changing weights against the same
+ * recursion in double, with the decay written out (decay 0.9 reaches its cap
+ * after t = 80 updates, so warm-up and cap are both covered); and two
+ * steps by hand: ema0 = 1, w1 = 3, w2 = 0 give 1 + (9/11)(3 - 1) = 29/11,
+ * then 29/11 - (3/4)(29/11) = 29/44. */
+static void test_ema_update(void **state) {
+    (void)state;
+    enum { N = 1000, STEPS = 120 };
+    static float w[N];
+    static double ref[N];
+    for (int i = 0; i < N; i++) w[i] = (float)sin(0.37 * i), ref[i] = w[i];
+    sv_ema e;
+    sv_ema_init(&e, w, N, 0.9);
+    assert_memory_equal(e.w, w, sizeof w); /* starts at the weights */
+    double worst = 0;
+    for (long t = 1; t <= STEPS; t++) {
+        for (int i = 0; i < N; i++) w[i] = (float)(sin(0.37 * i + 0.05 * t) + 0.01 * t);
+        sv_ema_update(&e, w, t);
+        double d = fmin(0.9, (1.0 + t) / (10.0 + t));
+        for (int i = 0; i < N; i++) {
+            ref[i] = d * ref[i] + (1 - d) * w[i];
+            worst = fmax(worst, fabs(e.w[i] - ref[i]));
+        }
+    }
+    if (!(worst <= 2e-6)) fail_msg("EMA differs from the double recursion by %.3g", worst);
+    sv_ema_free(&e);
+
+    float a = 1.0f, p = 3.0f;
+    sv_ema_init(&e, &a, 1, 0.999);
+    sv_ema_update(&e, &p, 1);
+    assert_close(e.w[0], 29.0 / 11.0, 1e-6, 0);
+    p = 0.0f;
+    sv_ema_update(&e, &p, 2);
+    assert_close(e.w[0], 29.0 / 44.0, 1e-6, 0);
+    sv_ema_free(&e);
+}
+
+/* The swap used to evaluate the average: exact, and its own inverse. */
+static void test_ema_swap(void **state) {
+    (void)state;
+    enum { N = 257 };
+    float w[N], w0[N];
+    for (int i = 0; i < N; i++) w[i] = w0[i] = (float)i * 0.5f - 3.0f;
+    sv_ema e;
+    sv_ema_init(&e, w, N, 0.5);
+    for (int i = 0; i < N; i++) e.w[i] = (float)(N - i);
+    float a0[N];
+    memcpy(a0, e.w, sizeof a0);
+    sv_ema_swap(&e, w);
+    assert_memory_equal(w, a0, sizeof w);
+    assert_memory_equal(e.w, w0, sizeof w0);
+    sv_ema_swap(&e, w);
+    assert_memory_equal(w, w0, sizeof w);
+    assert_memory_equal(e.w, a0, sizeof a0);
+    sv_ema_free(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule_recipe),
@@ -298,6 +371,9 @@ int main(void) {
         cmocka_unit_test(test_adamw_recipe_defaults),
         cmocka_unit_test(test_adamw_many),
         cmocka_unit_test(test_config_steps),
+        cmocka_unit_test(test_ema_decay_warmup),
+        cmocka_unit_test(test_ema_update),
+        cmocka_unit_test(test_ema_swap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

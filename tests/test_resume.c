@@ -19,6 +19,9 @@
  *   5. in bf16 (train.precision = bf16), a mid-epoch split at P = 1 is
  *      bitwise the straight run too (the weights' bf16 copy, written by AdamW
  *      in one, is rounded from the loaded weights in the other).
+ *   6. likewise with issue 22's keys: translation, cutout and flip TTA; and
+ *      the moving average of the weights (train.ema_decay, /ema compared
+ *      bitwise too) with the alternating flip under ZeRO stage 1.
  *
  * Both parts of a split run use train.epochs = 4, since the epoch count sizes
  * the learning-rate schedule (total_steps = int(train_size / batch * epochs));
@@ -91,18 +94,21 @@ static sv_test_result train(int P, const char *args) {
 
 /* Straight runs (4 epochs) per world size, trained once and shared, with
  * their TEST lines. */
-#define MODES 3
+#define MODES 4
 static int g_straight_done[MODES][4];
 static char g_straight_test[MODES][4][128];
 /* The mode of the running test: 0 the tiny config as it is; 1 mixed
- * precision; 2 the augmentation and evaluation keys of issue 22 on. Every
+ * precision; 2 the augmentation and evaluation keys of issue 22 on; 3 the
+ * moving average of the weights (validated, checkpointed as /ema) with the
+ * alternating flip, under ZeRO stage 1. Every
  * run of the test gets the mode's --set (a resume takes them from its
  * checkpoint); folders carry the mode's suffix. */
 static int g_mode = 0;
 static const char *const g_mode_sets[MODES] = {
     "", " --set train.precision=bf16",
-    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true"};
-static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug"};
+    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true",
+    " --set train.ema_decay=0.9 --set data.flip=alternate --set train.zero_stage=1"};
+static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug", "_ema"};
 
 static const char *straight(int P) {
     static char dirs[MODES][4][128];
@@ -420,6 +426,9 @@ static void compare_checkpoints(const char *a_dir, const char *b_dir, double rto
     int nm = compare_group(fa, fb, "/model", rtol, pa, pb, &worst);
     int no = compare_group(fa, fb, "/optimizer", rtol, pa, pb, &worst);
     assert_true(no == 2 * nm); /* m and v for every tensor */
+    int has_ema = H5Lexists(fa, "/ema", H5P_DEFAULT) > 0;
+    if (g_mode == 3 && !has_ema) fail_msg("%s has no /ema (train.ema_decay is on)", pa);
+    if (has_ema) assert_int_equal(compare_group(fa, fb, "/ema", rtol, pa, pb, &worst), nm);
     static const char *longs[] = {"step", "epoch", "step_in_epoch", "best_epoch", "bad_epochs"};
     for (size_t i = 0; i < sizeof longs / sizeof *longs; i++) {
         long x = attr_long(fa, "/state", longs[i], pa), y = attr_long(fb, "/state", longs[i], pb);
@@ -575,6 +584,18 @@ static void test_mid_epoch_p1_bf16(void **state) {
 static void test_mid_epoch_augment(void **state) {
     (void)state;
     g_mode = 2;
+    split_same_world(2, 12);
+    g_mode = 0;
+}
+
+/* The moving average of the weights (issue 22): /ema is checkpointed
+ * mid-epoch and resumed, so the resumed run's /ema, its validation of the
+ * average (metrics) and its TEST line are bitwise the straight run's; with
+ * the alternating flip (stateless: epoch 0's draw, inverted on odd epochs)
+ * and ZeRO stage 1 (every rank keeps the whole average). */
+static void test_mid_epoch_ema(void **state) {
+    (void)state;
+    g_mode = 3;
     split_same_world(2, 12);
     g_mode = 0;
 }
@@ -736,6 +757,7 @@ int main(void) {
         cmocka_unit_test(test_bad_checkpoints),
         cmocka_unit_test(test_mid_epoch_p1_bf16),
         cmocka_unit_test(test_mid_epoch_augment),
+        cmocka_unit_test(test_mid_epoch_ema),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -5,6 +5,10 @@
  *                               (checked on every read: a damaged tensor is an
  *                               error, not wrong weights; files written before
  *                               have none and still load)
+ *   /ema/<tensor name>          the exponential moving average of the weights
+ *                               (train.ema_decay > 0 only), same names, shapes
+ *                               and checksum as /model; files without it load
+ *                               as before (format version unchanged)
  *   /optimizer/m/<tensor name>  AdamW first moments, same shapes
  *   /optimizer/v/<tensor name>  AdamW second moments
  *   /optimizer (attribute t)    updates done
@@ -33,6 +37,22 @@
  * any, is untouched and the temporary file removed. */
 int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
                        const sv_train_state *st, const sv_config *cfg, char *err);
+
+/* sv_checkpoint_save plus, when ema is not NULL, the moving average of the
+ * weights (m->num_params floats, the layout of m->params) as /ema. */
+int sv_checkpoint_save_ema(const char *path, const sv_model *m, const float *ema, const sv_adamw *opt,
+                           const sv_train_state *st, const sv_config *cfg, char *err);
+
+/* 1 when the checkpoint holds EMA weights (/ema), 0 when not, -1 with a
+ * message when the file is not a readable checkpoint (the checks of
+ * sv_checkpoint_read_config). */
+int sv_checkpoint_has_ema(const char *path, char *err);
+
+/* Reads /ema into ema (m->num_params floats, the layout of m->params; m
+ * created from a matching config), every tensor's presence and shape checked
+ * first as for /model. A checkpoint without /ema is an error (-1) saying the
+ * run kept no average (train.ema_decay = 0) and naming the file. */
+int sv_checkpoint_load_ema(const char *path, const sv_model *m, float *ema, char *err);
 
 /* Reads the stored config of a checkpoint (for eval, predict, info and resume)
  * after checking the file is HDF5 and its format version is supported. */

@@ -66,6 +66,19 @@ int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const cha
  * (index 0 off, 1 on), for sv_cli_choice. */
 extern const char *const sv_cli_off_on[];
 
+/* --weights of eval and predict: {"ema", "raw", NULL} for sv_cli_choice,
+ * index SV_WEIGHTS_EMA or SV_WEIGHTS_RAW. */
+enum { SV_WEIGHTS_EMA = 0, SV_WEIGHTS_RAW = 1 };
+extern const char *const sv_cli_weights_names[];
+
+/* eval and predict: loads the weights of ckpt into m (created from the
+ * checkpoint's config): /model (weights = SV_WEIGHTS_RAW), its moving
+ * average /ema (SV_WEIGHTS_EMA; a checkpoint without one is an error naming
+ * the file), or -1: /ema when the checkpoint has it, else /model. *used_ema
+ * says which. Returns 0, or -1 with the message of checkpoint.h. */
+struct sv_model;
+int sv_cli_load_weights(const char *ckpt, struct sv_model *m, int weights, int *used_ema, char *err);
+
 /* The --set section.key=value options of a command, in order. */
 typedef struct {
     char **v;

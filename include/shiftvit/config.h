@@ -34,6 +34,7 @@ typedef struct {
     int augment;                /* 1 = random crop + flip in training (1) */
     int translate;              /* random translation up to N pixels, zero fill (0 = off) */
     int cutout;                 /* side of the cutout box in pixels (0 = off) */
+    int flip;                   /* sv_flip_mode (data.h): random | alternate (random) */
 
     /* [model] */
     int embed_dim;              /* channels of stage 1 (96) */
@@ -69,6 +70,7 @@ typedef struct {
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */
+    double ema_decay;           /* moving average of the weights, evaluated and checkpointed; 0 = off (0) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */

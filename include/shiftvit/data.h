@@ -84,6 +84,18 @@ void sv_flip_images(float *x, int n, int S);
 void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
                      int image_size, int *oy, int *ox, int *flip);
 
+/* data.flip: how the training flip of an image is chosen per epoch. */
+typedef enum { SV_FLIP_RANDOM = 0, SV_FLIP_ALTERNATE = 1 } sv_flip_mode;
+
+/* The horizontal flip of sample `sample` in epoch `epoch` (1 flip, 0 not):
+ * SV_FLIP_RANDOM: an independent draw with p = 1/2 keyed by (seed, epoch,
+ * sample) (the flip of sv_draw_augment); SV_FLIP_ALTERNATE: epoch 0's draw,
+ * inverted on odd epochs (airbench's alternating flip,
+ * KellerJordan/cifar10-airbench: each image flipped at random in the first
+ * epoch, then on alternate epochs relative to that). Stateless, so any rank
+ * and a resumed run draw the same. */
+int sv_draw_flip(uint64_t seed, long epoch, long sample, sv_flip_mode mode);
+
 /* The extra augmentations of data.translate and data.cutout for one sample,
  * drawn by sv_draw_extra and applied by sv_translate_cutout. */
 typedef struct {
@@ -122,12 +134,14 @@ typedef struct {
     int augment;     /* 1: random crop and flip in training */
     int translate;   /* random translation up to N pixels, zero fill (0 = off) */
     int cutout;      /* side of the cutout box in pixels (0 = off) */
+    sv_flip_mode flip; /* data.flip: random (each epoch) or alternate */
     uint64_t seed;   /* the draws are keyed by (seed, epoch, sample) */
 } sv_batch_settings;
 
 /* Builds a batch: for i in [0, n) takes sample idx[i] of ds, writes its labels
  * and the transformed image into x (n x image_size x image_size x 3 float).
- * train != 0: augmentation (when b.augment: crop and flip, then translation
+ * train != 0: augmentation (when b.augment: crop and flip (sv_draw_flip with
+ * b.flip), then translation
  * and cutout when set) with draws keyed by (b.seed, epoch, idx[i]); train ==
  * 0: evaluation transform. OpenMP-parallel over images. */
 void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,

@@ -64,4 +64,38 @@ void sv_adamw_step(sv_adamw *o, float *w, uint16_t *wb, const float *g, double l
 void sv_adamw_update(const sv_adamw *o, long t, float *w, uint16_t *wb, const float *g, float *m, float *v,
                      size_t n, double lr);
 
+/* Exponential moving average of the weights (train.ema_decay, issue 22):
+ * one flat buffer beside the parameters, same layout (model.h tensors).
+ * Evaluated and checkpointed (/ema) as weights of their own. */
+typedef struct {
+    size_t n;      /* number of parameters */
+    float *w;      /* the average, n floats (NULL when off) */
+    double decay;  /* train.ema_decay, in (0, 1) */
+} sv_ema;
+
+/* Allocates the average and starts it at params (n floats): TensorFlow's
+ * ExponentialMovingAverage starts each shadow variable at the variable's
+ * value. decay must lie in (0, 1). */
+void sv_ema_init(sv_ema *e, const float *params, size_t n, double decay);
+void sv_ema_free(sv_ema *e);
+
+/* The decay of update number t (t = optimizer updates done, this one
+ * included: 1, 2, ...): min(decay, (1 + t) / (10 + t)), the num_updates
+ * warm-up of tf.train.ExponentialMovingAverage (TensorFlow 1.x
+ * moving_averages.py), so that early averages are not dominated by the
+ * random initial weights. */
+double sv_ema_decay_at(double decay, long t);
+
+/* After optimizer update t: w <- w - (1 - d_t) (w - params), i.e.
+ * w = d_t w + (1 - d_t) params with d_t = sv_ema_decay_at(e->decay, t), in
+ * float32 per element in the order TensorFlow's assign_moving_average uses
+ * (shadow -= (1 - decay) * (shadow - value)). Element-wise, so the result
+ * does not depend on the thread count. */
+void sv_ema_update(sv_ema *e, const float *params, long t);
+
+/* Exchanges params and the average element by element (n floats each):
+ * exact, no buffer; a second call restores both. For evaluating the
+ * average in the training model (the caller marks the params changed). */
+void sv_ema_swap(sv_ema *e, float *params);
+
 #endif

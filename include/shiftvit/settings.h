@@ -18,7 +18,7 @@ int sv_precision_is_bf16(int p);
  * sv_precision_is_bf16). */
 sv_model_settings sv_model_settings_from(const sv_config *c);
 
-/* data.image_size, resize_size, augment, translate, cutout and train.seed. */
+/* data.image_size, resize_size, augment, translate, cutout, flip and train.seed. */
 sv_batch_settings sv_batch_settings_from(const sv_config *c);
 
 /* optim.beta1, beta2, eps, weight_decay and decay_mode. */

@@ -99,6 +99,7 @@ typedef struct {
     float label_smoothing;            /* train.label_smoothing */
     sv_trace *trace;                  /* --trace, or NULL */
     long inject_nan_step;             /* SHIFTVIT_INJECT_NAN_STEP: NaN in rank 0's classifier gradient at this d->step; 0 = never */
+    sv_ema *ema;                      /* train.ema_decay: updated after each update; NULL = off */
     double phase[4];                  /* the last step, seconds: forward and loss, backward, all-reduce
                                        * wait (with the metric sums), update */
 } sv_step;
@@ -122,7 +123,9 @@ void sv_step_gradient(sv_step *s, const float *x, const int *labels, int n, long
  * same; collective under ZeRO stage 1). */
 int sv_step_gradient_finite(sv_step *s);
 
-/* The update at learning rate lr: sv_optimizer_step, traced. */
+/* The update at learning rate lr: sv_optimizer_step, traced; then, when
+ * s->ema is set, the moving average of the weights (sv_ema_update with t =
+ * the optimizer's updates done). */
 void sv_step_update(sv_step *s, float lr);
 
 #endif

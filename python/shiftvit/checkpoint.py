@@ -1,15 +1,18 @@
 """Reading a `shiftvit train` checkpoint (include/shiftvit/checkpoint.h) for
 the exporters and the reference checks, and writing their outputs atomically.
 
-    cfg, params, meta = read_checkpoint(path, weights="model")
+    cfg, params, meta = read_checkpoint(path, weights=None)
 
 cfg: the model dict of shiftvit.model.config_from_text, built from the stored
 /config INI text (unknown keys outside [model] are ignored, an unknown [model]
 key is an "unknown model variant" error). params: Keras name -> float32 numpy
-array for every tensor of /model (or of /ema with weights="ema": an exponential
-moving average of the weights, same names and shapes), each checked for
-presence and shape; a tensor the model does not have is an error too.
-meta: the config text, the format version, the group read, the class names.
+array for every tensor of /model (weights="raw") or of /ema (weights="ema": the
+exponential moving average of the weights that runs with train.ema_decay > 0
+keep, same names and shapes); weights=None, as `shiftvit eval` and `predict`
+default: /ema when the checkpoint has it, else /model. Each tensor is checked
+for presence and shape; a tensor the model does not have is an error too.
+meta: the config text, the format version, the weights read ("ema" or "raw"),
+the class names.
 
 Every failure is a CheckpointError whose message is one line naming the file
 and the reason."""
@@ -24,7 +27,8 @@ from shiftvit import model as svm
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SUPPORTED_VERSION = 1  # SV_CHECKPOINT_VERSION
-WEIGHT_GROUPS = ("model", "ema")
+WEIGHTS = ("ema", "raw")  # --weights of eval, predict and the exporters
+GROUP_OF = {"ema": "ema", "raw": "model", "model": "model"}  # "model": raw's older name
 
 
 class CheckpointError(Exception):
@@ -56,12 +60,13 @@ def _check_file(path):
 
 
 def _read_tensors(f, path, cfg, weights):
-    if weights not in WEIGHT_GROUPS:
-        raise CheckpointError("%s: unknown weights %r (choose model or ema)" % (path, weights))
+    if weights not in GROUP_OF:
+        raise CheckpointError("%s: unknown weights %r (choose ema or raw)" % (path, weights))
+    weights = GROUP_OF[weights]  # the group's name below
     if weights not in f or not hasattr(f[weights], "keys"):
         if weights == "ema":
             raise CheckpointError("%s: no /ema group: this run kept no moving average of the weights "
-                                  "(export --weights model)" % path)
+                                  "(train.ema_decay = 0; use --weights raw)" % path)
         raise CheckpointError("%s: no /model group, not a shiftvit checkpoint" % path)
     group = f[weights]
     shapes = svm.param_shapes(cfg)
@@ -87,8 +92,10 @@ def _read_tensors(f, path, cfg, weights):
     return params
 
 
-def read_checkpoint(path, weights="model"):
-    """(cfg, params, meta) of a checkpoint; CheckpointError on any problem."""
+def read_checkpoint(path, weights=None):
+    """(cfg, params, meta) of a checkpoint; CheckpointError on any problem.
+    weights: "ema", "raw" ("model" is accepted for raw) or None (ema when the
+    checkpoint has /ema, else raw)."""
     import h5py  # here: the INI parsing and the model need no h5py
 
     _check_file(path)
@@ -113,6 +120,8 @@ def read_checkpoint(path, weights="model"):
                 cfg = svm.config_from_text(text, path)
             except svm.ConfigError as e:
                 raise CheckpointError(str(e)) from None
+            if weights is None:
+                weights = "ema" if "ema" in f else "raw"
             params = _read_tensors(f, path, cfg, weights)
     except CheckpointError:
         raise
@@ -120,7 +129,7 @@ def read_checkpoint(path, weights="model"):
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError("%s: cannot be read (truncated or damaged file?): %s" % (path, reason)) from None
     bad = [n for n, a in params.items() if not np.isfinite(a).all()]
-    meta = {"config_text": text, "format_version": version, "weights": weights,
+    meta = {"config_text": text, "format_version": version, "weights": "raw" if weights == "model" else weights,
             "class_names": svm.class_names(cfg), "nonfinite": bad}
     return cfg, params, meta
 

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
 #include "shiftvit/model.h"
 #include "shiftvit/platform.h"
@@ -114,6 +115,23 @@ int sv_cli_int(const sv_cli *cli, const char *cmd, const char *opt, const char *
 }
 
 const char *const sv_cli_off_on[] = {"off", "on", NULL};
+const char *const sv_cli_weights_names[] = {"ema", "raw", NULL};
+
+int sv_cli_load_weights(const char *ckpt, struct sv_model *m, int weights, int *used_ema, char *err) {
+    *used_ema = 0;
+    if (sv_checkpoint_load(ckpt, m, NULL, NULL, err) != 0) return -1;
+    int want = weights;
+    if (want < 0) { /* default: the average when the run kept one */
+        int has = sv_checkpoint_has_ema(ckpt, err);
+        if (has < 0) return -1;
+        want = has ? SV_WEIGHTS_EMA : SV_WEIGHTS_RAW;
+    }
+    if (want == SV_WEIGHTS_RAW) return 0;
+    if (sv_checkpoint_load_ema(ckpt, m, m->params, err) != 0) return -1;
+    sv_model_params_changed(m);
+    *used_ema = 1;
+    return 0;
+}
 
 int sv_cli_choice(const sv_cli *cli, const char *cmd, const char *opt, const char *arg, const char *const *names,
                   int *index) {

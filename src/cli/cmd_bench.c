@@ -401,6 +401,9 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     if (o->trace) trace = &trace_buf;
     sv_step st = {.m = &m, .d = d, .trace = trace};
     if (!o->eval) sv_step_init(&st, &m, &opt, d, cfg->label_smoothing, trace);
+    sv_ema ema = {0, NULL, 0}; /* train.ema_decay: timed in the update, as trained */
+    if (!o->eval && cfg->ema_decay > 0) sv_ema_init(&ema, m.params, m.num_params, cfg->ema_decay);
+    if (ema.w) st.ema = &ema;
     bench_batch b;
     make_bench_batch(&b, cfg, start, n);
     double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};
@@ -420,6 +423,7 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     sv_free(tot);
     free_bench_batch(&b);
     sv_step_free(&st);
+    sv_ema_free(&ema);
     sv_adamw_free(&opt);
     sv_model_free(&m);
     return rc;

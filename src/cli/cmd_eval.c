@@ -19,7 +19,7 @@
 static void eval_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit eval --checkpoint CKPT [--split val|test] [--data-dir DIR] [--batch N]\n"
-            "                     [--precision fp32|bf16|auto] [--tta-flip on|off]\n\n"
+            "                     [--precision fp32|bf16|auto] [--tta-flip on|off] [--weights ema|raw]\n\n"
             "Evaluates a checkpoint on a CIFAR-10 split with the evaluation transform and prints\n"
             "  TEST loss=... top1=... top5=...   (or VAL ... for --split val)\n"
             "The model and the split sizes come from the config stored in the checkpoint. Runs on\n"
@@ -35,6 +35,9 @@ static void eval_usage(FILE *f) {
             "                     checkpoint's train.precision)\n"
             "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
             "                     the checkpoint's train.tta_flip)\n"
+            "  --weights W        ema: the moving average of the weights (/ema, runs with\n"
+            "                     train.ema_decay > 0); raw: the trained weights (/model);\n"
+            "                     default: ema when the checkpoint has it\n"
             "  -h, --help         this text\n\n"
             "example: mpirun -np 2 build/shiftvit eval --checkpoint results/runs/X/best.h5\n");
 }
@@ -57,6 +60,7 @@ typedef struct {
     int precision;   /* -1: the checkpoint's, else sv_precision */
     long batch;      /* 0: the checkpoint's train.eval_batch_size */
     int tta_flip;    /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
+    int weights;     /* -1: ema when the checkpoint has it, else SV_WEIGHTS_EMA / SV_WEIGHTS_RAW */
 } eval_opts;
 
 /* Reads the checkpoint and the split on every rank, evaluates, prints on rank 0. */
@@ -92,7 +96,8 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
         ok = sv_model_create_inference(&m, sv_model_settings_from(&cfg), sv_eval_local_batch(&cfg, ds.count, d->world), err) == 0;
         have_model = ok;
     }
-    if (ok) ok = sv_checkpoint_load(ckpt, &m, NULL, NULL, err) == 0;
+    int used_ema = 0;
+    if (ok) ok = sv_cli_load_weights(ckpt, &m, o->weights, &used_ema, err) == 0;
     if (ok) sv_cli_warn_nonfinite_weights(d->rank, "eval", ckpt, &m);
     if (!all_ok(d, ok, err)) {
         sv_dataset_free(&ds);
@@ -107,6 +112,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     sv_eval_result r = sv_evaluate(&m, &ds, &cfg, d, x, labels, idx);
     if (d->rank == 0) {
         if (m.bf16) printf("Precision: %s\n", sv_bf16_describe(m.bf16));
+        if (used_ema) printf("Weights evaluated: ema (train.ema_decay = %g)\n", cfg.ema_decay);
         printf("%s loss=%.4f top1=%.4f top5=%.4f\n", is_test ? "TEST" : "VAL", r.loss, r.top1, r.top5);
         if (!isfinite(r.loss))
             fprintf(stderr, "shiftvit eval: warning: the loss is not finite: the checkpoint's weights give non-finite "
@@ -121,7 +127,7 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     return 0;
 }
 
-enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION, OPT_TTA_FLIP };
+enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION, OPT_TTA_FLIP, OPT_WEIGHTS };
 
 static const struct option eval_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -131,6 +137,7 @@ static const struct option eval_options[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
+    {"weights", required_argument, NULL, OPT_WEIGHTS},
     {NULL, 0, NULL, 0},
 };
 
@@ -156,6 +163,9 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
         case OPT_TTA_FLIP:
             if (sv_cli_choice(cli, "eval", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
             break;
+        case OPT_WEIGHTS:
+            if (sv_cli_choice(cli, "eval", "--weights", optarg, sv_cli_weights_names, &o->weights)) return 1;
+            break;
         case OPT_BATCH:
             if (sv_cli_int(cli, "eval", "--batch", optarg, 1, 1000000, &o->batch)) return 1;
             break;
@@ -172,7 +182,7 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
 }
 
 int sv_cmd_eval(const sv_cli *cli, int argc, char **argv) {
-    eval_opts o = {NULL, NULL, 1, -1, 0, -1};
+    eval_opts o = {NULL, NULL, 1, -1, 0, -1, -1};
     int rc = parse_eval_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_eval(cli->d, &o);
 }

@@ -18,8 +18,9 @@ static void info_usage(FILE *f) {
             "       shiftvit info --keys [--markdown]\n\n"
             "With a config: a Keras-style model summary (output shape and parameters per layer,\n"
             "total parameters, forward MFLOP per image). With a checkpoint: its config,\n"
-            "parameter count, step and epoch, and best val top-1. With --keys: every config key\n"
-            "with its default and meaning (--markdown: the table of configs/README.md).\n\n"
+            "parameter count, step and epoch, best val top-1, and whether it holds EMA weights.\n"
+            "With --keys: every config key with its default and meaning (--markdown: the table\n"
+            "of configs/README.md).\n\n"
             "  -c, --config FILE  INI config\n"
             "  --set S.K=V        override one config key (repeatable), with -c\n"
             "  --keys             every config key, its default and meaning\n"
@@ -58,6 +59,9 @@ static int info_checkpoint(const char *path) {
                st.best_epoch, st.bad_epochs);
     else
         printf("Best val top-1: none yet\n");
+    int has_ema = sv_checkpoint_has_ema(path, err);
+    printf("EMA weights (/ema): %s\n", has_ema > 0 ? "yes (eval and predict use them unless --weights raw)"
+                                        : "no (train.ema_decay = 0)");
     if (st.config_changes[0]) printf("Changed on resume:\n%s", st.config_changes);
     printf("Config:\n");
     sv_config_write(&cfg, stdout);

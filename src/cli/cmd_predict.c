@@ -40,7 +40,7 @@ static void predict_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit predict --checkpoint CKPT [--top-k K] [--json] [--grid OUT.png]\n"
             "                        [--resize nearest|bilinear|area] [--precision fp32|bf16|auto]\n"
-            "                        [--tta-flip on|off]\n"
+            "                        [--tta-flip on|off] [--weights ema|raw]\n"
             "                        IMAGE_OR_DIR...\n\n"
             "Classifies JPEG and PNG images (also grayscale, with alpha, or 16-bit) with a trained\n"
             "checkpoint: each image is resized to 32x32, given the evaluation transform and\n"
@@ -61,6 +61,9 @@ static void predict_usage(FILE *f) {
             "                     checkpoint's train.precision)\n"
             "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
             "                     the checkpoint's train.tta_flip)\n"
+            "  --weights W        ema: the moving average of the weights (/ema, runs with\n"
+            "                     train.ema_decay > 0); raw: the trained weights (/model);\n"
+            "                     default: ema when the checkpoint has it\n"
             "  -h, --help         this text\n\n"
             "A file that is not an image, is truncated, or declares more than %dx%d or %ld\n"
             "pixels gets an error on stderr; the other files are still classified. Exit status 1\n"
@@ -216,11 +219,12 @@ typedef struct {
     int precision;        /* -1: the checkpoint's, else sv_precision */
     int resize;           /* resize_mode */
     int tta_flip;         /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
+    int weights;          /* -1: ema when the checkpoint has it, else SV_WEIGHTS_EMA / SV_WEIGHTS_RAW */
     char **inputs;        /* files and directories, in the order given */
     int ninputs;
 } predict_opts;
 
-enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE, OPT_TTA_FLIP };
+enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE, OPT_TTA_FLIP, OPT_WEIGHTS };
 
 static const struct option predict_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -231,6 +235,7 @@ static const struct option predict_options[] = {
     {"grid", required_argument, NULL, OPT_GRID},
     {"resize", required_argument, NULL, OPT_RESIZE},
     {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
+    {"weights", required_argument, NULL, OPT_WEIGHTS},
     {NULL, 0, NULL, 0},
 };
 
@@ -259,6 +264,9 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
             break;
         case OPT_TTA_FLIP:
             if (sv_cli_choice(cli, "predict", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
+            break;
+        case OPT_WEIGHTS:
+            if (sv_cli_choice(cli, "predict", "--weights", optarg, sv_cli_weights_names, &o->weights)) return 1;
             break;
         default: return sv_cli_bad_option(cli, "predict", c, argv, predict_options);
         }
@@ -306,7 +314,8 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
     }
-    if (sv_checkpoint_load(o->ckpt, m, NULL, NULL, err) != 0) {
+    int used_ema = 0;
+    if (sv_cli_load_weights(o->ckpt, m, o->weights, &used_ema, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         sv_model_free(m);
         return 1;
@@ -314,6 +323,7 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
     sv_cli_warn_nonfinite_weights(0, "predict", o->ckpt, m);
     /* on stderr: stdout may be JSON */
     if (m->bf16) fprintf(stderr, "shiftvit predict: precision: %s\n", sv_bf16_describe(m->bf16));
+    if (used_ema) fprintf(stderr, "shiftvit predict: weights: ema (train.ema_decay = %g)\n", cfg->ema_decay);
     return 0;
 }
 
@@ -426,7 +436,7 @@ static int run_predict(const predict_opts *o) {
 
 int sv_cmd_predict(const sv_cli *cli, int argc, char **argv) {
     if (cli->d->rank != 0) return 0; /* predict runs on rank 0 only */
-    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST, .tta_flip = -1};
+    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST, .tta_flip = -1, .weights = -1};
     int rc = parse_predict_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_predict(&o);
 }

@@ -27,6 +27,7 @@
 /* Index = value of sv_decay_mode / sv_precision. */
 static const char *const decay_names[] = {"tfa", "torch", NULL};
 const char *const sv_precision_names[] = {"fp32", "bf16", "auto", NULL};
+static const char *const flip_names[] = {"random", "alternate", NULL}; /* sv_flip_mode */
 
 const key_def sv_config_keys[] = {
     {"data", "dir", TEXT(data_dir), .def = "", .resumable = 1,
@@ -46,6 +47,12 @@ const key_def sv_config_keys[] = {
     {"data", "augment", BOOL(augment), .def = "true",
      .doc = "Random `image_size` crop and horizontal flip in training (evaluation always resizes to "
           "`image_size`)."},
+    {"data", "flip", CHOICE(flip, flip_names), .def = "random",
+     .doc = "With `augment`: `random` flips each image with probability 1/2 every epoch (the "
+          "recipe); `alternate` flips it at random in epoch 0 (the same draw as `random`) and then "
+          "on alternate epochs relative to that, so each image is seen both ways in every two "
+          "epochs (KellerJordan/cifar10-airbench). Keyed by (seed, image), so any world size and "
+          "a resume see the same flips."},
     {"data", "translate", INT(translate, 0, 4096), .def = "0",
      .doc = "With `augment`: after crop and flip, move the image by (dy, dx), each uniform in "
           "[-`translate`, `translate`] pixels, filling with black: the pad-and-crop of CIFAR "
@@ -154,6 +161,14 @@ const key_def sv_config_keys[] = {
           "shard). Same updates to float rounding (bitwise with 2 ranks); checkpoints keep stage "
           "0's layout (rank 0 gathers the moments), so a run may resume under either stage and "
           "any world size. No effect with one rank."},
+    {"train", "ema_decay", REAL(DOUBLE, ema_decay, 0, 0, 1, 1), .def = "0",
+     .doc = "Exponential moving average of the weights: after every update ema = d ema + (1 - d) "
+          "w, with d = min(`ema_decay`, (1 + t) / (10 + t)) after t updates (the warm-up of "
+          "TensorFlow's `ExponentialMovingAverage` with `num_updates`), started at the initial "
+          "weights. Validation, test, early stopping and `best.h5` then use the average (the "
+          "epoch line says `val (ema)`, and the `val_*` metrics are the average's); checkpoints hold it as `/ema` beside `/model`, and "
+          "`eval`, `predict` and the exporters take `--weights ema|raw` (default: ema when the "
+          "checkpoint has it). Typical 0.999-0.9999. In [0, 1); 0 = off (the recipe)."},
     {"output", "dir", TEXT(out_dir), .def = "", .resumable = 1,
      .doc = "Run folder for metrics and checkpoints. Empty: `results/runs/<config "
           "name>-<timestamp>`, the config name being the file name without `.ini`."},

@@ -208,8 +208,15 @@ void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,
     uint64_t kc = sv_rng_key(seed, SV_RNG_CROP, (uint64_t)epoch, (uint64_t)sample, 0);
     *oy = (int)sv_rng_below(kc, 0, range);
     *ox = (int)sv_rng_below(kc, 1, range);
-    uint64_t kf = sv_rng_key(seed, SV_RNG_FLIP, (uint64_t)epoch, (uint64_t)sample, 0);
-    *flip = sv_rng_uniform(kf, 0) < 0.5f;
+    *flip = sv_draw_flip(seed, epoch, sample, SV_FLIP_RANDOM);
+}
+
+int sv_draw_flip(uint64_t seed, long epoch, long sample, sv_flip_mode mode) {
+    /* alternate: the draw of epoch 0, the same key as random's epoch 0 */
+    long key_epoch = mode == SV_FLIP_ALTERNATE ? 0 : epoch;
+    uint64_t kf = sv_rng_key(seed, SV_RNG_FLIP, (uint64_t)key_epoch, (uint64_t)sample, 0);
+    int flip = sv_rng_uniform(kf, 0) < 0.5f;
+    return mode == SV_FLIP_ALTERNATE ? flip ^ (int)(epoch & 1) : flip;
 }
 
 sv_extra_augment sv_draw_extra(uint64_t seed, long epoch, long sample, int translate,
@@ -255,6 +262,7 @@ void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
         if (augment) {
             int oy, ox, flip;
             sv_draw_augment(seed, epoch, s, R, S, &oy, &ox, &flip);
+            if (b.flip != SV_FLIP_RANDOM) flip = sv_draw_flip(seed, epoch, s, b.flip);
             sv_augment_image(x + (size_t)i * per, img, R, S, oy, ox, flip);
             if (b.translate > 0 || b.cutout > 0) {
                 sv_extra_augment e = sv_draw_extra(seed, epoch, s, b.translate, b.cutout, S);

@@ -454,3 +454,29 @@ int sv_checkpoint_read_state(const char *path, sv_train_state *st, char *err) {
     sv_h5_quiet_end(&q);
     return rc;
 }
+
+int sv_checkpoint_has_ema(const char *path, char *err) {
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
+    reader r = {-1, path, err};
+    int rc = open_checked(&r);
+    if (!rc) rc = path_exists(r.file, "/ema");
+    close_reader(&r);
+    sv_h5_quiet_end(&q);
+    return rc;
+}
+
+int sv_checkpoint_load_ema(const char *path, const sv_model *m, float *ema, char *err) {
+    sv_h5_quiet q;
+    sv_h5_quiet_begin(&q);
+    reader r = {-1, path, err};
+    int rc = open_checked(&r);
+    if (!rc && !path_exists(r.file, "/ema"))
+        rc = sv_fail(err, "checkpoint %s has no EMA weights (/ema): its run kept no moving average "
+                     "(train.ema_decay = 0); use --weights raw", path);
+    if (!rc) rc = check_tensors(&r, "/ema", m);
+    if (!rc) rc = read_tensors(&r, "/ema", m, ema);
+    close_reader(&r);
+    sv_h5_quiet_end(&q);
+    return rc;
+}

@@ -124,12 +124,13 @@ static int write_state(writer *w, const sv_train_state *st) {
     return rc;
 }
 
-static int write_contents(writer *w, const sv_model *m, const sv_adamw *opt,
+static int write_contents(writer *w, const sv_model *m, const float *ema, const sv_adamw *opt,
                           const sv_train_state *st, const sv_config *cfg) {
     int version = SV_CHECKPOINT_VERSION;
     if (write_attr(w, w->file, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, &version))
         return -1;
     if (write_tensor_set(w, "/model", m, m->params)) return -1;
+    if (ema && write_tensor_set(w, "/ema", m, ema)) return -1;
     if (opt) {
         hid_t g = H5Gcreate2(w->file, "/optimizer", w->lcpl, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) return wfail(w, "/optimizer");
@@ -167,7 +168,8 @@ static int write_contents(writer *w, const sv_model *m, const sv_adamw *opt,
  * plain write error with its errno, and HDF5 never holds a file it cannot
  * close (with the default driver a failed write leaves the file id open and
  * HDF5 crashes on it at exit). */
-static char *build_image(const char *path, const char *h5name, const sv_model *m, const sv_adamw *opt,
+static char *build_image(const char *path, const char *h5name, const sv_model *m, const float *ema,
+                         const sv_adamw *opt,
                          const sv_train_state *st, const sv_config *cfg, size_t *len, char *err) {
     sv_h5_quiet q;
     sv_h5_quiet_begin(&q);
@@ -182,7 +184,7 @@ static char *build_image(const char *path, const char *h5name, const sv_model *m
         if (w.file < 0) rc = wfail(&w, "cannot create the file in memory");
     }
     if (fapl >= 0) H5Pclose(fapl);
-    if (!rc) rc = write_contents(&w, m, opt, st, cfg);
+    if (!rc) rc = write_contents(&w, m, ema, opt, st, cfg);
     char *image = NULL;
     ssize_t image_len = 0;
     if (!rc) {
@@ -204,6 +206,11 @@ static char *build_image(const char *path, const char *h5name, const sv_model *m
 
 int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
                        const sv_train_state *st, const sv_config *cfg, char *err) {
+    return sv_checkpoint_save_ema(path, m, NULL, opt, st, cfg, err);
+}
+
+int sv_checkpoint_save_ema(const char *path, const sv_model *m, const float *ema, const sv_adamw *opt,
+                           const sv_train_state *st, const sv_config *cfg, char *err) {
     if (!path || !path[0]) return sv_fail(err, "checkpoint: empty path");
     if (opt && opt->n != m->num_params)
         return sv_fail(err, "cannot write checkpoint %s: optimizer holds %zu moments, model has %zu parameters",
@@ -212,7 +219,7 @@ int sv_checkpoint_save(const char *path, const sv_model *m, const sv_adamw *opt,
     char why[SV_ERR_LEN];
     if (sv_atomic_begin(&a, path, why) != 0) return sv_fail(err, "cannot write checkpoint %s: %s", path, why);
     size_t len = 0;
-    char *image = build_image(path, a.tmp, m, opt, st, cfg, &len, err);
+    char *image = build_image(path, a.tmp, m, ema, opt, st, cfg, &len, err);
     if (!image) {
         sv_atomic_abort(&a);
         return -1;

@@ -2,6 +2,7 @@
 #include "shiftvit/optim.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "shiftvit/common.h"
 #include "shiftvit/gemm_bf16.h"
@@ -89,4 +90,41 @@ void sv_adamw_update(const sv_adamw *o, long t, float *w, uint16_t *wb, const fl
 void sv_adamw_step(sv_adamw *o, float *w, uint16_t *wb, const float *g, double lr) {
     sv_adamw_update(o, o->t + 1, w, wb, g, o->m, o->v, o->n, lr);
     o->t++;
+}
+
+void sv_ema_init(sv_ema *e, const float *params, size_t n, double decay) {
+    SV_CHECK(decay > 0 && decay < 1);
+    e->n = n;
+    e->decay = decay;
+    e->w = sv_alloc(n * sizeof(float), "moving average of the weights");
+    memcpy(e->w, params, n * sizeof(float));
+}
+
+void sv_ema_free(sv_ema *e) {
+    sv_free(e->w);
+    e->w = NULL;
+    e->n = 0;
+}
+
+double sv_ema_decay_at(double decay, long t) {
+    double warm = (1.0 + (double)t) / (10.0 + (double)t);
+    return warm < decay ? warm : decay;
+}
+
+void sv_ema_update(sv_ema *e, const float *params, long t) {
+    /* 1 - d in double, then float: (1 - (float)0.999) is 1.3e-5 relative off */
+    const float one_d = (float)(1.0 - sv_ema_decay_at(e->decay, t));
+    float *w = e->w;
+#pragma omp parallel for simd
+    for (size_t i = 0; i < e->n; i++) w[i] -= one_d * (w[i] - params[i]);
+}
+
+void sv_ema_swap(sv_ema *e, float *params) {
+    float *w = e->w;
+#pragma omp parallel for simd
+    for (size_t i = 0; i < e->n; i++) {
+        float t = w[i];
+        w[i] = params[i];
+        params[i] = t;
+    }
 }

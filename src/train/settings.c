@@ -35,6 +35,7 @@ sv_batch_settings sv_batch_settings_from(const sv_config *c) {
     b.augment = c->augment;
     b.translate = c->translate;
     b.cutout = c->cutout;
+    b.flip = (sv_flip_mode)c->flip;
     b.seed = (uint64_t)c->seed;
     return b;
 }

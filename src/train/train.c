@@ -59,6 +59,7 @@ typedef struct {
     sv_model m;
     int have_model;
     sv_adamw opt;
+    sv_ema ema;                               /* train.ema_decay: the average (w NULL when off) */
     sv_schedule sched;
     long total, warmup, steps_per_epoch;
     sv_train_state st;
@@ -174,7 +175,8 @@ static int trainer_load_state(trainer *T, char *err) {
             sv_model_params_changed(&T->m);
         }
     }
-    return 0;
+    int ok = tr_ema_setup(&T->ema, &T->m, T->cfg, resume, T->rank0, err) == 0;
+    return setup_failed(T, ok, 1, "cannot resume: ", SV_EXIT_BAD_INPUT, err[0] ? err : "a rank failed to read /ema") ? -1 : 0;
 }
 
 /* Batch buffers, sized once (no allocation inside the step), and the trace. */
@@ -193,6 +195,7 @@ static int trainer_alloc_buffers(trainer *T, char *err) {
     if (T->opts->trace) T->trace = &T->trace_buf;
     sv_step_init(&T->step, &T->m, &T->opt, T->d, T->cfg->label_smoothing, T->trace);
     T->step.inject_nan_step = T->opts->inject_nan_step;
+    T->step.ema = T->ema.w ? &T->ema : NULL;
     T->have_step = 1;
     return 0;
 }
@@ -262,7 +265,8 @@ static int trainer_open_outputs(trainer *T, char *err) {
     char last_path[SV_PATH_LEN + 16];
     snprintf(last_path, sizeof last_path, "%s/last.h5", T->out);
     ckpt_ctx cc = {&T->m, &T->opt, &T->st, cfg, T->out, T->d,
-                   o->resume && access(last_path, F_OK) == 0 ? T->st.step : -1, 0, T->trace};
+                   o->resume && access(last_path, F_OK) == 0 ? T->st.step : -1, 0, T->trace,
+                   T->ema.w ? &T->ema : NULL};
     T->cc = cc;
     if (T->rank0) {
         char q[SV_QUOTED_LEN(SV_PATH_LEN)], qn[SV_QUOTED_LEN(sizeof cfg->name)];
@@ -442,7 +446,7 @@ static int trainer_validate(trainer *T, long finished, sv_eval_result *v) {
     *v = none;
     if (!validate) return 0;
     double te = sv_now();
-    *v = sv_evaluate(&T->m, &T->B.val, cfg, T->d, T->B.x, T->B.labels, T->B.idx);
+    *v = tr_evaluate(&T->m, &T->ema, &T->B.val, cfg, T->d, T->B.x, T->B.labels, T->B.idx);
     sv_trace_add(T->trace, SV_TR_EVAL, te, sv_now(), st->step, -1, "val");
     if (v->top1 > st->best_val_top1) {
         st->best_val_top1 = v->top1;
@@ -463,7 +467,8 @@ static void trainer_log_epoch(trainer *T, long finished, const sv_eval_result *v
            t5 = st->run_count ? st->run_top5 / st->run_count : 0;
     char val_text[96] = "val not run (train.val_every)";
     if (!isnan(v->loss))
-        snprintf(val_text, sizeof val_text, "val loss %.4f top1 %.4f top5 %.4f", v->loss, v->top1, v->top5);
+        snprintf(val_text, sizeof val_text, "%s loss %.4f top1 %.4f top5 %.4f", tr_val_name(&T->ema), v->loss,
+                 v->top1, v->top5);
     printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s\n", finished,
            T->cfg->epochs, tl, t1, t5, val_text, T->t_steps > 0 ? T->imgs_epoch / T->t_steps : 0.0, lr_now, secs,
            improved ? " | new best" : "");
@@ -515,10 +520,11 @@ static void trainer_finish(trainer *T, char *err) {
                T->replica_checks);
     if (T->stop != STOP_SIGNAL && T->stop != STOP_FAILED) {
         double te = sv_now();
-        sv_eval_result t = sv_evaluate(&T->m, &T->B.test, T->cfg, d, T->B.x, T->B.labels, T->B.idx);
+        sv_eval_result t = tr_evaluate(&T->m, &T->ema, &T->B.test, T->cfg, d, T->B.x, T->B.labels, T->B.idx);
         sv_trace_add(T->trace, SV_TR_EVAL, te, sv_now(), T->st.step, -1, "test");
         if (T->rank0) {
             printf("Evaluated %ld test images on %d rank(s)\n", t.count, d->world);
+            if (T->ema.w) printf("Weights evaluated: ema (train.ema_decay = %g)\n", T->cfg->ema_decay);
             printf("TEST loss=%.4f top1=%.4f top5=%.4f\n", t.loss, t.top1, t.top5);
             char q[SV_QUOTED_LEN(SV_PATH_LEN)];
             printf("Run directory: %s (%.1f min)\n", sv_shell_quote(T->out, q, sizeof q),
@@ -551,6 +557,7 @@ static void trainer_free(trainer *T) {
     if (T->have_step) sv_step_free(&T->step);
     if (T->have_model) {
         sv_adamw_free(&T->opt);
+        sv_ema_free(&T->ema);
         sv_model_free(&T->m);
     }
     free_buffers(&T->B);

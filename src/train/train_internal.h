@@ -27,6 +27,7 @@ typedef struct {
     long saved_step; /* step of the newest checkpoint written, -1 if none */
     int failures;    /* checkpoints that could not be written */
     sv_trace *trace; /* --trace, or NULL */
+    const sv_ema *ema; /* train.ema_decay > 0: the average saved as /ema; else NULL */
 } ckpt_ctx;
 
 /* What tr_on_abort needs of the trainer. */
@@ -95,6 +96,25 @@ void tr_progress(int tty, long done, long total, double elapsed, double ms_step,
 /* sv_checkpoint_load, and with ZeRO stage 1 this rank's shards of the moments. */
 int tr_load_checkpoint(const char *path, sv_model *m, sv_adamw *opt, sv_train_state *st, const sv_dist *d,
                        char *err);
+
+/* ---- train_ema.c ---- */
+
+/* train.ema_decay > 0: allocates the average of the weights (set-up, not in
+ * the step) and starts it at m's weights, or on resume at the checkpoint's
+ * /ema (a checkpoint without one, e.g. a run that turned the key on with
+ * --resume-with-changes, starts it at the loaded weights and says so).
+ * Every rank keeps the whole average (see train_ema.c). Returns 0, or -1
+ * with a message when /ema cannot be read. e->w stays NULL when off. */
+int tr_ema_setup(sv_ema *e, const sv_model *m, const sv_config *cfg, const char *resume, int rank0, char *err);
+
+/* sv_evaluate of ds with m's weights, or with the average when e->w is set:
+ * the average is swapped into m->params for the evaluation and back after it
+ * (exact; the bf16 weight copy is marked for refreshing both times). */
+sv_eval_result tr_evaluate(sv_model *m, sv_ema *e, const sv_dataset *ds, const sv_config *cfg, sv_dist *d,
+                           float *x, int *labels, long *idx);
+
+/* "val" or "val (ema)": what the epoch line calls the validation. */
+const char *tr_val_name(const sv_ema *e);
 
 /* ---- train_hooks.c ---- */
 

@@ -101,7 +101,8 @@ typedef struct {
 
 static int write_checkpoint(void *p) {
     ckpt_write *w = p;
-    return sv_checkpoint_save(w->path, w->c->m, w->opt, w->c->st, w->c->cfg, w->err);
+    return sv_checkpoint_save_ema(w->path, w->c->m, w->c->ema ? w->c->ema->w : NULL, w->opt, w->c->st, w->c->cfg,
+                                  w->err);
 }
 
 /* Rank 0 writes `name`; every rank learns whether it worked. */

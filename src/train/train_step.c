@@ -103,6 +103,7 @@ void sv_step_update(sv_step *s, float lr) {
     sv_dist *d = s->d;
     double t0 = sv_now();
     sv_optimizer_step(d, s->m, s->opt, lr);
+    if (s->ema) sv_ema_update(s->ema, s->m->params, s->opt->t);
     double t1 = sv_now();
     sv_trace_add(s->trace, SV_TR_OPTIMIZER, t0, t1, d->step, -1, NULL);
     if (d->zero) sv_trace_add_buckets(s->trace, d, d->step, SV_TR_ALLGATHER);

@@ -34,7 +34,8 @@ a checkpoint, a truncated checkpoint, an unknown model variant (an unknown
 unwritable output (missing folder, a file as folder, a folder as output):
 exit status 1, one line on stderr naming the file, no output file and no
 temporary file left, an existing output untouched. Also: unknown keys of
-other sections are ignored, and --weights ema exports /ema's weights.
+other sections are ignored, --weights ema exports /ema's weights, --weights
+raw /model's, and no --weights /ema's when the checkpoint has it.
 
 Exit status 0 when every check passed, 1 otherwise; one line per check.
 """
@@ -266,7 +267,7 @@ def cmd_bad_input(a):
                           ("output folder is a file", os.path.join(text_file, "m" + ext)),
                           ("output is a folder", work)):
             expect_failure(case, exporter, [a.ckpt, out], out, out, "")
-    # unknown keys outside [model] are ignored; --weights ema reads /ema
+    # unknown keys outside [model] are ignored; --weights ema reads /ema, raw /model
     lenient = edit_copy(a.ckpt, os.path.join(work, "lenient.h5"), lambda f: set_config(
         f, config_text(f) + "\n[data]\ntranslate = 4\ncutout = 8\n[train]\ntta_flip = true\n[future]\nx = 1\n"))
 
@@ -277,21 +278,23 @@ def cmd_bad_input(a):
     cfg, params, _ = ck.read_checkpoint(a.ckpt)
     S = cfg["image_size"]
     x = np.random.default_rng(0).random((4, S, S, 3), dtype=np.float32)
-    for weights, scale in (("model", 1.0), ("ema", 0.5)):
-        out = os.path.join(work, "lenient_%s.onnx" % weights)
+    # no --weights: /ema when the checkpoint has it (as shiftvit eval)
+    for weights, scale in (("raw", 1.0), ("ema", 0.5), (None, 0.5)):
+        wargs = ["--weights", weights] if weights else []
+        out = os.path.join(work, "lenient_%s.onnx" % (weights or "default"))
         # the config says tta_flip = true: one forward pass here, as svm.forward
-        r = run([PY, EXPORT_ONNX, "--weights", weights, "--tta-flip", "off", ema, out])
+        r = run([PY, EXPORT_ONNX] + wargs + ["--tta-flip", "off", ema, out])
         got = run_onnx(out, x, work)[0] if r.returncode == 0 else None
         p = {k: torch.from_numpy(v.astype(np.float64) * scale) for k, v in params.items()}
         want = svm.forward(p, torch.from_numpy(x.astype(np.float64)), cfg).numpy()
-        other = svm.forward({k: v * (0.5 / scale if weights == "model" else 2.0) for k, v in p.items()},
+        other = svm.forward({k: v * (0.5 if weights == "raw" else 2.0) for k, v in p.items()},
                             torch.from_numpy(x.astype(np.float64)), cfg).numpy()
         ok = (got is not None and np.abs(got - want).max() <= RTOL * np.abs(want).max()
               and np.abs(got - other).max() > 100 * RTOL * np.abs(want).max())
         report(ok, "checkpoint with unknown [data]/[train]/[future] keys and /ema: --weights %s exports "
-                   "/%s's weights (exit %d%s)" % (weights, weights, r.returncode, r.stderr.strip() and ": " + r.stderr.strip()))
-        ptout = os.path.join(work, "lenient_%s.pt" % weights)
-        r = run([PY, EXPORT_TORCH, "--weights", weights, ema, ptout])
+                   "/%s's weights (exit %d%s)" % (weights or "(default)", "model" if weights == "raw" else "ema", r.returncode, r.stderr.strip() and ": " + r.stderr.strip()))
+        ptout = os.path.join(work, "lenient_%s.pt" % (weights or "default"))
+        r = run([PY, EXPORT_TORCH] + wargs + [ema, ptout])
         ok = r.returncode == 0
         if ok:
             m, _ = svm.load_exported(ptout)
@@ -299,7 +302,7 @@ def cmd_bad_input(a):
                 got = m(torch.from_numpy(x)).double().numpy()
             ok = np.abs(got - want).max() <= RTOL * np.abs(want).max()
         report(ok, "the same with export_torch.py --weights %s (exit %d%s)"
-               % (weights, r.returncode, r.stderr.strip() and ": " + r.stderr.strip()))
+               % (weights or "(default)", r.returncode, r.stderr.strip() and ": " + r.stderr.strip()))
     return 1 if FAILED else 0
 
 
