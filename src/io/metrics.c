@@ -335,8 +335,8 @@ static int h5_rebuild(const char *path, const rowbuf *srows, const rowbuf *erows
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
     if (rc) {
+        sv_fail(why, "cannot write the HDF5 file %s", a.tmp);
         sv_atomic_abort(&a);
-        snprintf(why, SV_ERR_LEN, "cannot write the HDF5 file %s", a.tmp);
         return -1;
     }
     return sv_atomic_commit(&a, why) == -1 ? -1 : 0;
