@@ -561,22 +561,6 @@ static void test_stale_temp_removed(void **state) {
 /* ------------------------------------------------------------ metrics */
 
 
-/* Reads 1-D float64 dataset `name` of an HDF5 file; returns its length. */
-static long read_h5_column(const char *path, const char *name, double *out, long cap) {
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) fail_msg("cannot open %s", path);
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0) fail_msg("%s: no dataset %s", path, name);
-    hid_t s = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(s);
-    assert_true(n <= cap);
-    if (n > 0) assert_true(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0);
-    H5Sclose(s);
-    H5Dclose(d);
-    H5Fclose(f);
-    return (long)n;
-}
-
 static void write_rows(sv_metrics *mt, long step0, long step1, long steps_per_epoch) {
     for (long s = step0; s <= step1; s++) {
         sv_step_row r = {s, (s - 1) / steps_per_epoch, 1e-3 * s, 2.5 - 0.01 * s, 0.1, 0.5, 1000.0};
@@ -602,8 +586,8 @@ static void test_metrics_append(void **state) {
     /* Flushed every epoch: the files are readable while the run is open. */
     snprintf(p, sizeof p, "%s/metrics.h5", dir);
     double col[256];
-    assert_int_equal(read_h5_column(p, "/epochs/epoch", col, 256), 4);
-    assert_int_equal(read_h5_column(p, "/steps/step", col, 256), 20);
+    assert_int_equal(sv_test_h5_column(p, "/epochs/epoch", col, 256), 4);
+    assert_int_equal(sv_test_h5_column(p, "/steps/step", col, 256), 20);
     sv_metrics_close(mt);
 
     /* Resume from a checkpoint at the end of epoch 2 (step 10). */
@@ -626,26 +610,26 @@ static void test_metrics_append(void **state) {
     free(s);
 
     snprintf(p, sizeof p, "%s/metrics.h5", dir);
-    assert_int_equal(read_h5_column(p, "/steps/step", col, 256), 15);
+    assert_int_equal(sv_test_h5_column(p, "/steps/step", col, 256), 15);
     for (int i = 0; i < 15; i++) assert_true(col[i] == i + 1);
-    assert_int_equal(read_h5_column(p, "/steps/lr", col, 256), 15);
+    assert_int_equal(sv_test_h5_column(p, "/steps/lr", col, 256), 15);
     assert_true(col[14] == 1e-3 * 15);
     const char *ecols[] = {"epoch", "train_loss", "train_top1", "train_top5", "val_loss",
                            "val_top1", "val_top5", "lr", "seconds"};
     for (int c = 0; c < 9; c++) {
         char name[64];
         snprintf(name, sizeof name, "/epochs/%s", ecols[c]);
-        assert_int_equal(read_h5_column(p, name, col, 256), 3);
+        assert_int_equal(sv_test_h5_column(p, name, col, 256), 3);
     }
-    assert_int_equal(read_h5_column(p, "/epochs/epoch", col, 256), 3);
+    assert_int_equal(sv_test_h5_column(p, "/epochs/epoch", col, 256), 3);
     assert_true(col[0] == 1 && col[1] == 2 && col[2] == 3);
-    assert_int_equal(read_h5_column(p, "/epochs/val_top1", col, 256), 3);
+    assert_int_equal(sv_test_h5_column(p, "/epochs/val_top1", col, 256), 3);
     assert_true(col[2] == 0.25 + 0.01 * 3);
     const char *scols[] = {"step", "epoch", "lr", "loss", "top1", "top5", "images_per_s"};
     for (int c = 0; c < 7; c++) {
         char name[64];
         snprintf(name, sizeof name, "/steps/%s", scols[c]);
-        assert_int_equal(read_h5_column(p, name, col, 256), 15);
+        assert_int_equal(sv_test_h5_column(p, name, col, 256), 15);
     }
 
     /* A damaged metrics.h5 (and a half-written CSV line) on resume: the
@@ -660,10 +644,10 @@ static void test_metrics_append(void **state) {
     if (!mt) fail_msg("reopen: %s", err);
     sv_metrics_close(mt);
     snprintf(p, sizeof p, "%s/metrics.h5", dir);
-    assert_int_equal(read_h5_column(p, "/steps/step", col, 256), 12);
+    assert_int_equal(sv_test_h5_column(p, "/steps/step", col, 256), 12);
     assert_true(col[11] == 12);
-    assert_int_equal(read_h5_column(p, "/steps/images_per_s", col, 256), 12);
-    assert_int_equal(read_h5_column(p, "/epochs/epoch", col, 256), 2);
+    assert_int_equal(sv_test_h5_column(p, "/steps/images_per_s", col, 256), 12);
+    assert_int_equal(sv_test_h5_column(p, "/epochs/epoch", col, 256), 2);
     snprintf(p, sizeof p, "%s/metrics_steps.csv", dir);
     assert_int_equal(sv_test_file_lines(p), 1 + 12);
 
@@ -676,7 +660,7 @@ static void test_metrics_append(void **state) {
     write_rows(mt, 1, 5, 5);
     sv_metrics_close(mt);
     snprintf(p, sizeof p, "%s/metrics.h5", d2);
-    assert_int_equal(read_h5_column(p, "/steps/step", col, 256), 5);
+    assert_int_equal(sv_test_h5_column(p, "/steps/step", col, 256), 5);
 
     /* A directory that does not exist is an error naming it. */
     char d3[512];

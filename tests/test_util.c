@@ -2,6 +2,7 @@
 #include "test_util.h"
 
 #include <dirent.h>
+#include <hdf5.h>
 #include <errno.h>
 #include <ftw.h>
 #include <string.h>
@@ -324,4 +325,19 @@ void sv_test_clean_tmp(const char *dir) {
     if (!dir[0]) return;
     if (getenv("SV_TEST_KEEP")) fprintf(stderr, "%s: outputs kept in %s\n", program_invocation_short_name, dir);
     else sv_test_rm_rf(dir);
+}
+
+long sv_test_h5_column(const char *path, const char *name, double *out, long cap) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) fail_msg("cannot open %s", path);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) fail_msg("%s: no dataset %s", path, name);
+    hid_t s = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(s);
+    if (n < 0 || n > cap) fail_msg("%s %s: %lld values, room for %ld", path, name, (long long)n, cap);
+    if (n > 0) assert_true(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0);
+    H5Sclose(s);
+    H5Dclose(d);
+    H5Fclose(f);
+    return (long)n;
 }

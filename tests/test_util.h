@@ -144,6 +144,11 @@ long sv_test_file_size(const char *path);
  * of the program's atomic writes); 0 when dir cannot be read. */
 int sv_test_count_temp_files(const char *dir);
 
+/* Reads the 1-D dataset name of the HDF5 file at path as doubles into out
+ * (at most cap values); returns its length. Fails the test when the file or
+ * the dataset cannot be opened or read, or it holds more than cap values. */
+long sv_test_h5_column(const char *path, const char *name, double *out, long cap);
+
 /* ------------------------------------------------------------ time */
 
 /* Seconds on the monotonic clock. */

@@ -2,7 +2,7 @@
  * one, also after a crash or a power cut, never a mixture or a truncated copy.
  * Every file shiftvit writes whole goes through it: checkpoints (their HDF5
  * image is built in memory and written here), config.ini, the metrics CSVs
- * when a resume rewinds them, checkpoints copied between run folders, and the
+ * when a resume rewinds them, metrics.h5 when a resume rebuilds it, checkpoints copied between run folders, and the
  * --trace file.
  *
  *     sv_atomic_file a;

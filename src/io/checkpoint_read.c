@@ -64,6 +64,15 @@ static int open_checked(reader *r) {
     if (r->file < 0) {
         char reason[256];
         ckpt_h5_reason(reason, sizeof reason);
+        /* A lock that fails is no damage: say which lock (sv_h5_open already
+         * went on without locks where this HDF5 can). */
+        int lock = sv_flock_probe(path, 0);
+        if (lock == EWOULDBLOCK)
+            return sv_fail(r->err, "checkpoint %s cannot be opened: another program has it open for writing (it holds HDF5's file lock); try again once it has closed it",
+                           path);
+        if (lock)
+            return sv_fail(r->err, "checkpoint %s cannot be opened: the file system refuses file locks (%s); run with HDF5_USE_FILE_LOCKING=FALSE",
+                           path, strerror(lock));
         if (strstr(reason, "truncated"))
             return sv_fail(r->err, "checkpoint %s is truncated or damaged (%lld bytes): cannot open it as HDF5",
                            path, (long long)sb.st_size);

@@ -15,7 +15,11 @@
  * keeps its rows and tries again at the next flush, first cutting the columns
  * back to the rows known to be complete (a failed append can leave some
  * columns longer than others); close retries for a few seconds. Messages
- * name the lock when it is the cause. */
+ * name the lock when it is the cause. A resume never waits for a reader: the
+ * CSV files are the record, and when metrics.h5 must be rebuilt from them
+ * (or a reader holds it) the new file is written beside it and renamed over
+ * it (atomic_file.h), so the reader keeps the old file and the run goes on.
+ * File systems without locks: sv_h5_open (h5util.h). */
 #include "shiftvit/metrics.h"
 
 #include <errno.h>
@@ -78,14 +82,7 @@ static int rowbuf_push(rowbuf *b, const double *row) {
 
 /* 1 if another process holds HDF5's file lock on path (HDF5 locks with
  * flock(2): shared for readers, exclusive for writers). */
-static int h5_locked_by_other(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    int locked = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    if (!locked) flock(fd, LOCK_UN);
-    close(fd);
-    return locked;
-}
+static int h5_locked_by_other(const char *path) { return sv_flock_probe(path, 1) == EWOULDBLOCK; }
 
 static const char lock_hint[] =
     "another program has it open (an HDF5 reader such as h5py, a notebook or h5dump holds its file lock)";
@@ -118,14 +115,21 @@ static int create_group(hid_t f, const char *group, const char *const *cols, int
     return rc;
 }
 
-/* Creates (truncating) the metrics file with empty columns. */
-static int h5_create(const char *path) {
+/* Creates (truncating) the metrics file with empty columns; returns it open,
+ * or -1. */
+static hid_t h5_create_open(const char *path) {
     hid_t f = sv_h5_create(path);
     if (f < 0) return -1;
-    int rc = create_group(f, "/steps", step_cols, NSTEP, 1024);
-    if (!rc) rc = create_group(f, "/epochs", epoch_cols, NEPOCH, 64);
-    if (H5Fclose(f) < 0) rc = -1;
-    return rc;
+    if (create_group(f, "/steps", step_cols, NSTEP, 1024) == 0 &&
+        create_group(f, "/epochs", epoch_cols, NEPOCH, 64) == 0)
+        return f;
+    H5Fclose(f);
+    return -1;
+}
+
+static int h5_create(const char *path) {
+    hid_t f = h5_create_open(path);
+    return f < 0 || H5Fclose(f) < 0 ? -1 : 0;
 }
 
 /* Appends rows (row-major, ncols columns) to group/<col> of an open file. */
@@ -318,12 +322,33 @@ static FILE *open_csv(const char *dir, const char *name, const char *header, int
 
 /* ------------------------------------------------------------ API */
 
+/* A new metrics.h5 holding the rows: written as the temporary file of an
+ * atomic replacement (HDF5 writes it through its own descriptor, commit
+ * then fsyncs and renames it). Never H5Fcreate on metrics.h5 itself: HDF5
+ * truncates before it locks, which would empty a reader's file. */
+static int h5_rebuild(const char *path, const rowbuf *srows, const rowbuf *erows, char *why) {
+    sv_atomic_file a;
+    if (sv_atomic_begin(&a, path, why) != 0) return -1;
+    hid_t f = h5_create_open(a.tmp);
+    int rc = f < 0 ? -1 : 0;
+    if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
+    if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
+    if (f >= 0 && H5Fclose(f) < 0) rc = -1;
+    if (rc) {
+        sv_fail(why, "cannot write the HDF5 file %s", a.tmp);
+        sv_atomic_abort(&a);
+        return -1;
+    }
+    return sv_atomic_commit(&a, why) == -1 ? -1 : 0;
+}
+
 /* Append mode: brings metrics.h5 to the kept CSV rows, by truncating its
- * columns when they agree with the CSV, else rebuilding it from the CSV. */
+ * columns when they agree with the CSV, else (or when a reader holds it)
+ * rebuilding it from the CSV. */
 static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, char *err) {
     const char *path = mt->h5path;
-    int ok = 0;
-    if (access(path, F_OK) == 0 && H5Fis_hdf5(path) > 0) {
+    int ok = 0, held = h5_locked_by_other(path);
+    if (!held && access(path, F_OK) == 0 && H5Fis_hdf5(path) > 0) {
         hid_t f = sv_h5_open(path, H5F_ACC_RDWR);
         if (f >= 0) {
             ok = h5_keys_match(f, "/steps", "step", srows) &&
@@ -333,18 +358,20 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
             if (H5Fclose(f) < 0) ok = 0;
         }
         H5Eclear2(H5E_DEFAULT);
-        if (!ok)
+        if (f < 0) held = h5_locked_by_other(path); /* a reader that came meanwhile */
+        if (!ok && !held)
             fprintf(stderr, "shiftvit: warning: %s is damaged or disagrees with the CSV logs; rebuilding it from them\n",
                     mt->h5path_q);
     }
     if (ok) return 0;
-    hid_t f = -1;
-    if (h5_create(path) == 0) f = sv_h5_open(path, H5F_ACC_RDWR);
-    int rc = f < 0 ? -1 : 0;
-    if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
-    if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
-    if (f >= 0 && H5Fclose(f) < 0) rc = -1;
-    return rc ? open_failure(err, path) : 0;
+    char why[SV_ERR_LEN];
+    if (h5_rebuild(path, srows, erows, why) != 0)
+        return sv_fail(err, "%s: cannot rebuild the HDF5 metrics log from the CSV files: %s", path, why);
+    if (held)
+        fprintf(stderr, "shiftvit: %s is locked: %s. The resume goes on: a new metrics.h5 rebuilt from the CSV files "
+                        "(%zu step and %zu epoch rows) took its place; the reader keeps the old file until it opens it again\n",
+                mt->h5path_q, lock_hint, srows->rows, erows->rows);
+    return 0;
 }
 
 sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long keep_epoch,
@@ -370,10 +397,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     sv_h5_quiet q;
     sv_h5_quiet_begin(&q);
     int rc = 0;
-    if (append && h5_locked_by_other(mt->h5path)) {
-        /* Before the CSV files are cut back: a refused resume changes nothing. */
-        rc = sv_fail(err, "%s is locked: %s; close it and resume again", mt->h5path, lock_hint);
-    } else if (append) {
+    if (append) {
         char path[SV_PATH_LEN + 64];
         rowbuf srows = {NULL, 0, 0, NSTEP}, erows = {NULL, 0, 0, NEPOCH};
         snprintf(path, sizeof path, "%s/metrics_steps.csv", dir);
