@@ -35,7 +35,7 @@ static void bench_usage(FILE *f) {
             "  --warmup N         untimed steps first (default 2)\n"
             "  --batch N          global batch (default train.batch_size)\n"
             "  --eval             time the inference forward pass instead\n"
-            "  --profile          with --eval: also the mean time per step of each kind of\n"
+            "  --profile          with --eval: also the median time per step of each kind of\n"
             "                     kernel (patch gather and product, shift + LayerNorm, fc1,\n"
             "                     GELU, fc2, residual, merge LayerNorm + gather and product,\n"
             "                     pooling, classifier), timed around each kernel call\n"
@@ -262,7 +262,7 @@ static void run_steps(const bench_opts *o, const sv_config *cfg, sv_step *st, co
     int warned = 0;
     for (long s = -o->warmup; s < o->steps; s++) {
         st->trace = s >= 0 ? trace : NULL; /* the timed steps only */
-        if (s == 0 && prof) sv_model_set_profile(st->m, prof);
+        if (s >= 0 && prof) sv_model_set_profile(st->m, prof + (size_t)s * SV_PROF_KINDS); /* one row per step */
         sv_dist_barrier(d);
         d->step = s + o->warmup + 1; /* 1, 2, ... as in training */
         double t0 = sv_now();
@@ -318,7 +318,7 @@ typedef struct {
     double rss_mib, state_mib; /* peak RSS (max over ranks), AdamW state per rank */
     double ph[4];              /* mean phase times, ms */
     double input_ms;           /* training: building a batch (time_input), rank 0 */
-    int profiled;              /* --profile: prof holds rank 0's mean ms per kernel kind */
+    int profiled;              /* --profile: prof holds rank 0's ms per step of each kernel kind, median over steps */
     double prof[SV_PROF_KINDS];
 } bench_result;
 
@@ -366,7 +366,7 @@ static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model
     if (r->profiled) {
         double prod, rest;
         profile_split(r, &prod, &rest);
-        printf("  kernels (rank 0, mean ms per step):\n");
+        printf("  kernels (rank 0, ms per step, median over the steps):\n");
         for (int k = 0; k < SV_PROF_KINDS; k++)
             printf("    %-24s %8.2f  %5.1f%%%s\n", sv_profile_names[k], r->prof[k], 100 * r->prof[k] / (prod + rest),
                    sv_profile_is_product[k] ? "  (product)" : "");
@@ -394,8 +394,17 @@ static void summarize(const bench_opts *o, const sv_config *cfg, sv_model *m, co
     /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
     r->state_mib = o->eval ? 0.0 : (2.0 * (double)opt->n + (d->zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
     for (int i = 0; i < 4; i++) r->ph[i] = 1e3 * ph[i] / o->steps;
+    /* per kind the median over the timed steps: one slow step (another
+     * process taking a core) moves a mean by its whole excess */
     r->profiled = o->profile;
-    for (int k = 0; k < SV_PROF_KINDS; k++) r->prof[k] = o->profile ? 1e3 * prof[k] / o->steps : 0;
+    for (int k = 0; k < SV_PROF_KINDS; k++) {
+        r->prof[k] = 0;
+        if (!o->profile) continue;
+        for (long s = 0; s < o->steps; s++) tot[s] = prof[(size_t)s * SV_PROF_KINDS + k];
+        double lo, hi;
+        stats(tot, (int)o->steps, &r->prof[k], &lo, &hi);
+        r->prof[k] *= 1e3;
+    }
 }
 
 /* ------------------------------------------------------------ command */
@@ -441,8 +450,9 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     bench_batch b;
     make_bench_batch(&b, cfg, start, n);
     double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};
-    double prof[SV_PROF_KINDS] = {0};
-    run_steps(o, cfg, &st, &b, tot, ph, o->profile ? prof : NULL);
+    double *prof = o->profile ? sv_alloc((size_t)o->steps * SV_PROF_KINDS * sizeof(double), "bench profile") : NULL;
+    if (prof) memset(prof, 0, (size_t)o->steps * SV_PROF_KINDS * sizeof(double));
+    run_steps(o, cfg, &st, &b, tot, ph, prof);
     sv_model_set_profile(&m, NULL);
     double input_s = o->eval ? 0 : time_input(cfg, &b, o->steps);
     int rc = 0;
@@ -457,6 +467,7 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     r.input_ms = 1e3 * input_s;
     if (d->rank == 0 && rc == 0) (o->json ? print_json : print_text)(o, cfg, &m, d->zero, &r, d->world);
     sv_free(tot);
+    if (prof) sv_free(prof);
     free_bench_batch(&b);
     sv_step_free(&st);
     sv_adamw_free(&opt);
