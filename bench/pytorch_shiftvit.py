@@ -83,9 +83,16 @@ def parse_args(argv):
                     help="dropout and drop path off (for a profile; not the recipe)")
     ap.add_argument("--profile", action="store_true",
                     help="print torch.autograd.profiler's table of one step (stderr)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="with --eval: after the timed steps, --steps more under torch.profiler, "
+                         "each op's self time summed per kind of kernel (patch gather/product, "
+                         "shift, LayerNorm, fc1, GELU, fc2, residual, merge LayerNorm/gather/"
+                         "product, pooling, classifier): profile_ms in the JSON")
     ap.add_argument("--check", action="store_true",
                     help="compare the module with the functional reference and exit")
     a = ap.parse_args(argv)
+    if a.kernels and not a.eval:
+        ap.error("--kernels is for --eval only")
     if a.threads < 1 or a.batch < 1 or a.steps < 1 or a.warmup < 0:
         ap.error("--threads, --batch and --steps must be >= 1, --warmup >= 0")
     return a
@@ -186,6 +193,65 @@ def blas_libraries():
     return sorted(libs)
 
 
+# The kinds of kernel of `shiftvit bench --eval --profile` (src/model/model.c),
+# with PyTorch's shift and LayerNorm (one kernel in ours) and its merge
+# LayerNorm and window gather (idem) as separate kinds.
+KINDS = ("patch_gather", "patch_product", "shift", "layernorm", "fc1_product", "gelu", "fc2_product",
+         "residual", "merge_layernorm", "merge_gather", "merge_product", "pool", "classifier_product",
+         "other")
+PRODUCTS = ("patch_product", "fc1_product", "fc2_product", "merge_product", "classifier_product")
+
+
+def _kind(label, op):
+    """Kind of an aten op from the innermost module region around it."""
+    if label == "block":  # ShiftBlock.forward itself: the shift, GELU, residual add
+        return {"aten::gelu": "gelu", "aten::add": "residual"}.get(op, "shift")
+    if label is None:
+        return "pool" if op == "aten::mean" else "other"
+    return {"patch": "patch_gather", "patch.proj": "patch_product", "block.norm": "layernorm",
+            "block.fc1": "fc1_product", "block.fc2": "fc2_product", "merge.norm": "merge_layernorm",
+            "merge": "merge_gather", "merge.proj": "merge_product", "head": "classifier_product"}[label]
+
+
+def kernel_profile(model, step, steps):
+    """Mean ms per step of each kind (KINDS) over `steps` calls of step(),
+    under torch.profiler: every op's self CPU time (the calling thread's wall
+    time, the intra-op threads working inside it), attributed by the module
+    region (record_function opened by forward hooks) it ran in. Time in no op
+    (Python, hooks, the profiler) is "unattributed". Returns (dict, profiled
+    step ms)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    labels = {model.patch: "patch", model.patch.proj: "patch.proj", model.head: "head"}
+    for stage in model.stages:
+        for blk in stage:
+            labels.update({blk: "block", blk.norm: "block.norm", blk.fc1: "block.fc1", blk.fc2: "block.fc2"})
+    for mg in model.merges:
+        labels.update({mg[0]: "merge.norm", mg[1]: "merge", mg[1].proj: "merge.proj"})
+    open_regions, hooks = [], []
+    for mod, name in labels.items():
+        hooks.append(mod.register_forward_pre_hook(
+            lambda m, i, n=name: open_regions.append(record_function("sv::" + n).__enter__())))
+        hooks.append(mod.register_forward_hook(lambda m, i, o: open_regions.pop().__exit__(None, None, None)))
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    wall = (time.perf_counter() - t0) / steps
+    for h in hooks:
+        h.remove()
+    us = dict.fromkeys(KINDS, 0.0)
+    for e in prof.events():
+        if e.name.startswith("sv::"):
+            continue
+        p = e.cpu_parent
+        while p is not None and not p.name.startswith("sv::"):
+            p = p.cpu_parent
+        us[_kind(p.name[4:] if p is not None else None, e.name)] += e.self_cpu_time_total
+    ms = {k: v / 1e3 / steps for k, v in us.items()}
+    ms["unattributed"] = 1e3 * wall - sum(ms.values())
+    return ms, 1e3 * wall
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -261,6 +327,9 @@ def main(a):
         times.append(fn(a.warmup + s, True))
         cpu.append(time.process_time() - c0)
     med = statistics.median(times)
+    prof_ms = None
+    if a.kernels:
+        prof_ms, prof_step_ms = kernel_profile(model, lambda: fn(0, False), a.steps)
     flop_img = 207.8e6 * (1 if a.eval else 3)
     res = {
         "impl": "pytorch" if a.dtype == "fp32" else "pytorch-bf16",
@@ -294,6 +363,11 @@ def main(a):
         "blas_libraries": blas_libraries(),
         "libblas_so_3": os.path.realpath(LIBBLAS),
     }
+    if prof_ms is not None:
+        res["profile_ms"] = {k: round(v, 3) for k, v in prof_ms.items()}
+        res["profile_products_ms"] = round(sum(prof_ms[k] for k in PRODUCTS), 3)
+        res["profile_other_ms"] = round(sum(v for k, v in prof_ms.items() if k not in PRODUCTS), 3)
+        res["profiled_step_ms"] = round(prof_step_ms, 3)
     if a.json:
         print(json.dumps(res))
     else:
@@ -308,6 +382,10 @@ def main(a):
               % (res["forward_ms"], res["backward_ms"], res["optimizer_ms"]))
         print("  env: GLIBC_TUNABLES=%s BLIS_ARCH_TYPE=%s; BLAS: %s"
               % (res["GLIBC_TUNABLES"], res["BLIS_ARCH_TYPE"], ", ".join(res["blas_libraries"])))
+        if prof_ms is not None:
+            print("  kernels (mean ms per profiled step of %.1f ms):" % prof_step_ms)
+            for k, v in prof_ms.items():
+                print("    %-20s %8.2f%s" % (k, v, "  (product)" if k in PRODUCTS else ""))
         print("images_per_s=%.2f" % res["images_per_s"])
     return 0
 

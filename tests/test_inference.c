@@ -4,7 +4,9 @@
  * and for small models with 1x1 and odd-sided stages, at the full batch and a
  * smaller one, twice in a row (the ping-pong buffers carry nothing over), and
  * after the training model ran a training step's forward in between. It has
- * no gradients. */
+ * no gradients. The opt-in kernel profile (sv_model_set_profile, bench
+ * --eval --profile) leaves the logits unchanged, writes only its own
+ * SV_PROF_KINDS slots, and stops when turned off. */
 #include <stdint.h>
 #include <string.h>
 
@@ -70,10 +72,13 @@ static void check_same_logits(int which, int bf16) {
         s = s * 6364136223846793005ULL + 1442695040888963407ULL;
         x[i] = (float)(s >> 40) / 16777216.0f;
     }
+    double prof[SV_PROF_KINDS + 1] = {0};
+    prof[SV_PROF_KINDS] = -7.0; /* a sentinel past the kinds */
     long ids[NB] = {0, 1, 2, 3, 4, 5, 6, 7};
     sv_train_rng rng = {1, 0, ids};
     for (int round = 0; round < 3; round++) {
         int n = round == 1 ? 3 : NB;
+        sv_model_set_profile(&infer_m, round == 2 ? prof : NULL); /* the last round profiled */
         memcpy(want, sv_model_forward(&train_m, x, n, NULL), (size_t)n * K * sizeof(float));
         const float *got = sv_model_forward(&infer_m, x, n, NULL);
         for (size_t i = 0; i < (size_t)n * K; i++)
@@ -82,6 +87,18 @@ static void check_same_logits(int which, int bf16) {
                          bf16 ? "bf16" : "fp32", n, round, i, got[i], want[i]);
         sv_model_forward(&train_m, x, NB, &rng); /* a training forward in between */
     }
+    sv_model_set_profile(&infer_m, NULL);
+    double sum = 0;
+    for (int k = 0; k < SV_PROF_KINDS; k++) {
+        assert_true(prof[k] >= 0.0);
+        sum += prof[k];
+    }
+    assert_true(sum > 0.0);
+    assert_true(prof[SV_PROF_KINDS] == -7.0);
+    double before[SV_PROF_KINDS];
+    memcpy(before, prof, sizeof before);
+    sv_model_forward(&infer_m, x, NB, NULL); /* profile off: nothing added */
+    assert_memory_equal(before, prof, sizeof before);
     print_message("      config %d %s: %d parameters, logits identical at batch %d and 3\n", which,
                   bf16 ? "bf16" : "fp32", (int)infer_m.num_params, NB);
     test_free(x);

@@ -93,6 +93,9 @@ typedef struct sv_model {
                                  * created with the model for its widest tensor
                                  * and the OpenMP threads of that moment;
                                  * NULL in a forward-only model */
+    double *profile;       /* NULL (the default), or seconds per kernel kind
+                            * (sv_profile_kind) that sv_model_forward adds to:
+                            * see sv_model_set_profile */
     int forward_only;      /* sv_model_create_inference: no gradients (grads
                             * NULL), no saved activations; inference forward
                             * passes only */
@@ -150,6 +153,38 @@ int sv_model_find(const sv_model *m, const char *name);
  * N x num_classes, valid until the next forward. */
 const float *sv_model_forward(sv_model *m, const float *x, int N,
                               const sv_train_rng *rng);
+
+/* The kinds of kernel of the forward pass, for an opt-in profile (issue 23:
+ * where the inference time goes). In forward order. Shift and LayerNorm of a
+ * block are one kernel (sv_shift_layernorm_forward), as are a merge's
+ * LayerNorm and its 2x2 window gather (sv_layernorm_window_forward); fc1's
+ * bias is added by the GELU kernel and fc2's by the residual kernel. */
+typedef enum {
+    SV_PROF_PATCH_GATHER,  /* patch projection's window gather (im2col) */
+    SV_PROF_PATCH_PRODUCT, /* patch projection product (+ its bias) */
+    SV_PROF_SHIFT_LN,      /* block: shift + LayerNorm */
+    SV_PROF_FC1,           /* block: fc1 product */
+    SV_PROF_GELU,          /* block: fc1 bias + GELU (+ dropout in training) */
+    SV_PROF_FC2,           /* block: fc2 product */
+    SV_PROF_RESIDUAL,      /* block: fc2 bias + residual add (+ dropout, drop path) */
+    SV_PROF_MERGE_LN,      /* merge: LayerNorm + 2x2 window gather */
+    SV_PROF_MERGE_PRODUCT, /* merge: reduction product */
+    SV_PROF_POOL,          /* global average pooling */
+    SV_PROF_HEAD,          /* classifier product (+ its bias) */
+    SV_PROF_KINDS
+} sv_profile_kind;
+
+/* Short names of the kinds, e.g. "fc1_product" (JSON keys). */
+extern const char *const sv_profile_names[SV_PROF_KINDS];
+
+/* 1 for the kinds that are matrix products. */
+extern const int sv_profile_is_product[SV_PROF_KINDS];
+
+/* Opt-in per-kind timing of sv_model_forward: from now on each forward adds
+ * the wall-clock seconds (sv_now) of each kernel call to secs[kind]
+ * (secs: SV_PROF_KINDS doubles, owned by the caller, not cleared here);
+ * secs = NULL turns it off. Off, the forward pays one branch per kernel. */
+void sv_model_set_profile(sv_model *m, double *secs);
 
 /* Backward pass of the last training forward. dlogits: N x num_classes (e.g.
  * from sv_softmax_xent_backward). Overwrites m->grads entirely. ready (may be

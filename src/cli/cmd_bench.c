@@ -22,7 +22,8 @@
 static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit bench [-c CONFIG] [--set S.K=V]... [--steps N] [--warmup N]\n"
-            "                      [--batch N] [--eval] [--allreduce [--bytes N]] [--trace FILE] [--json]\n\n"
+            "                      [--batch N] [--eval [--profile]] [--allreduce [--bytes N]]\n"
+            "                      [--trace FILE] [--json]\n\n"
             "Times the training step (forward, backward, all-reduce, AdamW) on synthetic\n"
             "images after warm-up and prints median/min/max step time, images/s, GFLOP/s,\n"
             "model FLOP utilisation against a measured sgemm peak, peak RSS and the time per\n"
@@ -34,6 +35,10 @@ static void bench_usage(FILE *f) {
             "  --warmup N         untimed steps first (default 2)\n"
             "  --batch N          global batch (default train.batch_size)\n"
             "  --eval             time the inference forward pass instead\n"
+            "  --profile          with --eval: also the median time per step of each kind of\n"
+            "                     kernel (patch gather and product, shift + LayerNorm, fc1,\n"
+            "                     GELU, fc2, residual, merge LayerNorm + gather and product,\n"
+            "                     pooling, classifier), timed around each kernel call\n"
             "  --allreduce        time only the all-reduce of the gradient buffer: time and bus\n"
             "                     bandwidth per call (OSU-style: 2(P-1)/P x bytes / time)\n"
             "  --bytes N          with --allreduce: a buffer of N bytes (suffix K, M or G:\n"
@@ -142,11 +147,11 @@ typedef struct {
     const char *config, *trace;
     sv_cli_sets sets;
     long steps, warmup, batch;  /* batch 0: train.batch_size */
-    int eval, json, allreduce;
+    int eval, json, allreduce, profile;
     size_t bytes;               /* --bytes, 0: the model's gradient */
 } bench_opts;
 
-enum { OPT_SET = 256, OPT_STEPS, OPT_WARMUP, OPT_BATCH, OPT_EVAL, OPT_JSON, OPT_ALLREDUCE, OPT_BYTES, OPT_TRACE };
+enum { OPT_SET = 256, OPT_STEPS, OPT_WARMUP, OPT_BATCH, OPT_EVAL, OPT_JSON, OPT_ALLREDUCE, OPT_BYTES, OPT_TRACE, OPT_PROFILE };
 
 static const struct option bench_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -160,6 +165,7 @@ static const struct option bench_options[] = {
     {"allreduce", no_argument, NULL, OPT_ALLREDUCE},
     {"bytes", required_argument, NULL, OPT_BYTES},
     {"trace", required_argument, NULL, OPT_TRACE},
+    {"profile", no_argument, NULL, OPT_PROFILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -178,6 +184,7 @@ static int bench_option(const sv_cli *cli, int c, char **argv, bench_opts *o) {
     case OPT_JSON: o->json = 1; return -1;
     case OPT_ALLREDUCE: o->allreduce = 1; return -1;
     case OPT_TRACE: o->trace = optarg; return -1;
+    case OPT_PROFILE: o->profile = 1; return -1;
     case OPT_BYTES: {
         int rc = parse_bytes(optarg, &o->bytes);
         if (rc == 0) return -1;
@@ -201,6 +208,7 @@ static int parse_bench_options(const sv_cli *cli, int argc, char **argv, bench_o
     if (sv_cli_path(cli, "bench", "-c", o->config) || sv_cli_path(cli, "bench", "--trace", o->trace)) return 1;
     const char *clash = o->trace && o->allreduce ? "--trace times the training or inference step, not --allreduce"
                         : o->bytes && !o->allreduce ? "--bytes applies to --allreduce only"
+                        : o->profile && !o->eval    ? "--profile applies to --eval only"
                                                     : NULL;
     if (clash) {
         if (cli->d->rank == 0) fprintf(stderr, "shiftvit bench: %s\n", clash);
@@ -248,12 +256,13 @@ static void free_bench_batch(bench_batch *b) {
  * pass); tot[s] gets each timed step's time (max over ranks), ph the summed
  * phases (sv_step phase order). */
 static void run_steps(const bench_opts *o, const sv_config *cfg, sv_step *st, const bench_batch *b, double *tot,
-                      double ph[4]) {
+                      double ph[4], double *prof) {
     sv_dist *d = st->d;
     sv_trace *trace = st->trace;
     int warned = 0;
     for (long s = -o->warmup; s < o->steps; s++) {
         st->trace = s >= 0 ? trace : NULL; /* the timed steps only */
+        if (s >= 0 && prof) sv_model_set_profile(st->m, prof + (size_t)s * SV_PROF_KINDS); /* one row per step */
         sv_dist_barrier(d);
         d->step = s + o->warmup + 1; /* 1, 2, ... as in training */
         double t0 = sv_now();
@@ -309,7 +318,15 @@ typedef struct {
     double rss_mib, state_mib; /* peak RSS (max over ranks), AdamW state per rank */
     double ph[4];              /* mean phase times, ms */
     double input_ms;           /* training: building a batch (time_input), rank 0 */
+    int profiled;              /* --profile: prof holds rank 0's ms per step of each kernel kind, median over steps */
+    double prof[SV_PROF_KINDS];
 } bench_result;
+
+/* --profile: the products' and the other kernels' summed ms per step. */
+static void profile_split(const bench_result *r, double *products, double *rest) {
+    *products = *rest = 0;
+    for (int k = 0; k < SV_PROF_KINDS; k++) *(sv_profile_is_product[k] ? products : rest) += r->prof[k];
+}
 
 static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
                        int world) {
@@ -317,10 +334,18 @@ static void print_json(const bench_opts *o, const sv_config *cfg, const sv_model
            "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.2f,\"gflops\":%.2f,"
            "\"sgemm_peak_gflops_per_rank\":%.2f,\"mfu\":%.4f,\"peak_rss_mib\":%.1f,"
            "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"allreduce_wait_ms\":%.3f,\"optimizer_ms\":%.3f,"
-           "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f,\"input_ms\":%.3f}\n",
+           "\"zero_stage\":%d,\"optimizer_state_mib_per_rank\":%.1f,\"input_ms\":%.3f",
            o->eval ? "eval" : "train", sv_precision_names[m->bf16 ? SV_BF16 : SV_FP32], r->peak16, r->mfu16, world, omp_get_max_threads(),
            cfg->batch_size, o->steps, 1e3 * r->med, 1e3 * r->lo, 1e3 * r->hi, r->ips, r->gflops, r->peak, r->mfu,
            r->rss_mib, r->ph[0], r->ph[1], r->ph[2], r->ph[3], zero, r->state_mib, r->input_ms);
+    if (r->profiled) {
+        double prod, rest;
+        profile_split(r, &prod, &rest);
+        printf(",\"profile_ms\":{");
+        for (int k = 0; k < SV_PROF_KINDS; k++) printf("%s\"%s\":%.3f", k ? "," : "", sv_profile_names[k], r->prof[k]);
+        printf("},\"profile_products_ms\":%.3f,\"profile_other_ms\":%.3f", prod, rest);
+    }
+    printf("}\n");
 }
 
 static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model *m, int zero, const bench_result *r,
@@ -338,6 +363,16 @@ static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model
            r->state_mib, zero ? " (ZeRO stage 1)" : "");
     printf("  rank 0 phases (mean ms): forward %.1f, backward %.1f, all-reduce wait %.1f, optimiser %.1f\n", r->ph[0],
            r->ph[1], r->ph[2], r->ph[3]);
+    if (r->profiled) {
+        double prod, rest;
+        profile_split(r, &prod, &rest);
+        printf("  kernels (rank 0, ms per step, median over the steps):\n");
+        for (int k = 0; k < SV_PROF_KINDS; k++)
+            printf("    %-24s %8.2f  %5.1f%%%s\n", sv_profile_names[k], r->prof[k], 100 * r->prof[k] / (prod + rest),
+                   sv_profile_is_product[k] ? "  (product)" : "");
+        printf("    %-24s %8.2f  %5.1f%%\n    %-24s %8.2f  %5.1f%%\n", "products", prod, 100 * prod / (prod + rest),
+               "other kernels", rest, 100 * rest / (prod + rest));
+    }
     if (!o->eval)
         printf("  input       %.2f ms to build rank 0's batch with the config's augmentation (%.1f%% of step + input)\n",
                r->input_ms, 100 * r->input_ms / (r->input_ms + 1e3 * r->med));
@@ -346,7 +381,7 @@ static void print_text(const bench_opts *o, const sv_config *cfg, const sv_model
 
 /* Step statistics, FLOP rates against the measured GEMM peaks, memory. Collective. */
 static void summarize(const bench_opts *o, const sv_config *cfg, sv_model *m, const sv_adamw *opt, sv_dist *d,
-                      double *tot, const double ph[4], bench_result *r) {
+                      double *tot, const double ph[4], const double *prof, bench_result *r) {
     stats(tot, (int)o->steps, &r->med, &r->lo, &r->hi);
     r->flop_img = m->flops_forward * (o->eval ? 1.0 : 3.0);
     r->ips = cfg->batch_size / r->med;
@@ -359,6 +394,17 @@ static void summarize(const bench_opts *o, const sv_config *cfg, sv_model *m, co
     /* AdamW moments, plus the reduced gradient shards of ZeRO stage 1, per rank */
     r->state_mib = o->eval ? 0.0 : (2.0 * (double)opt->n + (d->zero ? (double)d->shard_n : 0.0)) * sizeof(float) / 1048576.0;
     for (int i = 0; i < 4; i++) r->ph[i] = 1e3 * ph[i] / o->steps;
+    /* per kind the median over the timed steps: one slow step (another
+     * process taking a core) moves a mean by its whole excess */
+    r->profiled = o->profile;
+    for (int k = 0; k < SV_PROF_KINDS; k++) {
+        r->prof[k] = 0;
+        if (!o->profile) continue;
+        for (long s = 0; s < o->steps; s++) tot[s] = prof[(size_t)s * SV_PROF_KINDS + k];
+        double lo, hi;
+        stats(tot, (int)o->steps, &r->prof[k], &lo, &hi);
+        r->prof[k] *= 1e3;
+    }
 }
 
 /* ------------------------------------------------------------ command */
@@ -407,7 +453,10 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
     bench_batch b;
     make_bench_batch(&b, cfg, start, n);
     double *tot = sv_alloc((size_t)o->steps * sizeof(double), "bench times"), ph[4] = {0, 0, 0, 0};
-    run_steps(o, cfg, &st, &b, tot, ph);
+    double *prof = o->profile ? sv_alloc((size_t)o->steps * SV_PROF_KINDS * sizeof(double), "bench profile") : NULL;
+    if (prof) memset(prof, 0, (size_t)o->steps * SV_PROF_KINDS * sizeof(double));
+    run_steps(o, cfg, &st, &b, tot, ph, prof);
+    sv_model_set_profile(&m, NULL);
     double input_s = o->eval ? 0 : time_input(cfg, &b, o->steps);
     int rc = 0;
     if (trace && sv_trace_write(trace, d, o->trace, err) != 0) {
@@ -417,10 +466,11 @@ static int bench_model(const sv_cli *cli, const bench_opts *o, const sv_config *
         printf("Trace: %s (summary: scripts/trace_summary.py)\n", o->trace);
     }
     bench_result r;
-    summarize(o, cfg, &m, &opt, d, tot, ph, &r);
+    summarize(o, cfg, &m, &opt, d, tot, ph, prof, &r);
     r.input_ms = 1e3 * input_s;
     if (d->rank == 0 && rc == 0) (o->json ? print_json : print_text)(o, cfg, &m, d->zero, &r, d->world);
     sv_free(tot);
+    if (prof) sv_free(prof);
     free_bench_batch(&b);
     sv_step_free(&st);
     sv_ema_free(&ema);

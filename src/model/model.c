@@ -327,6 +327,27 @@ static inline sv_matrix W(sv_model *m, int t) {
     return m->params_bf16 ? sv_mat_bf16(m->params_bf16 + o) : sv_mat_f32(m->params + o);
 }
 
+const char *const sv_profile_names[SV_PROF_KINDS] = {
+    "patch_gather", "patch_product", "shift_layernorm", "fc1_product", "gelu", "fc2_product",
+    "residual", "merge_layernorm_gather", "merge_product", "pool", "classifier_product"};
+const int sv_profile_is_product[SV_PROF_KINDS] = {0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 1};
+
+void sv_model_set_profile(sv_model *m, double *secs) { m->profile = secs; }
+
+/* The opt-in profile (sv_model_set_profile): PROF(m, kind, call) runs call and,
+ * when profiling, adds its wall time to m->profile[kind]. The kernels end with
+ * their OpenMP region's barrier, so the time is the whole kernel's. */
+static inline double prof_start(const sv_model *m) { return m->profile ? sv_now() : 0.0; }
+static inline void prof_stop(sv_model *m, int kind, double t0) {
+    if (m->profile) m->profile[kind] += sv_now() - t0;
+}
+#define PROF(m, kind, call)                \
+    do {                                   \
+        double prof_t0_ = prof_start(m);   \
+        call;                              \
+        prof_stop(m, kind, prof_t0_);      \
+    } while (0)
+
 static void draw_keys(block_acts *B, int N, const sv_train_rng *rng) {
     for (int n = 0; n < N; n++) {
         uint64_t id = (uint64_t)rng->sample_ids[n];
@@ -344,26 +365,31 @@ static void block_forward(sv_model *m, block_acts *B, const float *x, int N,
     int T = N * S * S;
     int training = rng != NULL;
     if (training) draw_keys(B, N, rng);
-    sv_shift_layernorm_forward(B->xs, B->ln, act_type(m), B->mean, B->rstd, x, P(m, B->p.ln_g),
-                               P(m, B->p.ln_b), N, S, S, C, m->num_div, m->shift_pixel, m->eps);
+    PROF(m, SV_PROF_SHIFT_LN,
+         sv_shift_layernorm_forward(B->xs, B->ln, act_type(m), B->mean, B->rstd, x, P(m, B->p.ln_g),
+                                    P(m, B->p.ln_b), N, S, S, C, m->num_div, m->shift_pixel, m->eps));
     /* The biases are added inside the GELU and residual kernels, which sweep
      * over those tensors anyway. */
-    sv_dense_forward_mp(m->bf16, B->h, act(m, B->ln), W(m, B->p.fc1_w), NULL, T, C, H);
-    sv_gelu_dropout_forward(B->a, act_type(m), B->h, P(m, B->p.fc1_b), N, S * S, H,
-                            training ? B->keys1 : NULL, m->dropout, training);
-    sv_dense_forward_mp(m->bf16, A->z, act(m, B->a), W(m, B->p.fc2_w), NULL, T, H, C);
+    PROF(m, SV_PROF_FC1, sv_dense_forward_mp(m->bf16, B->h, act(m, B->ln), W(m, B->p.fc1_w), NULL, T, C, H));
+    PROF(m, SV_PROF_GELU,
+         sv_gelu_dropout_forward(B->a, act_type(m), B->h, P(m, B->p.fc1_b), N, S * S, H,
+                                 training ? B->keys1 : NULL, m->dropout, training));
+    PROF(m, SV_PROF_FC2, sv_dense_forward_mp(m->bf16, A->z, act(m, B->a), W(m, B->p.fc2_w), NULL, T, H, C));
     int use_dp = training && B->drop_path_rate > 0.f;
     if (use_dp) sv_drop_path_scales(B->dp, N, B->keys_dp, B->drop_path_rate);
-    sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, P(m, B->p.fc2_b), N, S * S, C,
-                                training ? B->keys2 : NULL, m->dropout, use_dp ? B->dp : NULL);
+    PROF(m, SV_PROF_RESIDUAL,
+         sv_residual_dropout_forward(B->out, B->mask2, B->xs, A->z, P(m, B->p.fc2_b), N, S * S, C,
+                                     training ? B->keys2 : NULL, m->dropout, use_dp ? B->dp : NULL));
 }
 
 static void merge_forward(sv_model *m, int s, const float *x, int N) {
     merge_acts *M = &m->acts->merges[s];
     int S = m->sides[s], So = m->sides[s + 1], C = m->channels[s];
-    sv_layernorm_window_forward(M->cols, act_type(m), M->mean, M->rstd, x, P(m, M->p.ln_g),
-                                P(m, M->p.ln_b), N, S, S, C, 2, m->eps);
-    sv_dense_forward_mp(m->bf16, M->out, act(m, M->cols), W(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C);
+    PROF(m, SV_PROF_MERGE_LN,
+         sv_layernorm_window_forward(M->cols, act_type(m), M->mean, M->rstd, x, P(m, M->p.ln_g),
+                                     P(m, M->p.ln_b), N, S, S, C, 2, m->eps));
+    PROF(m, SV_PROF_MERGE_PRODUCT,
+         sv_dense_forward_mp(m->bf16, M->out, act(m, M->cols), W(m, M->p.red_w), NULL, N * So * So, 4 * C, 2 * C));
 }
 
 const float *sv_model_forward(sv_model *m, const float *x, int N,
@@ -373,9 +399,11 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
     struct sv_model_acts *A = m->acts;
     int p = m->patch_size, S0 = m->sides[0];
     refresh_bf16_weights(m);
-    sv_window_gather(A->patch_cols, act_type(m), x, N, m->image_size, m->image_size, 3, p);
-    sv_dense_forward_mp(m->bf16, A->patch_out, act(m, A->patch_cols), W(m, A->patch_w), P(m, A->patch_b),
-                        N * S0 * S0, p * p * 3, m->channels[0]);
+    PROF(m, SV_PROF_PATCH_GATHER,
+         sv_window_gather(A->patch_cols, act_type(m), x, N, m->image_size, m->image_size, 3, p));
+    PROF(m, SV_PROF_PATCH_PRODUCT,
+         sv_dense_forward_mp(m->bf16, A->patch_out, act(m, A->patch_cols), W(m, A->patch_w), P(m, A->patch_b),
+                             N * S0 * S0, p * p * 3, m->channels[0]));
     const float *cur = A->patch_out;
     int bi = 0;
     for (int s = 0; s < SV_NUM_STAGES; s++) {
@@ -389,9 +417,10 @@ const float *sv_model_forward(sv_model *m, const float *x, int N,
         }
     }
     int S3 = m->sides[SV_NUM_STAGES - 1], C3 = m->channels[SV_NUM_STAGES - 1];
-    sv_avgpool_forward(A->pooled, cur, N, S3 * S3, C3);
-    sv_dense_forward_mp(m->bf16, A->logits, sv_mat_f32(A->pooled), W(m, A->head_w), P(m, A->head_b), N, C3,
-                        m->num_classes);
+    PROF(m, SV_PROF_POOL, sv_avgpool_forward(A->pooled, cur, N, S3 * S3, C3));
+    PROF(m, SV_PROF_HEAD,
+         sv_dense_forward_mp(m->bf16, A->logits, sv_mat_f32(A->pooled), W(m, A->head_w), P(m, A->head_b), N, C3,
+                             m->num_classes));
     A->last_n = N;
     A->last_training = rng != NULL;
     return A->logits;
