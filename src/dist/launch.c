@@ -123,6 +123,8 @@ static void library_version(char *v, size_t n) {
     int len = 0;
     MPI_Get_library_version(lib, &len);
     lib[strcspn(lib, "\n,")] = '\0';
+    for (char *c = lib; *c; c++)
+        if (*c == '\t') *c = ' '; /* MPICH: "MPICH Version:\t4.0.2" */
     snprintf(v, n, "%s", lib[0] ? lib : sv_launch_family_name());
 }
 
