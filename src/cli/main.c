@@ -29,6 +29,13 @@ int main(int argc, char **argv) {
         return argc < 2 ? 1 : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "launcher")) {
+        /* No MPI start: scripts ask it before they launch anything. */
+        sv_dist none;
+        memset(&none, 0, sizeof none);
+        sv_cli cli = {&none, ""};
+        return sv_cmd_launcher(&cli, argc - 1, argv + 1);
+    }
     int (*fn)(const sv_cli *, int, char **) = NULL;
     if (!strcmp(cmd, "train")) fn = sv_cmd_train;
     else if (!strcmp(cmd, "eval")) fn = sv_cmd_eval;
@@ -39,13 +46,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "shiftvit: unknown command '%s'\n\n", cmd);
         usage(stderr);
         return 1;
-    }
-    if (!strcmp(cmd, "launcher")) {
-        /* No MPI start: scripts ask it before they launch anything. */
-        sv_dist none;
-        memset(&none, 0, sizeof none);
-        sv_cli cli = {&none, ""};
-        return sv_cmd_launcher(&cli, argc - 1, argv + 1);
     }
     char blis[256];
     sv_blis_select(blis, sizeof blis);
