@@ -15,6 +15,13 @@ MPICC   ?= mpicc
 ifeq ($(origin CC),default)
 CC      := $(MPICC)
 endif
+# The MPI launcher the binary, the tests and the scripts use (src/dist/launch.c
+# picks the family from mpi.h: mpirun for Open MPI, mpiexec for MPICH). MPIEXEC
+# names the program when it is not that: for a wrapper named like Debian's
+# (mpicc.mpich, mpicc.openmpi) the launcher of the same suffix, so that
+# `make CC=mpicc.mpich` runs mpiexec.mpich whatever /usr/bin/mpirun points to.
+MPIEXEC ?= $(if $(filter %.mpich,$(notdir $(CC))),mpiexec.mpich,$(if $(filter %.openmpi,$(notdir $(CC))),mpirun.openmpi))
+SV_MPIEXEC := $(if $(MPIEXEC),-DSV_MPIEXEC='"$(MPIEXEC)"')
 # -march=$(ARCH): native by default, i.e. this machine's CPU. A binary built on
 # a login node may not run on older compute nodes: build for the oldest CPU of
 # the cluster, e.g. ARCH=x86-64-v3 (AVX2) or ARCH=skylake-avx512; ARCH= (empty)
@@ -102,7 +109,7 @@ endif
 SV_CFLAGS = $(SV_OPT) $(SV_ARCH) $(VEC512) -std=c11 -ffp-contract=fast -fopenmp $(WARN)
 # The project's headers first, then the user's CPPFLAGS (a -I there wins over
 # the libraries' folders), then the libraries'.
-SV_CPPFLAGS = -Iinclude $(CPPFLAGS) -D_GNU_SOURCE $(SV_LIB_CFLAGS)
+SV_CPPFLAGS = -Iinclude $(CPPFLAGS) -D_GNU_SOURCE $(SV_MPIEXEC) $(SV_LIB_CFLAGS)
 COMPILE = $(CC) $(SV_CPPFLAGS) $(SV_CFLAGS) $(CFLAGS)
 LINK_FLAGS = $(SV_LDFLAGS) $(LDFLAGS)
 LINK_LIBS = $(SV_LIB_LIBS) $(LDLIBS)
@@ -118,7 +125,7 @@ TEST_SRC := $(filter-out tests/test_util.c,$(wildcard tests/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL := $(BUILD)/tests/test_util.o
 
-.PHONY: all test deps check-deps install test-build clean demo train train-fast train-best bench gemm-shapes test-slurm test-multinode fuzz check-shape FORCE
+.PHONY: all test test-mpich deps check-deps install test-build clean demo train train-fast train-best bench gemm-shapes test-slurm test-multinode fuzz check-shape FORCE
 all: $(BUILD)/shiftvit
 
 # What test, demo and train need first: on Debian (dpkg-query found) the
@@ -190,6 +197,17 @@ $(BUILD)/obj $(BUILD)/tests:
 test: deps
 	$(MAKE) all $(TEST_BIN)
 	@BUILD=$(BUILD) tests/run_tests.sh
+
+# The tests that launch ranks, built with MPICH (issue 27) in their own build
+# folder (BUILD_MPICH, default build-mpich) with its wrapper (MPICH_CC, default
+# Debian's mpicc.mpich); the binary launches with MPICH's mpiexec
+# (src/dist/launch.c). run_tests.sh runs the test programs that folder has.
+MPICH_CC    ?= mpicc.mpich
+BUILD_MPICH ?= build-mpich
+MPICH_TESTS := test_distributed test_resume test_platform test_bf16
+test-mpich: deps
+	$(MAKE) BUILD=$(BUILD_MPICH) CC=$(MPICH_CC) all $(addprefix $(BUILD_MPICH)/tests/,$(MPICH_TESTS))
+	@BUILD=$(BUILD_MPICH) tests/run_tests.sh
 
 # README quick start, first command: installs what is missing, builds, trains the
 # time-to-accuracy recipe on the real data for an 8-epoch schedule (about 3
@@ -281,4 +299,4 @@ install: $(BUILD)/shiftvit
 	@echo "installed: $(BINDIR)/shiftvit; configs, scripts and jobs in $(DATADIR)"
 
 clean:
-	rm -rf build build-sanitize
+	rm -rf build build-sanitize build-mpich

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shiftvit on one workstation with Open MPI: RANKS ranks x THREADS threads, each rank
+# shiftvit on one workstation: RANKS ranks x THREADS threads, each rank
 # bound to its own THREADS cores. Everything after the options goes to shiftvit.
 #
 #   jobs/local.sh [-n RANKS] [-t THREADS] [--dry-run] [SHIFTVIT ARGS...]
@@ -11,9 +11,11 @@
 # work too). SHIFTVIT overrides the binary (default build/shiftvit); the default
 # command is `train -c configs/cifar10_keras.ini`.
 #
-# The line it runs (printed first):
+# The line it runs (printed first), with the launcher of the MPI shiftvit was built
+# with (`shiftvit launcher`):
 #   mpirun -np R --map-by slot:PE=T --bind-to core -x OMP_NUM_THREADS=T \
-#          -x BLIS_NUM_THREADS=T build/shiftvit ...
+#          -x BLIS_NUM_THREADS=T build/shiftvit ...           (Open MPI)
+#   mpiexec -n R -bind-to core:T -genv OMP_NUM_THREADS T ...  (MPICH)
 # Why PE=T: Open MPI binds each rank to ONE core when it starts 2 ranks or fewer, so
 # `mpirun -np 1` with OMP_NUM_THREADS=2 runs both threads on one core (shiftvit prints
 # a WARNING with the affinity it got). `--map-by slot:PE=T --bind-to core` gives each
@@ -45,18 +47,18 @@ CORES=$("$HERE/scripts/cores.sh")
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -t wants a positive integer" >&2; exit 2; }
 [ -n "$RANKS" ] || RANKS=$(( CORES / THREADS > 0 ? CORES / THREADS : 1 ))
 [[ $RANKS =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: -n wants a positive integer" >&2; exit 2; }
-[ -x "$SHIFTVIT" ] || [ "$DRY" = 1 ] || { echo "local.sh: $SHIFTVIT not found; run make" >&2; exit 1; }
+# The program says which launcher its MPI has, so --dry-run needs it too.
+[ -x "$SHIFTVIT" ] || { echo "local.sh: $SHIFTVIT not found; run make" >&2; exit 1; }
 
-OPTS=(-np "$RANKS")
-if [ $((RANKS * THREADS)) -le "$CORES" ]; then
-  OPTS+=(--map-by "slot:PE=$THREADS" --bind-to core)
-else
+BIND=cores
+if [ $((RANKS * THREADS)) -gt "$CORES" ]; then
   echo "local.sh: $RANKS ranks x $THREADS threads > $CORES cores: oversubscribing, no binding" >&2
-  OPTS+=(--bind-to none --oversubscribe)
+  BIND=none
 fi
-[ "$(id -u)" -eq 0 ] && OPTS+=(--allow-run-as-root)
-OPTS+=(-x "OMP_NUM_THREADS=$THREADS" -x "BLIS_NUM_THREADS=$THREADS")
+ENV=(-x "OMP_NUM_THREADS=$THREADS" -x "BLIS_NUM_THREADS=$THREADS")
+LAUNCH=$("$SHIFTVIT" launcher -n "$RANKS" -t "$THREADS" --bind "$BIND" "${ENV[@]}") || exit
+mapfile -t OPTS <<< "$LAUNCH"
 
-echo "+ mpirun ${OPTS[*]} $SHIFTVIT $*"
+echo "+ ${OPTS[*]} $SHIFTVIT $*"
 [ "$DRY" = 1 ] && exit 0
-exec mpirun "${OPTS[@]}" "$SHIFTVIT" "$@"
+exec "${OPTS[@]}" "$SHIFTVIT" "$@"

@@ -6,7 +6,8 @@ set -euo pipefail
 
 PKGS=(
   build-essential pkg-config            # gcc, make
-  openmpi-bin libopenmpi-dev            # mpicc, mpirun
+  openmpi-bin libopenmpi-dev            # mpicc, mpirun: the default build
+  mpich libmpich-dev                    # mpicc.mpich, mpiexec.mpich: the MPICH build (make CC=mpicc.mpich)
   libblis-openmp-dev                    # BLIS, OpenMP-threaded
   libdnnl-dev                           # oneDNN: bf16 matrix products (optional: make ONEDNN=0)
   libhdf5-dev hdf5-tools                # checkpoints, metrics log, h5dump
@@ -41,6 +42,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Both MPIs are installed; Debian's alternatives (mpi: mpicc, mpirun: mpirun and
+# mpiexec) prefer Open MPI (priority 50 against MPICH's 40 on amd64), so the
+# default build stays Open MPI. A machine where someone chose MPICH by hand
+# (update-alternatives --set) keeps its choice: the build then uses MPICH's
+# mpicc and the binary its launcher (src/dist/launch.c), consistently; say so.
+if command -v mpirun >/dev/null 2>&1 && ! mpirun --version 2>/dev/null | grep -q 'Open MPI'; then
+  echo "install-deps: note: mpirun is not Open MPI's ($(readlink -f "$(command -v mpirun)")); the default build uses" \
+       "that MPI (make CC=mpicc.openmpi for Open MPI)" >&2
 fi
 
 # ONNX Runtime for Node.js, pinned by tests/export/package-lock.json, into

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "shiftvit/launch.h"
 #include "test_util.h"
 
 static char g_bin[512];
@@ -173,6 +175,48 @@ static void test_wrappers_pin_2x1(void **state) {
     check_pinned_2x1("jobs/local.sh", cmd);
 }
 
+/* Issue 27: started by a launcher of another MPI, the program came up as P
+ * separate worlds of one and trained P times over with no word. It must
+ * refuse, naming the launcher's world size and MPI's. `cmd` runs the program
+ * (a tiny bench) under such a launcher; `var` is the variable it sets. */
+static void check_mismatch_refused(const char *what, const char *cmd, const char *var) {
+    sv_test_result r = sv_test_run(cmd);
+    print_message("      %s: exit %d\n", what, r.status);
+    if (r.status == 0) fail_msg("%s: exit status 0, expected a refusal; output ends:\n%s", what, sv_test_tail(r.out, 2000));
+    char want[96];
+    snprintf(want, sizeof want, "the launcher started 2 ranks (%s=2", var);
+    assert_contains(r.out, want);
+    assert_contains(r.out, "but MPI reports a world size of 1");
+    assert_contains(r.out, sv_launch_program());
+    if (strstr(r.out, "World size")) fail_msg("%s: the run started before the refusal:\n%s", what, sv_test_tail(r.out, 2000));
+    sv_test_result_free(&r);
+}
+
+static void test_launch_mismatch_refused(void **state) {
+    (void)state;
+    int ompi = sv_launch_family() == SV_MPI_OPEN_MPI;
+    /* The other family's variable on a single process: what each of its
+     * ranks sees (the library ignores the other MPI's variables). */
+    const char *var = ompi ? "PMI_SIZE" : "OMPI_COMM_WORLD_SIZE";
+    const char *args = "bench -c configs/tiny.ini --steps 1 --warmup 0 2>&1";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "env OMP_NUM_THREADS=1 %s=2 timeout -k 5 60 %s %s", var, g_bin, args);
+    check_mismatch_refused(var, cmd, var);
+    /* The other MPI's real launcher, when installed (Debian's names). */
+    const char *other = ompi ? "mpiexec.mpich" : "mpirun.openmpi";
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", other);
+    if (sv_test_system(cmd) != 0) {
+        print_message("      %s not installed: the real cross-launch is not tried\n", other);
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "env OMP_NUM_THREADS=1 timeout -k 5 60 %s %s %s %s", other,
+             ompi ? "-n 2" : "--oversubscribe --bind-to none -np 2 -x OMP_NUM_THREADS",
+             ompi || geteuid() != 0 ? "" : "--allow-run-as-root", g_bin);
+    char full[1200];
+    snprintf(full, sizeof full, "%s %s", cmd, args);
+    check_mismatch_refused(other, full, var);
+}
+
 int main(void) {
     sv_test_bin(g_bin, sizeof g_bin);
     const struct CMUnitTest tests[] = {
@@ -181,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_user_choice_respected),
         cmocka_unit_test(test_proc_bind_keeps_cpus),
         cmocka_unit_test(test_wrappers_pin_2x1),
+        cmocka_unit_test(test_launch_mismatch_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /* Helpers shared by the cmocka test programs; see test_util.h. */
 #include "test_util.h"
 
+#include "shiftvit/launch.h"
+
 #include <dirent.h>
 #include <hdf5.h>
 #include <errno.h>
@@ -106,16 +108,26 @@ char *sv_test_run_split(const char *cmd, const char *out_path, const char *err_p
 }
 
 void sv_test_mpirun(char *buf, size_t n, int P, const char *pass) {
-    size_t len = (size_t)snprintf(buf, n, "mpirun --oversubscribe %s--bind-to none -np %d",
-                                  geteuid() == 0 ? "--allow-run-as-root " : "", P);
+    /* Names only: the ranks take the values from the launcher's environment. */
+    char names[1024];
+    size_t len = 0;
+    names[0] = '\0';
     for (const char *p = pass ? pass : ""; *p;) {
         p += strspn(p, " ");
         size_t w = strcspn(p, " "), name = strcspn(p, " =");
         if (w == 0) break;
-        if (len < n) len += (size_t)snprintf(buf + len, n - len, " -x %.*s", (int)name, p);
+        if (len < sizeof names) len += (size_t)snprintf(names + len, sizeof names - len, " %.*s", (int)name, p);
         p += w;
     }
-    if (len >= n) fail_msg("mpirun command line longer than %zu bytes", n);
+    if (len >= sizeof names) fail_msg("variables to pass longer than %zu bytes: %s", sizeof names, pass);
+    sv_launch_opts o = {P, 1, SV_BIND_NONE, names};
+    if (sv_launch_command(&o, ' ', buf, n) != 0) fail_msg("launcher command line longer than %zu bytes", n);
+}
+
+int sv_test_check_launcher(void) {
+    char cmds[256];
+    snprintf(cmds, sizeof cmds, "%s timeout", sv_launch_program());
+    return sv_test_check_commands(cmds);
 }
 
 /* ------------------------------------------------------------ output text */

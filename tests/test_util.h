@@ -82,14 +82,19 @@ void sv_test_result_free(sv_test_result *r);
 char *sv_test_run_split(const char *cmd, const char *out_path, const char *err_path, int *status,
                         char **err);
 
-/* Writes into buf (n bytes) the launcher for P ranks on this machine:
- * "mpirun --oversubscribe [--allow-run-as-root ]--bind-to none -np P"
- * (--allow-run-as-root only when running as root), then " -x NAME" for every
- * word of pass, a space-separated list of NAME or NAME=value (may be NULL or
- * ""; a value is dropped: the ranks take NAME from mpirun's environment, so
- * set it there). The caller puts any time limit before it and the program
- * and its arguments after it. Fails the test when buf is too small. */
+/* Writes into buf (n bytes) the launcher for P ranks on this machine, for
+ * the MPI the program was built with (shiftvit/launch.h, no binding, more
+ * ranks than cores allowed; Open MPI: "mpirun -np P --oversubscribe --bind-to
+ * none [--allow-run-as-root] -x NAME...", MPICH: "mpiexec -n P -bind-to
+ * none"), passing every word of pass, a space-separated list of NAME or
+ * NAME=value (may be NULL or ""; a value is dropped: the ranks take NAME from
+ * the launcher's environment, so set it there). The caller puts any time
+ * limit before it and the program and its arguments after it. Fails the test
+ * when buf is too small. */
 void sv_test_mpirun(char *buf, size_t n, int P, const char *pass);
+
+/* sv_test_check_commands for the launcher (sv_launch_program) and timeout. */
+int sv_test_check_launcher(void);
 
 /* The variables every multi-rank test hands to its ranks. */
 #define SV_TEST_THREAD_VARS "OMP_NUM_THREADS BLIS_NUM_THREADS"

@@ -25,6 +25,8 @@ int sv_cmd_eval(const sv_cli *cli, int argc, char **argv);
 int sv_cmd_predict(const sv_cli *cli, int argc, char **argv);
 int sv_cmd_bench(const sv_cli *cli, int argc, char **argv);
 int sv_cmd_info(const sv_cli *cli, int argc, char **argv);
+/* Runs without MPI started (cli->d is zeroed): see src/cli/cmd_launcher.c. */
+int sv_cmd_launcher(const sv_cli *cli, int argc, char **argv);
 
 /* Resets getopt_long's state before a subcommand's loop (optind = 1, its own
  * messages off: sv_cli_bad_option prints ours). */

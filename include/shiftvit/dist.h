@@ -70,6 +70,7 @@ typedef struct sv_dist {
     int nbuckets, next;       /* buckets are started from the last one down */
     MPI_Request *reqs;
     int *idx;                 /* scratch for MPI_Testsome */
+    MPI_Status *statuses;     /* scratch for MPI_Testsome/Waitsome, nbuckets of them */
     double *bucket_t0, *bucket_t1; /* last step: each bucket's start and seen-complete time (sv_now) */
     /* ZeRO stage 1 (sv_zero_setup): each bucket's reduce-scatter leaves this
      * rank the sum of its shard of the bucket (sv_shard of the bucket over the

@@ -14,6 +14,7 @@
 
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
+#include "shiftvit/launch.h"
 #include "shiftvit/model.h"
 #include "shiftvit/platform.h"
 #include "shiftvit/text.h"
@@ -250,14 +251,22 @@ void sv_cli_report_placement(const sv_cli *cli) {
         printf("World size %d, %d rank(s) per node, %d thread(s) per rank\n%s\n", d->world,
                d->local_size, threads, cli->blis);
         for (int r = 0; r < d->world; r++) printf("%s\n", all + (size_t)r * sizeof line);
-        if (over_threads > 0)
+        /* The fixes in the words of this binary's MPI launcher (launch.h). */
+        char fix[2][160];
+        sv_launch_opts env = {0, 1, SV_BIND_DEFAULT, "OMP_NUM_THREADS=N"}, cores = {0, threads, SV_BIND_CORES, NULL},
+                       none = {0, 1, SV_BIND_NONE, NULL};
+        if (over_threads > 0) {
+            sv_launch_command(&env, ' ', fix[0], sizeof fix[0]);
             printf("WARNING: %d thread(s) in all (ranks per node x threads per rank) share %d CPU(s) on one node: they oversubscribe it, and every step waits for the slowest thread. "
-                   "Fix: OMP_NUM_THREADS = CPUs per node / ranks per node (mpirun -x OMP_NUM_THREADS=N, srun --cpus-per-task=N), or fewer ranks per node.\n",
-                   over_threads, over_cpus);
-        else if (any)
+                   "Fix: OMP_NUM_THREADS = CPUs per node / ranks per node (%s, srun --cpus-per-task=N), or fewer ranks per node.\n",
+                   over_threads, over_cpus, fix[0]);
+        } else if (any) {
+            sv_launch_command(&cores, ' ', fix[0], sizeof fix[0]);
+            sv_launch_command(&none, ' ', fix[1], sizeof fix[1]);
             printf("WARNING: a rank's threads share fewer cores than it runs threads (Open MPI binds each rank to one core when it starts 2 ranks or fewer). "
-                   "Fix: mpirun --map-by slot:PE=%d --bind-to core ..., or --bind-to none; under SLURM: srun --cpus-per-task=%d.\n",
-                   threads, threads);
+                   "Fix: %s ..., or %s ...; under SLURM: srun --cpus-per-task=%d.\n",
+                   fix[0], fix[1], threads);
+        }
         fflush(stdout);
         free(all);
     }

@@ -6,6 +6,7 @@
 
 #include "shiftvit/cli.h"
 #include "shiftvit/common.h"
+#include "shiftvit/launch.h"
 #include "shiftvit/platform.h"
 
 static void usage(FILE *f) {
@@ -17,24 +18,9 @@ static void usage(FILE *f) {
             "  eval      evaluate a checkpoint on the val or test split\n"
             "  predict   classify your own JPEG/PNG images with a checkpoint\n"
             "  bench     time training or inference steps (images/s, GFLOP/s, MFU, per-phase times)\n"
-            "  info      model summary of a config, or the contents of a checkpoint\n\n"
+            "  info      model summary of a config, or the contents of a checkpoint\n"
+            "  launcher  the command that starts ranks of this binary with its MPI's launcher\n\n"
             "'shiftvit COMMAND --help' describes each command.\n");
-}
-
-/* srun without PMI support starts N singletons that each think they are alone:
- * detect it before anything is written (issue 5). */
-static int check_launch(const sv_dist *d) {
-    const char *ntasks = getenv("SLURM_STEP_NUM_TASKS");
-    if (!getenv("SLURM_PROCID") || !ntasks) return 0;
-    int n = atoi(ntasks);
-    if (n > 1 && d->world == 1) {
-        fprintf(stderr,
-                "shiftvit: SLURM started %d tasks but MPI reports a world size of 1: the ranks cannot see each other "
-                "(PMI mismatch). Launch with 'srun --mpi=pmix' (Debian's Open MPI) or with mpirun inside the allocation.\n",
-                n);
-        return -1;
-    }
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -43,6 +29,13 @@ int main(int argc, char **argv) {
         return argc < 2 ? 1 : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "launcher")) {
+        /* No MPI start: scripts ask it before they launch anything. */
+        sv_dist none;
+        memset(&none, 0, sizeof none);
+        sv_cli cli = {&none, ""};
+        return sv_cmd_launcher(&cli, argc - 1, argv + 1);
+    }
     int (*fn)(const sv_cli *, int, char **) = NULL;
     if (!strcmp(cmd, "train")) fn = sv_cmd_train;
     else if (!strcmp(cmd, "eval")) fn = sv_cmd_eval;
@@ -66,7 +59,10 @@ int main(int argc, char **argv) {
         return rc == -2 ? 1 : 2; /* bad input, or MPI failed */
     }
     int status = 1;
-    if (check_launch(&dist) == 0) status = fn(&cli, argc - 1, argv + 1);
+    /* A launcher of another MPI starts P worlds of one (issue 5, 27): refuse
+     * before anything is written. */
+    if (sv_launch_check(&dist, err) != 0) fprintf(stderr, "shiftvit: %s\n", err);
+    else status = fn(&cli, argc - 1, argv + 1);
     /* A failing rank must not leave the others waiting in a collective. */
     sv_dist_max_int(&dist, status);
     sv_dist_finalize(&dist);

@@ -352,17 +352,20 @@ int sv_dist_local_work(sv_dist *d, sv_local_work kind, int (*fn)(void *), void *
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs
  * off (yield, then short sleeps) so that a long wait does not steal a core
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
- * was seen complete; idx is scratch for n indices. */
-void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what) {
+ * was seen complete; idx and st are scratch for n indices and statuses (a
+ * real array, not MPI_STATUSES_IGNORE: MPICH declares the argument an array,
+ * and GCC warns that the constant points to no room for n statuses). */
+void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, MPI_Status *st,
+                    const char *what) {
     if (d->world == 1) {
-        MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE);
+        MPI_Waitall(n, reqs, st);
         return;
     }
     double t0 = sv_now();
     for (;;) {
         int got = 0;
-        if (d->timeout > 0) MPI_Testsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
-        else MPI_Waitsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
+        if (d->timeout > 0) MPI_Testsome(n, reqs, &got, idx, st);
+        else MPI_Waitsome(n, reqs, &got, idx, st);
         if (got == MPI_UNDEFINED) return; /* every request is done */
         double now = sv_now();
         for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
@@ -373,8 +376,9 @@ void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *
 
 static void wait_all(sv_dist *d, int n, MPI_Request *reqs, const char *what) {
     int idx[4];
+    MPI_Status st[4];
     SV_CHECK(n <= 4);
-    dist_wait_some(d, n, reqs, NULL, idx, what);
+    dist_wait_some(d, n, reqs, NULL, idx, st, what);
 }
 
 /* ------------------------------------------------------------ named collectives */

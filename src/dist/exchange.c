@@ -24,6 +24,7 @@ void sv_allreduce_setup(sv_dist *d, float *buf, size_t n, size_t bucket_bytes) {
     d->bucket_t0 = sv_alloc(2 * (size_t)d->nbuckets * sizeof(double), "all-reduce times");
     d->bucket_t1 = d->bucket_t0 + d->nbuckets;
     d->idx = sv_alloc((size_t)d->nbuckets * sizeof(int), "all-reduce indices");
+    d->statuses = sv_alloc((size_t)d->nbuckets * sizeof(MPI_Status), "all-reduce statuses");
     for (int i = 0; i < d->nbuckets; i++) d->reqs[i] = MPI_REQUEST_NULL;
     d->next = d->nbuckets - 1;
 }
@@ -59,7 +60,8 @@ static void ring_post(sv_dist *d, int b) {
 static int ring_progress(sv_dist *d, int b) {
     if (d->rs_step[b] >= d->world - 1) return 1;
     int done = 0;
-    MPI_Testall(2, &d->rs_req[2 * b], &done, MPI_STATUSES_IGNORE);
+    MPI_Status st[2]; /* not MPI_STATUSES_IGNORE: see dist_wait_some */
+    MPI_Testall(2, &d->rs_req[2 * b], &done, st);
     if (!done) return 0;
     int P = d->world, s_recv = ring_segment(d, d->rs_step[b], 2);
     float *dst = d->buf + (size_t)b * d->bucket + d->displs[(size_t)b * P + s_recv];
@@ -109,7 +111,7 @@ void sv_allreduce_ready(void *ctx, size_t offset) {
     /* Open MPI advances non-blocking collectives only inside MPI calls. */
     int first = d->next + 1, got = 0;
     if (first < d->nbuckets) {
-        MPI_Testsome(d->nbuckets - first, d->reqs + first, &got, d->idx, MPI_STATUSES_IGNORE);
+        MPI_Testsome(d->nbuckets - first, d->reqs + first, &got, d->idx, d->statuses);
         double now = sv_now();
         for (int i = 0; got != MPI_UNDEFINED && i < got; i++) d->bucket_t1[first + d->idx[i]] = now;
     }
@@ -122,7 +124,7 @@ void sv_allreduce_finish(sv_dist *d) {
     if (d->zero) {
         while (!ring_progress_all(d)) dist_idle(d, t0, sv_now(), "the gradient reduce-scatter");
     } else {
-        dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
+        dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, d->statuses, "the gradient all-reduce");
     }
 }
 
@@ -175,7 +177,7 @@ void sv_zero_allgather(sv_dist *d) {
         MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->params + lo, d->counts + (size_t)b * d->world,
                         d->displs + (size_t)b * d->world, MPI_FLOAT, d->comm, &d->reqs[b]);
     }
-    dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the parameter all-gather");
+    dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, d->statuses, "the parameter all-gather");
 }
 
 void sv_zero_gather(sv_dist *d, const float *shard, float *full) {
@@ -185,7 +187,7 @@ void sv_zero_gather(sv_dist *d, const float *shard, float *full) {
                      d->counts + (size_t)b * d->world, d->displs + (size_t)b * d->world, MPI_FLOAT, 0, d->comm,
                      &d->reqs[b]);
     }
-    dist_wait_some(d, d->nbuckets, d->reqs, NULL, d->idx, "a gather of the optimizer state");
+    dist_wait_some(d, d->nbuckets, d->reqs, NULL, d->idx, d->statuses, "a gather of the optimizer state");
 }
 
 void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard) {
@@ -212,8 +214,10 @@ void sv_allreduce_free(sv_dist *d) {
     sv_free(d->reqs);
     sv_free(d->bucket_t0);
     sv_free(d->idx);
+    sv_free(d->statuses);
     d->reqs = NULL;
     d->bucket_t0 = d->bucket_t1 = NULL;
     d->idx = NULL;
+    d->statuses = NULL;
     d->nbuckets = 0;
 }

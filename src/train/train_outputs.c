@@ -14,6 +14,7 @@
 #include "shiftvit/atomic_file.h"
 #include "shiftvit/checkpoint.h"
 #include "shiftvit/common.h"
+#include "shiftvit/launch.h"
 #include "shiftvit/layers.h"
 #include "shiftvit/run_folder.h"
 #include "shiftvit/text.h"
@@ -154,9 +155,9 @@ const char *tr_quote_in(const char *dir, const char *name, char *q, size_t n) {
 
 /* The command that continues the run in dir, ready to paste into a shell:
  * inside a SLURM job the batch script's submission (jobs/train.sbatch resumes
- * from RUN_DIR/last.h5); else this binary by its absolute path, under mpirun
- * with the same world size when there is more than one rank; the config
- * comes from the checkpoint. */
+ * from RUN_DIR/last.h5); else this binary by its absolute path, under its MPI's
+ * launcher with the same world size when there is more than one rank; the
+ * config comes from the checkpoint. */
 const char *tr_resume_command(const char *dir, int world, char *q, size_t n) {
     if (getenv("SLURM_JOB_ID")) {
         char out[SV_QUOTED_LEN(SV_PATH_LEN)];
@@ -164,12 +165,14 @@ const char *tr_resume_command(const char *dir, int world, char *q, size_t n) {
         return q;
     }
     char ckpt[SV_QUOTED_LEN(SV_PATH_LEN + 16)], out[SV_QUOTED_LEN(SV_PATH_LEN)], exe[SV_PATH_LEN] = "shiftvit",
-         qexe[SV_QUOTED_LEN(SV_PATH_LEN)], launcher[96] = "";
+         qexe[SV_QUOTED_LEN(SV_PATH_LEN)], launcher[160] = "";
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (len > 0) exe[len] = '\0';
     else snprintf(exe, sizeof exe, "shiftvit");
-    if (world > 1)
-        snprintf(launcher, sizeof launcher, "mpirun -np %d %s", world, geteuid() == 0 ? "--allow-run-as-root " : "");
+    /* The launcher of the MPI this binary was built with (launch.h). */
+    sv_launch_opts lo = {world, 1, SV_BIND_DEFAULT, NULL};
+    if (world > 1 && sv_launch_command(&lo, ' ', launcher, sizeof launcher - 1) == 0) strcat(launcher, " ");
+    else launcher[0] = '\0';
     snprintf(q, n, "%s%s train --resume %s --out %s", launcher, sv_shell_quote(exe, qexe, sizeof qexe),
              tr_quote_in(dir, "last.h5", ckpt, sizeof ckpt), sv_shell_quote(dir, out, sizeof out));
     return q;
