@@ -59,7 +59,7 @@ static void check_run(const char *what, const char *ckpt_name, const char *args,
     print_message("%s", r.out);
     if (expect_fail) {
         if (r.status != 1) fail_msg("%s: expected exit 1 (every comparison failing), got %d", cmd, r.status);
-        assert_contains(r.out, "3 check(s) failed");
+        assert_contains(r.out, "4 check(s) failed");
     } else if (r.status != 0) {
         fail_msg("%s exited %d", cmd, r.status);
     }

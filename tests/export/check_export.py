@@ -19,7 +19,12 @@ images go through
      logits of each image and its mirror) in ONNX Runtime, against predict
      --tta-flip on,
   3. the PyTorch export, loaded with shiftvit.model.load_exported, float32,
-     against predict --tta-flip off.
+     against predict --tta-flip off,
+  4. that PyTorch module exported again by PyTorch's own torch.onnx.export
+     (opset 13, dynamic batch; the shift traced as slices, pads and a
+     concatenation), checked by onnx.checker and run in ONNX Runtime, against
+     predict --tta-flip off: what a user who fine-tunes the module in
+     PyTorch and ships it as ONNX does.
 Each must give logits within 1e-4 of predict's, relative to the logit scale
 (the largest |logit| of predict over all images), and the same argmax for
 every image (an image whose top two logits are closer than twice the
@@ -185,7 +190,24 @@ def cmd_compare(a):
     with torch.no_grad():
         got = model(x).double().numpy()
     compare("PyTorch export (torch %s, float32)" % torch.__version__, ref, got, a.perturb)
+    compare_torch_onnx_export(model, x, ref, work, a.perturb)
     return 1 if FAILED else 0
+
+
+def compare_torch_onnx_export(model, x, ref, work, perturb):
+    import warnings
+
+    import onnx
+
+    path = os.path.join(work, "model_torch_onnx_export.onnx")
+    with warnings.catch_warnings():  # the tracer's notes on constant folding of slices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, x[:2], path, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    got, info = run_onnx(path, x.numpy(), work)
+    compare("torch.onnx.export of the PyTorch export (opset 13, onnx.checker passed) in ONNX Runtime (%s)"
+            % info["runtime"], ref, got, perturb)
 
 
 # ------------------------------------------------------------ bad input

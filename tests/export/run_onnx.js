@@ -5,7 +5,8 @@
 //
 // INPUT.f32: N images as raw little-endian float32, the shape the model's
 // input "image" declares (NHWC). Writes the "logits" output [N, K] as raw
-// float32 to OUT.f32 and prints one JSON line: the input and output shapes,
+// float32 to OUT.f32 and prints one JSON line: the input and output shapes
+// (probabilities: null for a model without that output, e.g. torch.onnx.export's),
 // the model's metadata (class names, input size) and the runtime's version.
 'use strict';
 const fs = require('fs');
@@ -33,7 +34,7 @@ async function main() {
   try { meta = session.handler.metadata || {}; } catch (e) { meta = {}; }
   console.log(JSON.stringify({inputs: session.inputNames, outputs: session.outputNames,
                               input_shape: [n, side, side, 3], logits_shape: logits.dims,
-                              probabilities_shape: out.probabilities.dims,
+                              probabilities_shape: out.probabilities ? out.probabilities.dims : null,
                               runtime: 'onnxruntime-node ' + require(path.join(__dirname, 'node_modules', 'onnxruntime-node', 'package.json')).version}));
 }
 
