@@ -18,7 +18,9 @@
  *      a P = 2 run, with a message naming the file;
  *   5. in bf16 (train.precision = bf16), a mid-epoch split at P = 1 is
  *      bitwise the straight run too (the weights' bf16 copy, written by AdamW
- *      in one, is rounded from the loaded weights in the other).
+ *      in one, is rounded from the loaded weights in the other);
+ *   6. so is a mid-epoch split at P = 2 with gradient accumulation and the
+ *      bf16 gradient exchange (issue 24).
  *
  * Both parts of a split run use train.epochs = 4, since the epoch count sizes
  * the learning-rate schedule (total_steps = int(train_size / batch * epochs));
@@ -91,18 +93,21 @@ static sv_test_result train(int P, const char *args) {
 
 /* Straight runs (4 epochs) per world size, trained once and shared, with
  * their TEST lines. */
-#define MODES 3
+#define MODES 4
 static int g_straight_done[MODES][4];
 static char g_straight_test[MODES][4][128];
 /* The mode of the running test: 0 the tiny config as it is; 1 mixed
- * precision; 2 the augmentation and evaluation keys of issue 22 on. Every
+ * precision; 2 the augmentation and evaluation keys of issue 22 on; 3
+ * gradient accumulation (2 micro-steps) with the bf16 gradient exchange
+ * (issue 24). Every
  * run of the test gets the mode's --set (a resume takes them from its
  * checkpoint); folders carry the mode's suffix. */
 static int g_mode = 0;
 static const char *const g_mode_sets[MODES] = {
     "", " --set train.precision=bf16",
-    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true"};
-static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug"};
+    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true",
+    " --set train.accumulation_steps=2 --set train.allreduce_dtype=bf16"};
+static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug", "_accum"};
 
 static const char *straight(int P) {
     static char dirs[MODES][4][128];
@@ -579,6 +584,17 @@ static void test_mid_epoch_augment(void **state) {
     g_mode = 0;
 }
 
+/* Issue 24: gradient accumulation (2 micro-steps per update) with the bf16
+ * gradient exchange, split mid-epoch at P = 2 (between optimizer steps):
+ * bitwise the straight run (nothing of a step outlives it: the accumulated
+ * gradient starts again at each step's first micro-step). */
+static void test_mid_epoch_accum_bf16(void **state) {
+    (void)state;
+    g_mode = 3;
+    split_same_world(2, 12);
+    g_mode = 0;
+}
+
 /* Part 1 with P1 ranks, resume with P2 ranks: float rounding only. */
 static void split_other_world(int P1, int P2, long stop) {
     const char *ref = straight(P1);
@@ -736,6 +752,9 @@ int main(void) {
         cmocka_unit_test(test_bad_checkpoints),
         cmocka_unit_test(test_mid_epoch_p1_bf16),
         cmocka_unit_test(test_mid_epoch_augment),
+        cmocka_unit_test(test_mid_epoch_accum_bf16),
     };
+    /* SV_TEST_FILTER=test_accum* runs the matching tests only (cmocka's glob) */
+    if (getenv("SV_TEST_FILTER")) cmocka_set_test_filter(getenv("SV_TEST_FILTER"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -69,6 +69,8 @@ typedef struct {
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */
+    int accumulation_steps;     /* micro-steps per optimizer step (gradient accumulation) (1) */
+    int allreduce_dtype;        /* gradient exchange: 0 fp32, 1 bf16 (fp32 partial sums) (0) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */
