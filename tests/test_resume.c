@@ -21,7 +21,9 @@
  *      in one, is rounded from the loaded weights in the other).
  *   6. likewise with issue 22's keys: translation, cutout and flip TTA; and
  *      the moving average of the weights (train.ema_decay, /ema compared
- *      bitwise too) with the alternating flip under ZeRO stage 1.
+ *      bitwise too) with the alternating flip under ZeRO stage 1;
+ *   7. so is a mid-epoch split at P = 2 with gradient accumulation and the
+ *      bf16 gradient exchange (issue 24).
  *
  * Both parts of a split run use train.epochs = 4, since the epoch count sizes
  * the learning-rate schedule (total_steps = int(train_size / batch * epochs));
@@ -96,21 +98,23 @@ static sv_test_result train(int P, const char *args) {
 
 /* Straight runs (4 epochs) per world size, trained once and shared, with
  * their TEST lines. */
-#define MODES 4
+#define MODES 5
 static int g_straight_done[MODES][4];
 static char g_straight_test[MODES][4][128];
 /* The mode of the running test: 0 the tiny config as it is; 1 mixed
  * precision; 2 the augmentation and evaluation keys of issue 22 on; 3 the
  * moving average of the weights (validated, checkpointed as /ema) with the
- * alternating flip, under ZeRO stage 1. Every
+ * alternating flip, under ZeRO stage 1; 4 gradient accumulation (2
+ * micro-steps) with the bf16 gradient exchange (issue 24). Every
  * run of the test gets the mode's --set (a resume takes them from its
  * checkpoint); folders carry the mode's suffix. */
 static int g_mode = 0;
 static const char *const g_mode_sets[MODES] = {
     "", " --set train.precision=bf16",
     " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true",
-    " --set train.ema_decay=0.9 --set data.flip=alternate --set train.zero_stage=1"};
-static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug", "_ema"};
+    " --set train.ema_decay=0.9 --set data.flip=alternate --set train.zero_stage=1",
+    " --set train.accumulation_steps=2 --set train.allreduce_dtype=bf16"};
+static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug", "_ema", "_accum"};
 
 static const char *straight(int P) {
     static char dirs[MODES][4][128];
@@ -602,6 +606,17 @@ static void test_mid_epoch_ema(void **state) {
     g_mode = 0;
 }
 
+/* Issue 24: gradient accumulation (2 micro-steps per update) with the bf16
+ * gradient exchange, split mid-epoch at P = 2 (between optimizer steps):
+ * bitwise the straight run (nothing of a step outlives it: the accumulated
+ * gradient starts again at each step's first micro-step). */
+static void test_mid_epoch_accum_bf16(void **state) {
+    (void)state;
+    g_mode = 4;
+    split_same_world(2, 12);
+    g_mode = 0;
+}
+
 /* Part 1 with P1 ranks, resume with P2 ranks: float rounding only. */
 static void split_other_world(int P1, int P2, long stop) {
     const char *ref = straight(P1);
@@ -767,6 +782,9 @@ int main(void) {
         cmocka_unit_test(test_mid_epoch_p1_bf16),
         cmocka_unit_test(test_mid_epoch_augment),
         cmocka_unit_test(test_mid_epoch_ema),
+        cmocka_unit_test(test_mid_epoch_accum_bf16),
     };
+    /* SV_TEST_FILTER=test_accum* runs the matching tests only (cmocka's glob) */
+    if (getenv("SV_TEST_FILTER")) cmocka_set_test_filter(getenv("SV_TEST_FILTER"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }

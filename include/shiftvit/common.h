@@ -50,4 +50,22 @@ double sv_mem_available(void);
 /* Peak resident set size of this process in bytes (from getrusage), 0 if unknown. */
 size_t sv_peak_rss(void);
 
+/* fp32 -> bf16 bits (the upper half of an IEEE fp32: 8 exponent bits, 7
+ * stored mantissa bits), round to nearest even; NaN stays NaN (quiet). Used
+ * by the bf16 matrix products (gemm_bf16.h) and the bf16 gradient exchange
+ * (dist.h). */
+static inline uint16_t sv_bf16_round(float f) {
+    union { float f; uint32_t u; } v = {f};
+    uint32_t nearest = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
+    uint32_t quiet_nan = (v.u >> 16) | 0x40u;
+    /* a select, not a branch: the loops that round whole rows vectorise */
+    return (uint16_t)((v.u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest);
+}
+
+/* bf16 bits -> fp32 (exact). */
+static inline float sv_bf16_to_float(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
 #endif

@@ -71,6 +71,8 @@ typedef struct {
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */
     double ema_decay;           /* moving average of the weights, evaluated and checkpointed; 0 = off (0) */
+    int accumulation_steps;     /* micro-steps per optimizer step (gradient accumulation) (1) */
+    int allreduce_dtype;        /* gradient exchange: 0 fp32, 1 bf16 (fp32 partial sums) (0) */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */

@@ -86,6 +86,14 @@ typedef struct sv_dist {
     MPI_Request *rs_req;      /* per bucket: its receive and send */
     float *rs_tmp;            /* receive buffers, one segment per bucket */
     size_t *rs_tmp_off;
+    /* bf16 exchange (sv_exchange_bf16): the bucket's segments are the shards
+     * above; a pairwise reduce-scatter (step k: send segment r + k to rank
+     * r + k, receive segment r from rank r - k) sums in fp32, then the
+     * bf16-rounded sums are all-gathered point to point. */
+    int bf16;                 /* 1: the gradient travels as bf16 */
+    uint16_t *x16;            /* n: the bucket's bf16 copy sent, then the gathered sums */
+    uint16_t *rx16;           /* shard_n: received segments, per bucket at shard_off */
+    MPI_Request *ag_req;      /* per bucket: 2 (P - 1) all-gather sends and receives */
 } sv_dist;
 
 /* MPI_Init_thread asking for MPI_THREAD_FUNNELED; fails (-1, message) if the
@@ -138,6 +146,26 @@ void sv_zero_allgather(sv_dist *d);
 void sv_zero_gather(sv_dist *d, const float *shard, float *full);
 /* This rank's shards of a full n-float vector, into `shard` (laid out as gshard). */
 void sv_zero_take_shards(const sv_dist *d, const float *full, float *shard);
+
+/* Switches the exchange set up by sv_allreduce_setup or sv_zero_setup to
+ * bf16 (train.allreduce_dtype = bf16; d->bf16 set). Bucket b's segments are
+ * the shards of sv_zero_setup (sv_shard of the bucket over the ranks); rank
+ * r owns segment r. Reduce-scatter, P - 1 steps: at step k rank r sends its
+ * gradient of segment (r + k) mod P, rounded to bf16 (nearest even), to rank
+ * (r + k) mod P and adds the bf16 segment received from rank (r - k) mod P
+ * into its own fp32 segment, in fp32. Each owner thus forms
+ *   s = g_r + bf16(g_{r-1}) + bf16(g_{r-2}) + ... (fp32, this order),
+ * whatever the timing: no partial sum is ever rounded to bf16 (a ring would
+ * forward rounded partial sums; DDP's bf16_compress_hook sums in bf16), so
+ * |result - sum_i g_i| <= 2^-8 (|s| + sum_{i != r} |g_i|) + fp32 rounding,
+ * and for bf16-representable g_i it is one bf16 rounding of the fp32 sum.
+ * Stage 0: the owner's bf16(s) is sent to every other rank (all-gather,
+ * point to point) and every rank, the owner included, takes bf16(s) back to
+ * fp32 in buf: identical gradients on all ranks. ZeRO stage 1: bf16(s) goes
+ * to gshard (the same values stage 0 would use). Half the bytes of fp32 on
+ * the wire. World size 1: no-op (d->bf16 stays 0). Call after the setup,
+ * before the first step. */
+void sv_exchange_bf16(sv_dist *d);
 
 /* In-place sum over ranks of a few doubles (metrics, flags). */
 void sv_allreduce_doubles(sv_dist *d, double *v, int n);

@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shiftvit/gemm.h" /* sv_dtype, sv_matrix; the fp32 backend */
+#include "shiftvit/common.h" /* sv_bf16_round, sv_bf16_to_float */
+#include "shiftvit/gemm.h"   /* sv_dtype, sv_matrix; the fp32 backend */
 
 typedef struct sv_bf16 sv_bf16;
 
@@ -74,19 +75,7 @@ void sv_bf16_prepare_ksplit(sv_bf16 *ctx, int M, int N, int K, sv_dtype at, sv_d
 /* dst[i] = bf16 of src[i] (nearest even) for n elements, OpenMP-parallel. */
 void sv_bf16_round_array(uint16_t *dst, const float *src, size_t n);
 
-/* fp32 -> bf16 bits, round to nearest even; NaN stays NaN (quiet). */
-static inline uint16_t sv_bf16_round(float f) {
-    union { float f; uint32_t u; } v = {f};
-    uint32_t nearest = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
-    uint32_t quiet_nan = (v.u >> 16) | 0x40u;
-    /* a select, not a branch: the loops that round whole rows vectorise */
-    return (uint16_t)((v.u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest);
-}
-
-/* bf16 bits -> fp32 (exact). */
-static inline float sv_bf16_to_float(uint16_t h) {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
+/* sv_bf16_round and sv_bf16_to_float, the scalar conversions, are in common.h
+ * (the gradient exchange of src/dist/ uses them too). */
 
 #endif

@@ -7,7 +7,11 @@
  *   (forward, backward and its per-block parts, optimizer, checkpoint, eval),
  *   tid 1 = its gradient all-reduce: one event per bucket per step (with
  *   train.zero_stage = 1: reduce_scatter, then allgather of the parameters), from the
- *   bucket's MPI_Iallreduce to the moment the rank saw it complete. The
+ *   bucket's MPI_Iallreduce to the moment the rank saw it complete (with
+ *   train.allreduce_dtype = bf16: args.label "bf16", the bucket's whole bf16
+ *   exchange). With train.accumulation_steps = A > 1 each micro-step has its
+ *   forward and backward, args.label "micro k/A"; the buckets belong to the
+ *   last micro-step's backward. The
  *   all-reduce is progressed by the main thread inside MPI calls; it has a
  *   track of its own because it overlaps the backward pass.
  * Times: microseconds since a barrier at sv_trace_open (so ranks on different

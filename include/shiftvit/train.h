@@ -78,7 +78,9 @@ int sv_eval_local_batch(const sv_config *cfg, long images, int world);
  * d over m->grads (all-reduce; with train.zero_stage = 1 and more than one
  * rank, ZeRO stage 1's reduce-scatter and shards, d->zero set) and opt, whose
  * AdamW moments cover all parameters or, under ZeRO, this rank's shards
- * (d->shard_n floats). bucket_bytes: 4 MiB is the fast size (MACHINE_NOTES.md). */
+ * (d->shard_n floats). With train.allreduce_dtype = bf16 the gradient travels
+ * as bf16 with fp32 sums (sv_exchange_bf16). bucket_bytes: 4 MiB is the fast
+ * size (MACHINE_NOTES.md). */
 void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config *cfg, size_t bucket_bytes);
 
 /* The update after a backward pass whose gradient the bucketed collective of d
@@ -101,7 +103,10 @@ typedef struct {
     long inject_nan_step;             /* SHIFTVIT_INJECT_NAN_STEP: NaN in rank 0's classifier gradient at this d->step; 0 = never */
     sv_ema *ema;                      /* train.ema_decay: updated after each update; NULL = off */
     double phase[4];                  /* the last step, seconds: forward and loss, backward, all-reduce
-                                       * wait (with the metric sums), update */
+                                       * wait (with the metric sums), update; forward and backward
+                                       * summed over the micro-steps */
+    int accum;                        /* micro-steps per optimizer step (train.accumulation_steps; 1) */
+    float *acc;                       /* accum > 1: the micro-steps' summed gradient, num_params floats */
 } sv_step;
 
 /* Allocates the step's buffers (exits with a message when out of memory, as sv_alloc). */
@@ -115,9 +120,27 @@ void sv_step_free(sv_step *s);
  * become ready, and finished. n may be 0 (more ranks than images): the rank
  * contributes zeros. sums: sums[4] is a flag the caller sets (a stop signal);
  * on return sums[0..2] are the loss, top-1 and top-5 sums, sums[3] the image
- * count and sums[4] the flag, each summed over ranks. Collective. */
+ * count and sums[4] the flag, each summed over ranks. Collective. Without
+ * accumulation only (s->accum = 1): sv_step_micro's single micro-step. */
 void sv_step_gradient(sv_step *s, const float *x, const int *labels, int n, long gcount, const sv_train_rng *rng,
                       double sums[5]);
+
+/* Gradient accumulation over `steps` micro-steps per optimizer step (>= 1;
+ * once, after sv_step_init; steps > 1 allocates s->acc, num_params floats). */
+void sv_step_set_accumulation(sv_step *s, int steps);
+
+/* Micro-step `micro` (0 .. s->accum - 1) of an optimizer step: forward pass
+ * of this rank's micro-batch of n images (n may be 0), loss scaled by
+ * 1 / gcount (the images of the global batch, so the micro-steps' gradients
+ * add up to the global batch's mean), backward pass. Micro-step 0 sets
+ * sums[0..3] to 0; each adds its loss, top-1 and top-5 sums and n to them.
+ * The micro-steps' gradients are summed locally (s->acc) with no
+ * communication; only the last micro-step's backward runs the bucketed
+ * all-reduce (or ZeRO reduce-scatter) of the sum, then sums[0..4] are summed
+ * over ranks as in sv_step_gradient (collective: the last micro-step only).
+ * Floating-point order: ((g_0 + g_1) + ...) + g_{A-1}, then over ranks. */
+void sv_step_micro(sv_step *s, int micro, const float *x, const int *labels, int n, long gcount,
+                   const sv_train_rng *rng, double sums[5]);
 
 /* 1 when the reduced gradient is finite everywhere (every rank decides the
  * same; collective under ZeRO stage 1). */

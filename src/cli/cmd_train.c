@@ -88,8 +88,9 @@ static int resume_changes(const sv_config *stored, const sv_config *cfg, const c
     }
     char q[SV_QUOTED_LEN(SV_PATH_LEN)];
     for (int i = 0; i < n; i++) {
-        /* A precision switch is allowed without asking, but recorded like a change. */
-        int precision = !strcmp(ch[i].key, "train.precision");
+        /* A precision or gradient-exchange type switch is allowed without
+         * asking, but recorded like a change (rounding differs from then on). */
+        int precision = !strcmp(ch[i].key, "train.precision") || !strcmp(ch[i].key, "train.allreduce_dtype");
         if (precision) {
             len += (size_t)snprintf(text + len, cap - len, "%s %s -> %s\n", ch[i].key, ch[i].before, ch[i].after);
             continue;
@@ -160,6 +161,12 @@ static int run_train(const sv_cli *cli, sv_train_opts *o, const char *config, co
         if (stored.zero_stage != cfg.zero_stage && d->rank == 0)
             printf("Resuming with train.zero_stage = %d: the checkpoint's run used %d (checkpoints have one layout)\n",
                    cfg.zero_stage, stored.zero_stage);
+        if (stored.accumulation_steps != cfg.accumulation_steps && d->rank == 0)
+            printf("Resuming with train.accumulation_steps = %d: the checkpoint's run used %d (same global batch, same trajectory)\n",
+                   cfg.accumulation_steps, stored.accumulation_steps);
+        if (stored.allreduce_dtype != cfg.allreduce_dtype && d->rank == 0)
+            printf("Resuming with train.allreduce_dtype = %s: the checkpoint's run used %s (recorded in /config_changes)\n",
+                   cfg.allreduce_dtype ? "bf16" : "fp32", stored.allreduce_dtype ? "bf16" : "fp32");
         if (stored.precision != cfg.precision && d->rank == 0)
             printf("Resuming in %s: the checkpoint's run trained in %s (a resume may change precision)\n",
                    sv_precision_names[cfg.precision], sv_precision_names[stored.precision]);

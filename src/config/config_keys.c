@@ -28,6 +28,8 @@
 static const char *const decay_names[] = {"tfa", "torch", NULL};
 const char *const sv_precision_names[] = {"fp32", "bf16", "auto", NULL};
 static const char *const flip_names[] = {"random", "alternate", NULL}; /* sv_flip_mode */
+/* Index = value of sv_config.allreduce_dtype. */
+static const char *const allreduce_dtype_names[] = {"fp32", "bf16", NULL};
 
 const key_def sv_config_keys[] = {
     {"data", "dir", TEXT(data_dir), .def = "", .resumable = 1,
@@ -169,6 +171,25 @@ const key_def sv_config_keys[] = {
           "epoch line says `val (ema)`, and the `val_*` metrics are the average's); checkpoints hold it as `/ema` beside `/model`, and "
           "`eval`, `predict` and the exporters take `--weights ema|raw` (default: ema when the "
           "checkpoint has it). Typical 0.999-0.9999. In [0, 1); 0 = off (the recipe)."},
+    {"train", "accumulation_steps", INT(accumulation_steps, 1, 1 << 24), .def = "1", .resumable = 1,
+     .doc = "Gradient accumulation: each optimizer step runs this many micro-steps on every rank, "
+          "the global batch `batch_size` being split over world size x `accumulation_steps` "
+          "micro-batches (remainder to the first ones); gradients add up locally and the "
+          "all-reduce (or ZeRO's reduce-scatter) runs during the last micro-step's backward only. "
+          "Samples, augmentations and dropout/drop path masks are drawn per global sample, so "
+          "P ranks x A micro-steps follow the trajectory of P x A ranks x 1 to float rounding, "
+          "with activations sized for the micro-batch (less memory). >= 1, and world size x "
+          "`accumulation_steps` <= `batch_size`. A resume may change it (the global batch, and "
+          "so the trajectory, stay; the log says so)."},
+    {"train", "allreduce_dtype", CHOICE(allreduce_dtype, allreduce_dtype_names), .def = "fp32", .resumable = 1,
+     .doc = "Type the gradient travels in between ranks. `fp32`: MPI all-reduce (the recipe). "
+          "`bf16`: half the bytes; each rank sends its gradient rounded to bf16 straight to the "
+          "rank that owns each segment (a pairwise reduce-scatter), which adds them to its own "
+          "fp32 gradient in fp32, in rank order; the sums are rounded to bf16 once and "
+          "all-gathered, so every rank holds the same gradient (with `zero_stage` = 1 each rank "
+          "keeps its rounded shard). Error per element: one bf16 rounding of each other rank's "
+          "contribution plus one of the sum, never a bf16 addition. No effect with one rank. A "
+          "resume may change it (recorded in the checkpoints' `/config_changes`)."},
     {"output", "dir", TEXT(out_dir), .def = "", .resumable = 1,
      .doc = "Run folder for metrics and checkpoints. Empty: `results/runs/<config "
           "name>-<timestamp>`, the config name being the file name without `.ini`."},

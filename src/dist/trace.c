@@ -63,7 +63,9 @@ void sv_trace_add(sv_trace *t, sv_trace_kind kind, double t0, double t1, long st
 
 void sv_trace_add_buckets(sv_trace *t, const sv_dist *d, long step, sv_trace_kind kind) {
     if (!t || !t->ev || d->world == 1) return;
-    for (int b = 0; b < d->nbuckets; b++) sv_trace_add(t, kind, d->bucket_t0[b], d->bucket_t1[b], step, b, NULL);
+    /* the gradient's buckets in bf16 say so (the parameters' all-gather is fp32) */
+    const char *label = d->bf16 && kind != SV_TR_ALLGATHER ? "bf16" : NULL;
+    for (int b = 0; b < d->nbuckets; b++) sv_trace_add(t, kind, d->bucket_t0[b], d->bucket_t1[b], step, b, label);
 }
 
 static void write_event(FILE *f, const sv_trace_event *e, int rank, double origin, int first) {

@@ -114,9 +114,14 @@ static int trainer_open_folder(trainer *T, char *err) {
 static int trainer_build_model(trainer *T, char *err) {
     const sv_config *cfg = T->cfg;
     sv_dist *d = T->d;
-    T->lb = sv_local_batch(cfg->batch_size, d->world);
+    /* With accumulation the activations are sized for the micro-batch, and
+     * evaluation runs in batches of that size too (its sums do not depend on
+     * the batch), so memory falls with the micro-batch. */
+    int A = cfg->accumulation_steps;
+    T->lb = sv_local_batch(cfg->batch_size, d->world * A);
     long eval_images = T->B.val.count > T->B.test.count ? T->B.val.count : T->B.test.count;
     int eb = sv_eval_local_batch(cfg, eval_images, d->world);
+    if (A > 1 && eb > T->lb) eb = T->lb;
     T->maxb = T->lb > eb ? T->lb : eb;
     int ok = sv_model_create(&T->m, sv_model_settings_from(cfg), T->maxb, err) == 0;
     /* what rank 0 prints when only another rank failed (that rank's message is its own) */
@@ -129,6 +134,12 @@ static int trainer_build_model(trainer *T, char *err) {
     if (T->rank0 && cfg->zero_stage == 1)
         printf("ZeRO stage 1: %s\n", d->zero ? "each rank holds the AdamW state of 1/P of the parameters"
                                               : "nothing to shard with one rank (stage 0)");
+    if (T->rank0 && cfg->allreduce_dtype == 1)
+        printf("Gradient exchange in bf16: %s\n", d->bf16 ? "half the bytes of fp32, sums formed in fp32"
+                                                          : "nothing to exchange with one rank (the gradient stays fp32)");
+    if (T->rank0 && A > 1)
+        printf("Gradient accumulation: %d micro-steps per optimizer step, micro-batches of at most %d per rank\n",
+               A, T->lb);
     T->total = sv_config_total_steps(cfg);
     T->warmup = sv_config_warmup_steps(cfg);
     if (sv_schedule_init(&T->sched, cfg->lr_start, cfg->lr_max, T->warmup, T->total, err) != 0) {
@@ -194,6 +205,7 @@ static int trainer_alloc_buffers(trainer *T, char *err) {
     }
     if (T->opts->trace) T->trace = &T->trace_buf;
     sv_step_init(&T->step, &T->m, &T->opt, T->d, T->cfg->label_smoothing, T->trace);
+    sv_step_set_accumulation(&T->step, T->cfg->accumulation_steps);
     T->step.inject_nan_step = T->opts->inject_nan_step;
     T->step.ema = T->ema.w ? &T->ema : NULL;
     T->have_step = 1;
@@ -283,10 +295,7 @@ static int trainer_open_outputs(trainer *T, char *err) {
 
 static int trainer_setup(trainer *T, char *err) {
     tr_install_signal_handlers(); /* early: a preemption warning during start-up waits for the first step */
-    if (T->cfg->batch_size < T->d->world) {
-        if (T->rank0)
-            fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
-                    T->cfg->batch_size, T->d->world);
+    if (tr_check_batch_split(T->cfg, T->d->world, T->rank0) != 0) {
         T->status = SV_EXIT_BAD_INPUT;
         return -1;
     }
@@ -298,22 +307,28 @@ static int trainer_setup(trainer *T, char *err) {
     return 0;
 }
 
-/* The gradient of one step: this rank's shard of the global batch, then
- * sv_step_gradient (forward, loss, backward, the bucketed collective; sums
- * are the loss, top-1 and top-5 sums, the sample count and the stop-signal
- * flag, summed over ranks). */
+/* The gradient of one step: the global batch is split over world size x A
+ * micro-batches (sv_shard, as over ranks); rank r runs micro-batches r A ..
+ * r A + A - 1, one per micro-step, so P ranks x A micro-steps see the
+ * micro-batches of P x A ranks x 1 (every draw is keyed by global sample).
+ * sv_step_micro does forward, loss, backward, and on the last micro-step the
+ * bucketed collective; sums are the loss, top-1 and top-5 sums, the sample
+ * count and the stop-signal flag, summed over ranks. */
 static void trainer_gradient(trainer *T, long epoch, double sums[5]) {
     const sv_config *cfg = T->cfg;
     buffers *B = &T->B;
+    int A = cfg->accumulation_steps;
     long g0 = T->st.step_in_epoch * cfg->batch_size;
     long gcount = B->train.count - g0 < cfg->batch_size ? B->train.count - g0 : cfg->batch_size;
-    long s0, n;
-    sv_shard(gcount, T->d->rank, T->d->world, &s0, &n);
-    for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
-    if (n > 0) sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, sv_batch_settings_from(cfg), epoch, 1);
-    sv_train_rng rng = {cfg->seed, epoch, B->idx};
-    sums[4] = tr_stop_requested() ? 1.0 : 0.0;
-    sv_step_gradient(&T->step, B->x, B->labels, (int)n, gcount, &rng, sums);
+    for (int a = 0; a < A; a++) {
+        long s0, n;
+        sv_shard(gcount, T->d->rank * A + a, T->d->world * A, &s0, &n);
+        for (long i = 0; i < n; i++) B->idx[i] = B->perm[g0 + s0 + i];
+        if (n > 0) sv_make_batch(B->x, B->labels, &B->train, B->idx, (int)n, sv_batch_settings_from(cfg), epoch, 1);
+        sv_train_rng rng = {cfg->seed, epoch, B->idx};
+        sums[4] = tr_stop_requested() ? 1.0 : 0.0;
+        sv_step_micro(&T->step, a, B->x, B->labels, (int)n, gcount, &rng, sums);
+    }
 }
 
 /* The reduced gradient is the same on every rank (or, with ZeRO, every rank

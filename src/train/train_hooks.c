@@ -51,9 +51,24 @@ void tr_ready_inject(void *ctx, size_t offset) {
     sv_allreduce_ready(c->d, offset);
 }
 
+int tr_check_batch_split(const sv_config *cfg, int world, int rank0) {
+    int A = cfg->accumulation_steps;
+    long parts = (long)world * A;
+    if (cfg->batch_size >= parts) return 0;
+    if (rank0 && A == 1)
+        fprintf(stderr, "shiftvit: [train] batch_size = %d is smaller than the world size %d: every rank needs at least one sample\n",
+                cfg->batch_size, world);
+    else if (rank0)
+        fprintf(stderr, "shiftvit: [train] accumulation_steps = %d: world size %d x %d = %ld micro-batches, more than "
+                        "[train] batch_size = %d: every micro-batch needs at least one sample\n",
+                A, world, A, parts, cfg->batch_size);
+    return -1;
+}
+
 void sv_optimizer_setup(sv_dist *d, sv_model *m, sv_adamw *opt, const sv_config *cfg, size_t bucket_bytes) {
     if (cfg->zero_stage == 1 && d->world > 1) sv_zero_setup(d, m->params, m->grads, m->num_params, bucket_bytes);
     else sv_allreduce_setup(d, m->grads, m->num_params, bucket_bytes);
+    if (cfg->allreduce_dtype == 1) sv_exchange_bf16(d);
     sv_adamw_init(opt, d->zero ? d->shard_n : m->num_params, sv_adamw_settings_from(cfg));
 }
 

@@ -118,6 +118,10 @@ const char *tr_val_name(const sv_ema *e);
 
 /* ---- train_hooks.c ---- */
 
+/* 0 when train.batch_size covers world x train.accumulation_steps
+ * micro-batches of at least one sample; else -1 after rank 0 names the keys
+ * and values on stderr. */
+int tr_check_batch_split(const sv_config *cfg, int world, int rank0);
 /* 1 if every one of n floats is finite. */
 int tr_all_finite(const float *p, size_t n);
 /* 1 if every rank holds bitwise the same weights (a checksum compared). Collective. */

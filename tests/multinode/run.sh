@@ -15,7 +15,8 @@
 #      losses of 2 ranks on one host and, to 1e-4, those of one process; 3 ranks
 #      over n1-n3 give bitwise those of 3 ranks on one host; the placement report
 #      names every host; ZeRO stage 1 over n1,n2 gives bitwise stage 0's losses and
-#      a valid step timeline (--trace)
+#      a valid step timeline (--trace); gradient accumulation (2 ranks x 2
+#      micro-steps) and the bf16 gradient exchange over n1,n2 match one host
 #   3. sbatch -N 2 jobs/train.sbatch (srun --mpi=pmix across nodes): bitwise the
 #      losses of the mpirun run
 #   4. a node's link pulled in the middle of a SLURM job: the surviving rank names
@@ -120,6 +121,31 @@ if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TIN
     /usr/bin/python3 scripts/trace_summary.py --check "$WORK/z2.json" --ranks 2
 else
   fail "ZeRO stage 1 across n1,n2" "see $WORK/z2.log"
+fi
+
+# Gradient accumulation and the bf16 gradient exchange (issue 24) across hosts: 2 ranks x
+# 2 micro-steps on n1,n2 give bitwise the losses of the same on one host, and those of one
+# process to 1e-4 (fp32 exchange) or 1e-2 (bf16: one bf16 rounding per exchanged value).
+ACC=(--set train.accumulation_steps=2)
+BFX=(--set train.accumulation_steps=2 --set train.allreduce_dtype=bf16 --set train.zero_stage=1)
+NP=2 THREADS=1 scripts/mpirun.sh "$SHIFTVIT" train "${TINY[@]}" "${BFX[@]}" --out "$WORK/b2" > "$WORK/b2.log" 2>&1 ||
+  fail "reference: 2 ranks x 2 micro-steps, bf16 exchange, on one host" "see $WORK/b2.log"
+if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TINY[@]}" "${ACC[@]}" \
+     --out "$WORK/a2" > "$WORK/a2.log" 2>&1; then
+  check "accumulation 2 x 2 on n1,n2: losses within 1e-4 of one process" close_losses "$WORK/a2" "$WORK/p1" 1e-4
+else
+  fail "accumulation across n1,n2" "see $WORK/a2.log"
+fi
+if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TINY[@]}" "${BFX[@]}" \
+     --trace "$WORK/b2x.json" --out "$WORK/b2x" > "$WORK/b2x.log" 2>&1; then
+  check "bf16 exchange + ZeRO 1 + accumulation on n1,n2: losses bitwise those on one host" \
+    same_losses "$WORK/b2x" "$WORK/b2"
+  check "bf16 exchange on n1,n2: losses within 1e-2 of one process" close_losses "$WORK/b2x" "$WORK/p1" 1e-2
+  check "bf16 exchange on n1,n2: a valid trace with bf16 buckets and micro-steps" \
+    sh -c "/usr/bin/python3 scripts/trace_summary.py --check '$WORK/b2x.json' --ranks 2 &&
+           grep -q '\"label\":\"bf16\"' '$WORK/b2x.json' && grep -q '\"label\":\"micro 2/2\"' '$WORK/b2x.json'"
+else
+  fail "bf16 exchange across n1,n2" "see $WORK/b2x.log"
 fi
 
 # ---------------------------------------------------------------- 3. sbatch across nodes
