@@ -69,6 +69,7 @@ typedef struct {
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */
+    char trace_steps[SV_PATH_LEN]; /* --trace records steps FIRST-LAST; "" = every step ("") */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */
@@ -140,5 +141,9 @@ int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_ch
 long sv_config_total_steps(const sv_config *c);
 /* Warmup steps: int(warmup_fraction * total_steps) (2343 for the recipe). */
 long sv_config_warmup_steps(const sv_config *c);
+/* train.trace_steps as steps first..last: "FIRST-LAST" (1 <= FIRST <= LAST),
+ * "FIRST-" (to the end) or "" (every step: 1..LONG_MAX). 0, or -1 when the
+ * text is none of these (sv_config_validate names the key). */
+int sv_config_step_window(const char *text, long *first, long *last);
 
 #endif

@@ -37,6 +37,8 @@ typedef struct sv_dist {
     double timeout;           /* seconds a collective may take; <= 0: no limit */
     int timeout_from_env;     /* SHIFTVIT_COLLECTIVE_TIMEOUT set it (it then overrides the config key) */
     long step;                /* optimiser step, for the timeout message (-1: none) */
+    double wait_s;            /* seconds this rank has waited for collectives to complete (dist_wait_some,
+                               * the reduce-scatter ring): the straggler report's wait time */
     /* The gradient exchange (src/dist/exchange.c): sv_allreduce_setup and
      * sv_zero_setup set exchange_free, which sv_dist_finalize calls (the
      * communicator, src/dist/comm.c, does not call the exchange). */

@@ -154,6 +154,12 @@ const key_def sv_config_keys[] = {
           "shard). Same updates to float rounding (bitwise with 2 ranks); checkpoints keep stage "
           "0's layout (rank 0 gathers the moments), so a run may resume under either stage and "
           "any world size. No effect with one rank."},
+    {"train", "trace_steps", TEXT(trace_steps), .def = "", .resumable = 1,
+     .doc = "With `--trace`: record the steps `FIRST-LAST` (optimizer steps, 1-based, e.g. "
+          "`1000-1100`) or `FIRST-` (to the end); empty = every step. Checkpoints, evaluations "
+          "and waits are recorded whatever the window. A long run fills the trace's buffer "
+          "(2^18 events per rank, about 10,000 steps of the recipe model): the steps after it "
+          "are dropped and the run says so, so choose the window to look at."},
     {"output", "dir", TEXT(out_dir), .def = "", .resumable = 1,
      .doc = "Run folder for metrics and checkpoints. Empty: `results/runs/<config "
           "name>-<timestamp>`, the config name being the file name without `.ini`."},

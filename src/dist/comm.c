@@ -194,7 +194,8 @@ void dist_idle(sv_dist *d, double t0, double now, const char *what) {
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs
  * off (yield, then short sleeps) so that a long wait does not steal a core
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
- * was seen complete; idx is scratch for n indices. */
+ * was seen complete; idx is scratch for n indices. The time waited is added
+ * to d->wait_s (the straggler report). */
 void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what) {
     if (d->world == 1) {
         MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE);
@@ -205,8 +206,11 @@ void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *
         int got = 0;
         if (d->timeout > 0) MPI_Testsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
         else MPI_Waitsome(n, reqs, &got, idx, MPI_STATUSES_IGNORE);
-        if (got == MPI_UNDEFINED) return; /* every request is done */
         double now = sv_now();
+        if (got == MPI_UNDEFINED) { /* every request is done */
+            d->wait_s += now - t0;
+            return;
+        }
         for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
         if (got > 0 || d->timeout <= 0) continue;
         dist_idle(d, t0, now, what);

@@ -12,7 +12,8 @@ void dist_idle(sv_dist *d, double t0, double now, const char *what);
 /* MPI_Waitall with the collective timeout: polls, answers probes, and backs
  * off (yield, then short sleeps) so that a long wait does not steal a core
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
- * was seen complete; idx is scratch for n indices. */
+ * was seen complete; idx is scratch for n indices. The time waited is added
+ * to d->wait_s (the straggler report). */
 void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, const char *what);
 
 #endif

@@ -121,6 +121,7 @@ void sv_allreduce_finish(sv_dist *d) {
     while (d->next >= 0) start_bucket(d, d->next--);
     if (d->zero) {
         while (!ring_progress_all(d)) dist_idle(d, t0, sv_now(), "the gradient reduce-scatter");
+        d->wait_s += sv_now() - t0;
     } else {
         dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, "the gradient all-reduce");
     }

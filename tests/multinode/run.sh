@@ -15,7 +15,9 @@
 #      losses of 2 ranks on one host and, to 1e-4, those of one process; 3 ranks
 #      over n1-n3 give bitwise those of 3 ranks on one host; the placement report
 #      names every host; ZeRO stage 1 over n1,n2 gives bitwise stage 0's losses and
-#      a valid step timeline (--trace)
+#      a valid step timeline (--trace); the straggler report names rank 1 on n2 when
+#      SIGSTOP/SIGCONT pulses slow it down (tests/lib/pulse_rank.sh), and n1 and n2 in
+#      metrics_ranks.csv
 #   3. sbatch -N 2 jobs/train.sbatch (srun --mpi=pmix across nodes): bitwise the
 #      losses of the mpirun run
 #   4. a node's link pulled in the middle of a SLURM job: the surviving rank names
@@ -104,6 +106,21 @@ if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TIN
 else
   fail "mpirun across n1,n2" "see $WORK/x2.log"
 fi
+# The straggler report across hosts: rank 1 on n2, stopped 40 ms of every 60, is named
+# with its host on the epoch line.
+tag=mnt-straggler-$$
+tests/lib/pulse_rank.sh "$tag" 1 40 20 & pulser=$!
+if SV_TEST_TAG=$tag "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 -x SV_TEST_TAG "$SHIFTVIT" train "${TINY[@]}" \
+     --set data.train_size=1024 --out "$WORK/st2" > "$WORK/st2.log" 2>&1; then
+  check "straggler report: rank 1, slowed down on n2, is named with its host" \
+    grep -q "slowest: rank 1 on n2, compute" "$WORK/st2.log"
+  check "straggler report: metrics_ranks.csv has rank 0 on n1 and rank 1 on n2" \
+    test "$(cut -d, -f2,5 "$WORK/st2/metrics_ranks.csv" | sort -u | tr '\n' ' ')" = "0,n1 1,n2 rank,host "
+else
+  fail "straggler report across n1,n2" "see $WORK/st2.log"
+fi
+wait "$pulser"
+check "straggler report: an even run over n1,n2 names no rank" test -z "$(grep "slowest:" "$WORK/x2.log")"
 if "$VC" mpirun -np 3 --host n1,n2,n3 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TINY[@]}" --out "$WORK/x3" \
      > "$WORK/x3.log" 2>&1; then
   check "mpirun, 3 ranks on n1,n2,n3: losses bitwise those of 3 ranks on one host" same_losses "$WORK/x3" "$WORK/p3"
