@@ -5,7 +5,8 @@
  * (tests/lib/synthetic_trace.py).
  *   1. A rank slowed down by SIGSTOP/SIGCONT pulses (tests/lib/pulse_rank.sh)
  *      is named with its host on the epoch line, and its compute per step in
- *      metrics_ranks.csv is the largest; an even run names none.
+ *      metrics_ranks.csv is the largest; an even run names none (checked
+ *      against the CSV, so that a loaded machine cannot fail it).
  *   2. A full trace buffer (SHIFTVIT_TRACE_EVENTS) is said, in the run's output
  *      and by --check, and the evaluations, checkpoints and the end stay in the
  *      file; train.trace_steps keeps a window of steps that fits.
@@ -48,7 +49,7 @@ static sv_test_result train2(const char *name, const char *sets, const char *env
 
 /* Runs a Python snippet or script command line; returns its result. */
 static sv_test_result py(const char *args) {
-    char cmd[2048];
+    char cmd[2200];
     snprintf(cmd, sizeof cmd, PY " %s 2>&1", args);
     return sv_test_run(cmd);
 }
@@ -87,13 +88,19 @@ static int slowest_in_csv(const char *run, int steps, double *ratio) {
     return slow;
 }
 
-/* One epoch of 32 steps (1024 images, batch 32). */
-#define STRAGGLER_SETS "--set train.epochs=1 --set data.train_size=1024"
-#define STRAGGLER_STEPS 32
+/* One epoch of 128 steps (4096 images, batch 32): a tiny step takes about
+ * 2 ms, so the epoch spans many 60 ms pulse periods. */
+#define STRAGGLER_SETS "--set train.epochs=1 --set data.train_size=4096"
+#define STRAGGLER_STEPS 128
+
+/* The epoch line's rule (src/train/straggler.c) applied to two ranks whose
+ * compute differs by `ratio` (slower over faster): the slower one's compute
+ * over the median of the two, which with P = 2 is their mean. */
+static double over_median(double ratio) { return 2 * ratio / (1 + ratio); }
 
 /* Rank 1 stopped 40 ms out of every 60 (SIGSTOP/SIGCONT pulses from the test):
  * the epoch line names rank 1 on this host, and metrics_ranks.csv shows rank
- * 1's compute well above rank 0's. An even run names no rank. */
+ * 1's compute well above rank 0's. */
 static void test_straggler_named(void **state) {
     (void)state;
     char tag[64], prelude[256], env[128], me[128] = "", want[256];
@@ -109,12 +116,37 @@ static void test_straggler_named(void **state) {
     if (slowest_in_csv("slow", STRAGGLER_STEPS, &ratio) != 1 || ratio < 1.5)
         fail_msg("metrics_ranks.csv: rank 1 should compute much longer than rank 0 (ratio %.2f)", ratio);
     print_message("      pulsed rank 1: compute %.2fx rank 0's\n", ratio);
+}
 
-    r = train2("even", STRAGGLER_SETS, NULL, NULL);
-    if (strstr(r.out, "slowest: ")) fail_msg("an even run names a slowest rank:\n%s", sv_test_tail(r.out, 2000));
-    sv_test_result_free(&r);
-    slowest_in_csv("even", STRAGGLER_STEPS, &ratio);
-    print_message("      even run: ratio of the ranks' compute %.2f\n", ratio);
+/* An even run names no rank. "Even" is what metrics_ranks.csv shows: on a
+ * loaded machine one rank may really compute more than 10% above the median
+ * (another program took its core), and then naming it is right. So each try
+ * checks the epoch line against the CSV with a margin around the rule's 10%
+ * (named when more than 12% above, not named when less than 8%), and the
+ * check that an even run names none is made on the first try whose ranks are
+ * within 8%; after 3 uneven tries the test is skipped, not failed. */
+static void test_straggler_even_run_names_none(void **state) {
+    (void)state;
+    for (int t = 1; t <= 3; t++) {
+        char name[32];
+        snprintf(name, sizeof name, "even%d", t);
+        sv_test_result r = train2(name, STRAGGLER_SETS, NULL, NULL);
+        int named = strstr(r.out, "slowest: ") != NULL;
+        double ratio;
+        slowest_in_csv(name, STRAGGLER_STEPS, &ratio);
+        double q = over_median(ratio);
+        print_message("      even run %d: the slower rank's compute is %.3f x the median\n", t, q);
+        if (q < 1.08 && named)
+            fail_msg("an even run (compute %.3f x the median) names a slowest rank:\n%s", q,
+                     sv_test_tail(r.out, 2000));
+        if (q > 1.12 && !named)
+            fail_msg("a rank computes %.3f x the median (metrics_ranks.csv) but the epoch line names none:\n%s", q,
+                     sv_test_tail(r.out, 2000));
+        sv_test_result_free(&r);
+        if (q < 1.08) return;
+    }
+    print_message("      no even run in 3 tries (a loaded machine): skipped\n");
+    skip();
 }
 
 /* ------------------------------------------------------------ the trace */
@@ -195,7 +227,7 @@ static void test_trace_summary_large(void **state) {
              " scripts/trace_summary.py %s/big.json", g_tmp, g_tmp);
     sv_test_result r = py(args);
     if (r.status != 0) fail_msg("%s:\n%s", args, sv_test_tail(r.out, 2000));
-    assert_contains(r.out, "allreduce          102000.0 ms total,     5.10 ms per step");
+    assert_contains(r.out, "allreduce         102000.0 ms total,     5.10 ms per step");
     assert_contains(r.out, "per step: compute 9.00 ms, wait 0.70 ms");
     if (strstr(r.out, "slowest:")) fail_msg("an even trace names a slowest rank:\n%s", r.out);
     sv_test_result_free(&r);
@@ -206,7 +238,7 @@ static void test_trace_summary_large(void **state) {
     snprintf(args, sizeof args, "tests/lib/synthetic_trace.py %s/one.json 10 --one-track && " PY
              " scripts/trace_summary.py --check %s/one.json --ranks 2", g_tmp, g_tmp);
     r = py(args);
-    if (r.status != 1 || !strstr(r.out, "rank 0, track 1: allreduce at 4000.0 us overlaps allreduce without nesting"))
+    if (r.status != 1 || !strstr(r.out, "rank 0, track 1: allreduce at 5000.0 us overlaps allreduce without nesting"))
         fail_msg("--check passed buckets that overlap on one track:\n%s", r.out);
     sv_test_result_free(&r);
     snprintf(args, sizeof args, "tests/lib/synthetic_trace.py %s/slow.json 20 --ranks 3 --slow-rank 2 && " PY
@@ -241,6 +273,7 @@ int main(void) {
         cmocka_unit_test(test_trace_waits_and_tracks),
         cmocka_unit_test(test_trace_buffer_full),
         cmocka_unit_test(test_straggler_named),
+        cmocka_unit_test(test_straggler_even_run_names_none),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

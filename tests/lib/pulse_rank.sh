@@ -3,7 +3,7 @@
 #
 #   tests/lib/pulse_rank.sh TAG RANK [STOP_MS [RUN_MS [WAIT_S]]]
 #
-# finds the process whose environment holds SV_TEST_TAG=TAG and the launcher's rank
+# finds the process named shiftvit whose environment holds SV_TEST_TAG=TAG and the launcher's rank
 # variable (OMPI_COMM_WORLD_RANK, or PMI_RANK under MPICH/SLURM) equal to RANK
 # (waiting up to WAIT_S seconds, default 60, for it to start), then stops it for
 # STOP_MS ms (default 40) and lets it run RUN_MS ms (default 20), again and again
@@ -13,23 +13,25 @@
 set -u
 tag=$1 rank=$2 stop_ms=${3:-40} run_ms=${4:-20} wait_s=${5:-60}
 
+# Only the processes named shiftvit are looked at (pgrep -x; a rank's command name is
+# the program's), so one search is a few forks and the search can run every 50 ms: the
+# pulses start while the ranks initialise, before their first step (a tiny run's steps
+# take milliseconds).
 find_rank() {
-  local f pid env
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    env=$(tr '\0' '\n' < "$f" 2>/dev/null) || continue
-    grep -qx "SV_TEST_TAG=$tag" <<<"$env" || continue
-    grep -qxE "(OMPI_COMM_WORLD_RANK|PMI_RANK)=$rank" <<<"$env" || continue
-    echo "$pid"
+  local p
+  for p in $(pgrep -x shiftvit); do
+    grep -qxz "SV_TEST_TAG=$tag" "/proc/$p/environ" 2>/dev/null || continue
+    grep -qxzE "(OMPI_COMM_WORLD_RANK|PMI_RANK)=$rank" "/proc/$p/environ" 2>/dev/null || continue
+    echo "$p"
     return 0
   done
   return 1
 }
 
 pid=
-for ((i = 0; i < wait_s * 10; i++)); do
+for ((i = 0; i < wait_s * 20; i++)); do
   pid=$(find_rank) && break
-  sleep 0.1
+  sleep 0.05
 done
 [ -n "$pid" ] || { echo "pulse_rank.sh: no rank $rank with SV_TEST_TAG=$tag appeared in $wait_s s" >&2; exit 1; }
 stop_s=$(awk -v m="$stop_ms" 'BEGIN { printf "%.3f", m / 1000 }')
