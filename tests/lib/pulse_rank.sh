@@ -13,16 +13,18 @@
 set -u
 tag=$1 rank=$2 stop_ms=${3:-40} run_ms=${4:-20} wait_s=${5:-60}
 
-# Only the processes named shiftvit are looked at (pgrep -x; a rank's command name is
-# the program's), so one search is a few forks and the search can run every 50 ms: the
-# pulses start while the ranks initialise, before their first step (a tiny run's steps
-# take milliseconds).
+# Only the processes named shiftvit are looked at (their command name, read with bash's
+# own `read`: no fork per process), so one search takes milliseconds and can run every
+# 50 ms: the pulses start while the ranks initialise, before their first step (a tiny
+# run's steps take milliseconds).
 find_rank() {
-  local p
-  for p in $(pgrep -x shiftvit); do
-    grep -qxz "SV_TEST_TAG=$tag" "/proc/$p/environ" 2>/dev/null || continue
-    grep -qxzE "(OMPI_COMM_WORLD_RANK|PMI_RANK)=$rank" "/proc/$p/environ" 2>/dev/null || continue
-    echo "$p"
+  local d comm
+  for d in /proc/[0-9]*; do
+    { read -r comm < "$d/comm"; } 2>/dev/null || continue
+    [ "$comm" = shiftvit ] || continue
+    grep -qxz "SV_TEST_TAG=$tag" "$d/environ" 2>/dev/null || continue
+    grep -qxzE "(OMPI_COMM_WORLD_RANK|PMI_RANK)=$rank" "$d/environ" 2>/dev/null || continue
+    echo "${d#/proc/}"
     return 0
   done
   return 1
