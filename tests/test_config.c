@@ -755,7 +755,7 @@ static void test_key_summary_lists_every_key(void **state) {
         if (sv_config_set(&c, set, err)) fail_msg("%s", err);
         keys++;
     }
-    assert_int_equal(keys, 47);
+    assert_int_equal(keys, 48);
     assert_config_equal(&c, &d);
     free(text);
 }

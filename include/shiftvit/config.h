@@ -73,6 +73,7 @@ typedef struct {
     double ema_decay;           /* moving average of the weights, evaluated and checkpointed; 0 = off (0) */
     int accumulation_steps;     /* micro-steps per optimizer step (gradient accumulation) (1) */
     int allreduce_dtype;        /* gradient exchange: 0 fp32, 1 bf16 (fp32 partial sums) (0) */
+    char trace_steps[SV_PATH_LEN]; /* --trace records steps FIRST-LAST; "" = every step ("") */
 
     /* [output] */
     char out_dir[SV_PATH_LEN];  /* "" = results/runs/<config name>-<timestamp> */
@@ -144,5 +145,9 @@ int sv_config_diff(const sv_config *before, const sv_config *after, sv_config_ch
 long sv_config_total_steps(const sv_config *c);
 /* Warmup steps: int(warmup_fraction * total_steps) (2343 for the recipe). */
 long sv_config_warmup_steps(const sv_config *c);
+/* train.trace_steps as steps first..last: "FIRST-LAST" (1 <= FIRST <= LAST),
+ * "FIRST-" (to the end) or "" (every step: 1..LONG_MAX). 0, or -1 when the
+ * text is none of these (sv_config_validate names the key). */
+int sv_config_step_window(const char *text, long *first, long *last);
 
 #endif

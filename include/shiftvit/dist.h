@@ -60,6 +60,8 @@ typedef struct sv_dist {
      * out what to resume from. NULL: nothing. */
     void (*on_abort)(void *ctx, int mine, char *hint, size_t n);
     void *on_abort_ctx;
+    double wait_s;            /* seconds this rank has waited for collectives to complete (dist_wait_some,
+                               * the reduce-scatter ring): the straggler report's wait time */
     /* The gradient exchange (src/dist/exchange.c): sv_allreduce_setup and
      * sv_zero_setup set exchange_free, which sv_dist_finalize calls (the
      * communicator, src/dist/comm.c, does not call the exchange). */

@@ -190,6 +190,12 @@ const key_def sv_config_keys[] = {
           "keeps its rounded shard). Error per element: one bf16 rounding of each other rank's "
           "contribution plus one of the sum, never a bf16 addition. No effect with one rank. A "
           "resume may change it (recorded in the checkpoints' `/config_changes`)."},
+    {"train", "trace_steps", TEXT(trace_steps), .def = "", .resumable = 1,
+     .doc = "With `--trace`: record the steps `FIRST-LAST` (optimizer steps, 1-based, e.g. "
+          "`1000-1100`) or `FIRST-` (to the end); empty = every step. Checkpoints, evaluations "
+          "and waits are recorded whatever the window. A long run fills the trace's buffer "
+          "(2^18 events per rank, about 10,000 steps of the recipe model): the steps after it "
+          "are dropped and the run says so, so choose the window to look at."},
     {"output", "dir", TEXT(out_dir), .def = "", .resumable = 1,
      .doc = "Run folder for metrics and checkpoints. Empty: `results/runs/<config "
           "name>-<timestamp>`, the config name being the file name without `.ini`."},

@@ -302,6 +302,27 @@ long sv_config_warmup_steps(const sv_config *c) {
     return (long)w;
 }
 
+int sv_config_step_window(const char *text, long *first, long *last) {
+    *first = 1;
+    *last = LONG_MAX;
+    if (!text[0]) return 0;
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)text[0])) return -1;
+    long a = strtol(text, &end, 10);
+    if (errno || *end != '-' || a < 1) return -1;
+    const char *p = end + 1;
+    long b = LONG_MAX;
+    if (*p) {
+        if (!isdigit((unsigned char)*p)) return -1;
+        b = strtol(p, &end, 10);
+        if (errno || *end || b < a) return -1;
+    }
+    *first = a;
+    *last = b;
+    return 0;
+}
+
 /* The rules between keys (SPEC section 1). */
 static int check_cross_fields(const sv_config *c, char *err) {
     /* Channels double per stage, so divisibility at stage 1 covers all stages. */
@@ -323,6 +344,10 @@ static int check_cross_fields(const sv_config *c, char *err) {
     if (c->lr_max < c->lr_start)
         return sv_fail(err, "[optim] lr_max = %g is smaller than [optim] lr_start = %g", c->lr_max,
                        c->lr_start);
+    long w0, w1;
+    if (sv_config_step_window(c->trace_steps, &w0, &w1) != 0)
+        return sv_fail(err, "[train] trace_steps = \"%.*s\": expected FIRST-LAST (optimizer steps, 1 <= FIRST <= "
+                       "LAST), FIRST- (to the end) or nothing (every step)", SHOW, c->trace_steps);
     long total = sv_config_total_steps(c), warmup = sv_config_warmup_steps(c);
     if (total < 1)
         return sv_fail(err, "total steps = int([data] train_size = %ld / [train] batch_size = %d * "

@@ -354,7 +354,8 @@ int sv_dist_local_work(sv_dist *d, sv_local_work kind, int (*fn)(void *), void *
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
  * was seen complete; idx and st are scratch for n indices and statuses (a
  * real array, not MPI_STATUSES_IGNORE: MPICH declares the argument an array,
- * and GCC warns that the constant points to no room for n statuses). */
+ * and GCC warns that the constant points to no room for n statuses). The time
+ * waited is added to d->wait_s (the straggler report). */
 void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, MPI_Status *st,
                     const char *what) {
     if (d->world == 1) {
@@ -366,8 +367,11 @@ void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *
         int got = 0;
         if (d->timeout > 0) MPI_Testsome(n, reqs, &got, idx, st);
         else MPI_Waitsome(n, reqs, &got, idx, st);
-        if (got == MPI_UNDEFINED) return; /* every request is done */
         double now = sv_now();
+        if (got == MPI_UNDEFINED) { /* every request is done */
+            d->wait_s += now - t0;
+            return;
+        }
         for (int i = 0; done_at && i < got; i++) done_at[idx[i]] = now;
         if (got > 0 || d->timeout <= 0) continue;
         dist_idle(d, t0, now, what);

@@ -14,7 +14,8 @@ void dist_idle(sv_dist *d, double t0, double now, const char *what);
  * from ranks that share it. done_at[i] (when not NULL) gets the time request i
  * was seen complete; idx and st are scratch for n indices and statuses (a
  * real array, not MPI_STATUSES_IGNORE: MPICH declares the argument an array,
- * and GCC warns that the constant points to no room for n statuses). */
+ * and GCC warns that the constant points to no room for n statuses). The time
+ * waited is added to d->wait_s (the straggler report). */
 void dist_wait_some(sv_dist *d, int n, MPI_Request *reqs, double *done_at, int *idx, MPI_Status *st,
                     const char *what);
 

@@ -201,6 +201,7 @@ void sv_allreduce_finish(sv_dist *d) {
     if (d->zero || d->bf16) {
         const char *what = d->bf16 ? "the bf16 gradient exchange" : "the gradient reduce-scatter";
         while (!ring_progress_all(d)) dist_idle(d, t0, sv_now(), what);
+        d->wait_s += sv_now() - t0;
     } else {
         dist_wait_some(d, d->nbuckets, d->reqs, d->bucket_t1, d->idx, d->statuses, "the gradient all-reduce");
     }

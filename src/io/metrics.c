@@ -40,12 +40,14 @@
 
 #define NSTEP 7
 #define NEPOCH 9
+#define NRANK 4 /* numeric columns of metrics_ranks.csv; the host name follows them */
 
 static const char *const step_cols[NSTEP] = {"step", "epoch", "lr", "loss",
                                              "top1", "top5", "images_per_s"};
 static const char *const epoch_cols[NEPOCH] = {"epoch",    "train_loss", "train_top1",
                                                "train_top5", "val_loss", "val_top1",
                                                "val_top5", "lr",         "seconds"};
+static const char *const rank_cols[NRANK] = {"step", "rank", "compute_ms", "wait_ms"};
 
 typedef struct {
     double *v; /* rows x ncols, row-major */
@@ -54,11 +56,11 @@ typedef struct {
 } rowbuf;
 
 struct sv_metrics {
-    FILE *steps, *epochs;
+    FILE *steps, *epochs, *ranks;
     char h5path[SV_PATH_LEN + 32];
     char h5path_q[SV_QUOTED_LEN(SV_PATH_LEN + 32)]; /* h5path as one shell word, for messages */
-    rowbuf sbuf, ebuf;  /* rows not yet in metrics.h5 */
-    size_t h5_srows, h5_erows; /* rows known to be complete in metrics.h5 */
+    rowbuf sbuf, ebuf, rbuf; /* rows not yet in metrics.h5 */
+    size_t h5_srows, h5_erows, h5_rrows; /* rows known to be complete in metrics.h5 */
     int h5_failed;      /* out of memory for the buffers: CSVs only from then on */
     int h5_pending;     /* a flush failed and its rows wait (warned once) */
 };
@@ -121,7 +123,8 @@ static hid_t h5_create_open(const char *path) {
     hid_t f = sv_h5_create(path);
     if (f < 0) return -1;
     if (create_group(f, "/steps", step_cols, NSTEP, 1024) == 0 &&
-        create_group(f, "/epochs", epoch_cols, NEPOCH, 64) == 0)
+        create_group(f, "/epochs", epoch_cols, NEPOCH, 64) == 0 &&
+        create_group(f, "/ranks", rank_cols, NRANK, 1024) == 0)
         return f;
     H5Fclose(f);
     return -1;
@@ -224,8 +227,9 @@ static int h5_keys_match(hid_t f, const char *group, const char *key, const rowb
 
 /* ------------------------------------------------------------ CSV */
 
-/* Parses one CSV data line of exactly ncols numbers into row; 0 on success. */
-static int parse_row(const char *line, size_t len, int ncols, double *row) {
+/* Parses one CSV data line of exactly ncols numbers into row (text_tail: then
+ * one more, non-empty text column); 0 on success. */
+static int parse_row(const char *line, size_t len, int ncols, int text_tail, double *row) {
     char buf[1024];
     if (len == 0 || len >= sizeof buf) return -1;
     memcpy(buf, line, len);
@@ -242,6 +246,7 @@ static int parse_row(const char *line, size_t len, int ncols, double *row) {
             p++;
         }
     }
+    if (text_tail) return p[0] == ',' && p[1] != '\0' && p[1] != '\r' && !strchr(p + 1, ',') ? 0 : -1;
     while (*p == ' ' || *p == '\r') p++;
     return *p ? -1 : 0;
 }
@@ -249,7 +254,7 @@ static int parse_row(const char *line, size_t len, int ncols, double *row) {
 /* Keeps the header and the complete rows whose first column is <= keep;
  * rewrites the file (atomic_file.h) and returns the kept rows in out.
  * A missing or empty file is created with the header. */
-static int csv_truncate(const char *path, const char *header, int ncols, long keep,
+static int csv_truncate(const char *path, const char *header, int ncols, int text_tail, long keep,
                         rowbuf *out, char *err) {
     FILE *f = fopen(path, "rb");
     char *text = NULL;
@@ -288,9 +293,9 @@ static int csv_truncate(const char *path, const char *header, int ncols, long ke
         pos += ll + 1;
         if (first) { /* the header */
             first = 0;
-            if (parse_row(line, ll, ncols, row) != 0) continue;
+            if (parse_row(line, ll, ncols, text_tail, row) != 0) continue;
         }
-        if (parse_row(line, ll, ncols, row) != 0 || row[0] > (double)keep) continue;
+        if (parse_row(line, ll, ncols, text_tail, row) != 0 || row[0] > (double)keep) continue;
         sv_atomic_write(&a, line, ll + 1);
         if (rowbuf_push(out, row) != 0) {
             sv_atomic_abort(&a);
@@ -306,6 +311,7 @@ static int csv_truncate(const char *path, const char *header, int ncols, long ke
 static const char step_header[] = "step,epoch,lr,loss,top1,top5,images_per_s";
 static const char epoch_header[] =
     "epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds";
+static const char rank_header[] = "step,rank,compute_ms,wait_ms,host";
 
 static FILE *open_csv(const char *dir, const char *name, const char *header, int append,
                       char *err) {
@@ -326,13 +332,14 @@ static FILE *open_csv(const char *dir, const char *name, const char *header, int
  * atomic replacement (HDF5 writes it through its own descriptor, commit
  * then fsyncs and renames it). Never H5Fcreate on metrics.h5 itself: HDF5
  * truncates before it locks, which would empty a reader's file. */
-static int h5_rebuild(const char *path, const rowbuf *srows, const rowbuf *erows, char *why) {
+static int h5_rebuild(const char *path, const rowbuf *srows, const rowbuf *erows, const rowbuf *rrows, char *why) {
     sv_atomic_file a;
     if (sv_atomic_begin(&a, path, why) != 0) return -1;
     hid_t f = h5_create_open(a.tmp);
     int rc = f < 0 ? -1 : 0;
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, srows->v, srows->rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, erows->v, erows->rows);
+    if (!rc) rc = h5_append_rows(f, "/ranks", rank_cols, NRANK, rrows->v, rrows->rows);
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
     if (rc) {
         sv_fail(why, "cannot write the HDF5 file %s", a.tmp);
@@ -345,16 +352,20 @@ static int h5_rebuild(const char *path, const rowbuf *srows, const rowbuf *erows
 /* Append mode: brings metrics.h5 to the kept CSV rows, by truncating its
  * columns when they agree with the CSV, else (or when a reader holds it)
  * rebuilding it from the CSV. */
-static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, char *err) {
+static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, const rowbuf *rrows, char *err) {
     const char *path = mt->h5path;
     int ok = 0, held = h5_locked_by_other(path);
     if (!held && access(path, F_OK) == 0 && H5Fis_hdf5(path) > 0) {
         hid_t f = sv_h5_open(path, H5F_ACC_RDWR);
+        /* A log from before the straggler report has no /ranks: it gets an empty one. */
+        if (f >= 0 && H5Lexists(f, "/ranks", H5P_DEFAULT) == 0) create_group(f, "/ranks", rank_cols, NRANK, 1024);
         if (f >= 0) {
             ok = h5_keys_match(f, "/steps", "step", srows) &&
+                 h5_keys_match(f, "/ranks", "step", rrows) &&
                  h5_keys_match(f, "/epochs", "epoch", erows) &&
                  h5_truncate_group(f, "/steps", step_cols, NSTEP, srows->rows) == 0 &&
-                 h5_truncate_group(f, "/epochs", epoch_cols, NEPOCH, erows->rows) == 0;
+                 h5_truncate_group(f, "/epochs", epoch_cols, NEPOCH, erows->rows) == 0 &&
+                 h5_truncate_group(f, "/ranks", rank_cols, NRANK, rrows->rows) == 0;
             if (H5Fclose(f) < 0) ok = 0;
         }
         H5Eclear2(H5E_DEFAULT);
@@ -365,7 +376,7 @@ static int h5_resume(sv_metrics *mt, const rowbuf *srows, const rowbuf *erows, c
     }
     if (ok) return 0;
     char why[SV_ERR_LEN];
-    if (h5_rebuild(path, srows, erows, why) != 0)
+    if (h5_rebuild(path, srows, erows, rrows, why) != 0)
         return sv_fail(err, "%s: cannot rebuild the HDF5 metrics log from the CSV files: %s", path, why);
     if (held)
         fprintf(stderr, "shiftvit: %s is locked: %s. The resume goes on: a new metrics.h5 rebuilt from the CSV files "
@@ -383,6 +394,7 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     }
     mt->sbuf.ncols = NSTEP;
     mt->ebuf.ncols = NEPOCH;
+    mt->rbuf.ncols = NRANK;
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         int bad = stat(dir, &sb) != 0;
@@ -399,16 +411,20 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     int rc = 0;
     if (append) {
         char path[SV_PATH_LEN + 64];
-        rowbuf srows = {NULL, 0, 0, NSTEP}, erows = {NULL, 0, 0, NEPOCH};
+        rowbuf srows = {NULL, 0, 0, NSTEP}, erows = {NULL, 0, 0, NEPOCH}, rrows = {NULL, 0, 0, NRANK};
         snprintf(path, sizeof path, "%s/metrics_steps.csv", dir);
-        rc = csv_truncate(path, step_header, NSTEP, keep_step, &srows, err);
+        rc = csv_truncate(path, step_header, NSTEP, 0, keep_step, &srows, err);
         snprintf(path, sizeof path, "%s/metrics_epochs.csv", dir);
-        if (!rc) rc = csv_truncate(path, epoch_header, NEPOCH, keep_epoch, &erows, err);
-        if (!rc) rc = h5_resume(mt, &srows, &erows, err);
+        if (!rc) rc = csv_truncate(path, epoch_header, NEPOCH, 0, keep_epoch, &erows, err);
+        snprintf(path, sizeof path, "%s/metrics_ranks.csv", dir);
+        if (!rc) rc = csv_truncate(path, rank_header, NRANK, 1, keep_step, &rrows, err);
+        if (!rc) rc = h5_resume(mt, &srows, &erows, &rrows, err);
         mt->h5_srows = srows.rows;
         mt->h5_erows = erows.rows;
+        mt->h5_rrows = rrows.rows;
         free(srows.v);
         free(erows.v);
+        free(rrows.v);
     } else if (h5_create(mt->h5path) != 0) {
         rc = open_failure(err, mt->h5path);
     }
@@ -419,7 +435,8 @@ sv_metrics *sv_metrics_open(const char *dir, int append, long keep_step, long ke
     }
     mt->steps = open_csv(dir, "metrics_steps.csv", step_header, append, err);
     if (mt->steps) mt->epochs = open_csv(dir, "metrics_epochs.csv", epoch_header, append, err);
-    if (!mt->steps || !mt->epochs) {
+    if (mt->epochs) mt->ranks = open_csv(dir, "metrics_ranks.csv", rank_header, append, err);
+    if (!mt->steps || !mt->epochs || !mt->ranks) {
         sv_metrics_close(mt);
         return NULL;
     }
@@ -451,6 +468,12 @@ void sv_metrics_epoch(sv_metrics *mt, const sv_epoch_row *r) {
     sv_metrics_flush(mt);
 }
 
+void sv_metrics_rank(sv_metrics *mt, const sv_rank_row *r) {
+    fprintf(mt->ranks, "%ld,%d,%.3f,%.3f,%s\n", r->step, r->rank, r->compute_ms, r->wait_ms, r->host);
+    double row[NRANK] = {(double)r->step, (double)r->rank, r->compute_ms, r->wait_ms};
+    if (!mt->h5_failed && rowbuf_push(&mt->rbuf, row) != 0) h5_warn(mt);
+}
+
 /* One try at appending the buffered rows; 0 when they are in the file. */
 static int h5_try_append(sv_metrics *mt) {
     sv_h5_quiet q;
@@ -460,9 +483,11 @@ static int h5_try_append(sv_metrics *mt) {
     /* Undo what an earlier failed append may have left half done. */
     if (!rc && mt->h5_pending)
         rc = h5_truncate_group(f, "/steps", step_cols, NSTEP, mt->h5_srows) ||
-             h5_truncate_group(f, "/epochs", epoch_cols, NEPOCH, mt->h5_erows);
+             h5_truncate_group(f, "/epochs", epoch_cols, NEPOCH, mt->h5_erows) ||
+             h5_truncate_group(f, "/ranks", rank_cols, NRANK, mt->h5_rrows);
     if (!rc) rc = h5_append_rows(f, "/steps", step_cols, NSTEP, mt->sbuf.v, mt->sbuf.rows);
     if (!rc) rc = h5_append_rows(f, "/epochs", epoch_cols, NEPOCH, mt->ebuf.v, mt->ebuf.rows);
+    if (!rc) rc = h5_append_rows(f, "/ranks", rank_cols, NRANK, mt->rbuf.v, mt->rbuf.rows);
     if (f >= 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (f >= 0 && H5Fclose(f) < 0) rc = -1;
     sv_h5_quiet_end(&q);
@@ -471,7 +496,7 @@ static int h5_try_append(sv_metrics *mt) {
 
 /* Appends the buffered rows; on failure keeps them for the next flush. */
 static int h5_flush_rows(sv_metrics *mt) {
-    if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0)) return 0;
+    if (mt->h5_failed || (mt->sbuf.rows == 0 && mt->ebuf.rows == 0 && mt->rbuf.rows == 0)) return 0;
     if (h5_try_append(mt) != 0) {
         if (!mt->h5_pending) {
             if (h5_locked_by_other(mt->h5path))
@@ -490,8 +515,10 @@ static int h5_flush_rows(sv_metrics *mt) {
     mt->h5_pending = 0;
     mt->h5_srows += mt->sbuf.rows;
     mt->h5_erows += mt->ebuf.rows;
+    mt->h5_rrows += mt->rbuf.rows;
     mt->sbuf.rows = 0;
     mt->ebuf.rows = 0;
+    mt->rbuf.rows = 0;
     return 0;
 }
 
@@ -499,6 +526,7 @@ void sv_metrics_flush(sv_metrics *mt) {
     if (!mt) return;
     if (mt->steps) fflush(mt->steps);
     if (mt->epochs) fflush(mt->epochs);
+    if (mt->ranks) fflush(mt->ranks);
     h5_flush_rows(mt);
 }
 
@@ -518,7 +546,9 @@ void sv_metrics_close(sv_metrics *mt) {
                 h5_locked_by_other(mt->h5path) ? lock_hint : "the file cannot be written");
     if (mt->steps) fclose(mt->steps);
     if (mt->epochs) fclose(mt->epochs);
+    if (mt->ranks) fclose(mt->ranks);
     free(mt->sbuf.v);
     free(mt->ebuf.v);
+    free(mt->rbuf.v);
     free(mt);
 }

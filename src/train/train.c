@@ -69,6 +69,7 @@ typedef struct {
     int have_step;
     ckpt_ctx cc;
     tr_abort_ctx abort_ctx;                   /* what a collective timeout's last words need */
+    tr_straggler strag;                       /* per-rank compute and wait times */
     long replica_checks;
     double t_run0, t_epoch, t_steps, imgs_epoch; /* run and epoch clocks, this epoch's step time and images */
     stop_reason stop;
@@ -203,9 +204,14 @@ static int trainer_alloc_buffers(trainer *T, char *err) {
         T->status = SV_EXIT_RUNTIME;
         return -1;
     }
-    if (T->opts->trace) T->trace = &T->trace_buf;
+    if (T->opts->trace) {
+        long first, last; /* train.trace_steps, valid (sv_config_validate) */
+        T->trace = &T->trace_buf;
+        if (sv_config_step_window(T->cfg->trace_steps, &first, &last) == 0) sv_trace_set_window(T->trace, first, last);
+    }
     sv_step_init(&T->step, &T->m, &T->opt, T->d, T->cfg->label_smoothing, T->trace);
     sv_step_set_accumulation(&T->step, T->cfg->accumulation_steps);
+    tr_straggler_init(&T->strag, T->d);
     T->step.inject_nan_step = T->opts->inject_nan_step;
     T->step.ema = T->ema.w ? &T->ema : NULL;
     T->have_step = 1;
@@ -379,7 +385,7 @@ static void trainer_log_step(trainer *T, long epoch, const double sums[5], doubl
  * 0 to go on, -1 when the run must stop (T->stop says why). */
 static int trainer_step(trainer *T, long epoch) {
     sv_dist *d = T->d;
-    double t0 = sv_now(), sums[5];
+    double t0 = sv_now(), w0 = d->wait_s, sums[5];
     float lr = (float)sv_schedule_lr(&T->sched, T->st.step);
     d->step = T->st.step + 1; /* named by a collective timeout and the trace */
     trainer_gradient(T, epoch, sums);
@@ -395,7 +401,12 @@ static int trainer_step(trainer *T, long epoch) {
         }
         T->replica_checks++;
     }
-    trainer_log_step(T, epoch, sums, lr, sv_now() - t0);
+    double dt = sv_now() - t0;
+    tr_straggler_step(&T->strag, dt, d->wait_s - w0);
+    trainer_log_step(T, epoch, sums, lr, dt);
+    long done = T->st.step_in_epoch + 1;
+    if (done % T->cfg->log_every == 0 || done == T->steps_per_epoch)
+        tr_straggler_report(&T->strag, d, T->mt, T->st.step);
     if (sums[4] > 0) { /* a stop signal reached some rank: stop after this step */
         T->st.step_in_epoch++;
         T->stop = STOP_SIGNAL;
@@ -480,13 +491,14 @@ static void trainer_log_epoch(trainer *T, long finished, const sv_eval_result *v
     double secs = sv_now() - T->t_epoch, lr_now = sv_schedule_lr(&T->sched, st->step);
     double tl = st->run_count ? st->run_loss / st->run_count : 0, t1 = st->run_count ? st->run_top1 / st->run_count : 0,
            t5 = st->run_count ? st->run_top5 / st->run_count : 0;
-    char val_text[96] = "val not run (train.val_every)";
+    char val_text[96] = "val not run (train.val_every)", slowest[SV_HOST_LEN + 96];
+    tr_straggler_epoch_note(&T->strag, T->d, slowest, sizeof slowest);
     if (!isnan(v->loss))
         snprintf(val_text, sizeof val_text, "%s loss %.4f top1 %.4f top5 %.4f", tr_val_name(&T->ema), v->loss,
                  v->top1, v->top5);
-    printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s\n", finished,
+    printf("epoch %ld/%d: train loss %.4f top1 %.4f top5 %.4f | %s | %.1f images/s | lr %.3g | %.1f s%s%s\n", finished,
            T->cfg->epochs, tl, t1, t5, val_text, T->t_steps > 0 ? T->imgs_epoch / T->t_steps : 0.0, lr_now, secs,
-           improved ? " | new best" : "");
+           improved ? " | new best" : "", slowest);
     fflush(stdout);
     sv_epoch_row row = {finished, tl, t1, t5, v->loss, v->top1, v->top5, lr_now, secs};
     tr_rank0_metrics(T->d, T->mt, &row, 0);
@@ -570,6 +582,7 @@ static void trainer_free(trainer *T) {
     if (T->rank0 && T->mt) tr_rank0_metrics(T->d, T->mt, NULL, 1);
     if (T->trace) free(T->trace->ev); /* only when sv_trace_write was not reached */
     if (T->have_step) sv_step_free(&T->step);
+    tr_straggler_free(&T->strag);
     if (T->have_model) {
         sv_adamw_free(&T->opt);
         sv_ema_free(&T->ema);

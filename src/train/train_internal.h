@@ -142,4 +142,32 @@ int tr_stop_requested(void);
 void tr_batch_metrics(const float *logits, float *probs, float *losses, const int *labels, int n, int K,
                       float smoothing, double *loss, double *top1, double *top5);
 
+/* ---- straggler.c: the straggler report (issue 24, section 3) ---- */
+
+typedef struct {
+    double compute_s, wait_s; /* this rank, since the last report */
+    long steps;               /* steps since the last report (the same on every rank) */
+    double *all;              /* rank 0: 2 x world, gathered per-step means (compute, wait), ms */
+    double *epoch_sum;        /* rank 0: 2 x world, this epoch's per-rank sums, ms */
+    long epoch_steps;         /* rank 0: steps in epoch_sum */
+    double *sorted;           /* rank 0: world, scratch for the median */
+} tr_straggler;
+
+/* Allocates rank 0's arrays (world size), once before the first step. */
+void tr_straggler_init(tr_straggler *s, const sv_dist *d);
+void tr_straggler_free(tr_straggler *s);
+/* One step of this rank: its wall time and the part of it spent waiting for
+ * collectives (both seconds). No allocation, no communication. */
+void tr_straggler_step(tr_straggler *s, double step_s, double wait_s);
+/* Collective (every rank at the same step): rank 0 gathers each rank's mean
+ * compute and wait per step since the last report and writes them as rows of
+ * step `step` to mt (metrics_ranks.csv, /ranks in metrics.h5; mt may be NULL);
+ * nothing when no step was taken since. */
+void tr_straggler_report(tr_straggler *s, sv_dist *d, sv_metrics *mt, long step);
+/* Rank 0: " | slowest: rank R on HOST, compute X ms per step against a median
+ * of Y" when the slowest rank's mean compute per step over the epoch's reports
+ * is more than 10% above the median over ranks, else ""; starts the next
+ * epoch's sums. Other ranks: "". */
+void tr_straggler_epoch_note(tr_straggler *s, const sv_dist *d, char *buf, size_t n);
+
 #endif

@@ -132,7 +132,11 @@ int tr_save_checkpoint(ckpt_ctx *c, const char *name) {
     ok = sv_dist_bcast_int(c->d, ok);
     if (ok) c->saved_step = c->st->step;
     else c->failures++;
-    sv_trace_add(c->trace, SV_TR_CHECKPOINT, t0, sv_now(), c->st->step, -1, name);
+    /* Only rank 0 writes: the others wait for it (issue 26, section 3). */
+    char what[32];
+    snprintf(what, sizeof what, "checkpoint %s", name);
+    sv_trace_add(c->trace, c->d->rank == 0 ? SV_TR_CHECKPOINT : SV_TR_WAIT, t0, sv_now(), c->st->step, -1,
+                 c->d->rank == 0 ? name : what);
     return ok;
 }
 

@@ -16,7 +16,9 @@
 #      over n1-n3 give bitwise those of 3 ranks on one host; the placement report
 #      names every host; ZeRO stage 1 over n1,n2 gives bitwise stage 0's losses and
 #      a valid step timeline (--trace); gradient accumulation (2 ranks x 2
-#      micro-steps) and the bf16 gradient exchange over n1,n2 match one host
+#      micro-steps) and the bf16 gradient exchange over n1,n2 match one host;
+#      the straggler report names rank 1 on n2 when SIGSTOP/SIGCONT pulses slow
+#      it down (tests/lib/pulse_rank.sh), and n1 and n2 in metrics_ranks.csv
 #   3. sbatch -N 2 jobs/train.sbatch (srun --mpi=pmix across nodes): bitwise the
 #      losses of the mpirun run
 #   4. a node's link pulled in the middle of a SLURM job: the surviving rank names
@@ -71,6 +73,15 @@ submit() {
   JOB=$(vrun sbatch --parsable --output="$out" "$@" jobs/train.sbatch 2>&1 | grep -o '^[0-9]\+' | head -1)
   [ -n "$JOB" ]
 }
+# A 2-rank run's straggler figures (RUN/metrics_ranks.csv, epochs from metrics_steps.csv): the
+# largest over the epochs of the slower rank's compute over the median of the two (their
+# mean), the ratio the epoch line compares with 1.10 (src/train/straggler.c).
+slowest_over_median() {
+  awk -F, 'NR == FNR { if (FNR > 1) ep[$1] = $2; next }
+    FNR > 1 { c[ep[$1], $2] += $3; e[ep[$1]] = 1 }
+    END { m = 0; for (k in e) { a = c[k, 0]; b = c[k, 1]; if (a + b > 0) { q = 2 * (a > b ? a : b) / (a + b); if (q > m) m = q } }
+          printf "%.3f\n", m }' "$1/metrics_steps.csv" "$1/metrics_ranks.csv"
+}
 # Second node of the job's current allocation (the batch script runs on the first).
 second_node() { vrun scontrol show hostnames "$(job_field "$1" NodeList)" 2>/dev/null | sed -n 2p; }
 
@@ -104,6 +115,29 @@ if "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TIN
     test "$(grep -c "rank 0 on n1:\|rank 1 on n2:" "$WORK/x2.log")" -eq 2
 else
   fail "mpirun across n1,n2" "see $WORK/x2.log"
+fi
+# The straggler report across hosts: rank 1 on n2, stopped 40 ms of every 60, is named
+# with its host on the epoch line.
+tag=mnt-straggler-$$
+tests/lib/pulse_rank.sh "$tag" 1 40 20 & pulser=$!
+if SV_TEST_TAG=$tag "$VC" mpirun -np 2 --host n1,n2 -x OMP_NUM_THREADS=1 -x SV_TEST_TAG "$SHIFTVIT" train "${TINY[@]}" \
+     --set data.train_size=4096 --out "$WORK/st2" > "$WORK/st2.log" 2>&1; then
+  check "straggler report: rank 1, slowed down on n2, is named with its host" \
+    grep -q "slowest: rank 1 on n2, compute" "$WORK/st2.log"
+  check "straggler report: metrics_ranks.csv has rank 0 on n1 and rank 1 on n2" \
+    test "$(cut -d, -f2,5 "$WORK/st2/metrics_ranks.csv" | sort -u | tr '\n' ' ')" = "0,n1 1,n2 rank,host "
+else
+  fail "straggler report across n1,n2" "see $WORK/st2.log"
+fi
+wait "$pulser"
+# An even run names no rank, checked where metrics_ranks.csv shows the ranks even (a node's
+# CPU share can really make one rank slower, and then naming it is right).
+q=$(slowest_over_median "$WORK/x2")
+if awk -v q="$q" 'BEGIN { exit !(q < 1.08) }'; then
+  check "straggler report: an even run over n1,n2 (slower rank $q x the median) names no rank" \
+    test -z "$(grep "slowest:" "$WORK/x2.log")"
+else
+  note "straggler report: the run over n1,n2 was not even (slower rank $q x the median): no check that it names none"
 fi
 if "$VC" mpirun -np 3 --host n1,n2,n3 -x OMP_NUM_THREADS=1 "$SHIFTVIT" train "${TINY[@]}" --out "$WORK/x3" \
      > "$WORK/x3.log" 2>&1; then
