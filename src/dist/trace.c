@@ -126,6 +126,25 @@ static void write_event(FILE *f, const sv_trace_event *e, int rank, double origi
     fputs("}}", f);
 }
 
+/* Sums the (dropped events, first dropped step) pairs of n ranks: the events
+ * dropped, the earliest step that lost any (0 for none) and the ranks that
+ * lost some. */
+typedef struct {
+    long events, from;
+    int ranks;
+} dropped_sum;
+
+static dropped_sum sum_dropped(const long *dropped, int n) {
+    dropped_sum s = {0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        if (!dropped[2 * i]) continue;
+        s.events += dropped[2 * i];
+        s.ranks++;
+        if (!s.from || dropped[2 * i + 1] < s.from) s.from = dropped[2 * i + 1];
+    }
+    return s;
+}
+
 /* The events of ranks r0 .. r0 + nr - 1 (rank 0: every rank's, gathered; a
  * rank at a collective timeout: its own), each rank's times relative to its
  * own origin, as one JSON document; counts, origins and the (dropped events,
@@ -136,14 +155,10 @@ static int write_file(const char *path, const sv_trace *t, const sv_dist *d, int
     char why[SV_ERR_LEN];
     if (sv_atomic_begin(&a, path, why) != 0) return sv_fail(err, "--trace %s: cannot create it: %s", path, why);
     FILE *f = a.f;
-    long total_dropped = 0, from = 0;
-    for (int i = 0; i < nr; i++) {
-        total_dropped += dropped[2 * i];
-        if (dropped[2 * i] && (!from || dropped[2 * i + 1] < from)) from = dropped[2 * i + 1];
-    }
+    dropped_sum lost = sum_dropped(dropped, nr);
     fprintf(f, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"world_size\":%d,\"buffer_events\":%zu,"
                "\"dropped_events\":%ld,\"dropped_from_step\":%ld,\"first_step\":%ld,\"last_step\":%ld},\n\"traceEvents\":[",
-            d->world, t->cap, total_dropped, from, t->first == LONG_MIN ? 0 : t->first, t->last == LONG_MAX ? 0 : t->last);
+            d->world, t->cap, lost.events, lost.from, t->first == LONG_MIN ? 0 : t->first, t->last == LONG_MAX ? 0 : t->last);
     int first = 1;
     size_t k = 0;
     for (int r = r0; r < r0 + nr; r++) {
@@ -183,20 +198,13 @@ static int write_gathered(void *p) {
 
 /* Rank 0: says how many events were dropped, from which step and on which ranks. */
 static void warn_dropped(const sv_trace *t, const sv_dist *d, const char *path, const long *dropped) {
-    long total = 0, from = 0;
-    int ranks = 0;
-    for (int r = 0; r < d->world; r++) {
-        if (!dropped[2 * r]) continue;
-        total += dropped[2 * r];
-        ranks++;
-        if (!from || dropped[2 * r + 1] < from) from = dropped[2 * r + 1];
-    }
-    if (!total) return;
+    dropped_sum lost = sum_dropped(dropped, d->world);
+    if (!lost.events) return;
     fprintf(stderr,
             "shiftvit: warning: --trace %s: the event buffer (%zu events per rank) filled at step %ld; %ld later step "
             "event(s) on %d rank(s) were dropped (checkpoints, evaluations and waits are kept). Trace a window of "
             "steps with train.trace_steps = FIRST-LAST.\n",
-            path, t->cap, from, total, ranks);
+            path, t->cap, lost.from, lost.events, lost.ranks);
 }
 
 int sv_trace_write(sv_trace *t, sv_dist *d, const char *path, char *err) {
