@@ -68,6 +68,9 @@ static void assert_config_equal(const sv_config *a, const sv_config *b) {
     assert_int_equal(a->augment, b->augment);
     assert_int_equal(a->translate, b->translate);
     assert_int_equal(a->cutout, b->cutout);
+    assert_int_equal(a->policy, b->policy);
+    assert_int_equal(a->randaugment_n, b->randaugment_n);
+    assert_int_equal(a->randaugment_m, b->randaugment_m);
     assert_int_equal(a->tta_flip, b->tta_flip);
     assert_int_equal(a->embed_dim, b->embed_dim);
     for (int i = 0; i < SV_NUM_STAGES; i++) assert_int_equal(a->depths[i], b->depths[i]);
@@ -162,7 +165,7 @@ static void test_recipe_steps(void **state) {
 /* Every key is in the recipe file: loading it onto a zeroed struct gives the
  * defaults. Keys added after the recipe file was frozen (bitwise unchanged
  * since) are absent from it: those whose default is not 0
- * (train.accumulation_steps) are set to it first. */
+ * (train.accumulation_steps, data.randaugment_n and _m) are set to it first. */
 static void test_recipe_file_gives_defaults(void **state) {
     (void)state;
     sv_config c, d;
@@ -173,6 +176,8 @@ static void test_recipe_file_gives_defaults(void **state) {
     strcpy(c.data_dir, "junk");
     strcpy(c.out_dir, "junk");
     c.accumulation_steps = 1;
+    c.randaugment_n = 2;
+    c.randaugment_m = 9;
     if (sv_config_load(&c, "configs/cifar10_keras.ini", err)) fail_msg("%s", err);
     sv_config_defaults(&d);
     assert_config_equal(&c, &d);
@@ -755,7 +760,7 @@ static void test_key_summary_lists_every_key(void **state) {
         if (sv_config_set(&c, set, err)) fail_msg("%s", err);
         keys++;
     }
-    assert_int_equal(keys, 48);
+    assert_int_equal(keys, 51);
     assert_config_equal(&c, &d);
     free(text);
 }

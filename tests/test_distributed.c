@@ -336,8 +336,9 @@ typedef struct {
 static const world_case g_world_cases[] = {
     {"b32", "", 16},
     {"b30", "--set train.batch_size=30", 18}, /* ceil(256 / 30) = 9 per epoch */
-    /* translation, cutout and flip TTA draw per (seed, epoch, sample) too */
-    {"aug", "--set data.translate=3 --set data.cutout=6 --set train.tta_flip=true", 16},
+    /* translation, cutout, RandAugment and flip TTA draw per (seed, epoch, sample) too */
+    {"aug", "--set data.translate=3 --set data.cutout=6 --set train.tta_flip=true "
+            "--set data.policy=randaugment --set data.randaugment_n=3", 16},
 };
 
 static void test_same_results_any_world_size(void **state) {

@@ -102,7 +102,8 @@ static sv_test_result train(int P, const char *args) {
 static int g_straight_done[MODES][4];
 static char g_straight_test[MODES][4][128];
 /* The mode of the running test: 0 the tiny config as it is; 1 mixed
- * precision; 2 the augmentation and evaluation keys of issue 22 on; 3 the
+ * precision; 2 the augmentation and evaluation keys of issue 22 on (TrivialAugment
+ * among them); 3 the
  * moving average of the weights (validated, checkpointed as /ema) with the
  * alternating flip, under ZeRO stage 1; 4 gradient accumulation (2
  * micro-steps) with the bf16 gradient exchange (issue 24). Every
@@ -111,7 +112,7 @@ static char g_straight_test[MODES][4][128];
 static int g_mode = 0;
 static const char *const g_mode_sets[MODES] = {
     "", " --set train.precision=bf16",
-    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true",
+    " --set data.translate=3 --set data.cutout=5 --set train.tta_flip=true --set data.policy=trivial",
     " --set train.ema_decay=0.9 --set data.flip=alternate --set train.zero_stage=1",
     " --set train.accumulation_steps=2 --set train.allreduce_dtype=bf16"};
 static const char *const g_mode_suffix[MODES] = {"", "_bf16", "_aug", "_ema", "_accum"};
@@ -583,7 +584,7 @@ static void test_mid_epoch_p1_bf16(void **state) {
     g_mode = 0;
 }
 
-/* Issue 22's keys (translation, cutout, flip TTA): their draws are keyed by
+/* Issue 22's keys (translation, cutout, TrivialAugment, flip TTA): their draws are keyed by
  * (seed, epoch, sample), so a run split mid-epoch, and across world sizes
  * 2 -> 1, ends bitwise as the straight run (same world) and within float
  * rounding (other world), with the same TEST line. */

@@ -35,6 +35,9 @@ typedef struct {
     int translate;              /* random translation up to N pixels, zero fill (0 = off) */
     int cutout;                 /* side of the cutout box in pixels (0 = off) */
     int flip;                   /* sv_flip_mode (data.h): random | alternate (random) */
+    int policy;                 /* sv_aug_policy (autoaugment.h): none | trivial | randaugment (none) */
+    int randaugment_n;          /* RandAugment: operations per image (2) */
+    int randaugment_m;          /* RandAugment: strength bin 0..30 (9) */
 
     /* [model] */
     int embed_dim;              /* channels of stage 1 (96) */

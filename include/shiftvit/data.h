@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shiftvit/common.h" /* SV_PATH_LEN */
+#include "shiftvit/autoaugment.h" /* sv_aug_policy */
+#include "shiftvit/common.h"      /* SV_PATH_LEN */
 
 #define SV_CIFAR_SIDE 32
 #define SV_CIFAR_PIXELS (SV_CIFAR_SIDE * SV_CIFAR_SIDE * 3)
@@ -135,14 +136,16 @@ typedef struct {
     int translate;   /* random translation up to N pixels, zero fill (0 = off) */
     int cutout;      /* side of the cutout box in pixels (0 = off) */
     sv_flip_mode flip; /* data.flip: random (each epoch) or alternate */
+    sv_aug_policy policy; /* data.policy, applied before the crop (autoaugment.h) */
+    int policy_n, policy_m; /* data.randaugment_n and _m: ops per image, strength bin */
     uint64_t seed;   /* the draws are keyed by (seed, epoch, sample) */
 } sv_batch_settings;
 
 /* Builds a batch: for i in [0, n) takes sample idx[i] of ds, writes its labels
  * and the transformed image into x (n x image_size x image_size x 3 float).
- * train != 0: augmentation (when b.augment: crop and flip (sv_draw_flip with
- * b.flip), then translation
- * and cutout when set) with draws keyed by (b.seed, epoch, idx[i]); train ==
+ * train != 0: augmentation (when b.augment: b.policy's operations on the uint8
+ * image (sv_aa_draw, sv_aa_apply_steps), crop and flip (sv_draw_flip with
+ * b.flip), then translation and cutout when set) with draws keyed by (b.seed, epoch, idx[i]); train ==
  * 0: evaluation transform. OpenMP-parallel over images. */
 void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
                    int n, sv_batch_settings b, long epoch, int train);

@@ -19,6 +19,7 @@ enum sv_rng_purpose {
     SV_RNG_DROPPATH = 6,  /* drop path: ids = (epoch, sample, layer) */
     SV_RNG_TRANSLATE = 7, /* random translation: ids = (epoch, sample) */
     SV_RNG_CUTOUT = 8,    /* cutout box centre: ids = (epoch, sample) */
+    SV_RNG_POLICY = 9,    /* TrivialAugment / RandAugment ops: ids = (epoch, sample) */
 };
 
 static inline uint64_t sv_mix64(uint64_t z) {

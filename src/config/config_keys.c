@@ -28,6 +28,8 @@
 static const char *const decay_names[] = {"tfa", "torch", NULL};
 const char *const sv_precision_names[] = {"fp32", "bf16", "auto", NULL};
 static const char *const flip_names[] = {"random", "alternate", NULL}; /* sv_flip_mode */
+/* Index = value of sv_aug_policy (autoaugment.h). */
+static const char *const policy_names[] = {"none", "trivial", "randaugment", NULL};
 /* Index = value of sv_config.allreduce_dtype. */
 static const char *const allreduce_dtype_names[] = {"fp32", "bf16", NULL};
 
@@ -64,6 +66,21 @@ const key_def sv_config_keys[] = {
      .doc = "With `augment`: after the translation, set a square of `cutout` x `cutout` pixels "
           "to black, its centre uniform over the image and the box clipped at the border "
           "(DeVries & Taylor 2017). 0 = off (the recipe). <= `image_size`."},
+    {"data", "policy", CHOICE(policy, policy_names), .def = "none",
+     .doc = "With `augment`: an automatic augmentation policy applied to the 32x32 image before "
+          "the crop. `trivial`: TrivialAugment (Mueller & Hutter 2021), one of 14 operations "
+          "(shear, translation, rotation, brightness, colour, contrast, sharpness, posterize, "
+          "solarize, autocontrast, equalize, identity) per image at a uniform strength from "
+          "torchvision's TrivialAugmentWide table; `randaugment`: RandAugment (Cubuk et al. "
+          "2020), `randaugment_n` operations at strength bin `randaugment_m`. Each operation "
+          "matches PIL's to the bit; drawn per (seed, epoch, image). `none` = off (the recipe)."},
+    {"data", "randaugment_n", INT(randaugment_n, 1, 8) /* SV_AA_MAX_OPS */, .def = "2",
+     .doc = "With `policy = randaugment`: operations per image, each chosen at random (with "
+          "replacement). 1..8."},
+    {"data", "randaugment_m", INT(randaugment_m, 0, 30) /* SV_AA_BINS - 1 */, .def = "9",
+     .doc = "With `policy = randaugment`: strength bin of every operation, 0 (none) .. 30 "
+          "(strongest; torchvision's 31 bins: shear 0.3, translation 14.5 px, rotation 30 "
+          "degrees, enhancement +-0.9 at 30). 0..30."},
     {"model", "embed_dim", INT(embed_dim, 1, 65536), .def = "96",
      .doc = "Channels of stage 1; each patch merging doubles them (96, 192, 384, 768). Divisible by "
           "`num_div`."},

@@ -260,6 +260,14 @@ void sv_make_batch(float *x, int *labels, const sv_dataset *ds, const long *idx,
         const uint8_t *img = ds->images + (size_t)s * SV_CIFAR_PIXELS;
         if (labels) labels[i] = ds->labels[s];
         if (augment) {
+            uint8_t policy_img[SV_CIFAR_PIXELS], policy_tmp[SV_CIFAR_PIXELS];
+            if (b.policy != SV_POLICY_NONE) {
+                sv_aa_step steps[SV_AA_MAX_OPS];
+                const int ns = sv_aa_draw(steps, seed, epoch, s, b.policy, b.policy_n, b.policy_m);
+                memcpy(policy_img, img, SV_CIFAR_PIXELS);
+                sv_aa_apply_steps(policy_img, policy_tmp, steps, ns);
+                img = policy_img;
+            }
             int oy, ox, flip;
             sv_draw_augment(seed, epoch, s, R, S, &oy, &ox, &flip);
             if (b.flip != SV_FLIP_RANDOM) flip = sv_draw_flip(seed, epoch, s, b.flip);

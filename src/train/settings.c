@@ -27,6 +27,10 @@ sv_model_settings sv_model_settings_from(const sv_config *c) {
     return s;
 }
 
+/* config_keys.c (a lower layer) spells these ranges out as numbers. */
+_Static_assert(SV_AA_MAX_OPS == 8 && SV_AA_BINS == 31,
+               "data.randaugment_n / data.randaugment_m ranges in config_keys.c");
+
 sv_batch_settings sv_batch_settings_from(const sv_config *c) {
     sv_batch_settings b;
     memset(&b, 0, sizeof b);
@@ -36,6 +40,9 @@ sv_batch_settings sv_batch_settings_from(const sv_config *c) {
     b.translate = c->translate;
     b.cutout = c->cutout;
     b.flip = (sv_flip_mode)c->flip;
+    b.policy = (sv_aug_policy)c->policy;
+    b.policy_n = c->randaugment_n;
+    b.policy_m = c->randaugment_m;
     b.seed = (uint64_t)c->seed;
     return b;
 }
