@@ -197,11 +197,9 @@ static void equalize(uint8_t *out, const uint8_t *in) {
         for (int i = 0; i < 256; i++)
             if (h[c][i]) used++, last = i;
         const int step = (NPIX - h[c][last]) / 255;
+        for (int i = 0; i < 256; i++) lut[c][i] = (uint8_t)i;
+        if (used <= 1 || step == 0) continue;
         for (int i = 0, n = step / 2; i < 256; i++) {
-            if (used <= 1 || step == 0) {
-                lut[c][i] = (uint8_t)i;
-                continue;
-            }
             const int v = n / step;
             lut[c][i] = (uint8_t)(v > 255 ? 255 : v);
             n += h[c][i];
