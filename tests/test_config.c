@@ -72,6 +72,7 @@ static void assert_config_equal(const sv_config *a, const sv_config *b) {
     assert_int_equal(a->randaugment_n, b->randaugment_n);
     assert_int_equal(a->randaugment_m, b->randaugment_m);
     assert_int_equal(a->tta_flip, b->tta_flip);
+    assert_int_equal(a->tta_translate, b->tta_translate);
     assert_int_equal(a->embed_dim, b->embed_dim);
     for (int i = 0; i < SV_NUM_STAGES; i++) assert_int_equal(a->depths[i], b->depths[i]);
     assert_int_equal(a->mlp_ratio, b->mlp_ratio);
@@ -760,7 +761,7 @@ static void test_key_summary_lists_every_key(void **state) {
         if (sv_config_set(&c, set, err)) fail_msg("%s", err);
         keys++;
     }
-    assert_int_equal(keys, 51);
+    assert_int_equal(keys, 52);
     assert_config_equal(&c, &d);
     free(text);
 }

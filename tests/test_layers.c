@@ -1264,13 +1264,18 @@ static void model_fd(model_ctx *d, int per) {
                   m->num_tensors, worst);
 }
 
+/* The tiny model of depths 1,1,1,1 without dropout, set up in d. */
+static void tiny_model_setup(model_ctx *d, sv_config *cfg) {
+    memset(d, 0, sizeof *d);
+    tiny_config(cfg, 0.f, 0.f, (const int[]){1, 1, 1, 1});
+    model_setup(d, cfg);
+}
+
 static void test_model_fd(void **state) {
     (void)state;
     static model_ctx d;
-    memset(&d, 0, sizeof d);
     sv_config cfg;
-    tiny_config(&cfg, 0.f, 0.f, (const int[]){1, 1, 1, 1});
-    model_setup(&d, &cfg);
+    tiny_model_setup(&d, &cfg);
     d.ids[0] = 11;
     d.ids[1] = 12;
     assert_int_equal(d.m.sides[0], 3);
@@ -1292,14 +1297,15 @@ static void test_model_fd(void **state) {
 static void test_eval_logits_flip_tta(void **state) {
     (void)state;
     static model_ctx d;
-    memset(&d, 0, sizeof d);
     sv_config cfg;
-    tiny_config(&cfg, 0.f, 0.f, (const int[]){1, 1, 1, 1});
-    model_setup(&d, &cfg);
+    tiny_model_setup(&d, &cfg);
     const int S = cfg.image_size, K = d.m.num_classes;
     const size_t nx = (size_t)MODEL_N * S * S * 3;
     float *orig = falloc(nx), *mirror = falloc(nx), plain[MODEL_N * 16], flipped[MODEL_N * 16],
-          keep[MODEL_N * 16], tta[MODEL_N * 16];
+          tta[MODEL_N * 16];
+    cfg.tta_flip = 1;
+    sv_tta flip;
+    sv_tta_init(&flip, &cfg, MODEL_N, K, S);
     memcpy(orig, d.x, nx * sizeof(float));
     for (int n = 0; n < MODEL_N; n++)
         for (int y = 0; y < S; y++)
@@ -1308,7 +1314,7 @@ static void test_eval_logits_flip_tta(void **state) {
                     mirror[(((size_t)n * S + y) * S + x) * 3 + c] = orig[(((size_t)n * S + y) * S + (S - 1 - x)) * 3 + c];
     memcpy(plain, sv_model_forward(&d.m, orig, MODEL_N, NULL), sizeof(float) * MODEL_N * K);
     memcpy(flipped, sv_model_forward(&d.m, mirror, MODEL_N, NULL), sizeof(float) * MODEL_N * K);
-    memcpy(tta, sv_eval_logits(&d.m, d.x, MODEL_N, S, 1, keep), sizeof(float) * MODEL_N * K);
+    memcpy(tta, sv_eval_logits(&d.m, d.x, MODEL_N, S, &flip), sizeof(float) * MODEL_N * K);
     assert_memory_equal(d.x, orig, nx * sizeof(float));
     int differs = 0;
     for (int i = 0; i < MODEL_N * K; i++) {
@@ -1316,11 +1322,100 @@ static void test_eval_logits_flip_tta(void **state) {
         differs += plain[i] != flipped[i];
     }
     assert_true(differs > 0); /* the model is not mirror-symmetric: the check means something */
-    const float *of_mirror = sv_eval_logits(&d.m, mirror, MODEL_N, S, 1, keep);
+    const float *of_mirror = sv_eval_logits(&d.m, mirror, MODEL_N, S, &flip);
     assert_memory_equal(of_mirror, tta, sizeof(float) * MODEL_N * K);
-    assert_memory_equal(sv_eval_logits(&d.m, d.x, MODEL_N, S, 0, NULL), plain, sizeof(float) * MODEL_N * K);
+    assert_memory_equal(sv_eval_logits(&d.m, d.x, MODEL_N, S, NULL), plain, sizeof(float) * MODEL_N * K);
+    sv_tta_free(&flip);
     sv_free(orig);
     sv_free(mirror);
+    model_teardown(&d);
+}
+
+/* sv_translate_images_reflect on a 4x4 image whose pixel (i, j), channel c
+ * holds 100 i + 10 j + c: the rows and columns it must read, written out by
+ * hand as numpy.pad(x, 3, mode="reflect") gives them (rows and columns
+ * 3 2 1 0 for d = -3, 1 0 1 2 for d = -1, 0 1 2 3 for d = 0, 1 2 3 2 for
+ * d = +1, 2 3 2 1 for d = +2), every pixel of two images. */
+static void test_translate_reflect_by_hand(void **state) {
+    (void)state;
+    enum { S = 4, N = 2 };
+    float src[N * S * S * 3], dst[N * S * S * 3];
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++)
+                for (int c = 0; c < 3; c++) src[((n * S + i) * S + j) * 3 + c] = 1000.f * n + 100.f * i + 10.f * j + c;
+    static const int d_of[5] = {-3, -1, 0, 1, 2};
+    static const int read[5][S] = {{3, 2, 1, 0}, {1, 0, 1, 2}, {0, 1, 2, 3}, {1, 2, 3, 2}, {2, 3, 2, 1}};
+    for (int v = 0; v < 5; v++) {
+        sv_translate_images_reflect(dst, src, N, S, d_of[v]);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < S; i++)
+                for (int j = 0; j < S; j++)
+                    for (int c = 0; c < 3; c++)
+                        assert_float_equal(dst[((n * S + i) * S + j) * 3 + c],
+                                           1000.f * n + 100.f * read[v][i] + 10.f * read[v][j] + c, 0.f);
+    }
+}
+
+/* Translation test-time augmentation (train.tta_translate, with and without
+ * flip): the weighted mean of plain forwards of the views built here by hand
+ * (index arithmetic of numpy's reflect padding, independent of
+ * sv_translate_images_reflect): with flip 1/4 the image, 1/4 its mirror and
+ * 1/8 each of the four moved views; without flip 1/2 and 1/4, 1/4. The input
+ * comes back unchanged, and the views differ from the plain logits (so the
+ * check can fail). */
+static void test_eval_logits_translate_tta(void **state) {
+    (void)state;
+    static model_ctx d;
+    sv_config cfg;
+    tiny_model_setup(&d, &cfg);
+    const int S = cfg.image_size, K = d.m.num_classes, t = 2;
+    const size_t nx = (size_t)MODEL_N * S * S * 3;
+    float *orig = falloc(nx), *view = falloc(nx), want[2][MODEL_N * 16], part[MODEL_N * 16];
+    memcpy(orig, d.x, nx * sizeof(float));
+    memset(want, 0, sizeof want);
+    /* views: (shift, mirror) for shift in {0, +t, -t}, mirror in {0, 1} */
+    for (int v = 0; v < 6; v++) {
+        int shift = (v / 2 == 0) ? 0 : (v / 2 == 1 ? t : -t), mirror = v % 2;
+        for (int n = 0; n < MODEL_N; n++)
+            for (int y = 0; y < S; y++)
+                for (int x = 0; x < S; x++) {
+                    int sy = y + shift, sx = x + shift;
+                    sy = sy < 0 ? -sy : (sy >= S ? 2 * S - 2 - sy : sy);
+                    sx = sx < 0 ? -sx : (sx >= S ? 2 * S - 2 - sx : sx);
+                    if (mirror) { /* the mirror of the moved view: its column S-1-x */
+                        int xm = S - 1 - x, sxm = xm + shift;
+                        sx = sxm < 0 ? -sxm : (sxm >= S ? 2 * S - 2 - sxm : sxm);
+                    }
+                    for (int c = 0; c < 3; c++)
+                        view[(((size_t)n * S + y) * S + x) * 3 + c] = orig[(((size_t)n * S + sy) * S + sx) * 3 + c];
+                }
+        memcpy(part, sv_model_forward(&d.m, view, MODEL_N, NULL), sizeof(float) * MODEL_N * K);
+        for (int i = 0; i < MODEL_N * K; i++) {
+            want[1][i] += (shift == 0 ? 0.25f : 0.125f) * part[i];
+            if (!mirror) want[0][i] += (shift == 0 ? 0.5f : 0.25f) * part[i];
+        }
+    }
+    const float *plain = sv_model_forward(&d.m, orig, MODEL_N, NULL);
+    float plain_copy[MODEL_N * 16];
+    memcpy(plain_copy, plain, sizeof(float) * MODEL_N * K);
+    for (int flip = 0; flip <= 1; flip++) {
+        cfg.tta_flip = flip;
+        cfg.tta_translate = t;
+        sv_tta tta;
+        sv_tta_init(&tta, &cfg, MODEL_N, K, S);
+        const float *got = sv_eval_logits(&d.m, d.x, MODEL_N, S, &tta);
+        assert_memory_equal(d.x, orig, nx * sizeof(float));
+        int differs = 0;
+        for (int i = 0; i < MODEL_N * K; i++) {
+            assert_float_equal(got[i], want[flip][i], 1e-6f * (1.0f + fabsf(want[flip][i])));
+            differs += fabsf(got[i] - plain_copy[i]) > 1e-5f;
+        }
+        assert_true(differs > 0);
+        sv_tta_free(&tta);
+    }
+    sv_free(orig);
+    sv_free(view);
     model_teardown(&d);
 }
 
@@ -1490,6 +1585,8 @@ int main(void) {
         cmocka_unit_test(test_model_fd),
         cmocka_unit_test(test_model_fd_dropout_drop_path),
         cmocka_unit_test(test_eval_logits_flip_tta),
+        cmocka_unit_test(test_translate_reflect_by_hand),
+        cmocka_unit_test(test_eval_logits_translate_tta),
         cmocka_unit_test(test_model_modes_and_ready),
         cmocka_unit_test(test_model_batch_consistency),
     };

@@ -70,6 +70,7 @@ typedef struct {
     int val_every;              /* validate after every N-th epoch and the last one (1) */
     float label_smoothing;      /* cross-entropy target smoothing, in [0, 1) (0) */
     int tta_flip;               /* evaluation averages the logits of each image and its mirror (0) */
+    int tta_translate;          /* evaluation adds the views moved by (+N, +N) and (-N, -N) pixels; 0 = off (0) */
     sv_precision precision;     /* fp32 | bf16: operands of the matrix products (fp32) */
     double collective_timeout;  /* seconds a collective may wait before the job is aborted; 0 = none (300) */
     int zero_stage;             /* 0: replicated AdamW state; 1: sharded over ranks (ZeRO stage 1) (0) */

@@ -80,6 +80,14 @@ void sv_eval_image(float *out, const uint8_t *img, int resize_size, int image_si
  * column j and column S-1-j of every row swap. Applying it twice restores x. */
 void sv_flip_images(float *x, int n, int S);
 
+/* Moves n images by (d, d) pixels with the border filled by reflection
+ * (numpy's / PyTorch's "reflect" padding, the edge pixel not repeated):
+ * dst[b][i][j] = src[b][r(i + d)][r(j + d)], r(k) = -k for k < 0 and
+ * 2(S-1) - k for k > S-1. For d = -1 this is airbench's view
+ * pad(x, 1, reflect)[0:S, 0:S]. src, dst: n x S x S x 3 float NHWC, distinct;
+ * |d| < S (checked: SV_CHECK). */
+void sv_translate_images_reflect(float *dst, const float *src, int n, int S, int d);
+
 /* Crop offsets and flip for one sample, keyed by (seed, epoch, sample index):
  * oy, ox uniform in [0, resize_size - image_size], flip with p = 0.5. */
 void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,

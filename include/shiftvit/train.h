@@ -56,13 +56,31 @@ typedef struct { double loss, top1, top5; long count; } sv_eval_result;
 sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
                            sv_dist *d, float *x, int *labels, long *idx);
 
-/* Logits of n images for evaluation (no dropout, no drop path): the model's
- * logits, or with tta_flip the mean of the logits of each image and of its
- * horizontal mirror (flip test-time augmentation; the mean of logits, as
- * airbench's evaluation does). x: n x S x S x 3 NHWC, mirrored in place and
- * back. keep: scratch of n x num_classes floats, used with tta_flip only.
- * Returns n x num_classes logits, valid until the next forward. */
-const float *sv_eval_logits(sv_model *m, float *x, int n, int S, int tta_flip, float *keep);
+/* Test-time augmentation of evaluation (train.tta_flip, train.tta_translate)
+ * with its scratch for batches of up to n images. */
+typedef struct {
+    int flip;      /* each view also mirrored */
+    int translate; /* also the views moved by (+t, +t) and (-t, -t), reflected border; 0 = off */
+    float *logits; /* n x num_classes: the mean being built */
+    float *images; /* n x S x S x 3 NHWC: a moved copy of the batch (translate only) */
+} sv_tta;
+
+/* Sets flip and translate from cfg and allocates the scratch they need
+ * (none without either; aborts on allocation failure as sv_alloc does). */
+void sv_tta_init(sv_tta *t, const sv_config *cfg, int n, int num_classes, int S);
+void sv_tta_free(sv_tta *t);
+
+/* Logits of n images for evaluation (no dropout, no drop path). Without
+ * test-time augmentation (t NULL or both off) the model's logits. With it,
+ * the weighted mean of the logits of the views (KellerJordan/cifar10-airbench's
+ * evaluation: a mean of logits, not of probabilities): the image and, with
+ * flip, its horizontal mirror share weight 1/2 (1 without translate); with
+ * translate, the images moved by (+t, +t) and (-t, -t)
+ * (sv_translate_images_reflect), each with its mirror under flip, share the
+ * other 1/2. x: n x S x S x 3 NHWC, mirrored in place and back (unchanged on
+ * return); n <= the n of sv_tta_init. Returns n x num_classes logits, valid
+ * until the next forward or call. */
+const float *sv_eval_logits(sv_model *m, float *x, int n, int S, const sv_tta *t);
 
 /* Per-rank batch sizes for a config: ceil(global / world). */
 int sv_local_batch(int global, int world);

@@ -19,7 +19,8 @@
 static void eval_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit eval --checkpoint CKPT [--split val|test] [--data-dir DIR] [--batch N]\n"
-            "                     [--precision fp32|bf16|auto] [--tta-flip on|off] [--weights ema|raw]\n\n"
+            "                     [--precision fp32|bf16|auto] [--tta-flip on|off] [--tta-translate N]\n"
+            "                     [--weights ema|raw]\n\n"
             "Evaluates a checkpoint on a CIFAR-10 split with the evaluation transform and prints\n"
             "  TEST loss=... top1=... top5=...   (or VAL ... for --split val)\n"
             "The model and the split sizes come from the config stored in the checkpoint. Runs on\n"
@@ -35,6 +36,8 @@ static void eval_usage(FILE *f) {
             "                     checkpoint's train.precision)\n"
             "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
             "                     the checkpoint's train.tta_flip)\n"
+            "  --tta-translate N  also the image moved by (+N, +N) and (-N, -N) pixels, border\n"
+            "                     reflected (0 = off; default: the checkpoint's train.tta_translate)\n"
             "  --weights W        ema: the moving average of the weights (/ema, runs with\n"
             "                     train.ema_decay > 0); raw: the trained weights (/model);\n"
             "                     default: ema when the checkpoint has it\n"
@@ -60,6 +63,7 @@ typedef struct {
     int precision;   /* -1: the checkpoint's, else sv_precision */
     long batch;      /* 0: the checkpoint's train.eval_batch_size */
     int tta_flip;    /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
+    long tta_translate; /* -1: the checkpoint's train.tta_translate, else pixels */
     int weights;     /* -1: ema when the checkpoint has it, else SV_WEIGHTS_EMA / SV_WEIGHTS_RAW */
 } eval_opts;
 
@@ -75,6 +79,10 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     if (ok && o->batch > 0) cfg.eval_batch_size = (int)o->batch;
     if (ok && o->precision >= 0) cfg.precision = (sv_precision)o->precision;
     if (ok && o->tta_flip >= 0) cfg.tta_flip = o->tta_flip;
+    if (ok && o->tta_translate >= 0) cfg.tta_translate = (int)o->tta_translate;
+    if (ok && cfg.tta_translate >= cfg.image_size)
+        ok = sv_fail(err, "--tta-translate %d must be smaller than the checkpoint's [data] image_size = %d",
+                     cfg.tta_translate, cfg.image_size) == 0;
     sv_dataset ds;
     memset(&ds, 0, sizeof ds);
     if (ok) {
@@ -127,7 +135,8 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     return 0;
 }
 
-enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION, OPT_TTA_FLIP, OPT_WEIGHTS };
+enum { OPT_CHECKPOINT = 256, OPT_SPLIT, OPT_DATA_DIR, OPT_BATCH, OPT_PRECISION, OPT_TTA_FLIP, OPT_TTA_TRANSLATE,
+       OPT_WEIGHTS };
 
 static const struct option eval_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -137,6 +146,7 @@ static const struct option eval_options[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
+    {"tta-translate", required_argument, NULL, OPT_TTA_TRANSLATE},
     {"weights", required_argument, NULL, OPT_WEIGHTS},
     {NULL, 0, NULL, 0},
 };
@@ -163,6 +173,9 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
         case OPT_TTA_FLIP:
             if (sv_cli_choice(cli, "eval", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
             break;
+        case OPT_TTA_TRANSLATE:
+            if (sv_cli_int(cli, "eval", "--tta-translate", optarg, 0, 4096, &o->tta_translate)) return 1;
+            break;
         case OPT_WEIGHTS:
             if (sv_cli_choice(cli, "eval", "--weights", optarg, sv_cli_weights_names, &o->weights)) return 1;
             break;
@@ -182,7 +195,7 @@ static int parse_eval_options(const sv_cli *cli, int argc, char **argv, eval_opt
 }
 
 int sv_cmd_eval(const sv_cli *cli, int argc, char **argv) {
-    eval_opts o = {NULL, NULL, 1, -1, 0, -1, -1};
+    eval_opts o = {.split_test = 1, .precision = -1, .tta_flip = -1, .tta_translate = -1, .weights = -1};
     int rc = parse_eval_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_eval(cli->d, &o);
 }

@@ -40,7 +40,7 @@ static void predict_usage(FILE *f) {
     fprintf(f,
             "usage: shiftvit predict --checkpoint CKPT [--top-k K] [--json] [--grid OUT.png]\n"
             "                        [--resize nearest|bilinear|area] [--precision fp32|bf16|auto]\n"
-            "                        [--tta-flip on|off] [--weights ema|raw]\n"
+            "                        [--tta-flip on|off] [--tta-translate N] [--weights ema|raw]\n"
             "                        IMAGE_OR_DIR...\n\n"
             "Classifies JPEG and PNG images (also grayscale, with alpha, or 16-bit) with a trained\n"
             "checkpoint: each image is resized to 32x32, given the evaluation transform and\n"
@@ -61,6 +61,8 @@ static void predict_usage(FILE *f) {
             "                     checkpoint's train.precision)\n"
             "  --tta-flip on|off  average the logits of each image and its mirror (default:\n"
             "                     the checkpoint's train.tta_flip)\n"
+            "  --tta-translate N  also the image moved by (+N, +N) and (-N, -N) pixels, border\n"
+            "                     reflected (0 = off; default: the checkpoint's train.tta_translate)\n"
             "  --weights W        ema: the moving average of the weights (/ema, runs with\n"
             "                     train.ema_decay > 0); raw: the trained weights (/model);\n"
             "                     default: ema when the checkpoint has it\n"
@@ -219,12 +221,14 @@ typedef struct {
     int precision;        /* -1: the checkpoint's, else sv_precision */
     int resize;           /* resize_mode */
     int tta_flip;         /* -1: the checkpoint's train.tta_flip, else 0 off / 1 on */
+    int tta_translate;    /* -1: the checkpoint's train.tta_translate, else pixels */
     int weights;          /* -1: ema when the checkpoint has it, else SV_WEIGHTS_EMA / SV_WEIGHTS_RAW */
     char **inputs;        /* files and directories, in the order given */
     int ninputs;
 } predict_opts;
 
-enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE, OPT_TTA_FLIP, OPT_WEIGHTS };
+enum { OPT_CHECKPOINT = 256, OPT_TOPK, OPT_JSON, OPT_PRECISION, OPT_GRID, OPT_RESIZE, OPT_TTA_FLIP, OPT_TTA_TRANSLATE,
+       OPT_WEIGHTS };
 
 static const struct option predict_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -235,6 +239,7 @@ static const struct option predict_options[] = {
     {"grid", required_argument, NULL, OPT_GRID},
     {"resize", required_argument, NULL, OPT_RESIZE},
     {"tta-flip", required_argument, NULL, OPT_TTA_FLIP},
+    {"tta-translate", required_argument, NULL, OPT_TTA_TRANSLATE},
     {"weights", required_argument, NULL, OPT_WEIGHTS},
     {NULL, 0, NULL, 0},
 };
@@ -264,6 +269,10 @@ static int parse_predict_options(const sv_cli *cli, int argc, char **argv, predi
             break;
         case OPT_TTA_FLIP:
             if (sv_cli_choice(cli, "predict", "--tta-flip", optarg, sv_cli_off_on, &o->tta_flip)) return 1;
+            break;
+        case OPT_TTA_TRANSLATE:
+            if (sv_cli_int(cli, "predict", "--tta-translate", optarg, 0, 4096, &k)) return 1;
+            o->tta_translate = (int)k;
             break;
         case OPT_WEIGHTS:
             if (sv_cli_choice(cli, "predict", "--weights", optarg, sv_cli_weights_names, &o->weights)) return 1;
@@ -310,6 +319,12 @@ static int load_model(const predict_opts *o, sv_config *cfg, sv_model *m) {
     }
     if (o->precision >= 0) cfg->precision = (sv_precision)o->precision;
     if (o->tta_flip >= 0) cfg->tta_flip = o->tta_flip;
+    if (o->tta_translate >= 0) cfg->tta_translate = o->tta_translate;
+    if (cfg->tta_translate >= cfg->image_size) {
+        fprintf(stderr, "shiftvit predict: --tta-translate %d must be smaller than the checkpoint's "
+                "[data] image_size = %d\n", cfg->tta_translate, cfg->image_size);
+        return 1;
+    }
     if (sv_model_create_inference(m, sv_model_settings_from(cfg), 1, err) != 0) {
         fprintf(stderr, "shiftvit predict: %s\n", err);
         return 2;
@@ -337,7 +352,7 @@ typedef struct {
     int *order;           /* K */
     sv_grid_cell *cells;  /* SV_GRID_MAX, or NULL without --grid */
     int ncells;
-    float *keep;          /* K: flip test-time augmentation's logits (train.tta_flip) */
+    sv_tta tta;           /* test-time augmentation (train.tta_flip, train.tta_translate) */
 } predictor;
 
 /* Decodes, resizes and classifies one file, prints its result and keeps its
@@ -364,7 +379,7 @@ static int classify_file(predictor *P, const char *path) {
     }
     sv_eval_image(P->x, small, P->cfg->resize_size, P->cfg->image_size);
     const int S = P->cfg->image_size;
-    const float *logits = sv_eval_logits(P->m, P->x, 1, S, P->cfg->tta_flip, P->keep);
+    const float *logits = sv_eval_logits(P->m, P->x, 1, S, &P->tta);
     probabilities(logits, K, P->prob);
     rank_classes(P->prob, K, P->order);
     if (o->json) print_json(path, logits, P->prob, P->order, K, topk);
@@ -414,8 +429,8 @@ static int run_predict(const predict_opts *o) {
     int failed = expand_inputs(o, &files), classified = 0, S = cfg.image_size, K = m.num_classes;
     predictor P = {o, &cfg, &m, sv_alloc((size_t)S * S * 3 * sizeof(float), "input image"),
                    sv_alloc((size_t)K * sizeof(double), "probabilities"), sv_alloc((size_t)K * sizeof(int), "class order"),
-                   o->grid ? calloc(SV_GRID_MAX, sizeof(sv_grid_cell)) : NULL, 0,
-                   sv_alloc((size_t)K * sizeof(float), "flip logits")};
+                   o->grid ? calloc(SV_GRID_MAX, sizeof(sv_grid_cell)) : NULL, 0, {0}};
+    sv_tta_init(&P.tta, &cfg, 1, K, S);
     for (int i = 0; i < files.n; i++) {
         int bad = classify_file(&P, files.v[i]);
         failed += bad;
@@ -428,7 +443,7 @@ static int run_predict(const predict_opts *o) {
     sv_free(P.x);
     sv_free(P.prob);
     sv_free(P.order);
-    sv_free(P.keep);
+    sv_tta_free(&P.tta);
     strlist_free(&files);
     sv_model_free(&m);
     return failed ? 1 : 0;
@@ -436,7 +451,8 @@ static int run_predict(const predict_opts *o) {
 
 int sv_cmd_predict(const sv_cli *cli, int argc, char **argv) {
     if (cli->d->rank != 0) return 0; /* predict runs on rank 0 only */
-    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST, .tta_flip = -1, .weights = -1};
+    predict_opts o = {.topk = 3, .precision = -1, .resize = RESIZE_NEAREST, .tta_flip = -1, .tta_translate = -1,
+                        .weights = -1};
     int rc = parse_predict_options(cli, argc, argv, &o);
     return rc >= 0 ? rc : run_predict(&o);
 }

@@ -152,6 +152,13 @@ const key_def sv_config_keys[] = {
      .doc = "Flip test-time augmentation: validation, test, `eval` and `predict` average the "
           "logits of each image and of its horizontal mirror (two forward passes). Changes "
           "evaluation only, not training. false = off (the recipe)."},
+    {"train", "tta_translate", INT(tta_translate, 0, 4096), .def = "0",
+     .doc = "Translation test-time augmentation (KellerJordan/cifar10-airbench's multi-crop): "
+          "validation, test, `eval` and `predict` also evaluate each image moved by (+N, +N) "
+          "and by (-N, -N) pixels, the border filled by reflection, each with its mirror when "
+          "`tta_flip`; the unmoved view(s) weigh 1/2 in the mean of the logits, the moved ones "
+          "1/2 together. 3x the forward passes. Changes evaluation only. 0 = off (the recipe). "
+          "< `image_size`."},
     {"train", "precision", CHOICE(precision, sv_precision_names), .def = "fp32", .resumable = 1,
      .doc = "Operands of the matrix products (every dense layer's forward, input-gradient and "
           "weight-gradient product): `fp32` (BLIS, the recipe), `bf16` (rounded to bf16, "

@@ -338,6 +338,9 @@ static int check_cross_fields(const sv_config *c, char *err) {
     if (c->translate >= c->image_size)
         return sv_fail(err, "[data] translate = %d must be smaller than [data] image_size = %d (a "
                        "larger move leaves a black image)", c->translate, c->image_size);
+    if (c->tta_translate >= c->image_size)
+        return sv_fail(err, "[train] tta_translate = %d must be smaller than [data] image_size = %d (the "
+                       "reflected border needs a pixel to mirror)", c->tta_translate, c->image_size);
     if (c->cutout > c->image_size)
         return sv_fail(err, "[data] cutout = %d is larger than [data] image_size = %d", c->cutout,
                        c->image_size);

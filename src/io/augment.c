@@ -199,6 +199,25 @@ void sv_flip_images(float *x, int n, int S) {
     }
 }
 
+static inline int reflect_index(int k, int S) { return k < 0 ? -k : (k > S - 1 ? 2 * (S - 1) - k : k); }
+
+void sv_translate_images_reflect(float *dst, const float *src, int n, int S, int d) {
+    SV_CHECK(d > -S && d < S && dst != src);
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)n * S; r++) {
+        long b = r / S;
+        int i = (int)(r % S);
+        const float *srow = src + ((size_t)b * S + reflect_index(i + d, S)) * S * 3;
+        float *drow = dst + (size_t)r * S * 3;
+        for (int j = 0; j < S; j++) {
+            const float *p = srow + 3 * reflect_index(j + d, S);
+            drow[3 * j] = p[0];
+            drow[3 * j + 1] = p[1];
+            drow[3 * j + 2] = p[2];
+        }
+    }
+}
+
 /* ------------------------------------------------------------ randomness */
 
 void sv_draw_augment(uint64_t seed, long epoch, long sample, int resize_size,

@@ -16,16 +16,44 @@ int sv_eval_local_batch(const sv_config *cfg, long images, int world) {
     return bs < shard ? bs : (int)shard;
 }
 
-const float *sv_eval_logits(sv_model *m, float *x, int n, int S, int tta_flip, float *keep) {
-    const float *logits = sv_model_forward(m, x, n, NULL);
-    if (!tta_flip) return logits;
+void sv_tta_init(sv_tta *t, const sv_config *cfg, int n, int num_classes, int S) {
+    t->flip = cfg->tta_flip;
+    t->translate = cfg->tta_translate;
+    int any = t->flip || t->translate;
+    t->logits = any ? sv_alloc((size_t)n * num_classes * sizeof(float), "test-time augmentation logits") : NULL;
+    t->images = t->translate ? sv_alloc((size_t)n * S * S * 3 * sizeof(float), "test-time augmentation images")
+                             : NULL;
+}
+
+void sv_tta_free(sv_tta *t) {
+    sv_free(t->logits);
+    sv_free(t->images);
+    t->logits = t->images = NULL;
+}
+
+/* acc = (first) or += w x the logits of x, then += w x those of its mirror
+ * under flip. The weights are powers of two, so each product is exact and
+ * flip alone gives 0.5 (a + b) to the bit. */
+static void add_views(sv_model *m, float *x, int n, int S, int flip, float w, float *acc, int first) {
     const size_t len = (size_t)n * m->num_classes;
-    memcpy(keep, logits, len * sizeof(float));
+    const float *l = sv_model_forward(m, x, n, NULL);
+    for (size_t i = 0; i < len; i++) acc[i] = first ? w * l[i] : acc[i] + w * l[i];
+    if (!flip) return;
     sv_flip_images(x, n, S);
-    logits = sv_model_forward(m, x, n, NULL);
+    l = sv_model_forward(m, x, n, NULL);
     sv_flip_images(x, n, S); /* the caller's images as they were */
-    for (size_t i = 0; i < len; i++) keep[i] = 0.5f * (keep[i] + logits[i]);
-    return keep;
+    for (size_t i = 0; i < len; i++) acc[i] += w * l[i];
+}
+
+const float *sv_eval_logits(sv_model *m, float *x, int n, int S, const sv_tta *t) {
+    if (!t || (!t->flip && !t->translate)) return sv_model_forward(m, x, n, NULL);
+    float w = (t->translate ? 0.5f : 1.0f) / (t->flip ? 2 : 1);
+    add_views(m, x, n, S, t->flip, w, t->logits, 1);
+    for (int sign = 1; t->translate && sign >= -1; sign -= 2) {
+        sv_translate_images_reflect(t->images, x, n, S, sign * t->translate);
+        add_views(m, t->images, n, S, t->flip, 0.5f * w, t->logits, 0);
+    }
+    return t->logits;
 }
 
 sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *cfg,
@@ -36,12 +64,13 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
     if (bs > m->max_batch) bs = m->max_batch;
     int K = m->num_classes;
     double sums[3] = {0, 0, 0};
-    float *keep = cfg->tta_flip ? sv_alloc((size_t)bs * K * sizeof(float), "flip logits") : NULL;
+    sv_tta tta;
+    sv_tta_init(&tta, cfg, bs, K, cfg->image_size);
     for (long b = 0; b < count; b += bs) {
         int n = (int)(count - b < bs ? count - b : bs);
         for (int i = 0; i < n; i++) idx[i] = start + b + i;
         sv_make_batch(x, labels, ds, idx, n, sv_batch_settings_from(cfg), 0, 0);
-        const float *logits = sv_eval_logits(m, x, n, cfg->image_size, cfg->tta_flip, keep);
+        const float *logits = sv_eval_logits(m, x, n, cfg->image_size, &tta);
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * K;
             /* -log softmax(l)[label] by the training loss's log-softmax,
@@ -51,7 +80,7 @@ sv_eval_result sv_evaluate(sv_model *m, const sv_dataset *ds, const sv_config *c
             sums[2] += sv_topk_correct(l, K, labels[i], K < 5 ? K : 5);
         }
     }
-    sv_free(keep);
+    sv_tta_free(&tta);
     double all[4] = {sums[0], sums[1], sums[2], (double)count};
     sv_allreduce_doubles(d, all, 4);
     sv_eval_result r = {0, 0, 0, (long)all[3]};
