@@ -72,6 +72,10 @@ def export(a):
         sys.stderr.write("%s: warning: %s: /%s/%s holds NaN or infinity\n"
                          % (PROG, a.checkpoint, ck.GROUP_OF[a.weights], meta["nonfinite"][0]))
     tta = svm.tta_flip_from_text(meta["config_text"]) if a.tta_flip == "checkpoint" else a.tta_flip == "on"
+    moved = svm.tta_translate_from_text(meta["config_text"])
+    if moved:
+        sys.stderr.write("%s: note: %s has train.tta_translate = %d; the graph has no moved views, so its logits "
+                         "are those of `shiftvit predict --tta-translate 0`\n" % (PROG, a.checkpoint, moved))
     model = onnx_graph.build_model(
         cfg, params, opset=a.opset, include_resize=a.include_resize, tta_flip=tta,
         meta={"source_checkpoint": os.path.basename(a.checkpoint), "weights": a.weights,

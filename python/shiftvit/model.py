@@ -112,6 +112,14 @@ def tta_flip_from_text(text):
     return v in ("true", "1", "yes")
 
 
+def tta_translate_from_text(text):
+    """The [train] tta_translate of a stored config (0 when absent or not a
+    whole number): how many pixels shiftvit's evaluation moves the extra
+    test-time views; 0 = none."""
+    v = parse_ini(text).get("train", {}).get("tta_translate", "0").strip()
+    return int(v) if v.isdigit() else 0
+
+
 def config_from_text(text, source="config"):
     """Model dimensions from INI text ([model] keys, [data] image_size and
     resize_size); missing keys keep the recipe's values. Raises ConfigError

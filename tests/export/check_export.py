@@ -108,8 +108,9 @@ def predict_logits(binary, ckpt, images, work, tta_flip):
     os.makedirs(folder)
     for i, im in enumerate(images):
         Image.fromarray(im).save(os.path.join(folder, "%04d.png" % i))
+    # the exports have no moved views (train.tta_translate): predict without them
     out = must([binary, "predict", "--json", "--precision", "fp32", "--tta-flip", "on" if tta_flip else "off",
-                "--checkpoint", ckpt, folder])
+                "--tta-translate", "0", "--checkpoint", ckpt, folder])
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     if len(rows) != len(images):
         raise SystemExit("check_export.py: predict classified %d of %d images" % (len(rows), len(images)))
