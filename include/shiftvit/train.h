@@ -68,6 +68,7 @@ typedef struct {
 /* Sets flip and translate from cfg and allocates the scratch they need
  * (none without either; aborts on allocation failure as sv_alloc does). */
 void sv_tta_init(sv_tta *t, const sv_config *cfg, int n, int num_classes, int S);
+/* Frees the scratch of sv_tta_init (safe on a zeroed or freed sv_tta). */
 void sv_tta_free(sv_tta *t);
 
 /* Logits of n images for evaluation (no dropout, no drop path). Without
