@@ -7,6 +7,9 @@
  *     1e-12, no weight decay) val top-1 never improves after the first
  *     validation, so patience 1 stops after epoch 4 with val_every = 2 and
  *     after epoch 2 with val_every = 1;
+ *   - data.val_size = 0: no validation, no best.h5, the same training and
+ *     TEST line as with a validation split; patience > 0 and `eval --split
+ *     val` refused;
  *   - train.label_smoothing = 0 given explicitly is bitwise the default run;
  *   - resuming a run that already ended (all epochs done, or early stopped)
  *     trains nothing, says so, reprints the same TEST line and exits 0;
@@ -103,6 +106,56 @@ static void test_val_every(void **state) {
     char path[256];
     snprintf(path, sizeof path, "%s/every2/best.h5", g_tmp);
     assert_int_equal(access(path, R_OK), 0);
+    free(out);
+}
+
+static void test_line(const char *out, char *line, size_t n);
+
+/* data.val_size = 0 (the final run on the whole training set): no epoch
+ * validates, no best.h5, the training and the TEST line are those of the
+ * same run with a validation split (validation does not touch the weights or
+ * the random draws); patience > 0 and `eval --split val` are refused with the
+ * keys named; resuming the ended run says there was no validation. */
+static void test_no_validation_split(void **state) {
+    (void)state;
+    char with[256], without[256], path[256], cmd[512];
+    char *out = train("withval", "--set train.epochs=2 --set train.patience=0");
+    test_line(out, with, sizeof with);
+    free(out);
+    out = train("noval", "--set train.epochs=2 --set train.patience=0 --set data.val_size=0");
+    test_line(out, without, sizeof without);
+    assert_string_equal(without, with);
+    assert_int_equal(sv_test_count(out, "val not run (data.val_size = 0)"), 2);
+    assert_int_equal(sv_test_count(out, "| val loss "), 0);
+    free(out);
+    epochs_csv e;
+    read_epochs("noval", &e);
+    assert_int_equal(e.rows, 2);
+    assert_true(isnan(e.val_top1[0]) && isnan(e.val_top1[1]));
+    snprintf(path, sizeof path, "%s/noval/best.h5", g_tmp);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof path, "%s/noval/last.h5", g_tmp);
+    assert_int_equal(access(path, R_OK), 0);
+
+    snprintf(cmd, sizeof cmd, "--set train.epochs=2 --set train.patience=0 --set data.val_size=0 --resume %s", path);
+    out = train("noval", cmd);
+    assert_non_null(strstr(out, "Nothing more to train"));
+    assert_non_null(strstr(out, "all train.epochs done; no validation)"));
+    free(out);
+
+    int st;
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 60 %s eval --checkpoint %s --split val 2>&1", g_bin, path);
+    out = sv_test_capture(cmd, &st);
+    assert_int_not_equal(st, 0);
+    assert_non_null(strstr(out, "--split val: the checkpoint's run had no validation split ([data] val_size = 0 in"));
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 timeout -k 5 60 %s train -c " TINY " --set data.val_size=0 --out %s/refused 2>&1",
+             g_bin, g_tmp);
+    out = sv_test_capture(cmd, &st);
+    assert_int_not_equal(st, 0);
+    assert_non_null(strstr(out, "[data] val_size = 0 leaves no validation split for early stopping ([train] patience = 5): "
+                                "set [train] patience = 0"));
     free(out);
 }
 
@@ -372,6 +425,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_val_every),
         cmocka_unit_test(test_patience_counts_validations),
+        cmocka_unit_test(test_no_validation_split),
         cmocka_unit_test(test_label_smoothing_zero_is_default),
         cmocka_unit_test(test_accuracy_ties_and_nan),
         cmocka_unit_test(test_resume_ended_run),

@@ -80,6 +80,9 @@ static int run_eval(sv_dist *d, const eval_opts *o) {
     if (ok && o->precision >= 0) cfg.precision = (sv_precision)o->precision;
     if (ok && o->tta_flip >= 0) cfg.tta_flip = o->tta_flip;
     if (ok && o->tta_translate >= 0) cfg.tta_translate = (int)o->tta_translate;
+    if (ok && !is_test && cfg.val_size == 0)
+        ok = sv_fail(err, "--split val: the checkpoint's run had no validation split ([data] val_size = 0 in %s)",
+                     ckpt) == 0;
     if (ok && cfg.tta_translate >= cfg.image_size)
         ok = sv_fail(err, "--tta-translate %d must be smaller than the checkpoint's [data] image_size = %d",
                      cfg.tta_translate, cfg.image_size) == 0;

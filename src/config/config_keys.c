@@ -40,8 +40,12 @@ const key_def sv_config_keys[] = {
     {"data", "train_size", LONG(train_size, 1, BIG), .def = "40000",
      .doc = "Training images: the first `train_size` records of `data_batch_1..5`, in file order. "
           ">= 1."},
-    {"data", "val_size", LONG(val_size, 1, BIG), .def = "10000",
-     .doc = "Validation images: the `val_size` records that follow the training ones. >= 1."},
+    {"data", "val_size", LONG(val_size, 0, BIG), .def = "10000", .note = "(0 = none)",
+     .doc = "Validation images: the `val_size` records that follow the training ones. 0 = no "
+          "validation split, for the final run on the whole training set once the "
+          "hyper-parameters are chosen (`train_size = 50000`): no epoch validates, no "
+          "`best.h5` is written (the test line and `predict` use the final weights: `last.h5` "
+          "or the epoch checkpoints), and `train.patience` must be 0. >= 0."},
     {"data", "test_size", LONG(test_size, 0, BIG), .def = "0",
      .doc = "Test images taken from `test_batch.bin`; 0 = all. >= 0."},
     {"data", "image_size", INT(image_size, 1, 4096), .def = "48",

@@ -344,6 +344,9 @@ static int check_cross_fields(const sv_config *c, char *err) {
     if (c->cutout > c->image_size)
         return sv_fail(err, "[data] cutout = %d is larger than [data] image_size = %d", c->cutout,
                        c->image_size);
+    if (c->val_size == 0 && c->patience > 0)
+        return sv_fail(err, "[data] val_size = 0 leaves no validation split for early stopping ([train] "
+                       "patience = %d): set [train] patience = 0", c->patience);
     if (c->lr_max < c->lr_start)
         return sv_fail(err, "[optim] lr_max = %g is smaller than [optim] lr_start = %g", c->lr_max,
                        c->lr_start);

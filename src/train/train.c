@@ -172,13 +172,14 @@ static int trainer_run_epoch(trainer *T, long epoch) {
     return 1;
 }
 
-/* Validation (every val_every-th epoch, the last, and at max_steps), then
- * early stopping's count. Returns 1 when the epoch improved the best val top-1. */
+/* Validation (every val_every-th epoch, the last, and at max_steps; never
+ * without a validation split), then early stopping's count. Returns 1 when
+ * the epoch improved the best val top-1. */
 static int trainer_validate(trainer *T, long finished, sv_eval_result *v) {
     const sv_config *cfg = T->cfg;
     sv_train_state *st = &T->st;
-    int validate = finished % cfg->val_every == 0 || finished == cfg->epochs ||
-                   (cfg->max_steps > 0 && st->step >= cfg->max_steps);
+    int validate = cfg->val_size > 0 && (finished % cfg->val_every == 0 || finished == cfg->epochs ||
+                                         (cfg->max_steps > 0 && st->step >= cfg->max_steps));
     sv_eval_result none = {NAN, NAN, NAN, 0};
     *v = none;
     if (!validate) return 0;
@@ -202,7 +203,8 @@ static void trainer_log_epoch(trainer *T, long finished, const sv_eval_result *v
     double secs = sv_now() - T->t_epoch, lr_now = sv_schedule_lr(&T->sched, st->step);
     double tl = st->run_count ? st->run_loss / st->run_count : 0, t1 = st->run_count ? st->run_top1 / st->run_count : 0,
            t5 = st->run_count ? st->run_top5 / st->run_count : 0;
-    char val_text[96] = "val not run (train.val_every)", slowest[SV_HOST_LEN + 96];
+    char val_text[96], slowest[SV_HOST_LEN + 96];
+    snprintf(val_text, sizeof val_text, "val not run (%s)", T->cfg->val_size ? "train.val_every" : "data.val_size = 0");
     tr_straggler_epoch_note(&T->strag, T->d, slowest, sizeof slowest);
     if (!isnan(v->loss))
         snprintf(val_text, sizeof val_text, "%s loss %.4f top1 %.4f top5 %.4f", tr_val_name(&T->ema), v->loss,

@@ -185,12 +185,13 @@ int trainer_already_done(trainer *T) {
     if (!resumed_run_ended(T)) return 0;
     const sv_train_state *st = &T->st;
     const sv_config *cfg = T->cfg;
-    char q[SV_QUOTED_LEN(SV_PATH_LEN)];
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation";
+    if (st->best_epoch > 0)
+        snprintf(best, sizeof best, "best val top-1 %.4f at epoch %ld", st->best_val_top1, st->best_epoch);
     if (T->rank0)
-        printf("Nothing more to train: the run in %s ended after epoch %ld (%s; best val top-1 %.4f at epoch %ld); evaluating its final weights\n",
+        printf("Nothing more to train: the run in %s ended after epoch %ld (%s; %s); evaluating its final weights\n",
                sv_shell_quote(T->opts->resume, q, sizeof q), st->epoch,
-               st->epoch >= cfg->epochs ? "all train.epochs done" : "early stopping", st->best_val_top1,
-               st->best_epoch);
+               st->epoch >= cfg->epochs ? "all train.epochs done" : "early stopping", best);
     return 1;
 }
 
