@@ -105,6 +105,16 @@ static int trainer_build_model(trainer *T, char *err) {
     return 0;
 }
 
+/* "best val top-1 0.8958 at epoch 62" for the lines that report a run's
+ * state, or `none` while no epoch has validated (or none can: val_size 0). */
+static const char *best_val_text(const sv_train_state *st, const char *none, char *buf, size_t n) {
+    if (st->best_epoch > 0)
+        snprintf(buf, n, "best val top-1 %.4f at epoch %ld", st->best_val_top1, st->best_epoch);
+    else
+        snprintf(buf, n, "%s", none);
+    return buf;
+}
+
 /* The state to start from: a fresh run, or the checkpoint of --resume. Then
  * proof that every replica starts from the same weights. */
 static int trainer_load_state(trainer *T, char *err) {
@@ -121,11 +131,10 @@ static int trainer_load_state(trainer *T, char *err) {
                          err[0] ? err : "a rank failed to read the checkpoint"))
             return -1;
         if (T->rank0) {
-            char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation yet";
-            if (st->best_epoch > 0)
-                snprintf(best, sizeof best, "best val top-1 %.4f (epoch %ld)", st->best_val_top1, st->best_epoch);
+            char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64];
             printf("Resumed from %s: epoch %ld, step %ld (%ld in epoch), %s\n",
-                   sv_shell_quote(resume, q, sizeof q), st->epoch + 1, st->step, st->step_in_epoch, best);
+                   sv_shell_quote(resume, q, sizeof q), st->epoch + 1, st->step, st->step_in_epoch,
+                   best_val_text(st, "no validation yet", best, sizeof best));
         }
         if (T->opts->changes) tr_record_changes(st, T->cfg, T->opts->changes, T->rank0);
     }
@@ -185,9 +194,8 @@ int trainer_already_done(trainer *T) {
     if (!resumed_run_ended(T)) return 0;
     const sv_train_state *st = &T->st;
     const sv_config *cfg = T->cfg;
-    char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64] = "no validation";
-    if (st->best_epoch > 0)
-        snprintf(best, sizeof best, "best val top-1 %.4f at epoch %ld", st->best_val_top1, st->best_epoch);
+    char q[SV_QUOTED_LEN(SV_PATH_LEN)], best[64];
+    best_val_text(st, "no validation", best, sizeof best);
     if (T->rank0)
         printf("Nothing more to train: the run in %s ended after epoch %ld (%s; %s); evaluating its final weights\n",
                sv_shell_quote(T->opts->resume, q, sizeof q), st->epoch,
